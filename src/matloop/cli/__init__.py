@@ -1,0 +1,15 @@
+"""The ``matloop`` command: one sub-command group per area, each in its own module."""
+
+from __future__ import annotations
+
+import typer
+
+from matloop.cli.data import data_app
+
+app = typer.Typer(
+    name="matloop",
+    help="Autonomous, uncertainty-driven materials-discovery campaigns.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+app.add_typer(data_app, name="data")

@@ -1,0 +1,103 @@
+"""Dataset slices: a table of structures (or molecules) with property columns, stored by id.
+
+A slice is the unit that tools pass around: ``query_dataset`` makes one, ``featurize`` turns
+one into graphs, validation labels are written back as a new one. On disk it is a parquet
+file (structures as pymatgen JSON) registered in the workspace with its units and provenance.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from pymatgen.core import Molecule, Structure
+
+from matloop.workspace import Workspace
+
+Kind = Literal["crystal", "molecule"]
+
+
+@dataclass
+class DatasetSlice:
+    """Structures with aligned property values; ``properties`` is indexed by ``ids``."""
+
+    ids: list[str]
+    structures: list[Structure | Molecule]
+    properties: pd.DataFrame
+    units: dict[str, str]
+    kind: Kind
+    source: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if len(self.ids) != len(self.structures) or len(self.ids) != len(self.properties):
+            raise ValueError(
+                f"ids ({len(self.ids)}), structures ({len(self.structures)}) and properties "
+                f"({len(self.properties)}) must have the same length"
+            )
+        if len(set(self.ids)) != len(self.ids):
+            raise ValueError("slice ids must be unique")
+        self.properties = self.properties.set_axis(self.ids, axis=0)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def subset(self, ids: list[str]) -> DatasetSlice:
+        """The rows with these ids, in this order."""
+        pos = {i: k for k, i in enumerate(self.ids)}
+        rows = [pos[i] for i in ids]
+        return DatasetSlice(
+            ids=list(ids),
+            structures=[self.structures[k] for k in rows],
+            properties=self.properties.iloc[rows].copy(),
+            units=dict(self.units),
+            kind=self.kind,
+            source=self.source,
+            meta=dict(self.meta),
+        )
+
+    def target(self, name: str) -> np.ndarray:
+        """One property column as float64 (NaN where unlabelled)."""
+        return self.properties[name].to_numpy(dtype=np.float64)
+
+
+def save_slice(workspace: Workspace, data: DatasetSlice, *, slice_id: str | None = None) -> str:
+    """Write a slice to the workspace and register it; returns its id."""
+    slice_id = slice_id or workspace.new_id("slice")
+    table = data.properties.reset_index(drop=True).copy()
+    table.insert(0, "structure", [json.dumps(s.as_dict()) for s in data.structures])
+    table.insert(0, "id", data.ids)
+    path = workspace.dir("slices") / f"{slice_id}.parquet"
+    table.to_parquet(path, index=False)
+    meta = {
+        "count": len(data),
+        "kind": data.kind,
+        "source": data.source,
+        "units": data.units,
+        "properties": list(data.properties.columns),
+        **data.meta,
+    }
+    workspace.register("slice", slice_id, path, meta)
+    return slice_id
+
+
+def load_slice(workspace: Workspace, slice_id: str) -> DatasetSlice:
+    """Read a slice back; unknown ids raise a :class:`~matloop.errors.ToolInputError`."""
+    art = workspace.artifact(slice_id, kind="slice")
+    table = pd.read_parquet(art.path)
+    cls = Molecule if art.meta["kind"] == "molecule" else Structure
+    structures = [cls.from_dict(json.loads(s)) for s in table["structure"]]
+    props = table.drop(columns=["id", "structure"])
+    meta = {k: v for k, v in art.meta.items() if k not in {"count", "kind", "source", "units", "properties"}}
+    return DatasetSlice(
+        ids=[str(i) for i in table["id"]],
+        structures=structures,
+        properties=props,
+        units=art.meta["units"],
+        kind=art.meta["kind"],
+        source=art.meta["source"],
+        meta=meta,
+    )

@@ -1,0 +1,135 @@
+"""A workspace: a directory holding every artefact a campaign makes, addressed by id.
+
+Big objects (dataset slices, graph sets, models, calculations) live in files under the
+workspace; the SQLite file ``state.sqlite`` indexes them so tools pass short ids around.
+Modules that need tables of their own create them with ``CREATE TABLE IF NOT EXISTS``
+through :meth:`Workspace.connect`.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from matloop.errors import ToolInputError
+from matloop.settings import Settings, get_settings
+
+_ARTIFACTS_SQL = """
+CREATE TABLE IF NOT EXISTS artifacts (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    path TEXT NOT NULL,
+    created TEXT NOT NULL,
+    meta TEXT NOT NULL
+)
+"""
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One registered object: its id, kind (``slice``, ``features``, ``model`` ...), file and metadata."""
+
+    id: str
+    kind: str
+    path: Path
+    created: str
+    meta: dict[str, Any]
+
+
+class Workspace:
+    """A directory with ``state.sqlite`` and one sub-directory per artefact kind."""
+
+    def __init__(self, root: str | Path, *, settings: Settings | None = None) -> None:
+        self.root = Path(root).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.settings = settings or get_settings()
+        with self.connect() as db:
+            db.execute(_ARTIFACTS_SQL)
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None) -> Workspace:
+        """The default workspace named by the settings."""
+        settings = settings or get_settings()
+        return cls(settings.workspace, settings=settings)
+
+    @property
+    def db_path(self) -> Path:
+        return self.root / "state.sqlite"
+
+    def dir(self, name: str) -> Path:
+        """Sub-directory ``name`` of the workspace, created on first use."""
+        path = self.root / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    @contextmanager
+    def connect(self) -> Iterator[sqlite3.Connection]:
+        """A SQLite connection in WAL mode; commits on success, rolls back on error."""
+        db = sqlite3.connect(self.db_path, timeout=60.0)
+        db.row_factory = sqlite3.Row
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA busy_timeout=60000")
+            yield db
+            db.commit()
+        except BaseException:
+            db.rollback()
+            raise
+        finally:
+            db.close()
+
+    @staticmethod
+    def new_id(kind: str) -> str:
+        """A fresh id such as ``slice-3f9a1c2e``."""
+        return f"{kind}-{uuid.uuid4().hex[:8]}"
+
+    def register(self, kind: str, artifact_id: str, path: Path, meta: dict[str, Any]) -> Artifact:
+        """Record an artefact whose file has already been written."""
+        created = datetime.now(UTC).isoformat(timespec="seconds")
+        rel = path.resolve().relative_to(self.root) if path.is_absolute() else path
+        with self.connect() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO artifacts (id, kind, path, created, meta) VALUES (?, ?, ?, ?, ?)",
+                (artifact_id, kind, str(rel), created, json.dumps(meta, default=str)),
+            )
+        return Artifact(artifact_id, kind, self.root / rel, created, meta)
+
+    def artifact(self, artifact_id: str, kind: str | None = None) -> Artifact:
+        """Look up an artefact; an unknown id raises :class:`ToolInputError` listing known ones."""
+        with self.connect() as db:
+            row = db.execute("SELECT * FROM artifacts WHERE id = ?", (artifact_id,)).fetchone()
+        if row is None or (kind is not None and row["kind"] != kind):
+            known = [a.id for a in self.artifacts(kind)][-20:]
+            what = f"{kind} id" if kind else "id"
+            raise ToolInputError(
+                f"expected a known {what}, got {artifact_id!r}; valid values are {known}"
+            )
+        return Artifact(
+            row["id"], row["kind"], self.root / row["path"], row["created"], json.loads(row["meta"])
+        )
+
+    def artifacts(self, kind: str | None = None) -> list[Artifact]:
+        """All artefacts (of one kind), oldest first."""
+        query = "SELECT * FROM artifacts" + (" WHERE kind = ?" if kind else "") + " ORDER BY rowid"
+        with self.connect() as db:
+            rows = db.execute(query, (kind,) if kind else ()).fetchall()
+        return [
+            Artifact(r["id"], r["kind"], self.root / r["path"], r["created"], json.loads(r["meta"]))
+            for r in rows
+        ]
+
+
+def resolve_workspace(workspace: Workspace | str | Path | None) -> Workspace:
+    """Accept a workspace, a path, or ``None`` (the settings' default)."""
+    if isinstance(workspace, Workspace):
+        return workspace
+    if workspace is None:
+        return Workspace.from_settings()
+    return Workspace(workspace)
