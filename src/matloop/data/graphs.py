@@ -7,21 +7,45 @@ Each graph carries
 ``edge_attr`` (float32, [n_edges, n_gaussians]) Gaussian expansion of the distance,
 ``edge_dist`` (float32, [n_edges]) distances in Å,
 and ``item_id`` (str) the dataset id it came from.
+
+A graph is fully determined by its compact form :class:`GraphArrays` (``z``, ``edge_index``,
+``edge_dist``) and the :class:`GraphParams`; node and edge features are recomputed from it on
+load, so caches and stored feature sets hold only the compact form.
+
+Neighbours come from pymatgen's cell-list routine ``find_points_in_spheres`` (the one behind
+``Structure.get_neighbor_list``), periodic for crystals and non-periodic for molecules.
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import importlib.util
 import json
+import logging
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import torch
 from pymatgen.core import Element, Molecule, Structure
+from pymatgen.optimization.neighbors import find_points_in_spheres
 from torch_geometric.data import Data
 
+from matloop.errors import MissingExtraError
+
+if TYPE_CHECKING:
+    from matloop.data.graph_cache import GraphCache
+
 MAX_Z = 100
+logger = logging.getLogger(__name__)
+
+#: Sphere packing bound: n atoms at least ``d`` apart need a volume of at least
+#: n·(π/6)d³/0.7405 ≈ 0.707·n·d³, so a smaller cell must contain overlapping atoms.
+_PACKING_VOLUME = np.pi / 6 / 0.7405
 
 
 @dataclass(frozen=True)
@@ -34,12 +58,43 @@ class GraphParams:
     node_features: str = "onehot+magpie"
     min_distance: float = 0.5
 
+    def __post_init__(self) -> None:
+        if not self.cutoff > 0 or not np.isfinite(self.cutoff):
+            raise ValueError(f"cutoff must be a positive number of Å, got {self.cutoff}")
+        if self.max_neighbors < 1:
+            raise ValueError(f"max_neighbors must be >= 1, got {self.max_neighbors}")
+        if self.n_gaussians < 2:
+            raise ValueError(f"n_gaussians must be >= 2, got {self.n_gaussians}")
+
     def key(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
 
 
 class GraphError(ValueError):
     """An item that cannot become a graph; the message is the per-item reason."""
+
+
+class GraphArrays(NamedTuple):
+    """Compact graph: atomic numbers, symmetric ``edge_index`` (source, target) and distances."""
+
+    z: np.ndarray  # int64 [n]
+    edge_index: np.ndarray  # int64 [2, E]
+    edge_dist: np.ndarray  # float32 [E]
+
+
+class Failure(NamedTuple):
+    """An item that was skipped, with the reason."""
+
+    item_id: str
+    reason: str
+
+
+class Featurized(NamedTuple):
+    """Result of :func:`featurize_items`: graphs in input order (failures left out)."""
+
+    graphs: list[Data]
+    failures: list[Failure]
+    cache_hits: int
 
 
 @cache
@@ -56,17 +111,22 @@ def element_table(node_features: str) -> np.ndarray:
 
 
 def _magpie_table() -> np.ndarray:
-    """Magpie element descriptors (``elementembeddings``), standardised per column."""
-    from elementembeddings.core import Embedding
+    """Magpie element descriptors, standardised per column (0 where an element has no data).
 
-    emb = Embedding.load_data("magpie")
-    dim = len(next(iter(emb.embeddings.values())))
-    table = np.full((MAX_Z + 1, dim), np.nan, dtype=np.float64)
-    for symbol, vec in emb.embeddings.items():
-        try:
-            table[Element(symbol).Z] = vec
-        except ValueError:
-            continue
+    Read straight from the CSV shipped inside the ``elementembeddings`` wheel (offline),
+    without importing the package, whose import pulls in plotting and ML libraries.
+    """
+    spec = importlib.util.find_spec("elementembeddings")
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingExtraError("Magpie node features need the 'elementembeddings' package")
+    path = Path(next(iter(spec.submodule_search_locations))) / "data/element_representations/magpie.csv"
+    with path.open(newline="") as fh:
+        rows = list(csv.reader(fh))
+    table = np.full((MAX_Z + 1, len(rows[0]) - 1), np.nan, dtype=np.float64)
+    for symbol, *values in rows[1:]:
+        z = Element(symbol).Z
+        if z <= MAX_Z:
+            table[z] = [float(v) if v else np.nan for v in values]
     mean = np.nanmean(table, axis=0)
     std = np.nanstd(table, axis=0)
     std[std == 0] = 1.0
@@ -76,9 +136,10 @@ def _magpie_table() -> np.ndarray:
 
 def gaussian_expansion(dist: np.ndarray, cutoff: float, n: int) -> np.ndarray:
     """exp(-(d - μ_k)² / σ²) on ``n`` centres evenly spaced in [0, cutoff], σ = spacing."""
-    centres = np.linspace(0.0, cutoff, n)
+    centres = np.linspace(0.0, cutoff, n, dtype=np.float32)
     width = centres[1] - centres[0]
-    return np.exp(-(((dist[:, None] - centres[None, :]) / width) ** 2)).astype(np.float32)
+    diff = (dist.astype(np.float32)[:, None] - centres[None, :]) / width
+    return np.exp(-(diff**2))
 
 
 def structure_hash(item: Structure | Molecule) -> str:
@@ -91,18 +152,27 @@ def structure_hash(item: Structure | Molecule) -> str:
     return h.hexdigest()
 
 
-def _neighbor_pairs(
+def neighbor_pairs(
     item: Structure | Molecule, cutoff: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Centre, neighbour, periodic image (int triple) and distance of every pair within ``cutoff``."""
+    """Centre, neighbour, periodic image (int triple) and distance of every pair within ``cutoff``.
+
+    Distinct atoms at the same position are kept (distance 0); only an atom paired with
+    itself in the same image is dropped.
+    """
+    coords = np.ascontiguousarray(item.cart_coords, dtype=float)
     if isinstance(item, Structure):
-        centres, neighbours, images, dists = item.get_neighbor_list(r=cutoff)
-        return centres.astype(np.int64), neighbours.astype(np.int64), np.rint(images).astype(np.int64), dists
-    coords = item.cart_coords
-    dmat = np.linalg.norm(coords[:, None, :] - coords[None, :, :], axis=-1)
-    np.fill_diagonal(dmat, np.inf)
-    centres, neighbours = np.nonzero(dmat <= cutoff)
-    return centres, neighbours, np.zeros((len(centres), 3), dtype=np.int64), dmat[centres, neighbours]
+        pbc = np.ascontiguousarray(item.pbc, dtype=np.int64)
+        lattice = np.ascontiguousarray(item.lattice.matrix, dtype=float)
+    else:
+        pbc = np.zeros(3, dtype=np.int64)
+        lattice = np.eye(3)
+    centres, neighbours, images, dists = find_points_in_spheres(
+        coords, coords, r=cutoff, pbc=pbc, lattice=lattice, tol=1e-8
+    )
+    images = np.rint(images).astype(np.int64)
+    not_self = (centres != neighbours) | np.any(images != 0, axis=1)
+    return centres[not_self], neighbours[not_self], images[not_self], dists[not_self]
 
 
 def _keep_nearest(centres: np.ndarray, dists: np.ndarray, k: int) -> np.ndarray:
@@ -114,44 +184,174 @@ def _keep_nearest(centres: np.ndarray, dists: np.ndarray, k: int) -> np.ndarray:
     return order[rank < k]
 
 
-def check_item(item: Structure | Molecule, params: GraphParams) -> None:
-    """Raise :class:`GraphError` for an item that would give a meaningless graph."""
-    if len(item) == 0:
-        raise GraphError("empty structure (no sites)")
-    if not np.all(np.isfinite(item.cart_coords)):
-        raise GraphError("non-finite (NaN/inf) coordinates")
-    for site in item:
+def _atomic_numbers(item: Structure | Molecule) -> np.ndarray:
+    """Atomic numbers; raises :class:`GraphError` for disordered or unknown species."""
+    z = np.empty(len(item), dtype=np.int64)
+    for i, site in enumerate(item):
         if not site.is_ordered:
             raise GraphError(f"disordered site {site.species_string}; expected ordered sites")
-        z = site.specie.Z if hasattr(site.specie, "Z") else 0
-        if not 1 <= z <= MAX_Z:
-            raise GraphError(f"unknown species {site.species_string!r}; expected an element Z=1..{MAX_Z}")
+        number = getattr(site.specie, "Z", 0)
+        if not 1 <= number <= MAX_Z:
+            raise GraphError(
+                f"unknown species {site.species_string!r} at site {i}; expected an element Z=1..{MAX_Z}"
+            )
+        z[i] = number
+    return z
 
 
-def build_graph(item: Structure | Molecule, params: GraphParams, item_id: str = "") -> Data:
-    """One graph; raises :class:`GraphError` with the reason when the item is unusable."""
-    check_item(item, params)
-    centres, neighbours, images, dists = _neighbor_pairs(item, params.cutoff)
+def check_item(item: Structure | Molecule, params: GraphParams) -> np.ndarray:
+    """Atomic numbers of a usable item; raises :class:`GraphError` before any neighbour search.
+
+    Catches empty items, unknown/disordered species, NaN/inf coordinates or lattice, and
+    cells too small to hold their atoms ``min_distance`` apart.
+    """
+    if len(item) == 0:
+        raise GraphError("empty structure (no sites)")
+    z = _atomic_numbers(item)
+    if not np.all(np.isfinite(item.cart_coords)):
+        raise GraphError("non-finite (NaN/inf) coordinates")
+    if isinstance(item, Structure):
+        if not np.all(np.isfinite(item.lattice.matrix)):
+            raise GraphError("non-finite (NaN/inf) lattice")
+        volume = abs(float(np.linalg.det(item.lattice.matrix)))
+        if volume < _PACKING_VOLUME * len(item) * params.min_distance**3:
+            raise GraphError(
+                f"atoms overlap: cell volume {volume:.3g} Å³ is too small for {len(item)} atoms "
+                f"at least {params.min_distance} Å apart"
+            )
+    return z
+
+
+def graph_arrays(item: Structure | Molecule, params: GraphParams) -> GraphArrays:
+    """Compact graph of one item; raises :class:`GraphError` with the reason when unusable."""
+    z = check_item(item, params)
+    centres, neighbours, images, dists = neighbor_pairs(item, params.cutoff)
     if len(dists) and dists.min() < params.min_distance:
-        raise GraphError(f"atoms overlap: closest pair {dists.min():.3f} Å < {params.min_distance} Å")
-    if len(item) > 1 and len(np.unique(centres)) < len(item):
-        lonely = sorted(set(range(len(item))) - set(centres.tolist()))
-        raise GraphError(f"sites {lonely[:5]} have no neighbour within {params.cutoff} Å")
+        k = int(np.argmin(dists))
+        raise GraphError(
+            f"atoms overlap: sites {centres[k]} and {neighbours[k]} are {dists[k]:.3f} Å apart "
+            f"(< {params.min_distance} Å)"
+        )
+    lonely = np.flatnonzero(np.bincount(centres, minlength=len(item)) == 0)
+    if len(lonely):
+        raise GraphError(
+            f"{len(lonely)} site(s) {lonely[:5].tolist()} have no neighbour within {params.cutoff} Å"
+        )
     keep = _keep_nearest(centres, dists, params.max_neighbors)
-    # Symmetrise: the reverse of edge (i → j, image n) is (j → i, image -n); add those missing.
+    # Symmetrise: the reverse of edge (j → i, image n) is (i → j, image -n); add those missing.
     src = np.concatenate([neighbours[keep], centres[keep]])
     dst = np.concatenate([centres[keep], neighbours[keep]])
     img = np.concatenate([images[keep], -images[keep]])
     dist = np.concatenate([dists[keep], dists[keep]])
-    _, unique = np.unique(np.column_stack([src, dst, img]), axis=0, return_index=True)
-    edge_index, edge_dist = np.stack([src[unique], dst[unique]]), dist[unique]
-    z = np.array([site.specie.Z for site in item], dtype=np.int64)
+    span = 2 * int(np.abs(img).max(initial=0)) + 1
+    key = (src * len(item) + dst) * span**3 + ((img + span // 2) * [span**2, span, 1]).sum(axis=1)
+    _, unique = np.unique(key, return_index=True)
+    return GraphArrays(
+        z=z,
+        edge_index=np.stack([src[unique], dst[unique]]).astype(np.int64),
+        edge_dist=dist[unique].astype(np.float32),
+    )
+
+
+def to_data(arrays: GraphArrays, params: GraphParams, item_id: str = "") -> Data:
+    """The torch-geometric graph of a compact graph (node and edge features computed here)."""
+    z, edge_index, edge_dist = arrays
     return Data(
         x=torch.from_numpy(element_table(params.node_features)[z]),
-        z=torch.from_numpy(z),
-        edge_index=torch.from_numpy(edge_index.astype(np.int64)),
+        z=torch.from_numpy(np.asarray(z, dtype=np.int64)),
+        edge_index=torch.from_numpy(np.asarray(edge_index, dtype=np.int64)),
         edge_attr=torch.from_numpy(gaussian_expansion(edge_dist, params.cutoff, params.n_gaussians)),
-        edge_dist=torch.from_numpy(edge_dist.astype(np.float32)),
+        edge_dist=torch.from_numpy(np.asarray(edge_dist, dtype=np.float32)),
         item_id=item_id,
-        num_nodes=len(item),
+        num_nodes=len(z),
     )
+
+
+def build_graph(item: Structure | Molecule, params: GraphParams, item_id: str = "") -> Data:
+    """One graph; raises :class:`GraphError` with the reason when the item is unusable."""
+    return to_data(graph_arrays(item, params), params, item_id)
+
+
+Progress = Callable[[int, int], None]
+
+
+def featurize_arrays(
+    structures: Sequence[Structure | Molecule],
+    ids: Sequence[str],
+    params: GraphParams,
+    *,
+    cache: GraphCache | None = None,
+    progress: Progress | None = None,
+) -> tuple[dict[str, GraphArrays], list[Failure], int]:
+    """Compact graphs of many items (id → arrays, input order), failures, and cache hits.
+
+    One bad item never stops the rest: its reason goes to the failures. With a ``cache``,
+    items are looked up by structure hash + params in one batch and new results (failures
+    too) are written back in batched transactions. ``progress(done, total)`` is called
+    about a hundred times over the run when given.
+    """
+    if len(structures) != len(ids):
+        raise ValueError(f"got {len(structures)} structures but {len(ids)} ids")
+    if len(set(ids)) != len(ids):
+        raise ValueError("item ids must be unique")
+    total = len(ids)
+    param_key = hashlib.sha256(params.key().encode()).hexdigest()[:16]
+    keys = [f"{structure_hash(s)}:{param_key}" for s in structures] if cache is not None else []
+    cached = cache.get_many(keys) if cache is not None else {}
+    out: dict[str, GraphArrays] = {}
+    failures: list[Failure] = []
+    new: list[tuple[str, GraphArrays | str]] = []
+    hits = 0
+    step = max(1, total // 100)
+    for i, (item_id, item) in enumerate(zip(ids, structures, strict=True)):
+        entry = cached.get(keys[i]) if cache is not None else None
+        if entry is not None:
+            hits += 1
+        else:
+            try:
+                entry = graph_arrays(item, params)
+            except GraphError as exc:
+                entry = str(exc)
+            except Exception as exc:  # a malformed item must not stop the others
+                entry = f"unexpected error: {type(exc).__name__}: {exc}"
+            if cache is not None:
+                new.append((keys[i], entry))
+                if len(new) >= 1000:
+                    cache.put_many(new)
+                    new = []
+        if isinstance(entry, str):
+            failures.append(Failure(item_id, entry))
+            logger.debug("skipped %s: %s", item_id, entry)
+        else:
+            out[item_id] = entry
+        if progress is not None and ((i + 1) % step == 0 or i + 1 == total):
+            progress(i + 1, total)
+    if cache is not None and new:
+        cache.put_many(new)
+    logger.info(
+        "featurized %d items: %d graphs, %d failures, %d cache hits", total, len(out), len(failures), hits
+    )
+    return out, failures, hits
+
+
+def featurize_items(
+    structures: Sequence[Structure | Molecule],
+    ids: Sequence[str],
+    params: GraphParams | None = None,
+    *,
+    cache: GraphCache | None = None,
+    progress: Progress | None = None,
+) -> Featurized:
+    """Graphs of many items without a workspace: ``(graphs, failures, cache_hits)``.
+
+    Args:
+        structures: pymatgen ``Structure`` (periodic) or ``Molecule`` objects.
+        ids: one id per item, stored as ``Data.item_id``.
+        params: graph parameters (defaults: 6 Å cutoff, 12 neighbours, 40 Gaussians).
+        cache: optional on-disk :class:`~matloop.data.graph_cache.GraphCache`.
+        progress: optional ``progress(done, total)`` callback.
+    """
+    params = params or GraphParams()
+    arrays, failures, hits = featurize_arrays(structures, ids, params, cache=cache, progress=progress)
+    graphs = [to_data(a, params, item_id) for item_id, a in arrays.items()]
+    return Featurized(graphs, failures, hits)

@@ -1,22 +1,40 @@
-"""The ``featurize`` tool: a dataset slice → a stored set of crystal/molecule graphs."""
+"""The ``featurize`` tool: a dataset slice → a stored set of crystal/molecule graphs.
+
+A feature set is one ``.npz`` file of concatenated compact graphs (atomic numbers, edges,
+distances, with offsets per graph); node and edge features are recomputed on load from the
+parameters kept in the feature set's metadata.
+"""
 
 from __future__ import annotations
 
-import io
-import sqlite3
-from dataclasses import dataclass
+import logging
+import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
+import numpy as np
 from pydantic import BaseModel, Field
 from torch_geometric.data import Data
 
-from matloop.data.graphs import GraphError, GraphParams, build_graph, structure_hash
+from matloop.data.graph_cache import GraphCache
+from matloop.data.graphs import (
+    GraphArrays,
+    GraphParams,
+    Progress,
+    element_table,
+    featurize_arrays,
+    to_data,
+)
 from matloop.data.slices import load_slice
+from matloop.errors import ToolInputError
 from matloop.workspace import Workspace, resolve_workspace
 
-_GRAPH_FIELDS = ("x", "z", "edge_index", "edge_attr", "edge_dist")
+logger = logging.getLogger(__name__)
+
+MAX_CUTOFF = 15.0
+MAX_NEIGHBORS = 128
+_SHOWN_FAILURES = 50
 
 
 class FeaturizeFailure(BaseModel):
@@ -28,11 +46,17 @@ class FeaturizeResult(BaseModel):
     feature_set_id: str = Field(description="Id of the stored graph set; pass it to training and selection.")
     slice_id: str = Field(description="Slice the graphs were built from.")
     count: int = Field(description="Number of graphs built.")
-    failures: list[FeaturizeFailure] = Field(description="Items skipped, each with the reason.")
+    n_failed: int = Field(description="Number of items skipped.")
+    failures: list[FeaturizeFailure] = Field(
+        description=f"Items skipped, each with the reason (the first {_SHOWN_FAILURES})."
+    )
     node_dim: int = Field(description="Node feature length.")
     edge_dim: int = Field(description="Edge feature length.")
+    cutoff: float = Field(description="Neighbour cut-off radius used, in Å.")
+    max_neighbors: int = Field(description="Nearest neighbours kept per atom.")
     mean_edges_per_atom: float = Field(description="Average number of edges per atom.")
-    cache_hits: int = Field(description="Graphs served from the on-disk cache.")
+    cache_hits: int = Field(description="Items served from the on-disk cache.")
+    seconds: float = Field(description="Wall time of the call.")
 
 
 @dataclass
@@ -44,36 +68,43 @@ class GraphSet:
     meta: dict[str, Any]
 
 
-def _to_bytes(graph: Data) -> bytes:
-    buf = io.BytesIO()
-    torch.save({k: graph[k] for k in _GRAPH_FIELDS}, buf)
-    return buf.getvalue()
+def graph_params(ws: Workspace, cutoff: float | None, max_neighbors: int | None) -> GraphParams:
+    """Graph parameters from the arguments and the workspace settings; bad values → ToolInputError."""
+    cfg = ws.settings.featurize
+    cutoff = cfg.cutoff if cutoff is None else cutoff
+    max_neighbors = cfg.max_neighbors if max_neighbors is None else max_neighbors
+    if not 0 < cutoff <= MAX_CUTOFF:
+        raise ToolInputError(f"expected cutoff in (0, {MAX_CUTOFF}] Å, got {cutoff}; typical values are 4-8")
+    if not 1 <= max_neighbors <= MAX_NEIGHBORS:
+        raise ToolInputError(
+            f"expected max_neighbors in [1, {MAX_NEIGHBORS}], got {max_neighbors}; typical values are 8-16"
+        )
+    return GraphParams(
+        cutoff=float(cutoff),
+        max_neighbors=int(max_neighbors),
+        n_gaussians=cfg.n_gaussians,
+        node_features=cfg.node_features,
+        min_distance=ws.settings.validation.min_distance,
+    )
 
 
-def _from_bytes(blob: bytes, item_id: str) -> Data:
-    tensors = torch.load(io.BytesIO(blob), weights_only=True)
-    return Data(**tensors, item_id=item_id, num_nodes=int(tensors["z"].numel()))
+def _save_arrays(path: Path, arrays: dict[str, GraphArrays]) -> None:
+    graphs = list(arrays.values())
+    atom_ptr = np.cumsum([0] + [len(g.z) for g in graphs])
+    edge_ptr = np.cumsum([0] + [len(g.edge_dist) for g in graphs])
 
+    def cat(parts: list[np.ndarray], dtype: type, axis: int = 0) -> np.ndarray:
+        return np.concatenate(parts, axis=axis).astype(dtype) if parts else np.zeros(0, dtype)
 
-class GraphCache:
-    """Graphs on disk keyed by structure hash + featurizer parameters (one SQLite file)."""
-
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(path, timeout=60.0)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("CREATE TABLE IF NOT EXISTS graphs (key TEXT PRIMARY KEY, blob BLOB)")
-
-    def get(self, key: str) -> bytes | None:
-        row = self.db.execute("SELECT blob FROM graphs WHERE key = ?", (key,)).fetchone()
-        return None if row is None else row[0]
-
-    def put(self, key: str, blob: bytes) -> None:
-        self.db.execute("INSERT OR REPLACE INTO graphs VALUES (?, ?)", (key, blob))
-
-    def close(self) -> None:
-        self.db.commit()
-        self.db.close()
+    np.savez(
+        path,
+        ids=np.array(list(arrays), dtype=str),
+        atom_ptr=atom_ptr,
+        edge_ptr=edge_ptr,
+        z=cat([g.z for g in graphs], np.int16),
+        edge_index=cat([g.edge_index for g in graphs], np.int32, axis=1).reshape(2, -1),
+        edge_dist=cat([g.edge_dist for g in graphs], np.float32),
+    )
 
 
 def featurize(
@@ -82,70 +113,57 @@ def featurize(
     max_neighbors: int | None = None,
     *,
     workspace: Workspace | str | Path | None = None,
+    progress: Progress | None = None,
 ) -> FeaturizeResult:
     """Turn the structures of a dataset slice into crystal graphs for the GNN.
+
+    Items that cannot become a graph (overlapping atoms, isolated atoms, NaN coordinates,
+    unknown species, empty) are skipped and reported with the reason.
 
     Args:
         slice_id: id returned by ``query_dataset``.
         cutoff: neighbour cut-off radius in Å (default from settings, 6 Å).
         max_neighbors: nearest neighbours kept per atom (default from settings, 12).
     """
+    start = time.perf_counter()
     ws = resolve_workspace(workspace)
-    cfg = ws.settings.featurize
-    params = GraphParams(
-        cutoff=cutoff or cfg.cutoff,
-        max_neighbors=max_neighbors or cfg.max_neighbors,
-        n_gaussians=cfg.n_gaussians,
-        node_features=cfg.node_features,
-        min_distance=ws.settings.validation.min_distance,
-    )
+    params = graph_params(ws, cutoff, max_neighbors)
     data = load_slice(ws, slice_id)
-    cache = GraphCache(ws.settings.cache_dir / "graphs.sqlite")
-    blobs: dict[str, bytes] = {}
-    failures: list[FeaturizeFailure] = []
-    hits = 0
-    try:
-        for item_id, item in zip(data.ids, data.structures, strict=True):
-            key = f"{structure_hash(item)}:{params.key()}"
-            blob = cache.get(key)
-            if blob is not None:
-                hits += 1
-            else:
-                try:
-                    blob = _to_bytes(build_graph(item, params, item_id))
-                except GraphError as exc:
-                    failures.append(FeaturizeFailure(item_id=item_id, reason=str(exc)))
-                    continue
-                cache.put(key, blob)
-            blobs[item_id] = blob
-    finally:
-        cache.close()
+    logger.info("featurizing %d %s items of %s (%s)", len(data), data.kind, slice_id, params)
+    with GraphCache(ws.settings.cache_dir / "graphs.sqlite") as cache:
+        arrays, failures, hits = featurize_arrays(
+            data.structures, data.ids, params, cache=cache, progress=progress
+        )
     feature_set_id = ws.new_id("features")
-    path = ws.dir("features") / f"{feature_set_id}.pt"
-    graphs = [_from_bytes(b, i) for i, b in blobs.items()]
-    node_dim = graphs[0].x.shape[1] if graphs else 0
-    edge_dim = graphs[0].edge_attr.shape[1] if graphs else 0
-    n_edges = sum(g.edge_index.shape[1] for g in graphs)
-    n_atoms = sum(g.num_nodes for g in graphs)
-    torch.save({"ids": list(blobs), "blobs": list(blobs.values())}, path)
+    path = ws.dir("features") / f"{feature_set_id}.npz"
+    _save_arrays(path, arrays)
+    n_atoms = sum(len(a.z) for a in arrays.values())
+    n_edges = sum(len(a.edge_dist) for a in arrays.values())
     meta = {
         "slice_id": slice_id,
-        "count": len(graphs),
-        "params": params.__dict__,
-        "node_dim": node_dim,
-        "edge_dim": edge_dim,
+        "count": len(arrays),
+        "params": asdict(params),
+        "node_dim": element_table(params.node_features).shape[1] if arrays else 0,
+        "edge_dim": params.n_gaussians if arrays else 0,
         "kind": data.kind,
+        "failures": [f._asdict() for f in failures],
     }
     ws.register("features", feature_set_id, path, meta)
+    seconds = time.perf_counter() - start
+    logger.info("feature set %s: %d graphs in %.1f s", feature_set_id, len(arrays), seconds)
     return FeaturizeResult(
         feature_set_id=feature_set_id,
         slice_id=slice_id,
-        count=len(graphs),
-        failures=failures,
-        node_dim=node_dim,
-        edge_dim=edge_dim,
+        count=len(arrays),
+        n_failed=len(failures),
+        failures=[FeaturizeFailure(item_id=f.item_id, reason=f.reason) for f in failures[:_SHOWN_FAILURES]],
+        node_dim=meta["node_dim"],
+        edge_dim=meta["edge_dim"],
+        cutoff=params.cutoff,
+        max_neighbors=params.max_neighbors,
         mean_edges_per_atom=n_edges / max(n_atoms, 1),
         cache_hits=hits,
+        seconds=round(seconds, 3),
     )
 
 
@@ -153,6 +171,21 @@ def load_graphs(feature_set_id: str, *, workspace: Workspace | str | Path | None
     """Load a stored feature set as a list of ``Data`` graphs."""
     ws = resolve_workspace(workspace)
     art = ws.artifact(feature_set_id, kind="features")
-    stored = torch.load(art.path, weights_only=True)
-    graphs = [_from_bytes(b, i) for i, b in zip(stored["ids"], stored["blobs"], strict=True)]
-    return GraphSet(ids=list(stored["ids"]), graphs=graphs, meta=art.meta)
+    params = GraphParams(**art.meta["params"])
+    with np.load(art.path) as stored:
+        ids = [str(i) for i in stored["ids"]]
+        atom_ptr, edge_ptr = stored["atom_ptr"], stored["edge_ptr"]
+        z, edge_index, edge_dist = stored["z"], stored["edge_index"], stored["edge_dist"]
+    graphs = [
+        to_data(
+            GraphArrays(
+                z[atom_ptr[k] : atom_ptr[k + 1]].astype(np.int64),
+                edge_index[:, edge_ptr[k] : edge_ptr[k + 1]].astype(np.int64),
+                edge_dist[edge_ptr[k] : edge_ptr[k + 1]].copy(),
+            ),
+            params,
+            item_id,
+        )
+        for k, item_id in enumerate(ids)
+    ]
+    return GraphSet(ids=ids, graphs=graphs, meta=art.meta)
