@@ -1,0 +1,209 @@
+"""Guardrails, checked in code before every tool call, whatever the planner says.
+
+The limits live here and in the campaign spec only: no tool takes a budget argument, so neither
+a model that loops or lies nor text inside a dataset can raise them. A call that would break a
+rule is either amended (trimmed to the remaining budget, forbidden elements added to a query,
+unsound structures dropped) with a message, or rejected with a :class:`GuardrailViolation`
+whose message goes back to the planner.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from matloop.agent.state import CampaignState
+from matloop.data.slices import load_slice
+from matloop.errors import CampaignStop, ToolInputError
+from matloop.validation.sanity import check_structure
+from matloop.workspace import Workspace
+
+EXPENSIVE_LEVELS = frozenset({"cp2k", "vasp"})
+COMPUTE_TOOLS = frozenset({"train_uq_gnn", "fine_tune", "queue_validation"})
+Approver = Callable[[str, int], bool]
+
+
+class Budget(BaseModel):
+    """Hard limits of a campaign (or of one request)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    calculations: int = Field(40, ge=0, description="Validation calculations, counted when queued.")
+    cpu_hours: float = Field(2.0, ge=0, description="CPU-hours of training and validation.")
+    llm_tokens: int = Field(200_000, ge=0, description="Prompt + completion tokens of the LLM planner.")
+
+
+@dataclass
+class Verdict:
+    """The outcome of one check on one call."""
+
+    check: str
+    ok: bool
+    message: str = ""
+
+
+class GuardrailViolation(ToolInputError):
+    """A call the guardrails refused; the message tells the planner why and what is allowed."""
+
+    def __init__(self, message: str, verdicts: list[Verdict]) -> None:
+        super().__init__(message)
+        self.verdicts = verdicts
+
+
+class StepCapReached(CampaignStop):
+    """The planner used all the steps allowed for one request."""
+
+
+class Guardrails:
+    """The checks for one campaign workspace."""
+
+    def __init__(
+        self,
+        workspace: Workspace,
+        state: CampaignState,
+        budget: Budget,
+        *,
+        allowed_elements: list[str] | None = None,
+        forbidden_elements: list[str] | None = None,
+        allowed_levels: list[str] | None = None,
+        approve_expensive: bool = False,
+        approver: Approver | None = None,
+        max_steps: int = 60,
+        max_repeats: int = 2,
+    ) -> None:
+        self.ws, self.state, self.budget = workspace, state, budget
+        self.allowed = set(allowed_elements or [])
+        self.forbidden = set(forbidden_elements or [])
+        self.allowed_levels = list(allowed_levels or ["chgnet"])
+        self.approve_expensive = approve_expensive
+        self.approver = approver
+        self.max_steps = max_steps
+        self.max_repeats = max_repeats
+        self._approved: set[str] = set()
+        self.new_request()
+
+    def new_request(self) -> None:
+        """Reset the per-request counters (step cap, repeat detection)."""
+        self.steps = 0
+        self._calls: Counter[str] = Counter()
+
+    def remaining(self) -> dict[str, float]:
+        """Budget left, per kind."""
+        return {
+            "calculations": self.budget.calculations - self.state.spent("calculations"),
+            "cpu_hours": round(self.budget.cpu_hours - self.state.spent("cpu_hours"), 4),
+            "llm_tokens": self.budget.llm_tokens - self.state.spent("llm_tokens"),
+        }
+
+    def check_tokens(self, upcoming: int) -> None:
+        """Stop before an LLM call that could take the token budget past its limit."""
+        left = self.remaining()["llm_tokens"]
+        if upcoming > left:
+            raise CampaignStop(f"LLM token budget exhausted: {left} left, next call may need {upcoming}")
+
+    def check(self, tool: str, args: dict[str, Any]) -> tuple[dict[str, Any], list[Verdict]]:
+        """Amend or refuse one call; returns the arguments to run with and the verdicts."""
+        verdicts: list[Verdict] = []
+        self.steps += 1
+        if self.steps > self.max_steps:
+            raise StepCapReached(f"step cap reached: {self.max_steps} tool calls allowed per request")
+        verdicts.append(Verdict("step_cap", True, f"step {self.steps}/{self.max_steps}"))
+
+        signature = tool + json.dumps(args, sort_keys=True, default=str)
+        self._calls[signature] += 1
+        if self._calls[signature] > self.max_repeats:
+            self._reject(
+                verdicts,
+                "repeat",
+                f"this exact {tool} call was already made {self._calls[signature] - 1} times in this "
+                "request; use its earlier result, change the arguments, or finish with an answer",
+            )
+        verdicts.append(Verdict("repeat", True))
+
+        left = self.remaining()
+        if tool in COMPUTE_TOOLS and left["cpu_hours"] <= 0:
+            self._reject(
+                verdicts, "budget_cpu_hours", f"CPU-hour budget of {self.budget.cpu_hours} is used up"
+            )
+        args = dict(args)
+        if tool == "query_dataset" and self.forbidden:
+            none = sorted(set(args.get("elements_none") or []) | self.forbidden)
+            if none != sorted(args.get("elements_none") or []):
+                verdicts.append(
+                    Verdict("elements", True, f"added forbidden elements {sorted(self.forbidden)}")
+                )
+            args["elements_none"] = none
+        if tool == "queue_validation":
+            args = self._check_validation(args, verdicts)
+        return args, verdicts
+
+    def _reject(self, verdicts: list[Verdict], check: str, message: str) -> None:
+        verdicts.append(Verdict(check, False, message))
+        raise GuardrailViolation(f"refused by guardrail '{check}': {message}", verdicts)
+
+    def _check_validation(self, args: dict[str, Any], verdicts: list[Verdict]) -> dict[str, Any]:
+        level = args.get("level", "chgnet")
+        if level not in self.allowed_levels:
+            self._reject(verdicts, "level", f"expected a level among {self.allowed_levels}, got {level!r}")
+        if level in EXPENSIVE_LEVELS and level not in self._approved:
+            n = len(args.get("item_ids") or [])
+            if self.approve_expensive or (self.approver is not None and self.approver(level, n)):
+                self._approved.add(level)
+                verdicts.append(Verdict("approval", True, f"{level} approved"))
+            else:
+                self._reject(
+                    verdicts,
+                    "approval",
+                    f"level {level!r} is expensive and needs approval (interactive confirmation, or "
+                    "approve_expensive: true in the campaign spec)",
+                )
+        ids = list(dict.fromkeys(args.get("item_ids") or []))
+        data = load_slice(self.ws, args["slice_id"])
+        known = set(data.ids)
+        unknown = [i for i in ids if i not in known]
+        if unknown:
+            self._reject(
+                verdicts, "ids", f"expected ids of slice {args['slice_id']}, got unknown {unknown[:5]}"
+            )
+        sub = data.subset(ids)
+        keep, dropped = [], []
+        cfg = self.ws.settings.validation
+        for item_id, structure in zip(sub.ids, sub.structures, strict=True):
+            elements = {el.symbol for el in structure.composition.elements}
+            if bad := elements & self.forbidden:
+                dropped.append(f"{item_id}: forbidden elements {sorted(bad)}")
+            elif self.allowed and (bad := elements - self.allowed):
+                dropped.append(f"{item_id}: elements {sorted(bad)} not allowed")
+            elif problem := check_structure(structure, cfg):
+                dropped.append(f"{item_id}: {problem}")
+            else:
+                keep.append(item_id)
+        verdicts.append(Verdict("elements+sanity", not dropped, "; ".join(dropped[:10])))
+        left = int(self.remaining()["calculations"])
+        if left <= 0:
+            self._reject(
+                verdicts,
+                "budget_calculations",
+                f"calculation budget of {self.budget.calculations} is used up",
+            )
+        if not keep:
+            self._reject(verdicts, "elements+sanity", "no candidate passed: " + "; ".join(dropped[:10]))
+        if len(keep) > left:
+            verdicts.append(
+                Verdict(
+                    "budget_calculations", True, f"trimmed {len(keep)} → {left} calculations (budget left)"
+                )
+            )
+            keep = keep[:left]
+        else:
+            verdicts.append(Verdict("budget_calculations", True, f"{len(keep)} of {left} left"))
+        return {**args, "item_ids": keep}
+
+
+def verdicts_json(verdicts: list[Verdict]) -> list[dict[str, Any]]:
+    return [asdict(v) for v in verdicts]

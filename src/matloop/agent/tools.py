@@ -1,0 +1,117 @@
+"""Campaign-level tools the planners need besides :mod:`matloop.tools`: build a candidate pool,
+gather the labels computed so far into a training slice, and report the campaign's status."""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from matloop.agent.guardrails import Guardrails
+from matloop.agent.state import CampaignState
+from matloop.data.prototypes import Family, build_prototype_pool
+from matloop.data.slices import load_slice, save_slice
+from matloop.errors import ToolInputError
+from matloop.workspace import Workspace
+
+
+class PoolResult(BaseModel):
+    slice_id: str = Field(description="Id of the unlabelled candidate pool slice.")
+    count: int = Field(description="Number of candidate structures.")
+    families: dict[str, int] = Field(description="Candidates per prototype family.")
+
+
+class TrainingSetResult(BaseModel):
+    slice_id: str = Field(
+        description="Slice of all labelled items; train or fine-tune on it after featurize."
+    )
+    column: str = Field(description="Target column holding the labels, '<property>@<level>'.")
+    count: int = Field(description="Number of labelled items.")
+    unit: str = Field(description="Unit of the labels.")
+    mean: float | None = Field(description="Mean label value.")
+    min: float | None = Field(description="Smallest label value.")
+    max: float | None = Field(description="Largest label value.")
+
+
+class CampaignStatus(BaseModel):
+    budget_left: dict[str, float] = Field(description="Remaining calculations, CPU-hours and LLM tokens.")
+    labels: dict[str, int] = Field(description="Labels computed so far per '<property>@<level>'.")
+    calculations: int = Field(description="Calculations queued so far.")
+    models: list[str] = Field(description="Model ids trained in this campaign, oldest first.")
+
+
+def build_candidate_pool(
+    families: list[Family] | None = None,
+    elements: list[str] | None = None,
+    max_items: int | None = None,
+    seed: int = 0,
+    *,
+    workspace: Workspace,
+) -> PoolResult:
+    """Build an unlabelled pool of small charge-balanced crystals by prototype substitution.
+
+    Args:
+        families: prototype families (perovskite, rocksalt, zincblende, wurtzite, fluorite; default all).
+        elements: restrict substitutions to these element symbols.
+        max_items: keep at most this many candidates (seeded sample).
+        seed: seed of the sample.
+    """
+    kwargs = {"families": tuple(families)} if families else {}
+    data = build_prototype_pool(**kwargs, elements=elements, max_items=max_items, seed=seed)
+    slice_id = save_slice(workspace, data)
+    counts: dict[str, int] = {}
+    for item_id in data.ids:
+        fam = item_id.split("-")[0]
+        counts[fam] = counts.get(fam, 0) + 1
+    return PoolResult(slice_id=slice_id, count=len(data), families=counts)
+
+
+def training_set(
+    slice_id: str, target: str, level: str, *, workspace: Workspace, state: CampaignState
+) -> TrainingSetResult:
+    """Gather every label computed in this campaign for one property and level into a new slice.
+
+    Args:
+        slice_id: the pool slice the labelled items came from.
+        target: property name, e.g. 'formation_energy_per_atom'.
+        level: validation level the labels were computed at, e.g. 'chgnet' (levels are never mixed).
+    """
+    labels = state.labels(target, level)
+    pool = load_slice(workspace, slice_id)
+    known = set(pool.ids)
+    labels = [lb for lb in labels if lb["item_id"] in known]
+    if not labels:
+        have = sorted({f"{lb['property']}@{lb['level']}" for lb in state.labels()})
+        raise ToolInputError(
+            f"expected a property@level with labels on slice {slice_id}, got {target}@{level}; "
+            f"valid values are {have}"
+        )
+    column = f"{target}@{level}"
+    data = pool.subset([lb["item_id"] for lb in labels])
+    values = np.array([lb["value"] for lb in labels], dtype=float)
+    data.properties = data.properties.assign(**{column: values})
+    data.units = {**data.units, column: labels[0]["unit"]}
+    data.meta = {**data.meta, "labels_of": slice_id}
+    new_id = save_slice(workspace, data)
+    return TrainingSetResult(
+        slice_id=new_id,
+        column=column,
+        count=len(values),
+        unit=labels[0]["unit"],
+        mean=float(values.mean()),
+        min=float(values.min()),
+        max=float(values.max()),
+    )
+
+
+def campaign_status(*, state: CampaignState, guardrails: Guardrails) -> CampaignStatus:
+    """Budget left, labels and models of this campaign so far."""
+    counts: dict[str, int] = {}
+    for lb in state.labels():
+        key = f"{lb['property']}@{lb['level']}"
+        counts[key] = counts.get(key, 0) + 1
+    return CampaignStatus(
+        budget_left=guardrails.remaining(),
+        labels=counts,
+        calculations=len(state.calcs()),
+        models=[m["model_id"] for m in state.models()],
+    )
