@@ -8,6 +8,7 @@ file (structures as pymatgen JSON) registered in the workspace with its units an
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -22,10 +23,13 @@ Kind = Literal["crystal", "molecule"]
 
 @dataclass
 class DatasetSlice:
-    """Structures with aligned property values; ``properties`` is indexed by ``ids``."""
+    """Structures with aligned property values; ``properties`` is indexed by ``ids``.
+
+    ``structures`` may be a lazy sequence (see :class:`matloop.data.table.LazyStructures`).
+    """
 
     ids: list[str]
-    structures: list[Structure | Molecule]
+    structures: Sequence[Structure | Molecule]
     properties: pd.DataFrame
     units: dict[str, str]
     kind: Kind
