@@ -175,13 +175,13 @@ class LLMPlanner:
         self.model = model
         self.backoff_s = backoff_s
 
-    def system_prompt(self, campaign: Campaign) -> str:
+    def system_prompt(self, campaign: Campaign, goal: str | None = None) -> str:
         spec = campaign.spec
         return (
             load_prompt(
                 "system",
                 campaign=spec.name,
-                goal=campaign_goal(campaign),
+                goal=goal or campaign_goal(campaign),
                 level=spec.level,
                 budget=campaign.guardrails.remaining(),
             )

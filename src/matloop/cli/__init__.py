@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from matloop.cli.campaign import ask_command, campaign_app
 from matloop.cli.data import data_app
 
 app = typer.Typer(
@@ -13,3 +14,5 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(data_app, name="data")
+app.add_typer(campaign_app, name="campaign")
+app.command("ask")(ask_command)

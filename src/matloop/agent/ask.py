@@ -1,0 +1,194 @@
+"""``matloop.agent.ask``: answer a natural-language request by planning and calling tools.
+
+With an LLM configured (or a chat model passed in) the LLM planner answers; otherwise the rules
+planner parses the request: a property that the validation level computes (formation energy)
+starts a small campaign on a prototype pool, a property held by a dataset is answered by
+querying (range/search goals) or training a model on it (learn goals). A request it cannot
+parse is answered with what it understood and what it needs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+from langchain_core.language_models import BaseChatModel
+from pydantic import BaseModel, Field
+
+from matloop.agent.campaign import Campaign, CampaignSpec, llm_configured, run_campaign
+from matloop.agent.guardrails import Approver, Budget
+from matloop.agent.rules import ParsedRequest, parse_request
+from matloop.errors import CampaignStop
+from matloop.settings import get_settings
+
+COMPUTED = {"formation_energy_per_atom"}
+
+
+class AskResult(BaseModel):
+    answer: str = Field(description="The answer, with numbers and ids.")
+    planner: str = Field(description="Planner that answered.")
+    workspace: str = Field(description="Workspace directory holding the artefacts and the decision log.")
+    ids: list[str] = Field(description="Ids of the slices, feature sets, models and batches used.")
+    steps: int = Field(description="Planner steps logged.")
+
+
+def _ids(campaign: Campaign, first_step: int) -> list[str]:
+    found: dict[str, None] = {}
+    for rec in campaign.log.records():
+        if rec["step"] >= first_step and rec["phase"] == "done" and isinstance(rec["result"], dict):
+            for key, value in rec["result"].items():
+                if key.endswith("_id") and isinstance(value, str):
+                    found[value] = None
+    return list(found)
+
+
+def spec_from_request(req: ParsedRequest, text: str) -> CampaignSpec:
+    """A small campaign spec for a parsed request whose target the validation level computes."""
+    spec: dict[str, Any] = {
+        "name": "ask",
+        "request": text,
+        "target": {"property": req.target, "goal": req.goal or "learn", "window": req.window},
+        "pool": {"source": "prototypes", "max_items": 150},
+        "elements": {"forbidden": req.elements_exclude},
+        "rounds": 2,
+        "seed_size": 6,
+        "batch_size": 4,
+        "planner": "rules",
+    }
+    if req.level:
+        spec["level"] = req.level
+    if req.budget is not None:
+        spec["budget"] = {"calculations": req.budget}
+    return CampaignSpec.model_validate(spec)
+
+
+def _answer_by_rules(campaign: Campaign, req: ParsedRequest, text: str) -> str:
+    dataset = req.dataset or "mp_formation_energy"
+    window = req.window
+    campaign.guardrails.new_request()
+    args: dict[str, Any] = {"source": dataset, "properties": [req.target]}
+    if req.elements_include:
+        args["elements_all"] = req.elements_include
+    if req.elements_exclude:
+        args["elements_none"] = req.elements_exclude
+    if window and req.goal == "window":
+        args["property_ranges"] = {req.target: window}
+    q = campaign.toolbox.call("query_dataset", args, rationale=f"rules: {req.understood()}")
+    if not q.ok:
+        raise CampaignStop(q.message)
+    nan = float("nan")
+    stats = q.result.get("properties", {}).get(req.target, {})
+    head = f"{q.result['count']} items in {dataset} (slice {q.result['slice_id']})"
+    stat = (
+        f"; {req.target}: mean {stats.get('mean', nan):.3g}, min {stats.get('min', nan):.3g}, "
+        f"max {stats.get('max', nan):.3g} {stats.get('unit', '')}"
+        if stats
+        else ""
+    )
+    if req.goal != "learn":
+        return head + stat
+    fs = campaign.toolbox.call("featurize", {"slice_id": q.result["slice_id"]}, rationale="rules: graphs")
+    if not fs.ok:
+        raise CampaignStop(fs.message)
+    model = campaign.toolbox.call(
+        "train_uq_gnn",
+        {"feature_set_id": fs.result["feature_set_id"], "target": req.target},
+        rationale="rules: learn the target",
+    )
+    if not model.ok:
+        raise CampaignStop(model.message)
+    m = model.result["metrics"]
+    return (
+        head + stat + f". Model {model.result['model_id']} ({model.result['method']}, "
+        f"{model.result['n_train']} training items): test MAE {m['mae']:.3g} {model.result.get('unit', '')}, "
+        f"R² {m['r2']:.3f}, 95% coverage {m['coverage_95']:.2f}"
+    )
+
+
+def ask(
+    request: str,
+    *,
+    workspace: str | Path | None = None,
+    planner: Literal["auto", "llm", "rules"] = "auto",
+    model: BaseChatModel | None = None,
+    budget: Budget | None = None,
+    max_steps: int = 40,
+    approver: Approver | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> AskResult:
+    """Answer ``request`` by planning and calling tools in ``workspace`` (settings default)."""
+    root = Path(workspace or get_settings().workspace)
+    use_llm = model is not None or planner == "llm" or (planner == "auto" and llm_configured())
+    if use_llm:
+        from matloop.agent.llm import Conversation, LLMPlanner, make_chat_model
+
+        spec = CampaignSpec(name="ask", request=request, budget=budget or Budget(), max_steps=max_steps)
+        campaign = Campaign(root, spec, approver=approver, progress=progress)
+        campaign.context.planner = "llm"
+        first = campaign.log.next_step()
+        conv = Conversation(model or make_chat_model(), campaign.toolbox, campaign.guardrails)
+        system = LLMPlanner().system_prompt(campaign, goal=f"answer the request: {request}")
+        try:
+            answer = conv.run(system, request)
+        except CampaignStop as exc:
+            answer = f"stopped: {exc}"
+        return AskResult(
+            answer=answer,
+            planner="llm",
+            workspace=str(campaign.ws.root),
+            ids=_ids(campaign, first),
+            steps=campaign.log.steps(),
+        )
+    req = parse_request(request)
+    if req.missing:
+        return AskResult(
+            answer=f"I understood: {req.understood()}. I need: {'; '.join(req.missing)}.",
+            planner="rules",
+            workspace=str(root),
+            ids=[],
+            steps=0,
+        )
+    if req.target in COMPUTED and req.dataset in (None, "prototypes"):
+        spec = spec_from_request(req, request)
+        if budget is not None:
+            spec.budget = budget
+        campaign = run_campaign(spec, root / "campaign", approver=approver, progress=progress)
+        st = campaign.state
+        labels = st.labels(spec.target.property, spec.level)
+        best = sorted(labels, key=lambda lb: lb["value"])[:3]
+        found = campaign.found()
+        answer = (
+            f"Understood: {req.understood()}. Campaign {st.meta('status')} ({st.meta('reason')}): "
+            f"{len(labels)} {spec.target.property}@{spec.level} labels; lowest: "
+            + ", ".join(f"{b['item_id']} {b['value']:.3f} {b['unit']}" for b in best)
+            + (f"; {len(found)} in the window {spec.target.window}" if spec.target.window else "")
+            + f". Report: {campaign.ws.root / 'report.html'}"
+        )
+        return AskResult(
+            answer=answer,
+            planner="rules",
+            workspace=str(campaign.ws.root),
+            ids=_ids(campaign, 0),
+            steps=campaign.log.steps(),
+        )
+    spec = CampaignSpec(
+        name="ask",
+        request=request,
+        budget=budget or Budget(),
+        max_steps=max_steps,
+        elements={"forbidden": req.elements_exclude},
+    )
+    campaign = Campaign(root, spec, approver=approver, progress=progress)
+    first = campaign.log.next_step()
+    try:
+        answer = f"Understood: {req.understood()}. " + _answer_by_rules(campaign, req, request)
+    except CampaignStop as exc:
+        answer = f"Understood: {req.understood()}. Could not answer: {exc}"
+    return AskResult(
+        answer=answer,
+        planner="rules",
+        workspace=str(campaign.ws.root),
+        ids=_ids(campaign, first),
+        steps=campaign.log.steps(),
+    )

@@ -1,0 +1,190 @@
+"""``matloop campaign run|resume|status|report|log`` and ``matloop ask``."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+campaign_app = typer.Typer(help="Closed-loop campaigns: run, resume, inspect.", no_args_is_help=True)
+console = Console()
+Dir = Annotated[Path, typer.Argument(exists=True, file_okay=False, help="Campaign directory.")]
+Yes = Annotated[
+    bool, typer.Option("--yes", "-y", help="Approve expensive levels (cp2k, vasp) without asking.")
+]
+
+
+def _progress():
+    start = time.monotonic()
+
+    def say(message: str) -> None:
+        elapsed = time.monotonic() - start
+        console.print(
+            f"[dim]{int(elapsed // 60):02d}:{int(elapsed % 60):02d}[/dim] {message}", highlight=False
+        )
+
+    return say
+
+
+def _approver(assume_yes: bool):
+    """Interactive approval of expensive levels when a terminal is attached."""
+    if assume_yes:
+        return lambda level, n: True
+    if not sys.stdin.isatty():
+        return None
+    return lambda level, n: typer.confirm(f"Run {n} {level} calculations (expensive)?", default=False)
+
+
+def _open(directory: Path):
+    from matloop.agent.campaign import Campaign, CampaignSpec
+
+    spec_file = directory / "campaign.yaml"
+    if not spec_file.exists():
+        raise typer.BadParameter(f"{directory} is not a campaign directory (no campaign.yaml)")
+    return Campaign(directory, CampaignSpec.from_yaml(spec_file))
+
+
+@campaign_app.command("run")
+def run(
+    spec: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Campaign YAML file.")],
+    directory: Annotated[
+        Path | None, typer.Option("--dir", "-d", help="Campaign directory (default ./campaigns/NAME).")
+    ] = None,
+    yes: Yes = False,
+) -> None:
+    """Create a campaign directory from SPEC and run it to the end (writes report.html)."""
+    from matloop.agent.campaign import CampaignSpec, run_campaign
+
+    parsed = CampaignSpec.from_yaml(spec)
+    directory = directory or Path("campaigns") / parsed.name
+    console.print(f"campaign [bold]{parsed.name}[/bold] → {directory}")
+    start = time.monotonic()
+    campaign = run_campaign(parsed, directory, approver=_approver(yes), progress=_progress())
+    _summary(campaign, time.monotonic() - start)
+
+
+@campaign_app.command("resume")
+def resume(
+    directory: Dir,
+    yes: Yes = False,
+) -> None:
+    """Continue a campaign after a crash or stop: finished steps are not redone."""
+    from matloop.agent.campaign import run_campaign
+
+    start = time.monotonic()
+    campaign = run_campaign(
+        None,
+        directory,
+        resume=True,
+        approver=_approver(yes),
+        progress=_progress(),  # type: ignore[arg-type]
+    )
+    _summary(campaign, time.monotonic() - start)
+
+
+def _summary(campaign, seconds: float) -> None:
+    st = campaign.state
+    labels = st.labels(campaign.spec.target.property, campaign.spec.level)
+    console.print(
+        f"[bold]{st.meta('status')}[/bold]: {st.meta('reason')} — {len(labels)} labels, "
+        f"{campaign.log.steps()} decisions, {seconds / 60:.1f} min; "
+        f"report: {campaign.ws.root / 'report.html'}"
+    )
+
+
+@campaign_app.command("status")
+def status(directory: Dir) -> None:
+    """Status, budget and labels of a campaign."""
+    c = _open(directory)
+    table = Table(title=f"campaign {c.spec.name}")
+    table.add_column("item")
+    table.add_column("value")
+    labels = c.state.labels(c.spec.target.property, c.spec.level)
+    rows = {
+        "status": f"{c.state.meta('status', 'not started')} {c.state.meta('reason', '') or ''}",
+        "labels": f"{len(labels)} {c.spec.target.property}@{c.spec.level}",
+        "calculations": str(len(c.state.calcs())),
+        "models": str(len(c.state.models())),
+        "decisions": str(c.log.steps()),
+        **{f"budget left: {k}": str(v) for k, v in c.guardrails.remaining().items()},
+    }
+    for k, v in rows.items():
+        table.add_row(k, v)
+    console.print(table)
+
+
+@campaign_app.command("report")
+def report(
+    directory: Dir,
+    output: Annotated[Path | None, typer.Option("--output", "-o")] = None,
+) -> None:
+    """Write the self-contained HTML report (learning curve, parity, candidates, budget)."""
+    from matloop.agent.report import write_report
+
+    console.print(f"report: {write_report(_open(directory), output)}")
+
+
+@campaign_app.command("log")
+def log(
+    directory: Dir,
+    raw: Annotated[bool, typer.Option("--json", help="Print the raw JSON lines.")] = False,
+) -> None:
+    """Pretty-print the decision log."""
+    from matloop.agent.decisions import DecisionLog
+
+    records = DecisionLog(directory / "decisions.jsonl").records()
+    if raw:
+        for r in records:
+            console.print_json(json.dumps(r))
+        return
+    table = Table(title=f"decisions of {directory}")
+    for col in ("step", "time", "round", "planner", "phase", "tool", "arguments / result", "why", "checks"):
+        table.add_column(col, overflow="fold")
+    for r in records:
+        checks = ", ".join(
+            f"{v['check']}{'' if v['ok'] else ' ✗'}" for v in r.get("verdicts", []) if v.get("message")
+        )
+        payload = r["arguments"] if r["phase"] == "planned" else r["result"]
+        text = json.dumps(payload, default=str)
+        table.add_row(
+            str(r["step"]),
+            r["time"][11:19],
+            str(r["round"]),
+            r["planner"],
+            r["phase"],
+            r["tool"],
+            text[:160] + ("…" if len(text) > 160 else ""),
+            r["rationale"][:80],
+            checks[:80],
+        )
+    console.print(table)
+
+
+def ask_command(
+    request: Annotated[str, typer.Argument(help="What you want, in words.")],
+    workspace: Annotated[Path | None, typer.Option("--workspace", "-w")] = None,
+    planner: Annotated[str, typer.Option(help="auto, llm or rules.")] = "auto",
+    yes: Yes = False,
+) -> None:
+    """Answer a request by planning and calling tools; prints the answer with numbers and ids."""
+    from matloop.agent.ask import ask
+
+    if planner not in ("auto", "llm", "rules"):
+        raise typer.BadParameter(f"expected auto, llm or rules, got {planner!r}")
+    result = ask(
+        request,
+        workspace=workspace,
+        planner=planner,
+        approver=_approver(yes),  # type: ignore[arg-type]
+        progress=_progress(),
+    )
+    console.print(f"[bold]{result.answer}[/bold]")
+    console.print(
+        f"[dim]planner {result.planner}; workspace {result.workspace}; ids {', '.join(result.ids)}[/dim]"
+    )
