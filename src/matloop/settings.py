@@ -70,6 +70,14 @@ class ValidationSettings(BaseModel):
     min_distance: float = Field(0.5, gt=0, description="Smallest interatomic distance in Å.")
     cp2k_threads: int = Field(2, gt=0)
     walltime_s: float = Field(1800.0, gt=0, description="Wall-time limit per calculation.")
+    dask_address: str | None = Field(
+        None, description="Dask scheduler address for the dask executor (None: a LocalCluster)."
+    )
+    remote_project: str | None = Field(None, description="jobflow-remote project (None: its default).")
+    remote_worker: str | None = Field(None, description="jobflow-remote worker (None: project's first).")
+    remote_resources: dict[str, str | int] = Field(
+        default_factory=dict, description="Queue resources for jobflow-remote, e.g. {'nodes': 1}."
+    )
 
 
 class Settings(BaseSettings):
