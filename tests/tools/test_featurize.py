@@ -1,9 +1,13 @@
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
-from pymatgen.core import Lattice, Structure
+import pytest
+import torch
+from pymatgen.core import Lattice, Molecule, Structure
 
 from matloop.data.slices import DatasetSlice, save_slice
+from matloop.errors import ToolInputError
 from matloop.tools import featurize, load_graphs
 
 
@@ -31,3 +35,72 @@ def test_featurize_builds_symmetric_graphs_and_reports_bad_items(workspace):
     assert graph.x.shape == (5, result.node_dim)
     pairs = set(map(tuple, graph.edge_index.T.tolist()))
     assert all((j, i) in pairs for i, j in pairs)
+
+
+def _slice(workspace, structures, kind="crystal") -> str:
+    ids = [f"item-{k}" for k in range(len(structures))]
+    data = DatasetSlice(
+        ids=ids,
+        structures=structures,
+        properties=pd.DataFrame({"e": np.arange(len(ids), dtype=float)}),
+        units={"e": "eV"},
+        kind=kind,
+        source="test",
+    )
+    return save_slice(workspace, data)
+
+
+def test_second_call_is_served_from_cache_with_same_graphs(workspace):
+    slice_id = _slice(workspace, [_perovskite(a) for a in (3.8, 3.9, 4.0)])
+    first = featurize(slice_id, workspace=workspace)
+    second = featurize(slice_id, workspace=workspace)
+    assert first.cache_hits == 0 and second.cache_hits == second.count == 3
+    assert second.feature_set_id != first.feature_set_id
+    a = load_graphs(first.feature_set_id, workspace=workspace)
+    b = load_graphs(second.feature_set_id, workspace=workspace)
+    assert a.ids == b.ids == ["item-0", "item-1", "item-2"]
+    assert b.meta["slice_id"] == slice_id and b.meta["kind"] == "crystal"
+    for ga, gb in zip(a.graphs, b.graphs, strict=True):
+        assert ga.item_id == gb.item_id
+        for field in ("x", "z", "edge_index", "edge_attr", "edge_dist"):
+            assert torch.equal(ga[field], gb[field])
+
+
+def test_molecules_and_progress(workspace):
+    ch4 = Molecule(["C", "H", "H", "H", "H"], [[0, 0, 0], [0.63, 0.63, 0.63], [-0.63, -0.63, 0.63],
+                                               [-0.63, 0.63, -0.63], [0.63, -0.63, -0.63]])  # fmt: skip
+    seen: list[tuple[int, int]] = []
+    result = featurize(
+        _slice(workspace, [ch4, Molecule(["H", "H"], [[0, 0, 0], [0.2, 0, 0]])], kind="molecule"),
+        workspace=workspace,
+        progress=lambda done, total: seen.append((done, total)),
+    )
+    assert (result.count, result.n_failed) == (1, 1)
+    assert result.failures[0].item_id == "item-1" and "overlap" in result.failures[0].reason
+    assert seen[-1] == (2, 2)
+    graphs = load_graphs(result.feature_set_id, workspace=workspace)
+    assert graphs.meta["kind"] == "molecule"
+    assert graphs.graphs[0].edge_index.shape == (2, 20)
+
+
+def test_cutoff_and_max_neighbors_are_applied_and_recorded(workspace):
+    slice_id = _slice(workspace, [_perovskite(3.9)])
+    small = featurize(slice_id, cutoff=3.0, max_neighbors=4, workspace=workspace)
+    large = featurize(slice_id, cutoff=8.0, max_neighbors=24, workspace=workspace)
+    assert (small.cutoff, small.max_neighbors) == (3.0, 4)
+    assert small.mean_edges_per_atom < large.mean_edges_per_atom
+    meta = load_graphs(small.feature_set_id, workspace=workspace).meta
+    assert meta["params"]["cutoff"] == 3.0 and meta["params"]["max_neighbors"] == 4
+    graph = load_graphs(small.feature_set_id, workspace=workspace).graphs[0]
+    assert float(graph.edge_dist.max()) <= 3.0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"), [({"cutoff": 0.0}, "cutoff"), ({"max_neighbors": 0}, "max_neighbors")]
+)
+def test_bad_arguments_raise_tool_input_errors(workspace, kwargs, fragment):
+    slice_id = _slice(workspace, [_perovskite(3.9)])
+    with pytest.raises(ToolInputError, match=fragment):
+        featurize(slice_id, workspace=workspace, **kwargs)
+    with pytest.raises(ToolInputError, match="expected a known slice id"):
+        featurize("slice-missing", workspace=workspace)
