@@ -97,10 +97,18 @@ class Conversation:
         self.bound = model.bind_tools(toolbox.langchain_tools())
         self.max_retries, self.backoff_s = max_retries, backoff_s
         self.on_collect = on_collect
+        self._schema_chars = len(json.dumps([t.args for t in toolbox.langchain_tools()], default=str))
+        self._last_tokens = 0
 
     def _invoke(self, messages: list[BaseMessage]) -> AIMessage:
+        """One model call, refused beforehand if it could take the token budget past its limit.
+
+        The prompt only grows, so the next call costs at least the last one; the completion is
+        capped at ``MAX_OUTPUT_TOKENS``; text is counted at 3 characters per token (conservative).
+        """
         chars = _chars(messages)
-        self.guardrails.check_tokens(chars // 4 + MAX_OUTPUT_TOKENS)
+        upcoming = max((chars + self._schema_chars) // 3, self._last_tokens) + MAX_OUTPUT_TOKENS
+        self.guardrails.check_tokens(upcoming)
         errors = _transient()
         for attempt in range(self.max_retries + 1):
             try:
@@ -110,7 +118,8 @@ class Conversation:
                 if attempt == self.max_retries:
                     raise LLMUnavailable(f"{type(exc).__name__}: {exc}") from exc
                 time.sleep(self.backoff_s * 2**attempt)
-        self.toolbox.state.charge(f"llm:{uuid.uuid4().hex}", "llm_tokens", _tokens(ai, chars), "LLM call")
+        self._last_tokens = _tokens(ai, chars)
+        self.toolbox.state.charge(f"llm:{uuid.uuid4().hex}", "llm_tokens", self._last_tokens, "LLM call")
         return ai  # type: ignore[return-value]
 
     def run(self, system: str, request: str) -> str:
