@@ -5,10 +5,10 @@ from matloop.tools.featurize import featurize, load_graphs
 from matloop.tools.validate import collect_validation, queue_validation, validation_status
 
 __all__ = [
+    "collect_validation",
     "featurize",
     "load_graphs",
     "query_dataset",
     "queue_validation",
     "validation_status",
-    "collect_validation",
 ]

@@ -1,0 +1,312 @@
+"""Validation tools: queue calculations for candidates, poll them, collect labels.
+
+``queue_validation`` checks every candidate (sanity, duplicates at the same level) and hands
+the rest to an executor; ``validation_status`` polls; ``collect_validation`` returns labels
+with provenance and saves them as a slice whose columns are ``<property>@<level>``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+from pydantic import BaseModel, Field
+
+from matloop.data.slices import DatasetSlice, load_slice, save_slice
+from matloop.errors import ToolInputError
+from matloop.validation.executors import ExecutorName, get_executor
+from matloop.validation.levels import LEVELS, LevelName, get_level
+from matloop.validation.sanity import check_structure, same_structure
+from matloop.validation.store import FINISHED, JobRecord, ValidationStore
+from matloop.workspace import Workspace, resolve_workspace
+
+StatusName = Literal["queued", "running", "done", "failed", "rejected", "duplicate"]
+
+
+class CandidateStatus(BaseModel):
+    """State of one candidate's calculation."""
+
+    item_id: str = Field(description="Candidate id in the slice.")
+    status: StatusName = Field(description="queued, running, done, failed, rejected or duplicate.")
+    reason: str | None = Field(None, description="Why it was rejected/failed, or what it duplicates.")
+
+
+class ValidationBatch(BaseModel):
+    """A batch of validation calculations."""
+
+    batch_id: str = Field(description="Id to pass to validation_status / collect_validation.")
+    level: str = Field(description="Validation level.")
+    executor: str = Field(description="Where the calculations run.")
+    statuses: list[CandidateStatus] = Field(description="Per-candidate state.")
+    counts: dict[str, int] = Field(description="Number of candidates per state.")
+
+
+class Label(BaseModel):
+    """One new label."""
+
+    item_id: str = Field(description="Candidate id.")
+    property: str = Field(description="Property name, e.g. formation_energy_per_atom.")
+    value: float = Field(description="Computed value.")
+    unit: str = Field(description="Unit of the value.")
+    level: str = Field(description="Level that computed it.")
+    provenance: dict[str, Any] = Field(description="Code, version, task document location, job id.")
+
+
+class CollectResult(BaseModel):
+    """Labels of a finished (or timed-out) batch."""
+
+    batch_id: str = Field(description="The batch.")
+    level: str = Field(description="Validation level.")
+    labels: list[Label] = Field(description="Labels computed (or served from duplicates).")
+    failures: list[CandidateStatus] = Field(description="Rejected or failed candidates with reasons.")
+    pending: list[CandidateStatus] = Field(description="Candidates not finished when collection stopped.")
+    label_slice_id: str | None = Field(
+        None, description="Slice of the labelled candidates, columns '<property>@<level>'."
+    )
+
+
+def _find_duplicate(item, level: str, store: ValidationStore, batch: list[dict[str, Any]]) -> str | None:
+    formula = item.composition.reduced_formula
+    earlier = [(j.job_id, j.structure) for j in store.comparable_jobs(level, formula)]
+    earlier += [
+        (j["job_id"], j["structure"])
+        for j in batch
+        if j["status"] == "queued" and j["structure"].composition.reduced_formula == formula
+    ]
+    return next((job_id for job_id, other in earlier if same_structure(item, other)), None)
+
+
+def _lookup_labels(data: DatasetSlice, item_id: str) -> dict[str, tuple[float, str]]:
+    row = data.properties.loc[item_id]
+    labels = {}
+    for prop, value in row.items():
+        if isinstance(value, int | float) and not math.isnan(float(value)):
+            labels[str(prop)] = (float(value), data.units.get(str(prop), ""))
+    return labels
+
+
+def queue_validation(
+    slice_id: str,
+    item_ids: list[str],
+    level: LevelName = "chgnet",
+    executor: ExecutorName = "local",
+    *,
+    workspace: Workspace | str | Path | None = None,
+) -> ValidationBatch:
+    """Queue validation calculations for candidates of a slice; returns at once.
+
+    Structures failing sanity checks are rejected, ones already computed (or queued) at the
+    same level are served as duplicates, the rest run on the executor.
+
+    Args:
+        slice_id: Slice holding the candidates.
+        item_ids: Candidate ids to validate.
+        level: chgnet (default, crystals), sevenn (crystals), cp2k (DFT, small crystals),
+            xtb (molecules), vasp (cluster only, executor jobflow-remote), lookup (benchmarks:
+            reveal the slice's held-out labels).
+        executor: local (background worker), dask, or jobflow-remote.
+    """
+    ws = resolve_workspace(workspace)
+    spec = get_level(level)
+    runner = get_executor(executor)
+    if not spec.runs_locally and executor != "jobflow-remote":
+        raise ToolInputError(
+            f"expected executor 'jobflow-remote' for level {level!r} (it never runs locally), got "
+            f"{executor!r}; valid values are ['jobflow-remote'], or choose a local level such as 'chgnet'"
+        )
+    data = load_slice(ws, slice_id)
+    if spec.kind is not None and data.kind != spec.kind:
+        valid = [n for n, lv in LEVELS.items() if lv.kind in (data.kind, None)]
+        raise ToolInputError(
+            f"expected a level for {data.kind} structures, got {level!r} (for {spec.kind}s); "
+            f"valid values are {valid}"
+        )
+    item_ids = list(dict.fromkeys(item_ids))
+    unknown = [i for i in item_ids if i not in set(data.ids)]
+    if not item_ids or unknown:
+        raise ToolInputError(
+            f"expected item ids of slice {slice_id}, got {unknown or item_ids}; valid values are "
+            f"{data.ids[:10]}{' ...' if len(data) > 10 else ''}"
+        )
+    store = ValidationStore(ws)
+    batch_id = ws.new_id("valbatch")
+    jobs: list[dict[str, Any]] = []
+    for item_id in item_ids:
+        item = data.structures[data.ids.index(item_id)]
+        job = {"job_id": ws.new_id("calc"), "item_id": item_id, "structure": item, "status": "queued"}
+        if level == "lookup":
+            job["status"] = "done"
+        elif reason := check_structure(item, ws.settings.validation):
+            job.update(status="rejected", reason=reason)
+        elif original := _find_duplicate(item, level, store, jobs):
+            job.update(
+                status="duplicate", reason=f"same structure as calculation {original}", duplicate_of=original
+            )
+        jobs.append(job)
+    store.add_batch(batch_id, level, executor, slice_id, jobs)
+    if level == "lookup":
+        for job in store.jobs(batch_id=batch_id):
+            labels = _lookup_labels(data, job.item_id)
+            if labels:
+                provenance = {
+                    "level": "lookup",
+                    "code": "dataset",
+                    "code_version": data.source,
+                    "task_doc": f"slice {slice_id}",
+                    "job_id": job.job_id,
+                    "batch_id": batch_id,
+                }
+                store.finish(job, labels, provenance, task_doc=f"slice {slice_id}", calc_seconds=0.0)
+            else:
+                store.set_status(job.job_id, "failed", "no label for this item in the slice")
+    else:
+        queued = [j for j in store.jobs(batch_id=batch_id) if j.status == "queued"]
+        if queued:
+            runner.submit(ws, queued)
+    return _batch(store, batch_id)
+
+
+def _batch(store: ValidationStore, batch_id: str) -> ValidationBatch:
+    row = store.batch(batch_id)
+    jobs = store.jobs(batch_id=batch_id)
+    statuses = [CandidateStatus(item_id=j.item_id, status=j.status, reason=j.reason) for j in jobs]
+    counts: dict[str, int] = {}
+    for s in statuses:
+        counts[s.status] = counts.get(s.status, 0) + 1
+    return ValidationBatch(
+        batch_id=batch_id, level=row["level"], executor=row["executor"], statuses=statuses, counts=counts
+    )
+
+
+def validation_status(batch_id: str, *, workspace: Workspace | str | Path | None = None) -> ValidationBatch:
+    """Current state of a validation batch (and restart its worker if it died).
+
+    Args:
+        batch_id: Id returned by queue_validation.
+    """
+    ws = resolve_workspace(workspace)
+    store = ValidationStore(ws)
+    row = store.batch(batch_id)
+    get_executor(row["executor"]).poll(ws)
+    return _batch(store, batch_id)
+
+
+def _unfinished(store: ValidationStore, jobs: list[JobRecord]) -> list[JobRecord]:
+    originals = {j.job_id: j for j in store.jobs(job_ids=[j.duplicate_of for j in jobs if j.duplicate_of])}
+    return [
+        j
+        for j in jobs
+        if j.status not in FINISHED or (j.duplicate_of and originals[j.duplicate_of].status not in FINISHED)
+    ]
+
+
+def collect_validation(
+    batch_id: str,
+    wait: bool = True,
+    timeout_s: float = 3600.0,
+    *,
+    workspace: Workspace | str | Path | None = None,
+) -> CollectResult:
+    """Labels of a batch, with failures and their reasons; saves the labelled slice.
+
+    Args:
+        batch_id: Id returned by queue_validation.
+        wait: Wait for unfinished calculations (up to timeout_s seconds).
+        timeout_s: Longest wait in seconds.
+    """
+    ws = resolve_workspace(workspace)
+    store = ValidationStore(ws)
+    row = store.batch(batch_id)
+    executor = get_executor(row["executor"])
+    deadline = time.monotonic() + timeout_s
+    while True:
+        executor.poll(ws)
+        jobs = store.jobs(batch_id=batch_id)
+        unfinished = _unfinished(store, jobs)
+        if not unfinished or not wait or time.monotonic() >= deadline:
+            break
+        time.sleep(0.5)
+    pending_ids = {j.job_id for j in unfinished}
+    originals = {j.job_id: j for j in store.jobs(job_ids=[j.duplicate_of for j in jobs if j.duplicate_of])}
+    by_job = {}
+    for rec in store.labels([j.job_id for j in jobs] + list(originals)):
+        by_job.setdefault(rec.job_id, []).append(rec)
+    labels: list[Label] = []
+    failures: list[CandidateStatus] = []
+    pending: list[CandidateStatus] = []
+    for job in jobs:
+        status = CandidateStatus(item_id=job.item_id, status=job.status, reason=job.reason)
+        if job.job_id in pending_ids:
+            pending.append(status)
+        elif job.status in ("failed", "rejected"):
+            failures.append(status)
+        elif job.duplicate_of and originals[job.duplicate_of].status != "done":
+            original = originals[job.duplicate_of]
+            failures.append(
+                status.model_copy(
+                    update={"reason": f"duplicate of a {original.status} calculation: {original.reason}"}
+                )
+            )
+        else:
+            source = job.duplicate_of or job.job_id
+            for rec in by_job.get(source, []):
+                provenance = dict(rec.provenance)
+                if job.duplicate_of:
+                    provenance["duplicate_of"] = source
+                labels.append(
+                    Label(
+                        item_id=job.item_id,
+                        property=rec.property,
+                        value=rec.value,
+                        unit=rec.unit,
+                        level=rec.level,
+                        provenance=provenance,
+                    )
+                )
+    label_slice_id = _save_label_slice(ws, store, row, labels) if labels else None
+    return CollectResult(
+        batch_id=batch_id,
+        level=row["level"],
+        labels=labels,
+        failures=failures,
+        pending=pending,
+        label_slice_id=label_slice_id,
+    )
+
+
+def _save_label_slice(ws: Workspace, store: ValidationStore, row: dict[str, Any], labels: list[Label]) -> str:
+    meta = json.loads(row["meta"])
+    key = f"label_slice:{len(labels)}"
+    if key in meta:
+        return meta[key]
+    level = row["level"]
+    table: dict[str, dict[str, float]] = {}
+    units: dict[str, str] = {}
+    for lab in labels:
+        column = f"{lab.property}@{level}"
+        table.setdefault(lab.item_id, {})[column] = lab.value
+        units[column] = lab.unit
+    parent = load_slice(ws, row["slice_id"])
+    ids = [i for i in parent.ids if i in table]
+    labelled = parent.subset(ids)
+    labelled.properties = pd.DataFrame([table[i] for i in ids], index=ids)
+    labelled = DatasetSlice(
+        ids=ids,
+        structures=labelled.structures,
+        properties=labelled.properties,
+        units=units,
+        kind=parent.kind,
+        source=f"validation:{row['batch_id']}",
+        meta={"batch_id": row["batch_id"], "level": level, "parent_slice_id": row["slice_id"]},
+    )
+    slice_id = save_slice(ws, labelled)
+    meta[key] = slice_id
+    with ws.connect() as db:
+        db.execute(
+            "UPDATE validation_batches SET meta = ? WHERE batch_id = ?", (json.dumps(meta), row["batch_id"])
+        )
+    return slice_id

@@ -1,0 +1,192 @@
+"""Where validation flows run.
+
+- ``local``: a background worker process per workspace (:mod:`matloop.validation.worker`);
+  the caller is never blocked, state lives in ``state.sqlite``, a killed worker's running jobs
+  are re-queued by the next one and finished jobs are never recomputed.
+- ``dask``: each job is a task on a ``dask.distributed`` cluster that writes its result to the
+  workspace (which must be on a filesystem shared with the workers). With no
+  ``settings.validation.dask_address`` a ``LocalCluster`` is started in this process. On Slurm,
+  start a cluster with dask-jobqueue and point the setting at its scheduler::
+
+      from dask_jobqueue import SLURMCluster
+      cluster = SLURMCluster(cores=16, memory="64GB", walltime="02:00:00", account="...")
+      cluster.scale(jobs=4)
+      # MATLOOP_VALIDATION__DASK_ADDRESS=<cluster.scheduler_address>
+
+- ``jobflow-remote``: flows are submitted with ``jobflow_remote.submit_flow`` to a project's
+  worker (HPC); results come back through its MongoDB job store. Set-up: ``pip install
+  jobflow-remote``, ``jf project generate NAME``, fill in the worker (host, scheduler, work
+  dir, ``pre_run`` loading VASP/CP2K) and the MongoDB queue/job stores, ``jf project check``,
+  ``jf runner start``; then set ``MATLOOP_VALIDATION__REMOTE_PROJECT`` / ``__REMOTE_WORKER``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import subprocess
+import sys
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from jobflow import Flow, Job
+
+from matloop.errors import invalid_choice
+from matloop.settings import Settings
+from matloop.validation.levels import LevelContext, get_level
+from matloop.validation.store import JobRecord, ValidationStore
+from matloop.validation.worker import SETTINGS_FILE, lock_path
+from matloop.workspace import Workspace
+
+ExecutorName = Literal["local", "dask", "jobflow-remote"]
+
+
+class Executor(Protocol):
+    """Runs queued jobs somewhere; ``poll`` is called by status/collect to keep things moving."""
+
+    def submit(self, workspace: Workspace, jobs: list[JobRecord]) -> None: ...
+
+    def poll(self, workspace: Workspace) -> None: ...
+
+
+def worker_alive(workspace: Workspace) -> bool:
+    """Whether a local worker holds this workspace's lock."""
+    with open(lock_path(workspace), "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        return False
+
+
+@dataclass
+class LocalExecutor:
+    """A background worker process (started on demand) runs queued jobs one at a time."""
+
+    def submit(self, workspace: Workspace, jobs: list[JobRecord]) -> None:
+        self.poll(workspace)
+
+    def poll(self, workspace: Workspace) -> None:
+        if ValidationStore(workspace).count("local") and not worker_alive(workspace):
+            self.start_worker(workspace)
+
+    @staticmethod
+    def start_worker(workspace: Workspace) -> subprocess.Popen:
+        """Spawn ``python -m matloop.validation.worker`` detached from the caller."""
+        calcs = workspace.dir("calcs")
+        (calcs / SETTINGS_FILE).write_text(workspace.settings.model_dump_json())
+        with open(calcs / "worker.log", "ab") as log:
+            return subprocess.Popen(
+                [sys.executable, "-m", "matloop.validation.worker", str(workspace.root)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+
+
+def run_stored_job(root: str, settings_json: str, job_id: str) -> str:
+    """Dask task: claim and run one stored job; returns its final status."""
+    from matloop.validation.runner import run_job
+
+    workspace = Workspace(root, settings=Settings.model_validate_json(settings_json))
+    job = ValidationStore(workspace).claim(job_id, executor="dask")
+    return run_job(workspace, job) if job is not None else "skipped"
+
+
+_CLIENTS: dict[str | None, Any] = {}
+
+
+def dask_client(address: str | None) -> Any:
+    """A cached ``distributed.Client`` for ``address`` (None: a LocalCluster of one worker)."""
+    if address not in _CLIENTS:
+        from distributed import Client, LocalCluster
+
+        if address is None:
+            cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=True)
+            _CLIENTS[None] = Client(cluster)
+        else:
+            _CLIENTS[address] = Client(address)
+    return _CLIENTS[address]
+
+
+@dataclass
+class DaskExecutor:
+    """Each job is one task on a Dask cluster; results go straight to the workspace."""
+
+    def submit(self, workspace: Workspace, jobs: list[JobRecord]) -> None:
+        from distributed import fire_and_forget
+
+        client = dask_client(workspace.settings.validation.dask_address)
+        settings_json = workspace.settings.model_dump_json()
+        for job in jobs:
+            future = client.submit(
+                run_stored_job, str(workspace.root), settings_json, job.job_id, pure=False, key=job.job_id
+            )
+            fire_and_forget(future)
+
+    def poll(self, workspace: Workspace) -> None:
+        """Dask runs and retries tasks itself; nothing to do here."""
+
+
+def remote_submission(flow: Flow | Job, settings: Settings) -> dict[str, Any]:
+    """The keyword arguments of ``jobflow_remote.submit_flow`` for one flow, validated.
+
+    The flow must serialise to JSON and have no references outside itself (it will run on
+    another machine); project and worker come from ``settings.validation``.
+    """
+    from jobflow.core.flow import get_flow
+
+    flow = get_flow(flow, allow_external_references=False)
+    Flow.from_dict(flow.as_dict())  # round trip: everything in it is serialisable
+    resources = dict(settings.validation.remote_resources) or None
+    return {
+        "flow": flow,
+        "worker": settings.validation.remote_worker,
+        "project": settings.validation.remote_project,
+        "resources": resources,
+    }
+
+
+@dataclass
+class JobflowRemoteExecutor:
+    """Submit each job's Flow to a jobflow-remote project (HPC; MongoDB-backed queue)."""
+
+    def submit(self, workspace: Workspace, jobs: list[JobRecord]) -> None:
+        from jobflow_remote import submit_flow
+
+        store = ValidationStore(workspace)
+        for job in jobs:
+            level = get_level(job.level)
+            assert level.build is not None
+            try:
+                flow = level.build(
+                    job.structure, LevelContext(workspace.settings, store.references(job.level))
+                )
+                db_ids = submit_flow(**remote_submission(flow, workspace.settings))
+            except Exception as exc:  # configuration or database errors fail the job, with the reason
+                store.set_status(
+                    job.job_id, "failed", f"jobflow-remote submission: {type(exc).__name__}: {exc}"
+                )
+                continue
+            store.set_status(
+                job.job_id,
+                "running",
+                "submitted to jobflow-remote; follow with `jf job list`",
+                remote_id=",".join(map(str, db_ids)),
+            )
+
+    def poll(self, workspace: Workspace) -> None:
+        """Results stay in the jobflow-remote job store (read them with ``jf`` / JobController)."""
+
+
+def get_executor(name: str) -> Executor:
+    """The executor called ``name``; unknown names raise a ToolInputError listing valid ones."""
+    executors: dict[str, type] = {
+        "local": LocalExecutor,
+        "dask": DaskExecutor,
+        "jobflow-remote": JobflowRemoteExecutor,
+    }
+    if name not in executors:
+        raise invalid_choice("an executor", name, executors)
+    return executors[name]()

@@ -1,0 +1,117 @@
+"""Registry of validation levels: what each computes, for which structures, and its jobflow Flow.
+
+Labels from different levels are never mixed: each level writes columns ``<property>@<level>``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from jobflow import Flow, Job
+from pymatgen.core import Molecule, Structure
+
+from matloop.errors import invalid_choice
+from matloop.settings import Settings
+
+LevelName = Literal["chgnet", "sevenn", "cp2k", "xtb", "vasp", "lookup"]
+
+
+@dataclass(frozen=True)
+class LevelContext:
+    """What a level needs to build a Flow: settings and cached elemental references (eV/atom)."""
+
+    settings: Settings
+    references: dict[str, float]
+
+
+FlowBuilder = Callable[[Structure | Molecule, LevelContext], Flow | Job]
+
+
+@dataclass(frozen=True)
+class Level:
+    """One validation level.
+
+    Attributes:
+        name: Registry name.
+        kind: Structures it accepts ("crystal", "molecule") or None for any.
+        description: One line for humans and the planner.
+        build: Makes the jobflow Flow of one structure (None for ``lookup``).
+        runs_locally: False for codes that only run on clusters (VASP).
+        cost: Relative cost per structure, for budgets and approval gates.
+    """
+
+    name: str
+    kind: Literal["crystal", "molecule"] | None
+    description: str
+    build: FlowBuilder | None
+    runs_locally: bool = True
+    cost: float = 1.0
+
+
+def _force_field(level: str, force_field: str) -> FlowBuilder:
+    def build(structure: Structure | Molecule, ctx: LevelContext) -> Flow:
+        from atomate2.forcefields.jobs import ForceFieldRelaxMaker
+
+        from matloop.validation.makers import FormationEnergyMaker
+
+        relax = ForceFieldRelaxMaker(force_field_name=force_field, steps=300)
+        return FormationEnergyMaker(level=level, relax_maker=relax, references=ctx.references).make(structure)
+
+    return build
+
+
+def _cp2k(structure: Structure | Molecule, ctx: LevelContext) -> Flow:
+    from matloop.validation.cp2k import Cp2kLabelMaker, configure_cp2k
+
+    data_dir = configure_cp2k(ctx.settings)
+    return Cp2kLabelMaker(data_dir=data_dir, walltime_s=int(ctx.settings.validation.walltime_s)).make(
+        structure
+    )
+
+
+def _xtb(molecule: Structure | Molecule, ctx: LevelContext) -> Job:
+    from matloop.validation.makers import XtbMaker
+
+    return XtbMaker().make(molecule)
+
+
+def _vasp(structure: Structure | Molecule, ctx: LevelContext) -> Flow:
+    from matloop.validation.vasp import VaspLabelMaker
+
+    return VaspLabelMaker().make(structure)
+
+
+LEVELS: dict[str, Level] = {
+    level.name: level
+    for level in (
+        Level(
+            "chgnet",
+            "crystal",
+            "CHGNet relaxation; energy and formation energy per atom (eV/atom)",
+            _force_field("chgnet", "CHGNet"),
+        ),
+        Level(
+            "sevenn",
+            "crystal",
+            "SevenNet-0 relaxation; energy and formation energy per atom (eV/atom)",
+            _force_field("sevenn", "SevenNet"),
+        ),
+        Level(
+            "cp2k", "crystal", "CP2K PBE static; total energy (eV), band gap when available", _cp2k, cost=20.0
+        ),
+        Level("xtb", "molecule", "GFN2-xTB single point; energy, HOMO, LUMO, gap (eV)", _xtb, cost=0.01),
+        Level(
+            "vasp", "crystal", "VASP PBE relaxation on a cluster (jobflow-remote only)", _vasp, False, 100.0
+        ),
+        Level("lookup", None, "reveal held-out labels of the slice (benchmarks only)", None, cost=0.0),
+    )
+}
+
+
+def get_level(name: str) -> Level:
+    """The level called ``name``; unknown names raise a ToolInputError listing valid ones."""
+    if name not in LEVELS:
+        raise invalid_choice("a validation level", name, LEVELS)
+    return LEVELS[name]

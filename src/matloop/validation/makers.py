@@ -1,0 +1,153 @@
+"""jobflow Makers of matloop's validation levels, reusable in any jobflow Flow.
+
+- :class:`FormationEnergyMaker`: relax with a machine-learned force field (atomate2
+  ``ForceFieldRelaxMaker``: CHGNet, SevenNet, ...) and compute the formation energy per atom
+  against elemental reference phases relaxed with the same force field.
+- :class:`XtbMaker`: GFN2-xTB single point of a molecule with tblite: energy and HOMO–LUMO gap.
+
+Both return a :class:`~matloop.validation.documents.ValidationDocument`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from importlib.metadata import version
+from typing import Any
+
+import numpy as np
+from atomate2.forcefields.jobs import ForceFieldRelaxMaker
+from jobflow import Flow, Maker, job
+from pymatgen.core import Molecule, Structure
+
+from matloop.validation.documents import ValidationDocument
+from matloop.validation.references import reference_structure
+
+
+def _field(doc: Any, *path: str) -> Any:
+    """``doc.a.b`` for pydantic documents and their dict form alike."""
+    for key in path:
+        doc = doc[key] if isinstance(doc, dict) else getattr(doc, key)
+    return doc
+
+
+def _total_energy_and_sites(doc: Any) -> tuple[float, int]:
+    structure = _field(doc, "output", "structure")
+    n_sites = len(structure["sites"]) if isinstance(structure, dict) else len(structure)
+    return float(_field(doc, "output", "energy")), n_sites
+
+
+@job
+def formation_energy_document(
+    relax_doc: Any,
+    reference_docs: dict[str, Any],
+    references: dict[str, float],
+    level: str,
+) -> ValidationDocument:
+    """Energy and formation energy per atom from a relaxation and elemental references."""
+    if not _field(relax_doc, "is_force_converged"):
+        raise RuntimeError("relaxation did not converge (forces above threshold after max steps)")
+    refs = dict(references)
+    for element, doc in reference_docs.items():
+        energy, n = _total_energy_and_sites(doc)
+        refs[element] = energy / n
+    energy, n_sites = _total_energy_and_sites(relax_doc)
+    structure = _field(relax_doc, "output", "structure")
+    structure = structure if isinstance(structure, Structure) else Structure.from_dict(structure)
+    ref_sum = sum(refs[el.symbol] * amt for el, amt in structure.composition.items())
+    return ValidationDocument(
+        level=level,
+        properties={
+            "energy_per_atom": energy / n_sites,
+            "formation_energy_per_atom": (energy - ref_sum) / n_sites,
+        },
+        units={"energy_per_atom": "eV/atom", "formation_energy_per_atom": "eV/atom"},
+        code=str(_field(relax_doc, "forcefield_name")).removeprefix("MLFF."),
+        code_version=str(_field(relax_doc, "forcefield_version")),
+        final_structure=structure,
+        references={el.symbol: refs[el.symbol] for el in structure.composition},
+        dir_name=str(_field(relax_doc, "dir_name") or ""),
+    )
+
+
+@dataclass
+class FormationEnergyMaker(Maker):
+    """Relax a crystal with a force field; label energy and formation energy per atom.
+
+    Elements missing from ``references`` (eV/atom, from an earlier run at the same level) get
+    a reference relaxation job of their own in the Flow (see
+    :func:`~matloop.validation.references.reference_structure`).
+
+    Args:
+        name: Flow name.
+        level: Level name written into the document.
+        relax_maker: The atomate2 force-field relax Maker (CHGNet by default).
+        references: Known elemental reference energies in eV/atom.
+    """
+
+    name: str = "formation energy"
+    level: str = "chgnet"
+    relax_maker: ForceFieldRelaxMaker = field(
+        default_factory=lambda: ForceFieldRelaxMaker(force_field_name="CHGNet", steps=300)
+    )
+    references: dict[str, float] = field(default_factory=dict)
+
+    def make(self, structure: Structure) -> Flow:
+        """A Flow: relax, reference relaxations for unknown elements, formation-energy summary."""
+        relax = self.relax_maker.make(structure)
+        ref_jobs = {}
+        for element in sorted({el.symbol for el in structure.composition} - set(self.references)):
+            ref, relax_cell = reference_structure(element)
+            maker = replace(self.relax_maker, name=f"{element} reference", relax_cell=relax_cell)
+            ref_jobs[element] = maker.make(ref)
+        summary = formation_energy_document(
+            relax.output,
+            {el: j.output for el, j in ref_jobs.items()},
+            dict(self.references),
+            self.level,
+        )
+        return Flow([relax, *ref_jobs.values(), summary], output=summary.output, name=self.name)
+
+
+@dataclass
+class XtbMaker(Maker):
+    """GFN-xTB single point of a molecule with tblite: total energy, HOMO, LUMO and gap (eV).
+
+    Args:
+        name: Job name.
+        method: tblite method ("GFN2-xTB" or "GFN1-xTB").
+        accuracy: tblite numerical accuracy (smaller is tighter).
+        max_iterations: SCF iterations before the job fails as not converged.
+    """
+
+    name: str = "xtb"
+    method: str = "GFN2-xTB"
+    accuracy: float = 1.0
+    max_iterations: int = 250
+
+    @job
+    def make(self, molecule: Molecule) -> ValidationDocument:
+        """Run the single point and return its labels."""
+        from ase.units import Bohr, Hartree
+        from tblite.interface import Calculator
+
+        positions = np.asarray(molecule.cart_coords) / Bohr
+        numbers = np.array([site.specie.Z for site in molecule])
+        calc = Calculator(
+            self.method, numbers, positions, charge=float(molecule.charge), uhf=molecule.spin_multiplicity - 1
+        )
+        calc.set("verbosity", 0)
+        calc.set("accuracy", self.accuracy)
+        calc.set("max-iter", self.max_iterations)
+        result = calc.singlepoint()
+        eps = result.get("orbital-energies") * Hartree
+        occ = result.get("orbital-occupations")
+        homo, lumo = float(eps[occ > 0.5].max()), float(eps[occ <= 0.5].min())
+        energy = float(result.get("energy")) * Hartree
+        return ValidationDocument(
+            level="xtb",
+            properties={"energy": energy, "homo": homo, "lumo": lumo, "gap": lumo - homo},
+            units={"energy": "eV", "homo": "eV", "lumo": "eV", "gap": "eV"},
+            code=f"tblite {self.method}",
+            code_version=version("tblite"),
+            final_structure=molecule,
+        )

@@ -1,0 +1,108 @@
+"""Run one stored validation job: build its Flow, run it with jobflow, record labels or the failure.
+
+Shared by every executor that runs flows itself (the local worker process and Dask workers).
+Task documents of all jobs of the Flow are written to ``calcs/<job_id>/task_docs.json``;
+elemental references computed on the way are cached for the next structures.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib.metadata import version
+
+from jobflow import JobStore, run_locally
+from maggma.stores import MemoryStore
+
+from matloop.settings import Settings
+from matloop.validation.documents import ValidationDocument
+from matloop.validation.levels import LevelContext, get_level
+from matloop.validation.store import JobRecord, ValidationStore
+from matloop.workspace import Workspace
+
+
+class WallTimeExceeded(RuntimeError):
+    """A calculation ran past ``settings.validation.walltime_s``."""
+
+
+@contextmanager
+def wall_time(seconds: float) -> Iterator[None]:
+    """Raise :class:`WallTimeExceeded` after ``seconds`` (main thread only; a no-op elsewhere)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _expire(signum: int, frame: object) -> None:
+        raise WallTimeExceeded(f"wall time of {seconds:.0f} s exceeded")
+
+    previous = signal.signal(signal.SIGALRM, _expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _write_task_docs(store: JobStore, path) -> None:
+    docs = [
+        {"name": d.get("name"), "uuid": d.get("uuid"), "index": d.get("index"), "output": d.get("output")}
+        for d in store.query({}, properties=["name", "uuid", "index", "output"])
+    ]
+    path.write_text(json.dumps(docs, default=str))
+
+
+def run_job(workspace: Workspace, job: JobRecord) -> str:
+    """Run a claimed (``running``) job to ``done`` or ``failed``; returns the final status."""
+    settings: Settings = workspace.settings
+    store = ValidationStore(workspace)
+    calc_dir = workspace.dir("calcs") / job.job_id
+    shutil.rmtree(calc_dir, ignore_errors=True)  # leftovers of an interrupted attempt
+    calc_dir.mkdir(parents=True)
+    job_store = JobStore(MemoryStore(), additional_stores={"data": MemoryStore()})
+    start = time.perf_counter()
+    try:
+        level = get_level(job.level)
+        if level.build is None:
+            raise ValueError(f"level {job.level!r} has no calculation to run")
+        flow = level.build(job.structure, LevelContext(settings, store.references(job.level)))
+        with wall_time(settings.validation.walltime_s):
+            run_locally(
+                flow,
+                store=job_store,
+                create_folders=True,
+                root_dir=calc_dir,
+                ensure_success=True,
+                raise_immediately=True,
+                log=False,
+            )
+        doc = flow.output.resolve(job_store)
+        doc = doc if isinstance(doc, ValidationDocument) else ValidationDocument.model_validate(doc)
+    except Exception as exc:  # any crash of the calculation is a recorded failure, never fatal
+        reason = f"{type(exc).__name__}: {exc}".strip()[:500]
+        _write_task_docs(job_store, calc_dir / "task_docs.json")
+        store.set_status(job.job_id, "failed", reason, calc_seconds=time.perf_counter() - start)
+        return "failed"
+    seconds = time.perf_counter() - start
+    docs_path = calc_dir / "task_docs.json"
+    _write_task_docs(job_store, docs_path)
+    rel = str(docs_path.relative_to(workspace.root))
+    provenance = {
+        "level": job.level,
+        "code": doc.code,
+        "code_version": doc.code_version,
+        "matloop_version": version("matloop"),
+        "task_doc": rel,
+        "job_id": job.job_id,
+        "batch_id": job.batch_id,
+    }
+    if doc.references:
+        store.add_references(job.level, doc.references, {"code": doc.code, "code_version": doc.code_version})
+    labels = {p: (v, doc.units[p]) for p, v in doc.properties.items()}
+    store.finish(job, labels, provenance, task_doc=rel, calc_seconds=seconds)
+    return "done"

@@ -1,0 +1,56 @@
+"""Structure sanity checks run before anything is submitted to an oracle.
+
+A structure that fails is ``rejected`` with the reason; it never reaches a calculation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pymatgen.core import Molecule, Structure
+
+from matloop.settings import ValidationSettings
+
+#: Volume per atom accepted for periodic cells, in Å³ (dense metals ~6, open frameworks ~60).
+VOLUME_PER_ATOM_RANGE = (2.0, 150.0)
+
+
+def check_structure(item: Structure | Molecule, settings: ValidationSettings) -> str | None:
+    """The reason ``item`` must not be calculated, or ``None`` when it looks physical.
+
+    Checks: at most ``settings.max_sites`` atoms, no two atoms closer than
+    ``settings.min_distance`` Å, and (for crystals) a volume per atom inside
+    :data:`VOLUME_PER_ATOM_RANGE`.
+    """
+    n = len(item)
+    if n == 0:
+        return "empty structure"
+    if n > settings.max_sites:
+        return f"{n} atoms exceeds the limit of {settings.max_sites} (settings.validation.max_sites)"
+    if n > 1:
+        dist = np.array(item.distance_matrix, dtype=float)
+        np.fill_diagonal(dist, np.inf)
+        d_min = float(dist.min())
+        if d_min < settings.min_distance:
+            return f"atoms {d_min:.2f} Å apart, closer than {settings.min_distance} Å"
+    if isinstance(item, Structure):
+        lo, hi = VOLUME_PER_ATOM_RANGE
+        vpa = item.volume / n
+        if not lo <= vpa <= hi:
+            return f"volume per atom {vpa:.1f} Å³ outside [{lo}, {hi}] Å³"
+    return None
+
+
+def same_structure(a: Structure | Molecule, b: Structure | Molecule) -> bool:
+    """Whether two items are the same material: pymatgen ``StructureMatcher`` for crystals,
+    same composition and sorted interatomic distances (±0.01 Å) for molecules."""
+    if type(a) is not type(b) or a.composition.reduced_composition != b.composition.reduced_composition:
+        return False
+    if isinstance(a, Structure) and isinstance(b, Structure):
+        from pymatgen.analysis.structure_matcher import StructureMatcher
+
+        return StructureMatcher().fit(a, b)
+    if len(a) != len(b):
+        return False
+    da = np.sort(np.asarray(a.distance_matrix)[np.triu_indices(len(a), 1)])
+    db = np.sort(np.asarray(b.distance_matrix)[np.triu_indices(len(b), 1)])
+    return bool(np.allclose(da, db, atol=0.01))

@@ -1,0 +1,302 @@
+"""Validation state in the workspace's ``state.sqlite``: batches, jobs, labels, references.
+
+Every state change is one SQLite transaction, so a worker killed at any moment leaves the
+tables consistent: a job is ``queued``, ``running`` (re-queued when its worker is gone),
+or finished (``done``/``failed``/``rejected``/``duplicate``) and then never run again.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from monty.json import MontyDecoder, MontyEncoder
+from pymatgen.core import Molecule, Structure
+
+from matloop.errors import ToolInputError
+from matloop.workspace import Workspace
+
+Status = Literal["queued", "running", "done", "failed", "rejected", "duplicate"]
+FINISHED: frozenset[str] = frozenset({"done", "failed", "rejected", "duplicate"})
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS validation_batches (
+    batch_id TEXT PRIMARY KEY, level TEXT NOT NULL, executor TEXT NOT NULL,
+    slice_id TEXT NOT NULL, created REAL NOT NULL, meta TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS validation_jobs (
+    job_id TEXT PRIMARY KEY, batch_id TEXT NOT NULL, item_id TEXT NOT NULL,
+    level TEXT NOT NULL, executor TEXT NOT NULL, status TEXT NOT NULL, reason TEXT,
+    structure TEXT NOT NULL, formula TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+    queued_at REAL NOT NULL, started_at REAL, finished_at REAL, calc_seconds REAL,
+    duplicate_of TEXT, task_doc TEXT, remote_id TEXT
+);
+CREATE INDEX IF NOT EXISTS validation_jobs_batch ON validation_jobs (batch_id);
+CREATE INDEX IF NOT EXISTS validation_jobs_status ON validation_jobs (status, executor);
+CREATE TABLE IF NOT EXISTS labels (
+    job_id TEXT NOT NULL, item_id TEXT NOT NULL, level TEXT NOT NULL, property TEXT NOT NULL,
+    value REAL NOT NULL, unit TEXT NOT NULL, provenance TEXT NOT NULL, created REAL NOT NULL,
+    PRIMARY KEY (job_id, property)
+);
+CREATE TABLE IF NOT EXISTS validation_references (
+    level TEXT NOT NULL, element TEXT NOT NULL, energy_per_atom REAL NOT NULL,
+    provenance TEXT NOT NULL, PRIMARY KEY (level, element)
+);
+"""
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """One candidate's calculation as stored."""
+
+    job_id: str
+    batch_id: str
+    item_id: str
+    level: str
+    executor: str
+    status: str
+    reason: str | None
+    structure: Structure | Molecule
+    formula: str
+    attempts: int
+    queued_at: float
+    started_at: float | None
+    finished_at: float | None
+    calc_seconds: float | None
+    duplicate_of: str | None
+    task_doc: str | None
+    remote_id: str | None
+
+
+@dataclass(frozen=True)
+class LabelRecord:
+    """One labelled property of one job."""
+
+    job_id: str
+    item_id: str
+    level: str
+    property: str
+    value: float
+    unit: str
+    provenance: dict[str, Any]
+
+
+def dumps(obj: Any) -> str:
+    """JSON text of a pymatgen object / pydantic document / plain data."""
+    return json.dumps(obj, cls=MontyEncoder)
+
+
+def loads(text: str) -> Any:
+    """Inverse of :func:`dumps` (pymatgen objects come back as objects)."""
+    return MontyDecoder().process_decoded(json.loads(text))
+
+
+def _job(row: Any) -> JobRecord:
+    data = dict(row)
+    data["structure"] = loads(data["structure"])
+    return JobRecord(**data)
+
+
+class ValidationStore:
+    """Typed access to the validation tables of one workspace."""
+
+    def __init__(self, workspace: Workspace) -> None:
+        self.workspace = workspace
+        with workspace.connect() as db:
+            db.executescript(_SCHEMA)
+
+    # batches and jobs -------------------------------------------------------------------
+    def add_batch(
+        self, batch_id: str, level: str, executor: str, slice_id: str, jobs: list[dict[str, Any]]
+    ) -> None:
+        """Insert a batch and its jobs (dicts with job_id, item_id, status, reason, structure, ...)."""
+        now = time.time()
+        with self.workspace.connect() as db:
+            db.execute(
+                "INSERT INTO validation_batches VALUES (?, ?, ?, ?, ?, ?)",
+                (batch_id, level, executor, slice_id, now, "{}"),
+            )
+            for job in jobs:
+                structure = job["structure"]
+                db.execute(
+                    "INSERT INTO validation_jobs (job_id, batch_id, item_id, level, executor, status,"
+                    " reason, structure, formula, queued_at, duplicate_of, finished_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        job["job_id"],
+                        batch_id,
+                        job["item_id"],
+                        level,
+                        executor,
+                        job["status"],
+                        job.get("reason"),
+                        dumps(structure),
+                        structure.composition.reduced_formula,
+                        now,
+                        job.get("duplicate_of"),
+                        now if job["status"] in FINISHED else None,
+                    ),
+                )
+
+    def batch(self, batch_id: str) -> dict[str, Any]:
+        """The batch row; an unknown id raises :class:`ToolInputError` listing recent ones."""
+        with self.workspace.connect() as db:
+            row = db.execute("SELECT * FROM validation_batches WHERE batch_id = ?", (batch_id,)).fetchone()
+            if row is None:
+                known = [
+                    r[0]
+                    for r in db.execute(
+                        "SELECT batch_id FROM validation_batches ORDER BY created DESC LIMIT 20"
+                    )
+                ]
+                raise ToolInputError(
+                    f"expected a known validation batch id, got {batch_id!r}; valid values are {known}"
+                )
+        return dict(row)
+
+    def jobs(self, *, batch_id: str | None = None, job_ids: list[str] | None = None) -> list[JobRecord]:
+        """Jobs of a batch (insertion order) or with the given ids."""
+        with self.workspace.connect() as db:
+            if batch_id is not None:
+                rows = db.execute(
+                    "SELECT * FROM validation_jobs WHERE batch_id = ? ORDER BY rowid", (batch_id,)
+                ).fetchall()
+            else:
+                ids = job_ids or []
+                marks = ",".join("?" * len(ids))
+                rows = db.execute(f"SELECT * FROM validation_jobs WHERE job_id IN ({marks})", ids).fetchall()
+        return [_job(r) for r in rows]
+
+    def comparable_jobs(self, level: str, formula: str) -> list[JobRecord]:
+        """Original (non-duplicate) jobs at ``level`` with this reduced formula that are not failed."""
+        with self.workspace.connect() as db:
+            rows = db.execute(
+                "SELECT * FROM validation_jobs WHERE level = ? AND formula = ?"
+                " AND status IN ('queued', 'running', 'done') ORDER BY rowid",
+                (level, formula),
+            ).fetchall()
+        return [_job(r) for r in rows]
+
+    def count(self, executor: str, statuses: tuple[str, ...] = ("queued", "running")) -> int:
+        """Number of jobs of ``executor`` in these states."""
+        marks = ",".join("?" * len(statuses))
+        with self.workspace.connect() as db:
+            (n,) = db.execute(
+                f"SELECT COUNT(*) FROM validation_jobs WHERE executor = ? AND status IN ({marks})",
+                (executor, *statuses),
+            ).fetchone()
+        return int(n)
+
+    def claim(self, job_id: str | None = None, *, executor: str = "local") -> JobRecord | None:
+        """Atomically move one queued job (the oldest, or ``job_id``) to ``running``."""
+        with self.workspace.connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            if job_id is None:
+                row = db.execute(
+                    "SELECT job_id FROM validation_jobs WHERE status = 'queued' AND executor = ?"
+                    " ORDER BY rowid LIMIT 1",
+                    (executor,),
+                ).fetchone()
+                if row is None:
+                    return None
+                job_id = row[0]
+            cur = db.execute(
+                "UPDATE validation_jobs SET status = 'running', attempts = attempts + 1, started_at = ?"
+                " WHERE job_id = ? AND status = 'queued'",
+                (time.time(), job_id),
+            )
+            if cur.rowcount == 0:
+                return None
+        return self.jobs(job_ids=[job_id])[0]
+
+    def requeue_running(self, executor: str) -> int:
+        """Put jobs left ``running`` by a dead worker back in the queue; returns how many."""
+        with self.workspace.connect() as db:
+            cur = db.execute(
+                "UPDATE validation_jobs SET status = 'queued', reason = 're-queued after worker restart'"
+                " WHERE status = 'running' AND executor = ?",
+                (executor,),
+            )
+        return cur.rowcount
+
+    def set_status(self, job_id: str, status: Status, reason: str | None = None, **fields: Any) -> None:
+        """Update a job's state (and optional columns such as ``remote_id``)."""
+        extra = "".join(f", {k} = ?" for k in fields)
+        finished = time.time() if status in FINISHED else None
+        with self.workspace.connect() as db:
+            db.execute(
+                f"UPDATE validation_jobs SET status = ?, reason = ?, finished_at = ?{extra} WHERE job_id = ?",
+                (status, reason, finished, *fields.values(), job_id),
+            )
+
+    def finish(
+        self,
+        job: JobRecord,
+        labels: dict[str, tuple[float, str]],
+        provenance: dict[str, Any],
+        *,
+        task_doc: str,
+        calc_seconds: float,
+    ) -> None:
+        """Mark a job ``done`` and write its labels in the same transaction."""
+        now = time.time()
+        with self.workspace.connect() as db:
+            for prop, (value, unit) in labels.items():
+                db.execute(
+                    "INSERT OR REPLACE INTO labels VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        job.job_id,
+                        job.item_id,
+                        job.level,
+                        prop,
+                        float(value),
+                        unit,
+                        json.dumps(provenance),
+                        now,
+                    ),
+                )
+            db.execute(
+                "UPDATE validation_jobs SET status = 'done', reason = NULL, finished_at = ?,"
+                " calc_seconds = ?, task_doc = ? WHERE job_id = ?",
+                (now, calc_seconds, task_doc, job.job_id),
+            )
+
+    def labels(self, job_ids: list[str]) -> list[LabelRecord]:
+        """Labels of these jobs."""
+        marks = ",".join("?" * len(job_ids))
+        with self.workspace.connect() as db:
+            rows = db.execute(
+                f"SELECT * FROM labels WHERE job_id IN ({marks}) ORDER BY rowid", job_ids
+            ).fetchall()
+        return [
+            LabelRecord(
+                r["job_id"],
+                r["item_id"],
+                r["level"],
+                r["property"],
+                r["value"],
+                r["unit"],
+                json.loads(r["provenance"]),
+            )
+            for r in rows
+        ]
+
+    # elemental references ---------------------------------------------------------------
+    def references(self, level: str) -> dict[str, float]:
+        """Cached elemental reference energies (eV/atom) at ``level``."""
+        with self.workspace.connect() as db:
+            rows = db.execute(
+                "SELECT element, energy_per_atom FROM validation_references WHERE level = ?", (level,)
+            ).fetchall()
+        return {r[0]: float(r[1]) for r in rows}
+
+    def add_references(self, level: str, energies: dict[str, float], provenance: dict[str, Any]) -> None:
+        """Cache elemental reference energies; existing ones are kept (computed once per element)."""
+        with self.workspace.connect() as db:
+            for element, energy in energies.items():
+                db.execute(
+                    "INSERT OR IGNORE INTO validation_references VALUES (?, ?, ?, ?)",
+                    (level, element, float(energy), json.dumps(provenance)),
+                )

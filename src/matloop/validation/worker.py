@@ -1,0 +1,60 @@
+"""The local executor's background worker: ``python -m matloop.validation.worker WORKSPACE``.
+
+One worker per workspace (an exclusive ``flock`` on ``calcs/worker.lock``, released by the OS
+even after ``kill -9``). On start it re-queues jobs left ``running`` by a dead worker, then
+claims queued jobs one at a time and runs them; it exits after a few idle seconds, and the
+next ``queue_validation``/``validation_status``/``collect_validation`` call starts a new one.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import sys
+import time
+from pathlib import Path
+
+from matloop.settings import Settings
+from matloop.validation.runner import run_job
+from matloop.validation.store import ValidationStore
+from matloop.workspace import Workspace
+
+IDLE_EXIT_S = 3.0
+SETTINGS_FILE = "worker-settings.json"
+
+
+def lock_path(workspace: Workspace) -> Path:
+    return workspace.dir("calcs") / "worker.lock"
+
+
+def serve(workspace: Workspace) -> int:
+    """Run queued local jobs until the queue stays empty; returns the number of jobs run."""
+    with open(lock_path(workspace), "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return 0  # another worker is alive
+        store = ValidationStore(workspace)
+        store.requeue_running("local")
+        ran, idle_since = 0, time.monotonic()
+        while True:
+            job = store.claim(executor="local")
+            if job is None:
+                if time.monotonic() - idle_since > IDLE_EXIT_S:
+                    return ran
+                time.sleep(0.2)
+                continue
+            run_job(workspace, job)
+            ran += 1
+            idle_since = time.monotonic()
+
+
+def main(argv: list[str]) -> int:
+    root = Path(argv[1])
+    settings_file = root / "calcs" / SETTINGS_FILE
+    settings = Settings.model_validate_json(settings_file.read_text()) if settings_file.exists() else None
+    serve(Workspace(root, settings=settings))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
