@@ -43,7 +43,7 @@ SETS: dict[str, tuple[str, dict[str, str], str]] = {
             "n": "dimensionless",
             "poly_electronic": "dimensionless",
             "poly_total": "dimensionless",
-            "pot_ferroelectric": "flag (1 = potentially ferroelectric)",
+            "pot_ferroelectric": "flag",
         },
         "Petousis et al., Sci. Data 4, 160134 (2017)",
     ),

@@ -6,7 +6,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from matloop.errors import MatloopError
+
 data_app = typer.Typer(help="Datasets: list sources, query slices.", no_args_is_help=True)
+
+
+def _symbols(text: str | None) -> list[str] | None:
+    return [s.strip() for s in text.split(",") if s.strip()] if text else None
 
 
 @data_app.command("list")
@@ -18,5 +24,53 @@ def list_sources() -> None:
     for col in ("source", "kind", "items", "properties", "status"):
         table.add_column(col)
     for info in available_sources():
-        table.add_row(info.name, info.kind, str(info.count or "-"), ", ".join(info.properties), info.status)
+        props = ", ".join(f"{p} ({info.units[p]})" for p in info.properties)
+        table.add_row(info.name, info.kind, str(info.count or "-"), props, info.status)
+    Console().print(table)
+
+
+@data_app.command("query")
+def query(
+    source: str = typer.Argument(..., help="Source name (see `matloop data list`)."),
+    path: str | None = typer.Option(None, help="File or folder for user sources."),
+    elements_all: str | None = typer.Option(None, help="Comma-separated elements all required."),
+    elements_any: str | None = typer.Option(None, help="Comma-separated elements, at least one."),
+    elements_none: str | None = typer.Option(None, help="Comma-separated elements excluded."),
+    max_sites: int | None = typer.Option(None, help="Largest number of sites/atoms."),
+    limit: int | None = typer.Option(None, help="Keep at most this many items."),
+    sample: int | None = typer.Option(None, help="Random sample of this many items."),
+    seed: int = typer.Option(0, help="Seed of the random sample."),
+    workspace: str | None = typer.Option(None, help="Workspace directory (default from settings)."),
+) -> None:
+    """Filter a source, store the slice in the workspace and print its statistics."""
+    from matloop.tools.dataset import query_dataset
+
+    try:
+        result = query_dataset(
+            source,  # type: ignore[arg-type]
+            elements_all=_symbols(elements_all),
+            elements_any=_symbols(elements_any),
+            elements_none=_symbols(elements_none),
+            max_sites=max_sites,
+            limit=limit,
+            sample=sample,
+            seed=seed,
+            path=path,
+            workspace=workspace,
+        )
+    except MatloopError as exc:
+        Console(stderr=True).print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    table = Table(
+        title=f"{result.slice_id}: {result.count} of {result.source_count} {result.kind}s from {source}"
+    )
+    for col in ("property", "unit", "count", "mean", "std", "min", "max"):
+        table.add_column(col)
+    for name, s in result.properties.items():
+        table.add_row(
+            name,
+            s.unit,
+            str(s.count),
+            *(f"{v:.4g}" if v is not None else "-" for v in (s.mean, s.std, s.min, s.max)),
+        )
     Console().print(table)
