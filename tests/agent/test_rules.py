@@ -35,7 +35,7 @@ CASES = [
     ),
     (
         "maximize the refractive index, exclude Cd and Hg",
-        {"target": "refractive_index", "goal": "maximise", "elements_exclude": ["Cd", "Hg"]},
+        {"target": "n", "goal": "maximise", "elements_exclude": ["Cd", "Hg"]},
     ),
     (
         "Which compounds have formation energy < -1 eV/atom? use at most 20 DFT calculations",

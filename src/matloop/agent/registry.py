@@ -216,13 +216,18 @@ class Toolbox:
         if name == "queue_validation":
             statuses = result.get("statuses", [])
             self.state.add_calcs(result["batch_id"], rnd, result.get("level", ""), statuses)
-            unqueued = [s for s in statuses if s.get("status") in ("rejected", "duplicate")]
-            if unqueued:
-                self.state.charge(f"refund:{key}", "calculations", -len(unqueued), "not queued")
+            # rejected structures never run; duplicates stay charged (after a resume they are the
+            # calculations queued before the crash, so refunding them would under-count)
+            rejected = [s for s in statuses if s.get("status") == "rejected"]
+            if rejected:
+                self.state.charge(f"refund:{key}", "calculations", -len(rejected), "rejected, not run")
         elif name == "collect_validation":
             self.state.add_labels(rnd, result["batch_id"], result.get("labels", []))
-            seconds = sum(_seconds(lb.get("provenance") or {}) for lb in result.get("labels", []))
-            self.state.charge(f"calc-cpu:{result['batch_id']}", "cpu_hours", seconds / 3600, "validation")
+            hours = _calc_seconds(self.ws, result["batch_id"]) / 3600
+            prefix = f"calc-cpu:{result['batch_id']}"
+            delta = hours - self.state.charged(prefix)
+            if delta > 0:
+                self.state.charge(f"{prefix}:{hours:.6f}", "cpu_hours", delta, "validation")
         elif name == "select_candidates":
             self.state.add_candidates(rnd, result["selection_id"], result["strategy"], result["candidates"])
         elif name in ("train_uq_gnn", "fine_tune"):
@@ -248,11 +253,11 @@ class Toolbox:
         return out
 
 
-def _seconds(provenance: dict[str, Any]) -> float:
-    for k in ("cpu_seconds", "seconds", "wall_s", "walltime_s", "elapsed_s"):
-        if isinstance(provenance.get(k), int | float):
-            return float(provenance[k])
-    return 0.0
+def _calc_seconds(workspace: Workspace, batch_id: str) -> float:
+    """Seconds the calculations of a batch ran (duplicates cost nothing)."""
+    from matloop.validation.store import ValidationStore
+
+    return sum(j.calc_seconds or 0.0 for j in ValidationStore(workspace).jobs(batch_id=batch_id))
 
 
 def _short(args: dict[str, Any]) -> str:

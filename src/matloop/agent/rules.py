@@ -35,7 +35,7 @@ PROPERTIES: dict[str, tuple[str, str | None]] = {
     "hull distance": ("e_above_hull", "mp_formation_energy"),
     "band gap": ("band_gap", "mp_dielectric"),
     "bandgap": ("band_gap", "mp_dielectric"),
-    "refractive index": ("refractive_index", "mp_dielectric"),
+    "refractive index": ("n", "mp_dielectric"),
     "bulk modulus": ("K_VRH", "mp_elastic"),
     "shear modulus": ("G_VRH", "mp_elastic"),
     "piezoelectric": ("eij_max", "mp_piezo"),

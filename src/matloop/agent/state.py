@@ -96,6 +96,14 @@ class CampaignState:
             row = db.execute("SELECT COALESCE(SUM(amount), 0) FROM budget_ledger WHERE kind = ?", (kind,))
             return float(row.fetchone()[0])
 
+    def charged(self, prefix: str) -> float:
+        """Sum of the ledger rows whose key starts with ``prefix``."""
+        with self.ws.connect() as db:
+            row = db.execute(
+                "SELECT COALESCE(SUM(amount), 0) FROM budget_ledger WHERE key LIKE ?", (prefix + "%",)
+            )
+            return float(row.fetchone()[0])
+
     def ledger(self) -> list[dict[str, Any]]:
         with self.ws.connect() as db:
             return [dict(r) for r in db.execute("SELECT * FROM budget_ledger ORDER BY rowid")]

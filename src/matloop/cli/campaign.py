@@ -143,27 +143,22 @@ def log(
         for r in records:
             console.print_json(json.dumps(r))
         return
-    table = Table(title=f"decisions of {directory}")
-    for col in ("step", "time", "round", "planner", "phase", "tool", "arguments / result", "why", "checks"):
-        table.add_column(col, overflow="fold")
+    colour = {"planned": "cyan", "done": "green", "error": "red", "rejected": "red", "note": "yellow"}
     for r in records:
-        checks = ", ".join(
-            f"{v['check']}{'' if v['ok'] else ' ✗'}" for v in r.get("verdicts", []) if v.get("message")
-        )
         payload = r["arguments"] if r["phase"] == "planned" else r["result"]
-        text = json.dumps(payload, default=str)
-        table.add_row(
-            str(r["step"]),
-            r["time"][11:19],
-            str(r["round"]),
-            r["planner"],
-            r["phase"],
-            r["tool"],
-            text[:160] + ("…" if len(text) > 160 else ""),
-            r["rationale"][:80],
-            checks[:80],
-        )
-    console.print(table)
+        text = json.dumps(payload, default=str, ensure_ascii=False)
+        text = text[:240] + ("…" if len(text) > 240 else "")
+        head = f"[bold]{r['step']:>4}[/bold] {r['time'][11:19]} r{r['round']} {r['planner']:<6}"
+        phase = f"[{colour.get(r['phase'], 'white')}]{r['phase']:<8}[/]"
+        console.print(f"{head} {phase} {r['tool'] or '-'} ", end="", highlight=False)
+        console.print(text if r["phase"] != "note" else r["rationale"], markup=False, highlight=False)
+        if r["phase"] == "planned" and r["rationale"]:
+            console.print(f"       why: {r['rationale']}", markup=False, highlight=False, style="dim")
+        for v in r.get("verdicts", []) if r["phase"] in ("planned", "rejected") else []:
+            if not v["ok"] or (v.get("message") and v["check"] != "step_cap"):
+                mark = "ok" if v["ok"] else "REFUSED"
+                console.print(f"       {v['check']} {mark}: {v['message']}", markup=False, highlight=False)
+    console.print(f"{len(records)} records, {len({r['step'] for r in records})} steps")
 
 
 def ask_command(
