@@ -50,7 +50,7 @@ class Executor(Protocol):
 
 def worker_alive(workspace: Workspace) -> bool:
     """Whether a local worker holds this workspace's lock."""
-    with open(lock_path(workspace), "w") as lock:
+    with open(lock_path(workspace), "a") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

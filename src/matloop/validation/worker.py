@@ -1,7 +1,7 @@
 """The local executor's background worker: ``python -m matloop.validation.worker WORKSPACE``.
 
-One worker per workspace (an exclusive ``flock`` on ``calcs/worker.lock``, released by the OS
-even after ``kill -9``). On start it re-queues jobs left ``running`` by a dead worker, then
+One worker per workspace (an exclusive ``flock`` on ``calcs/worker.lock``, which holds its pid;
+the OS releases the lock even after ``kill -9``). On start it re-queues jobs left ``running`` by a dead worker, then
 claims queued jobs one at a time and runs them; it exits after a few idle seconds, and the
 next ``queue_validation``/``validation_status``/``collect_validation`` call starts a new one.
 """
@@ -9,6 +9,7 @@ next ``queue_validation``/``validation_status``/``collect_validation`` call star
 from __future__ import annotations
 
 import fcntl
+import os
 import sys
 import time
 from pathlib import Path
@@ -28,11 +29,14 @@ def lock_path(workspace: Workspace) -> Path:
 
 def serve(workspace: Workspace) -> int:
     """Run queued local jobs until the queue stays empty; returns the number of jobs run."""
-    with open(lock_path(workspace), "w") as lock:
+    with open(lock_path(workspace), "a") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return 0  # another worker is alive
+        lock.truncate(0)
+        lock.write(str(os.getpid()))
+        lock.flush()
         store = ValidationStore(workspace)
         store.requeue_running("local")
         ran, idle_since = 0, time.monotonic()

@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+from pymatgen.core import Lattice, Structure
+from validation_helpers import perovskite, rocksalt
+
+from matloop.settings import ValidationSettings
+from matloop.validation.sanity import check_structure, same_structure
+
+
+def test_physical_structure_passes():
+    assert check_structure(perovskite("Sr", "Ti", 3.95), ValidationSettings()) is None
+
+
+def test_close_atoms_rejected():
+    s = Structure(Lattice.cubic(4.0), ["Na", "Cl"], [[0, 0, 0], [0.05, 0, 0]])
+    assert "closer than 0.5" in check_structure(s, ValidationSettings())
+
+
+def test_absurd_volume_rejected():
+    assert "volume per atom" in check_structure(rocksalt("Mg", "O", 30.0), ValidationSettings())
+
+
+def test_too_many_atoms_rejected():
+    big = perovskite("Sr", "Ti", 3.95) * (2, 2, 2)
+    assert "exceeds the limit of 10" in check_structure(big, ValidationSettings(max_sites=10))
+
+
+def test_same_structure_matches_strained_copy_not_other_formula():
+    assert same_structure(perovskite("Sr", "Ti", 3.95), perovskite("Sr", "Ti", 3.90))
+    assert not same_structure(perovskite("Sr", "Ti", 3.95), perovskite("Ba", "Ti", 3.95))
