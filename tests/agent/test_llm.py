@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from langchain_core.messages import AIMessage
 from tests.agent.conftest import ScriptedChatModel, call, tool_messages
@@ -150,3 +152,43 @@ def _pool_ids(campaign, slice_id: str) -> list[str]:
     from matloop.data.slices import load_slice
 
     return load_slice(campaign.ws, slice_id).ids
+
+
+def test_full_loop_with_a_model_asking_for_ten_times_the_budget(campaign):
+    """Real pool, real CHGNet calculations: only the budget's worth ever runs."""
+    campaign.guardrails.budget = campaign.guardrails.budget.model_copy(update={"calculations": 2})
+    state: dict[str, str] = {}
+
+    def script(messages):
+        tools = tool_messages(messages)
+        n = len(tools)
+        if n == 0:
+            return call("build_candidate_pool", {"families": ["rocksalt"], "max_items": 20})
+        if n == 1:
+            state["slice"] = tools[-1].split('"slice_id": "')[1].split('"')[0]
+            ids = _pool_ids(campaign, state["slice"])
+            return call(
+                "queue_validation",
+                {"slice_id": state["slice"], "item_ids": ids, "level": "chgnet"},
+                "Queue all 20 (10x the budget).",
+                n=1,
+            )
+        if n == 2:
+            state["batch"] = tools[-1].split('"batch_id": "')[1].split('"')[0]
+            return call("queue_validation", {"slice_id": state["slice"], "item_ids": ["rocksalt-MgO"]}, n=2)
+        if n == 3:
+            return call("collect_validation", {"batch_id": state["batch"], "wait": True}, n=3)
+        return AIMessage(content="done")
+
+    conv, _ = _conv(campaign, script)
+    assert conv.run("system", "compute everything") == "done"
+    records = campaign.log.records()
+    queued = [r for r in records if r["tool"] == "queue_validation" and r["phase"] == "planned"]
+    assert len(queued) == 1 and len(queued[0]["arguments"]["item_ids"]) == 2
+    assert any(re.match(r"trimmed 1\d → 2 calculations", v["message"]) for v in queued[0]["verdicts"])
+    refused = [r for r in records if r["tool"] == "queue_validation" and r["phase"] == "rejected"]
+    assert len(refused) == 1 and "budget" in refused[0]["result"]
+    with campaign.ws.connect() as db:
+        assert db.execute("SELECT COUNT(*) FROM validation_jobs").fetchone()[0] == 2
+    assert campaign.state.spent("calculations") == 2
+    assert len(campaign.state.labels("formation_energy_per_atom", "chgnet")) == 2
