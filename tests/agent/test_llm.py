@@ -175,7 +175,8 @@ def test_full_loop_with_a_model_asking_for_ten_times_the_budget(campaign):
             )
         if n == 2:
             state["batch"] = tools[-1].split('"batch_id": "')[1].split('"')[0]
-            return call("queue_validation", {"slice_id": state["slice"], "item_ids": ["rocksalt-MgO"]}, n=2)
+            last = _pool_ids(campaign, state["slice"])[-1]
+            return call("queue_validation", {"slice_id": state["slice"], "item_ids": [last]}, n=2)
         if n == 3:
             return call("collect_validation", {"batch_id": state["batch"], "wait": True}, n=3)
         return AIMessage(content="done")
