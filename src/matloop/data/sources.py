@@ -215,17 +215,16 @@ def load_table(
         query = mp_query or MPQuery()
         key = {"query": query.model_dump(), "max_rows": max_rows}
         return _cached(cache_dir, name, key, lambda: fetch_materials_project(query, max_rows=max_rows))
-    if name == "qm9":
-        folder = Path(path) if path is not None else None
-        key = {"files": _fingerprint(folder or qm9_data_dir()), "max_rows": max_rows}
-        return _cached(cache_dir, name, key, lambda: read_qm9(folder, max_rows))
-    if path is None:
-        raise ToolInputError(f"expected a path for source {name!r} ({source.description}), got none")
-    file = Path(path).expanduser()
-    if not file.exists():
+    file = Path(path).expanduser() if path is not None else None
+    if file is not None and not file.exists():
         raise ToolInputError(f"expected an existing file or folder for source {name!r}, got {str(path)!r}")
-    assert source.reader is not None
+    if name == "qm9":
+        key = {"files": _fingerprint(file or qm9_data_dir()), "max_rows": max_rows}
+        return _cached(cache_dir, name, key, lambda: read_qm9(file, max_rows))
+    if file is None:
+        raise ToolInputError(f"expected a path for source {name!r} ({source.description}), got none")
     reader = source.reader
+    assert reader is not None
     key = {"files": _fingerprint(file), "max_rows": max_rows}
     return _cached(cache_dir, name, key, lambda: reader(file, max_rows))
 

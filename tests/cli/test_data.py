@@ -1,0 +1,33 @@
+"""``matloop data list`` and ``matloop data query``."""
+
+from __future__ import annotations
+
+from typer.testing import CliRunner
+
+from matloop.cli import app
+
+
+def test_data_list_shows_sources_with_counts(settings):
+    result = CliRunner().invoke(app, ["data", "list"], env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    for name, count in [
+        ("mp_formation_energy", "3938"),
+        ("mp_dielectric", "1056"),
+        ("mp_elastic", "1181"),
+        ("mp_piezo", "941"),
+        ("qm9", "130831"),
+    ]:
+        line = next(line for line in result.output.splitlines() if f" {name} " in line)
+        assert count in line
+    assert "materials_project" in result.output
+
+
+def test_data_query(settings):
+    runner = CliRunner()
+    result = runner.invoke(
+        app, ["data", "query", "mp_elastic", "--elements-all", "Si", "--limit", "5"], env={"COLUMNS": "200"}
+    )
+    assert result.exit_code == 0, result.output
+    assert "5 of 1181" in result.output and "K_VRH" in result.output and "GPa" in result.output
+    bad = runner.invoke(app, ["data", "query", "mp_elastic", "--elements-all", "Xx"])
+    assert bad.exit_code == 1 and "valid values" in bad.output
