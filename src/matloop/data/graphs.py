@@ -136,10 +136,21 @@ def _magpie_table() -> np.ndarray:
 
 def gaussian_expansion(dist: np.ndarray, cutoff: float, n: int) -> np.ndarray:
     """exp(-(d - μ_k)² / σ²) on ``n`` centres evenly spaced in [0, cutoff], σ = spacing."""
+    inv_width, scaled_centres = _scaled_centres(float(cutoff), int(n))
+    arg = dist.astype(np.float32)[:, None] * inv_width - scaled_centres
+    np.square(arg, out=arg)
+    # Below e^-80 the value is 0 for any purpose; clipping avoids slow float32 underflow.
+    np.minimum(arg, 80.0, out=arg)
+    np.negative(arg, out=arg)
+    return np.exp(arg, out=arg)
+
+
+@cache
+def _scaled_centres(cutoff: float, n: int) -> tuple[np.float32, np.ndarray]:
+    """1/σ and μ_k/σ of the Gaussian expansion."""
     centres = np.linspace(0.0, cutoff, n, dtype=np.float32)
-    width = centres[1] - centres[0]
-    diff = (dist.astype(np.float32)[:, None] - centres[None, :]) / width
-    return np.exp(-(diff**2))
+    inv_width = np.float32(1.0) / (centres[1] - centres[0])
+    return inv_width, (centres * inv_width)[None, :]
 
 
 def structure_hash(item: Structure | Molecule) -> str:
@@ -188,9 +199,10 @@ def _atomic_numbers(item: Structure | Molecule) -> np.ndarray:
     """Atomic numbers; raises :class:`GraphError` for disordered or unknown species."""
     z = np.empty(len(item), dtype=np.int64)
     for i, site in enumerate(item):
-        if not site.is_ordered:
+        species = site.species  # one Composition per site; cheaper than site.specie/is_ordered
+        if len(species) != 1 or abs(species.num_atoms - 1) > 1e-8:
             raise GraphError(f"disordered site {site.species_string}; expected ordered sites")
-        number = getattr(site.specie, "Z", 0)
+        number = getattr(next(iter(species)), "Z", 0)
         if not 1 <= number <= MAX_Z:
             raise GraphError(
                 f"unknown species {site.species_string!r} at site {i}; expected an element Z=1..{MAX_Z}"
@@ -222,9 +234,18 @@ def check_item(item: Structure | Molecule, params: GraphParams) -> np.ndarray:
     return z
 
 
-def graph_arrays(item: Structure | Molecule, params: GraphParams) -> GraphArrays:
-    """Compact graph of one item; raises :class:`GraphError` with the reason when unusable."""
-    z = check_item(item, params)
+def _content_key(item: Structure | Molecule, z: np.ndarray) -> str:
+    """Hash of what a graph depends on: atomic numbers, coordinates (1e-6 Å), lattice."""
+    h = hashlib.sha256(z.tobytes())
+    h.update(np.round(item.cart_coords, 6).tobytes())
+    if isinstance(item, Structure):
+        h.update(np.round(item.lattice.matrix, 6).tobytes())
+        h.update(bytes(np.asarray(item.pbc, dtype=np.uint8)))
+    return h.hexdigest()
+
+
+def _edges(item: Structure | Molecule, z: np.ndarray, params: GraphParams) -> GraphArrays:
+    """Compact graph of an item that passed :func:`check_item`."""
     centres, neighbours, images, dists = neighbor_pairs(item, params.cutoff)
     if len(dists) and dists.min() < params.min_distance:
         k = int(np.argmin(dists))
@@ -232,11 +253,15 @@ def graph_arrays(item: Structure | Molecule, params: GraphParams) -> GraphArrays
             f"atoms overlap: sites {centres[k]} and {neighbours[k]} are {dists[k]:.3f} Å apart "
             f"(< {params.min_distance} Å)"
         )
-    lonely = np.flatnonzero(np.bincount(centres, minlength=len(item)) == 0)
+    degree = np.bincount(centres, minlength=len(item))
+    lonely = np.flatnonzero(degree == 0)
     if len(lonely):
         raise GraphError(
             f"{len(lonely)} site(s) {lonely[:5].tolist()} have no neighbour within {params.cutoff} Å"
         )
+    if degree.max() <= params.max_neighbors:
+        # Nothing to cut: the full neighbour list is already symmetric.
+        return GraphArrays(z, np.stack([neighbours, centres]).astype(np.int64), dists.astype(np.float32))
     keep = _keep_nearest(centres, dists, params.max_neighbors)
     # Symmetrise: the reverse of edge (j → i, image n) is (i → j, image -n); add those missing.
     src = np.concatenate([neighbours[keep], centres[keep]])
@@ -244,13 +269,18 @@ def graph_arrays(item: Structure | Molecule, params: GraphParams) -> GraphArrays
     img = np.concatenate([images[keep], -images[keep]])
     dist = np.concatenate([dists[keep], dists[keep]])
     span = 2 * int(np.abs(img).max(initial=0)) + 1
-    key = (src * len(item) + dst) * span**3 + ((img + span // 2) * [span**2, span, 1]).sum(axis=1)
+    key = (src * len(item) + dst) * span**3 + ((img + span // 2) @ np.array([span**2, span, 1]))
     _, unique = np.unique(key, return_index=True)
     return GraphArrays(
         z=z,
         edge_index=np.stack([src[unique], dst[unique]]).astype(np.int64),
         edge_dist=dist[unique].astype(np.float32),
     )
+
+
+def graph_arrays(item: Structure | Molecule, params: GraphParams) -> GraphArrays:
+    """Compact graph of one item; raises :class:`GraphError` with the reason when unusable."""
+    return _edges(item, check_item(item, params), params)
 
 
 def to_data(arrays: GraphArrays, params: GraphParams, item_id: str = "") -> Data:
@@ -286,8 +316,9 @@ def featurize_arrays(
     """Compact graphs of many items (id → arrays, input order), failures, and cache hits.
 
     One bad item never stops the rest: its reason goes to the failures. With a ``cache``,
-    items are looked up by structure hash + params in one batch and new results (failures
-    too) are written back in batched transactions. ``progress(done, total)`` is called
+    items that pass the cheap checks are looked up by content hash + params in one batch, and
+    new results (failures found by the neighbour search too) are written back in batched
+    transactions. ``progress(done, total)`` is called
     about a hundred times over the run when given.
     """
     if len(structures) != len(ids):
@@ -296,42 +327,58 @@ def featurize_arrays(
         raise ValueError("item ids must be unique")
     total = len(ids)
     param_key = hashlib.sha256(params.key().encode()).hexdigest()[:16]
-    keys = [f"{structure_hash(s)}:{param_key}" for s in structures] if cache is not None else []
-    cached = cache.get_many(keys) if cache is not None else {}
-    out: dict[str, GraphArrays] = {}
-    failures: list[Failure] = []
-    new: list[tuple[str, GraphArrays | str]] = []
+    result: dict[str, GraphArrays | str] = {}  # id -> graph or reason, filled in input order below
+    checked: list[tuple[str, Structure | Molecule, np.ndarray, str]] = []
+    for item_id, item in zip(ids, structures, strict=True):
+        try:
+            z = check_item(item, params)
+        except Exception as exc:  # a malformed item must not stop the others
+            result[item_id] = _reason(exc)
+            continue
+        key = f"{_content_key(item, z)}:{param_key}" if cache is not None else ""
+        checked.append((item_id, item, z, key))
+    cached = cache.get_many([c[3] for c in checked]) if cache is not None else {}
     hits = 0
+    new: list[tuple[str, GraphArrays | str]] = []
     step = max(1, total // 100)
-    for i, (item_id, item) in enumerate(zip(ids, structures, strict=True)):
-        entry = cached.get(keys[i]) if cache is not None else None
+    for n, (item_id, item, z, key) in enumerate(checked, start=total - len(checked) + 1):
+        entry = cached.get(key)
         if entry is not None:
             hits += 1
         else:
             try:
-                entry = graph_arrays(item, params)
-            except GraphError as exc:
-                entry = str(exc)
-            except Exception as exc:  # a malformed item must not stop the others
-                entry = f"unexpected error: {type(exc).__name__}: {exc}"
+                entry = _edges(item, z, params)
+            except Exception as exc:
+                entry = _reason(exc)
             if cache is not None:
-                new.append((keys[i], entry))
+                new.append((key, entry))
                 if len(new) >= 1000:
                     cache.put_many(new)
                     new = []
+        result[item_id] = entry
+        if progress is not None and (n % step == 0 or n == total):
+            progress(n, total)
+    if cache is not None and new:
+        cache.put_many(new)
+    out: dict[str, GraphArrays] = {}
+    failures: list[Failure] = []
+    for item_id in ids:
+        entry = result[item_id]
         if isinstance(entry, str):
             failures.append(Failure(item_id, entry))
             logger.debug("skipped %s: %s", item_id, entry)
         else:
             out[item_id] = entry
-        if progress is not None and ((i + 1) % step == 0 or i + 1 == total):
-            progress(i + 1, total)
-    if cache is not None and new:
-        cache.put_many(new)
+    if progress is not None and not checked:
+        progress(total, total)
     logger.info(
         "featurized %d items: %d graphs, %d failures, %d cache hits", total, len(out), len(failures), hits
     )
     return out, failures, hits
+
+
+def _reason(exc: Exception) -> str:
+    return str(exc) if isinstance(exc, GraphError) else f"unexpected error: {type(exc).__name__}: {exc}"
 
 
 def featurize_items(
