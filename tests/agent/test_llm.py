@@ -193,3 +193,57 @@ def test_full_loop_with_a_model_asking_for_ten_times_the_budget(campaign):
         assert db.execute("SELECT COUNT(*) FROM validation_jobs").fetchone()[0] == 2
     assert campaign.state.spent("calculations") == 2
     assert len(campaign.state.labels("formation_energy_per_atom", "chgnet")) == 2
+
+
+def test_ask_answers_with_numbers_and_ids_through_a_chat_model(settings, tmp_path):
+    from matloop.agent.ask import ask
+
+    def script(messages):
+        tools = tool_messages(messages)
+        if not tools:
+            return call(
+                "query_dataset",
+                {
+                    "source": "mp_dielectric",
+                    "properties": ["band_gap"],
+                    "property_ranges": {"band_gap": [1.0, 2.0]},
+                },
+            )
+        count = tools[-1].split('"count": ')[1].split(",")[0]
+        slice_id = tools[-1].split('"slice_id": "')[1].split('"')[0]
+        return AIMessage(content=f"{count} crystals have a band gap in [1, 2] eV (slice {slice_id}).")
+
+    result = ask(
+        "How many crystals have a band gap between 1 and 2 eV?",
+        workspace=tmp_path / "ask",
+        model=ScriptedChatModel(script=script),
+    )
+    assert result.planner == "llm" and result.ids and result.ids[0] in result.answer
+    assert int(result.answer.split()[0]) > 0 and result.steps == 1
+
+
+def test_llm_outage_mid_campaign_falls_back_to_the_rules_planner(settings, tmp_path):
+    from matloop.agent.campaign import CampaignSpec, run_campaign
+    from matloop.agent.llm import LLMPlanner
+
+    def down(messages):
+        raise ConnectionError("server unreachable")
+
+    spec = CampaignSpec(
+        name="outage",
+        planner="llm",
+        pool={"source": "prototypes", "families": ["rocksalt"], "max_items": 10},
+        seed_size=3,
+        batch_size=2,
+        rounds=1,
+        model={"epochs": 2},
+        budget={"calculations": 3},
+    )
+    campaign = run_campaign(
+        spec, tmp_path / "outage", planner=LLMPlanner(ScriptedChatModel(script=down), backoff_s=0.0)
+    )
+    notes = [r["rationale"] for r in campaign.log.records() if r["phase"] == "note"]
+    assert any("falling back to the rules planner" in n for n in notes)
+    assert campaign.context.planner == "rules (fallback)"
+    assert len(campaign.state.labels("formation_energy_per_atom", "chgnet")) == 3
+    assert campaign.state.meta("status") == "finished"
