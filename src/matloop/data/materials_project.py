@@ -47,10 +47,10 @@ _OFFLINE_HINT = "use a bundled source instead (mp_formation_energy, mp_dielectri
 class MPQuery(BaseModel):
     """Server-side filters of a Materials Project summary search."""
 
-    elements: list[str] | None = Field(None, description="All of these elements.")
-    exclude_elements: list[str] | None = Field(None, description="None of these elements.")
-    num_elements: tuple[int, int] | None = Field(None, description="Range of the number of elements.")
-    num_sites: tuple[int, int] | None = Field(None, description="Range of the number of sites.")
+    elements: list[str] | None = Field(default=None, description="All of these elements.")
+    exclude_elements: list[str] | None = Field(default=None, description="None of these elements.")
+    num_elements: tuple[int, int] | None = Field(default=None, description="Range of the number of elements.")
+    num_sites: tuple[int, int] | None = Field(default=None, description="Range of the number of sites.")
     ranges: dict[str, tuple[float, float]] = Field(default_factory=dict, description="Property ranges.")
 
 

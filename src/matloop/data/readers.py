@@ -16,9 +16,10 @@ import gzip
 import json
 import re
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -48,7 +49,7 @@ def parse_structure(value: Any) -> Structure | Molecule:
         else:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                fmt = "cif" if "_cell_length_a" in text else "poscar"
+                fmt: Literal["cif", "poscar"] = "cif" if "_cell_length_a" in text else "poscar"
                 return Structure.from_str(text, fmt=fmt)
     if isinstance(value, dict):
         is_molecule = value.get("@class") == "Molecule" or "lattice" not in value
@@ -87,7 +88,7 @@ def _numeric_properties(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, st
 
 
 def _build_table(
-    rows: list[tuple[str, Callable[[], Structure | Molecule]]],
+    rows: Sequence[tuple[str, Callable[[], Structure | Molecule]]],
     properties: pd.DataFrame,
     units: dict[str, str],
     *,
@@ -192,7 +193,7 @@ def _table_from_frame(
     rest = frame.drop(columns=[c for c in (column, id_column) if c is not None])
     properties, units, ignored = _numeric_properties(rest)
     values = frame[column].tolist()
-    rows = [(i, lambda v=v: parse_structure(v)) for i, v in zip(ids, values, strict=True)]
+    rows = [(i, partial(parse_structure, v)) for i, v in zip(ids, values, strict=True)]
     meta = {"ignored_columns": ignored} if ignored else {}
     return _build_table(rows, properties, units, path=path, source=source, meta=meta)
 
@@ -257,8 +258,9 @@ def read_cif_folder(path: Path, max_rows: int | None = None) -> SourceTable:
     stems = [c.stem for c in cifs]
     labels_file = _labels_file(path)
     meta: dict[str, Any] = {"labels_file": labels_file.name if labels_file else None}
+    units: dict[str, str] = {}
     if labels_file is None:
-        properties, units = pd.DataFrame(index=range(len(cifs))), {}
+        properties = pd.DataFrame(index=range(len(cifs)))
     else:
         labels, id_column = _read_labels(labels_file, set(stems))
         if not labels[id_column].is_unique:
@@ -271,8 +273,21 @@ def read_cif_folder(path: Path, max_rows: int | None = None) -> SourceTable:
         properties = table.reindex(stems).reset_index(drop=True)
         if ignored:
             meta["ignored_columns"] = ignored
-    rows = [(c.stem, lambda c=c: parse_structure(c.read_text())) for c in cifs]
+    rows = [(c.stem, partial(_read_cif, c)) for c in cifs]
     return _build_table(rows, properties, units, path=path, source="cif_folder", meta=meta)
+
+
+def _read_cif(path: Path) -> Structure | Molecule:
+    return parse_structure(path.read_text())
+
+
+def _from_ase_row(row: Any) -> Structure | Molecule:
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    atoms = row.toatoms()
+    if atoms.pbc.any():
+        return AseAtomsAdaptor.get_structure(atoms)
+    return AseAtomsAdaptor.get_molecule(atoms)
 
 
 def read_ase_db(path: Path, max_rows: int | None = None) -> SourceTable:
@@ -281,7 +296,6 @@ def read_ase_db(path: Path, max_rows: int | None = None) -> SourceTable:
     Properties are the numeric key-value pairs plus ``energy`` (eV) when stored.
     """
     from ase.db import connect
-    from pymatgen.io.ase import AseAtomsAdaptor
 
     if not path.is_file():
         raise ToolInputError(f"expected an ASE database file, got {str(path)!r}")
@@ -301,11 +315,6 @@ def read_ase_db(path: Path, max_rows: int | None = None) -> SourceTable:
     ids, id_column = _ids(frame, _stem(path), [f"{_stem(path)}-{row.id}" for row in records])
     properties, units, ignored = _numeric_properties(frame.drop(columns=[id_column] if id_column else []))
 
-    def parse(atoms) -> Structure | Molecule:
-        if atoms.pbc.any():
-            return AseAtomsAdaptor.get_structure(atoms)
-        return AseAtomsAdaptor.get_molecule(atoms)
-
-    rows = [(i, lambda row=row: parse(row.toatoms())) for i, row in zip(ids, records, strict=True)]
+    rows = [(i, partial(_from_ase_row, row)) for i, row in zip(ids, records, strict=True)]
     meta = {"ignored_columns": ignored} if ignored else {}
     return _build_table(rows, properties, units, path=path, source="ase_db", meta=meta)

@@ -213,7 +213,7 @@ def load_table(
     cache_dir = (settings or get_settings()).cache_dir
     if name == "materials_project":
         query = mp_query or MPQuery()
-        key = {"query": query.model_dump(), "max_rows": max_rows}
+        key: dict[str, Any] = {"query": query.model_dump(), "max_rows": max_rows}
         return _cached(cache_dir, name, key, lambda: fetch_materials_project(query, max_rows=max_rows))
     file = Path(path).expanduser() if path is not None else None
     if file is not None and not file.exists():
