@@ -39,11 +39,11 @@ class TrainSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     method: Literal["ensemble", "mc_dropout", "evidential", "gp"] = "ensemble"
-    epochs: int = Field(200, gt=0)
+    epochs: int = Field(100, gt=0, description="Maximum epochs per network (early stopping may end sooner).")
     batch_size: int = Field(64, gt=0)
-    learning_rate: float = Field(1e-3, gt=0)
+    learning_rate: float = Field(2e-3, gt=0)
     ensemble_size: int = Field(5, gt=0)
-    patience: int = Field(30, gt=0, description="Early-stopping patience in epochs.")
+    patience: int = Field(15, gt=0, description="Early-stopping patience in epochs.")
 
 
 class LLMSettings(BaseModel):

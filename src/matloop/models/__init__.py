@@ -1,0 +1,33 @@
+"""Graph neural networks with calibrated uncertainty: backbone, UQ methods, training, checkpoints."""
+
+from matloop.models.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_model,
+    save_checkpoint,
+    save_model,
+)
+from matloop.models.metrics import UQMetrics, uq_metrics
+from matloop.models.model import UQModel, UQPrediction
+from matloop.models.network import CrystalGNN
+from matloop.models.training import EpochLog, TrainOptions, fine_tune_uq_model, fit_uq_model
+from matloop.models.uq import METHODS, get_method
+
+__all__ = [
+    "METHODS",
+    "CheckpointError",
+    "CrystalGNN",
+    "EpochLog",
+    "TrainOptions",
+    "UQMetrics",
+    "UQModel",
+    "UQPrediction",
+    "fine_tune_uq_model",
+    "fit_uq_model",
+    "get_method",
+    "load_checkpoint",
+    "load_model",
+    "save_checkpoint",
+    "save_model",
+    "uq_metrics",
+]

@@ -1,0 +1,127 @@
+"""Checkpoints: init args + state_dict + JSON metadata, loadable with ``weights_only=True``."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch_geometric.data import Data
+
+from matloop.errors import MatloopError
+from matloop.models.gp import EmbeddingGP
+from matloop.models.model import UQModel
+from matloop.workspace import Workspace
+
+FORMAT = "matloop.uq_gnn"
+VERSION = 1
+
+
+class CheckpointError(MatloopError, ValueError):
+    """A checkpoint file that is corrupt, not a matloop model, or inconsistent with its own arguments."""
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries a checkpoint depends on."""
+    import gpytorch
+    import torch_geometric
+
+    import matloop
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_geometric": torch_geometric.__version__,
+        "gpytorch": gpytorch.__version__,
+        "matloop": getattr(matloop, "__version__", "unknown"),
+    }
+
+
+def data_hash(ids: Sequence[str], y: Sequence[float]) -> str:
+    """Short content hash of a training set (item ids and targets)."""
+    h = hashlib.sha256()
+    for item_id, value in zip(ids, y, strict=True):
+        h.update(f"{item_id}\t{float(value):.10g}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def graph_ids(graphs: Sequence[Data]) -> list[str]:
+    return [str(getattr(g, "item_id", i)) for i, g in enumerate(graphs)]
+
+
+def save_checkpoint(model: UQModel, path: str | Path, meta: dict[str, Any] | None = None) -> Path:
+    """Write ``model`` (init args, weights, metadata) to ``path``."""
+    meta = {**model.meta, **(meta or {})}
+    meta.setdefault("versions", library_versions())
+    path = Path(path)
+    torch.save(
+        {
+            "format": FORMAT,
+            "version": VERSION,
+            "init_args": dict(model.config),
+            "state_dict": model.state_dict(),
+            "meta_json": json.dumps(meta, default=str),
+        },
+        path,
+    )
+    return path
+
+
+def load_checkpoint(path: str | Path) -> UQModel:
+    """Read a checkpoint written by :func:`save_checkpoint`; problems raise :class:`CheckpointError`."""
+    path = Path(path)
+    try:
+        blob = torch.load(path, weights_only=True, map_location="cpu")
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint {path} does not exist") from None
+    except Exception as exc:
+        raise CheckpointError(f"checkpoint {path} is corrupt or unreadable: {exc}") from exc
+    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a matloop UQ-GNN checkpoint (expected format {FORMAT!r})")
+    if blob.get("version") != VERSION:
+        raise CheckpointError(f"checkpoint {path} has version {blob.get('version')}, expected {VERSION}")
+    try:
+        model = UQModel(**blob["init_args"])
+        state = dict(blob["state_dict"])
+        gp_state = {k[3:]: state.pop(k) for k in list(state) if k.startswith("gp.")}
+        if gp_state:
+            model.gp = EmbeddingGP.from_state_dict(gp_state)
+        elif model.method == "gp":
+            raise KeyError("the GP state is missing")
+        model.load_state_dict(state)
+        model.meta = json.loads(blob["meta_json"])
+    except (KeyError, TypeError, RuntimeError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {path} does not match its model arguments: {exc}") from exc
+    model.eval()
+    return model
+
+
+def save_model(workspace: Workspace, model: UQModel, meta: dict[str, Any] | None = None) -> str:
+    """Save ``model`` under ``workspace/models`` and register it (kind ``model``); returns its id."""
+    model_id = workspace.new_id("model")
+    path = save_checkpoint(model, workspace.dir("models") / f"{model_id}.pt", meta)
+    full = {**model.meta, **(meta or {})}
+    summary_keys = (
+        "target",
+        "unit",
+        "method",
+        "feature_set_id",
+        "parent_model_id",
+        "n_train",
+        "seed",
+        "metrics",
+    )
+    workspace.register("model", model_id, path, {k: full[k] for k in summary_keys if k in full})
+    model.meta = full
+    return model_id
+
+
+def load_model(workspace: Workspace, model_id: str) -> UQModel:
+    """Load a registered model; an unknown id raises :class:`~matloop.errors.ToolInputError`."""
+    model = load_checkpoint(workspace.artifact(model_id, kind="model").path)
+    model.meta.setdefault("model_id", model_id)
+    return model

@@ -1,0 +1,397 @@
+"""The training tools: ``train_uq_gnn``, ``predict`` and ``fine_tune``."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from matloop.data.slices import load_slice
+from matloop.errors import ToolInputError, invalid_choice
+from matloop.models import (
+    TrainOptions,
+    UQMetrics,
+    UQModel,
+    fine_tune_uq_model,
+    fit_uq_model,
+    load_model,
+    save_model,
+    uq_metrics,
+)
+from matloop.models.checkpoint import data_hash
+from matloop.models.training import ProgressCallback
+from matloop.tools.featurize import GraphSet, load_graphs
+from matloop.workspace import Workspace, resolve_workspace
+
+Method = Literal["ensemble", "mc_dropout", "evidential", "gp"]
+
+
+class TrainResult(BaseModel):
+    model_id: str = Field(
+        description="Id of the trained model; pass it to predict, fine_tune, select_candidates."
+    )
+    target: str = Field(description="Property the model predicts.")
+    unit: str = Field(description="Unit of the target.")
+    method: str = Field(description="Uncertainty method.")
+    feature_set_id: str = Field(description="Feature set the model was trained on.")
+    n_train: int = Field(description="Training items.")
+    n_val: int = Field(description="Validation items (early stopping, σ recalibration).")
+    n_test: int = Field(description="Held-out test items the metrics are computed on.")
+    n_skipped: int = Field(description="Items skipped because their target is missing (NaN).")
+    metrics: UQMetrics = Field(description="Accuracy and calibration on the held-out split.")
+    metrics_split: Literal["test", "val", "train"] = Field(description="Split the metrics come from.")
+    sigma_scale: float = Field(
+        description="σ recalibration factor fitted on the validation split (1 = none)."
+    )
+    epochs_run: int = Field(description="Epochs run, summed over ensemble members.")
+    seconds: float = Field(description="Wall time of training.")
+
+
+class FineTuneResult(BaseModel):
+    model_id: str = Field(description="Id of the new, fine-tuned model.")
+    parent_model_id: str = Field(description="Model that was fine-tuned (unchanged).")
+    target: str = Field(description="Property the new model predicts.")
+    unit: str = Field(description="Unit of the target.")
+    method: str = Field(description="Uncertainty method.")
+    freeze_backbone: bool = Field(description="Whether only the heads were trained.")
+    n_train: int = Field(description="Training items.")
+    n_val: int = Field(description="Validation items.")
+    n_test: int = Field(description="Held-out test items.")
+    n_skipped: int = Field(description="Items skipped because their target is missing (NaN).")
+    metrics_before: UQMetrics = Field(description="Parent model on the held-out split.")
+    metrics_after: UQMetrics = Field(description="Fine-tuned model on the held-out split.")
+    metrics_split: Literal["test", "val", "train"] = Field(description="Split the metrics come from.")
+    epochs_run: int = Field(description="Epochs run, summed over ensemble members.")
+    seconds: float = Field(description="Wall time of fine-tuning.")
+
+
+class ItemPrediction(BaseModel):
+    item_id: str = Field(description="Dataset id.")
+    mean: float = Field(description="Predicted mean.")
+    std: float = Field(description="Predicted standard deviation.")
+
+
+class PredictResult(BaseModel):
+    model_id: str = Field(description="Model used.")
+    feature_set_id: str = Field(description="Graphs predicted.")
+    target: str = Field(description="Predicted property.")
+    unit: str = Field(description="Unit of mean and σ.")
+    count: int = Field(description="Items predicted.")
+    mean_min: float = Field(description="Smallest predicted mean.")
+    mean_max: float = Field(description="Largest predicted mean.")
+    mean_avg: float = Field(description="Average predicted mean.")
+    std_avg: float = Field(description="Average predicted σ.")
+    std_max: float = Field(description="Largest predicted σ.")
+    lowest: list[ItemPrediction] = Field(description="Up to 5 items with the lowest predicted mean.")
+    highest: list[ItemPrediction] = Field(description="Up to 5 items with the highest predicted mean.")
+
+
+def _check_ids(ids: list[str], known: dict[str, int], feature_set_id: str) -> None:
+    unknown = [i for i in ids if i not in known]
+    if unknown:
+        raise ToolInputError(
+            f"expected ids of feature set {feature_set_id}, got {len(unknown)} unknown (first: {unknown[:5]})"
+        )
+
+
+class _Labelled:
+    """Graphs of one feature set with finite targets, split train/val/test by a seed."""
+
+    def __init__(
+        self,
+        ws: Workspace,
+        feature_set_id: str,
+        target: str,
+        train_ids: list[str] | None,
+        *,
+        seed: int,
+        val_fraction: float,
+        test_fraction: float,
+    ) -> None:
+        for name, frac in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+            if not 0.0 <= frac < 1.0:
+                raise ToolInputError(f"expected {name} in [0, 1), got {frac}")
+        if val_fraction + test_fraction >= 1.0:
+            raise ToolInputError(
+                f"expected val_fraction + test_fraction < 1, got {val_fraction + test_fraction}"
+            )
+        gs: GraphSet = load_graphs(feature_set_id, workspace=ws)
+        data = load_slice(ws, gs.meta["slice_id"])
+        if target not in data.properties.columns:
+            raise invalid_choice(
+                f"a target property of slice {gs.meta['slice_id']}", target, data.properties.columns
+            )
+        self.unit = data.units.get(target, "")
+        values = dict(zip(data.ids, data.target(target), strict=True))
+        pos = {item_id: k for k, item_id in enumerate(gs.ids)}
+        ids = gs.ids
+        if train_ids is not None:
+            _check_ids(train_ids, pos, feature_set_id)
+            ids = list(dict.fromkeys(train_ids))
+        labelled = [i for i in ids if np.isfinite(values.get(i, np.nan))]
+        self.n_skipped = len(ids) - len(labelled)
+        if not labelled:
+            raise ToolInputError(
+                f"expected items with a {target!r} value, got none among {len(ids)} items of {feature_set_id}"
+            )
+        order = np.random.default_rng(seed).permutation(len(labelled))
+        n = len(labelled)
+        n_test = round(test_fraction * n) if n >= 10 else 0
+        n_val = round(val_fraction * n) if n >= 5 else 0
+        split = {
+            "test": [labelled[k] for k in order[:n_test]],
+            "val": [labelled[k] for k in order[n_test : n_test + n_val]],
+            "train": [labelled[k] for k in order[n_test + n_val :]],
+        }
+        self.ids = split
+        self.graphs = {name: [gs.graphs[pos[i]] for i in part] for name, part in split.items()}
+        self.y = {name: np.array([values[i] for i in part], dtype=np.float64) for name, part in split.items()}
+        self.eval_split: Literal["test", "val", "train"] = "test" if n_test else ("val" if n_val else "train")
+
+    def evaluate(self, model: UQModel) -> UQMetrics:
+        pred = model.predict(self.graphs[self.eval_split])
+        return uq_metrics(self.y[self.eval_split], pred.mean, pred.std)
+
+    def meta(self) -> dict[str, Any]:
+        return {
+            "n_train": len(self.ids["train"]),
+            "n_val": len(self.ids["val"]),
+            "n_test": len(self.ids["test"]),
+            "data_hash": data_hash(self.ids["train"], self.y["train"]),
+            "split_ids": self.ids,
+        }
+
+
+def _options(ws: Workspace) -> TrainOptions:
+    cfg = ws.settings.train
+    return TrainOptions(
+        epochs=cfg.epochs, patience=cfg.patience, batch_size=cfg.batch_size, lr=cfg.learning_rate
+    )
+
+
+def train_uq_gnn(
+    feature_set_id: str,
+    target: str,
+    method: Method = "ensemble",
+    epochs: int | None = None,
+    seed: int = 0,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    recalibrate: bool = True,
+    *,
+    train_ids: list[str] | None = None,
+    progress: ProgressCallback | None = None,
+    workspace: Workspace | str | Path | None = None,
+) -> TrainResult:
+    """Train a graph neural network with uncertainty on one property of a feature set.
+
+    Items without a value of ``target`` are skipped. The labelled items are split at random
+    (seeded) into train / validation (early stopping, σ recalibration) / test (metrics).
+
+    Args:
+        feature_set_id: id returned by ``featurize``.
+        target: property column of the featurized slice to learn.
+        method: uncertainty method: "ensemble" (deep ensemble, default), "mc_dropout",
+            "evidential" or "gp" (Gaussian process on the GNN embeddings).
+        epochs: maximum training epochs per network (default from settings); early stopping may end sooner.
+        seed: random seed for the split, initialisation and shuffling.
+        val_fraction: fraction of labelled items used for validation.
+        test_fraction: fraction of labelled items held out for the reported metrics.
+        recalibrate: scale σ so that it is calibrated on the validation split.
+    """
+    ws = resolve_workspace(workspace)
+    if epochs is not None and epochs < 1:
+        raise ToolInputError(f"expected epochs >= 1, got {epochs}")
+    data = _Labelled(
+        ws,
+        feature_set_id,
+        target,
+        train_ids,
+        seed=seed,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+    )
+    start = time.perf_counter()
+    model = fit_uq_model(
+        data.graphs["train"],
+        data.y["train"],
+        data.graphs["val"],
+        data.y["val"],
+        method=method,
+        seed=seed,
+        epochs=epochs,
+        recalibrate_sigma=recalibrate,
+        options=_options(ws),
+        progress=progress,
+        ensemble_size=ws.settings.train.ensemble_size,
+    )
+    seconds = time.perf_counter() - start
+    metrics = data.evaluate(model)
+    meta = {
+        "target": target,
+        "unit": data.unit,
+        "method": method,
+        "feature_set_id": feature_set_id,
+        "metrics": metrics.model_dump(),
+        "metrics_split": data.eval_split,
+        **data.meta(),
+    }
+    model_id = save_model(ws, model, meta)
+    return TrainResult(
+        model_id=model_id,
+        target=target,
+        unit=data.unit,
+        method=method,
+        feature_set_id=feature_set_id,
+        n_train=len(data.ids["train"]),
+        n_val=len(data.ids["val"]),
+        n_test=len(data.ids["test"]),
+        n_skipped=data.n_skipped,
+        metrics=metrics,
+        metrics_split=data.eval_split,
+        sigma_scale=float(model.sigma_scale),
+        epochs_run=int(model.meta["epochs_run"]),
+        seconds=round(seconds, 2),
+    )
+
+
+def fine_tune(
+    model_id: str,
+    feature_set_id: str,
+    target: str | None = None,
+    freeze_backbone: bool = False,
+    epochs: int | None = None,
+    seed: int = 0,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    *,
+    train_ids: list[str] | None = None,
+    progress: ProgressCallback | None = None,
+    workspace: Workspace | str | Path | None = None,
+) -> FineTuneResult:
+    """Continue training a model on new labels (optionally of another property); saves a new model.
+
+    Args:
+        model_id: model to start from (it is not modified).
+        feature_set_id: graphs with the new labels.
+        target: property to learn (default: the model's own target). A different property
+            re-normalises the output (transfer learning, e.g. pretrain on formation energy).
+        freeze_backbone: keep the graph convolutions fixed and train only the output head.
+        epochs: maximum epochs per network (default from settings).
+        seed: random seed for the split and shuffling.
+        val_fraction: fraction of labelled items used for validation.
+        test_fraction: fraction of labelled items held out for the reported metrics.
+    """
+    ws = resolve_workspace(workspace)
+    if epochs is not None and epochs < 1:
+        raise ToolInputError(f"expected epochs >= 1, got {epochs}")
+    parent = load_model(ws, model_id)
+    target = target or parent.meta.get("target")
+    if not target:
+        raise ToolInputError(f"expected a target for model {model_id}, which records none")
+    data = _Labelled(
+        ws,
+        feature_set_id,
+        target,
+        train_ids,
+        seed=seed,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+    )
+    parent.check_graphs(data.graphs["train"])
+    before = data.evaluate(parent)
+    start = time.perf_counter()
+    tuned = fine_tune_uq_model(
+        parent,
+        data.graphs["train"],
+        data.y["train"],
+        data.graphs["val"],
+        data.y["val"],
+        freeze_backbone=freeze_backbone,
+        epochs=epochs,
+        seed=seed,
+        new_target=target != parent.meta.get("target"),
+        options=_options(ws),
+        progress=progress,
+    )
+    seconds = time.perf_counter() - start
+    after = data.evaluate(tuned)
+    meta = {
+        "target": target,
+        "unit": data.unit,
+        "method": parent.method,
+        "feature_set_id": feature_set_id,
+        "parent_model_id": model_id,
+        "metrics": after.model_dump(),
+        "metrics_before": before.model_dump(),
+        "metrics_split": data.eval_split,
+        **data.meta(),
+    }
+    new_id = save_model(ws, tuned, meta)
+    return FineTuneResult(
+        model_id=new_id,
+        parent_model_id=model_id,
+        target=target,
+        unit=data.unit,
+        method=parent.method,
+        freeze_backbone=freeze_backbone,
+        n_train=len(data.ids["train"]),
+        n_val=len(data.ids["val"]),
+        n_test=len(data.ids["test"]),
+        n_skipped=data.n_skipped,
+        metrics_before=before,
+        metrics_after=after,
+        metrics_split=data.eval_split,
+        epochs_run=int(tuned.meta["epochs_run"]),
+        seconds=round(seconds, 2),
+    )
+
+
+def predict(
+    model_id: str,
+    feature_set_id: str,
+    ids: list[str] | None = None,
+    *,
+    workspace: Workspace | str | Path | None = None,
+) -> PredictResult:
+    """Predict mean and σ of a model's target for the graphs of a feature set (summary only).
+
+    Args:
+        model_id: id returned by ``train_uq_gnn`` or ``fine_tune``.
+        feature_set_id: id returned by ``featurize``.
+        ids: restrict to these item ids (default: all).
+    """
+    ws = resolve_workspace(workspace)
+    model = load_model(ws, model_id)
+    gs = load_graphs(feature_set_id, workspace=ws)
+    pos = {item_id: k for k, item_id in enumerate(gs.ids)}
+    if ids is not None:
+        _check_ids(ids, pos, feature_set_id)
+    chosen = list(ids) if ids is not None else list(gs.ids)
+    if not chosen:
+        raise ToolInputError(f"expected at least one item to predict, got none in {feature_set_id}")
+    pred = model.predict([gs.graphs[pos[i]] for i in chosen])
+    order = np.argsort(pred.mean)
+
+    def items(idx: np.ndarray) -> list[ItemPrediction]:
+        return [
+            ItemPrediction(item_id=chosen[k], mean=float(pred.mean[k]), std=float(pred.std[k])) for k in idx
+        ]
+
+    return PredictResult(
+        model_id=model_id,
+        feature_set_id=feature_set_id,
+        target=str(model.meta.get("target", "")),
+        unit=str(model.meta.get("unit", "")),
+        count=len(chosen),
+        mean_min=float(pred.mean.min()),
+        mean_max=float(pred.mean.max()),
+        mean_avg=float(pred.mean.mean()),
+        std_avg=float(pred.std.mean()),
+        std_max=float(pred.std.max()),
+        lowest=items(order[:5]),
+        highest=items(order[::-1][:5]),
+    )
