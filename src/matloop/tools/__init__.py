@@ -1,5 +1,6 @@
 """The tools: plain typed functions, usable from Python and exposed to the planner."""
 
+from matloop.tools.acquire import select_candidates
 from matloop.tools.dataset import query_dataset
 from matloop.tools.featurize import featurize, load_graphs
 from matloop.tools.train import fine_tune, predict, train_uq_gnn
@@ -13,6 +14,7 @@ __all__ = [
     "predict",
     "query_dataset",
     "queue_validation",
+    "select_candidates",
     "train_uq_gnn",
     "validation_status",
 ]
