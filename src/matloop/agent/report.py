@@ -54,7 +54,7 @@ def _learning_curve(campaign: Campaign, pairs: list[dict[str, Any]]) -> str:
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     if models:
         ax.plot(
-            [m["n_train"] or labels_before[m["round"]] for m in models],
+            [labels_before[m["round"]] for m in models],
             [m["metrics"]["mae"] for m in models],
             "o-",
             label="model test MAE (held-out split)",
