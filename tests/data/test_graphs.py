@@ -194,3 +194,16 @@ def test_progress_callback_reaches_total():
     calls: list[tuple[int, int]] = []
     featurize_items([METHANE] * 3, ["a", "b", "c"], progress=lambda done, total: calls.append((done, total)))
     assert calls[-1] == (3, 3)
+
+
+@pytest.mark.parametrize("max_neighbors", [4, 12, 100])
+def test_dense_and_cell_list_molecule_graphs_agree(monkeypatch, max_neighbors):
+    rng = np.random.default_rng(0)
+    grid = np.stack(np.meshgrid(np.arange(4), np.arange(3), np.arange(2), indexing="ij"), -1).reshape(-1, 3)
+    coords = 1.5 * grid + rng.uniform(-0.2, 0.2, size=grid.shape)  # jitter: no ties, no overlaps
+    mol = Molecule(["C", "H", "N", "O"] * 6, coords)
+    params = GraphParams(cutoff=4.0, max_neighbors=max_neighbors)
+    dense = build_graph(mol, params, "m")
+    monkeypatch.setattr("matloop.data.graphs.DENSE_MAX_ATOMS", 0)
+    sparse = build_graph(mol, params, "m")
+    assert _edge_multiset(dense) == _edge_multiset(sparse)
