@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from matloop.cli.benchmark import benchmark_app
 from matloop.cli.campaign import ask_command, campaign_app
 from matloop.cli.data import data_app
 
@@ -15,4 +16,5 @@ app = typer.Typer(
 )
 app.add_typer(data_app, name="data")
 app.add_typer(campaign_app, name="campaign")
+app.add_typer(benchmark_app, name="benchmark")
 app.command("ask")(ask_command)

@@ -1,0 +1,135 @@
+"""``matloop benchmark``: simulated active-learning campaigns on labelled datasets."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from matloop.errors import MatloopError
+
+benchmark_app = typer.Typer(help="Benchmarks: active learning against random sampling.", no_args_is_help=True)
+
+
+def _window(text: str | None) -> tuple[float, float] | None:
+    if not text:
+        return None
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) != 2:
+        raise typer.BadParameter(f"expected lo,hi (two numbers), got {text!r}")
+    try:
+        return float(parts[0]), float(parts[1])
+    except ValueError:
+        raise typer.BadParameter(f"expected lo,hi (two numbers), got {text!r}") from None
+
+
+@benchmark_app.command("al")
+def active_learning(
+    dataset: str = typer.Option("qm9", help="Dataset source (see `matloop data list`)."),
+    target: str = typer.Option("gap", help="Property to learn."),
+    strategies: str = typer.Option(
+        "entropy,batch_entropy,max_std,random", help="Comma-separated strategies."
+    ),
+    init: int = typer.Option(100, help="Initial labelled items (shared by all strategies)."),
+    batch: int = typer.Option(25, help="Items acquired per round."),
+    rounds: int = typer.Option(20, help="Acquisition rounds."),
+    seeds: int = typer.Option(3, help="Seeds (initial sets and model seeds)."),
+    pool: int = typer.Option(3000, help="Selectable pool size."),
+    test: int = typer.Option(1000, help="Fixed test-set size (never selectable)."),
+    method: str = typer.Option("ensemble", help="UQ method: ensemble, mc_dropout, evidential, gp."),
+    ensemble_size: int = typer.Option(3, help="Members of a deep ensemble."),
+    hidden: int = typer.Option(64, help="GNN width."),
+    epochs: int = typer.Option(100, help="Maximum epochs when training from scratch."),
+    finetune_epochs: int = typer.Option(30, help="Maximum epochs of each warm-start fine-tune."),
+    patience: int = typer.Option(10, help="Early-stopping patience in epochs."),
+    retrain: bool = typer.Option(False, "--retrain", help="Retrain from scratch each round (no warm start)."),
+    goal: str | None = typer.Option(None, help="minimize or maximize (for ucb, ei)."),
+    window: str | None = typer.Option(None, help="lo,hi target window (in_window; also counts hits)."),
+    data_seed: int = typer.Option(0, help="Seed of the pool/test split."),
+    out: str | None = typer.Option(None, help="Output directory (default al-<dataset>-<target>)."),
+) -> None:
+    """Pool-based active learning vs random sampling: JSON + PNG learning curves, resumable."""
+    from matloop.active_learning import ALConfig, load_dataset, run_simulation
+
+    console = Console()
+    out_dir = Path(out or f"al-{dataset}-{target}")
+    config = ALConfig(
+        strategies=[s.strip() for s in strategies.split(",") if s.strip()],
+        init=init,
+        batch=batch,
+        rounds=rounds,
+        seeds=seeds,
+        method=method,
+        epochs=epochs,
+        finetune_epochs=finetune_epochs,
+        patience=patience,
+        warm_start=not retrain,
+        goal=goal,  # type: ignore[arg-type]
+        window=_window(window),
+        model_options={
+            "hidden": hidden,
+            **({"ensemble_size": ensemble_size} if method == "ensemble" else {}),
+        },
+    )
+    logging.getLogger("matloop").setLevel(logging.WARNING)
+    try:
+        with console.status(f"loading {dataset} and building graphs"):
+            data = load_dataset(dataset, target, pool_size=pool, test_size=test, data_seed=data_seed)
+        config.validate(data)
+        total = len(config.strategies) * config.seeds * (config.rounds + 1)
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+        ) as bar:
+            task = bar.add_task("active learning", total=total)
+
+            def progress(strategy: str, seed: int, r: int, record: dict[str, Any]) -> None:
+                bar.update(
+                    task,
+                    advance=1,
+                    description=f"{strategy} seed {seed} round {r}: {record['n_labels']} labels, "
+                    f"MAE {record['test']['mae']:.4g}",
+                )
+
+            done_before = _finished_rounds(out_dir)
+            bar.update(task, advance=done_before)
+            summary = run_simulation(data, config, out_dir, progress=progress)
+    except MatloopError as exc:
+        Console(stderr=True).print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    print_summary(console, summary)
+    console.print(f"results: {out_dir / 'summary.json'}, {out_dir / 'learning_curve.png'}")
+
+
+def _finished_rounds(out: Path) -> int:
+    return len(list(out.glob("*/seed_*/round_*.json"))) if out.is_dir() else 0
+
+
+def print_summary(console: Console, summary: dict[str, Any]) -> None:
+    """Headline table: labels to reach random's final MAE, ratios, AULC, final MAE."""
+    unit = summary.get("unit", "")
+    table = Table(title=f"{summary.get('dataset', '')}: labels to reach random's final test MAE")
+    for col in ("strategy", "labels", "ratio", "acquired ratio", "AULC ratio", f"final MAE ({unit})"):
+        table.add_column(col)
+
+    def fmt(v: float | None, spec: str = ".3g") -> str:
+        return "not reached" if v is None else format(v, spec)
+
+    for strategy, h in summary["headline"].items():
+        table.add_row(
+            strategy,
+            fmt(h["labels_to_reach_random_final"], ".0f"),
+            fmt(h["ratio_to_random"]),
+            fmt(h["acquired_ratio_to_random"]),
+            fmt(h["aulc_ratio_to_random"]),
+            f"{h['final_mae_mean']:.4g} ± {h['final_mae_std']:.2g}",
+        )
+    console.print(table)
