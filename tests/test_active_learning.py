@@ -34,7 +34,11 @@ def _config(**kw) -> ALConfig:
 
 def test_simulation_writes_curves_and_resumes_without_redoing_rounds(data, tmp_path):
     seen: list[tuple[str, int, int]] = []
-    summary = run_simulation(data, _config(), tmp_path, progress=lambda s, seed, r, rec: seen.append((s, seed, r)))
+
+    def progress(strategy, seed, r, record):
+        seen.append((strategy, seed, r))
+
+    summary = run_simulation(data, _config(), tmp_path, progress=progress)
     assert len(seen) == 6
     saved = json.loads((tmp_path / "summary.json").read_text())
     assert (tmp_path / "learning_curve.png").stat().st_size > 0
@@ -46,7 +50,8 @@ def test_simulation_writes_curves_and_resumes_without_redoing_rounds(data, tmp_p
         assert saved["headline"][strategy]["aulc"] > 0
     assert saved["headline"]["random"]["ratio_to_random"] == pytest.approx(1.0)
     test_ids = {data.ids[i] for i in data.test}
-    rounds = [json.loads(p.read_text()) for p in sorted((tmp_path / "batch_entropy" / "seed_0").glob("round_*"))]
+    run_dir = tmp_path / "batch_entropy" / "seed_0"
+    rounds = [json.loads(p.read_text()) for p in sorted(run_dir.glob("round_*"))]
     chosen = [i for r in rounds for i in r["selected_ids"]]
     assert len(chosen) == len(set(chosen)) == 6 and not set(chosen) & test_ids
     assert not set(chosen) & set(rounds[0]["labelled_ids"])
@@ -56,11 +61,11 @@ def test_simulation_writes_curves_and_resumes_without_redoing_rounds(data, tmp_p
     # Interrupted after round 1 of one strategy: only round 2 of that strategy runs again.
     (tmp_path / "random" / "seed_0" / "round_002.json").unlink()
     seen.clear()
-    again = run_simulation(data, _config(), tmp_path, progress=lambda s, seed, r, rec: seen.append((s, seed, r)))
+    again = run_simulation(data, _config(), tmp_path, progress=progress)
     assert seen == [("random", 0, 2)]
     assert again["curves"]["batch_entropy"] == summary["curves"]["batch_entropy"]
     seen.clear()
-    run_simulation(data, _config(), tmp_path, progress=lambda s, seed, r, rec: seen.append((s, seed, r)))
+    run_simulation(data, _config(), tmp_path, progress=progress)
     assert seen == []
 
 
@@ -78,8 +83,10 @@ def test_headline_labels_to_reach_random_final_mae():
     assert labels_to_reach(np.array([10, 20]), np.array([1.0, 0.9]), 0.5) is None
 
     def run(maes):
-        return [{"n_labels": n, "test": {"mae": m, "nll": 0.0, "spearman_err_std": 0.0}, "hits": None, "seconds": 1}
-                for n, m in zip((10, 20, 30), maes, strict=True)]
+        test = [{"mae": m, "nll": 0.0, "spearman_err_std": 0.0} for m in maes]
+        labels = (10, 20, 30)
+        pairs = zip(labels, test, strict=True)
+        return [{"n_labels": n, "test": t, "hits": None, "seconds": 1} for n, t in pairs]
 
     out = summarise({"random": {0: run([1.0, 0.8, 0.6])}, "entropy": {0: run([1.0, 0.6, 0.5])}})
     assert out["headline"]["random"]["labels_to_reach_random_final"] == pytest.approx(30)
@@ -92,9 +99,9 @@ def test_headline_labels_to_reach_random_final_mae():
 def test_cli_runs_a_small_simulation_on_a_bundled_crystal_set(settings, tmp_path):
     out = tmp_path / "al"
     args = ["benchmark", "al", "--dataset", "mp_dielectric", "--target", "band_gap", "--strategies",
-            "entropy,random", "--init", "8", "--batch", "4", "--rounds", "1", "--seeds", "1", "--pool", "20",
-            "--test", "10", "--ensemble-size", "2", "--hidden", "16", "--epochs", "2", "--finetune-epochs", "2",
-            "--out", str(out)]  # fmt: skip
+            "entropy,random", "--init", "8", "--batch", "4", "--rounds", "1", "--seeds", "1", "--pool",
+            "20", "--test", "10", "--ensemble-size", "2", "--hidden", "16", "--epochs", "2",
+            "--finetune-epochs", "2", "--out", str(out)]  # fmt: skip
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "labels to reach random" in result.output
