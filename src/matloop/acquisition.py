@@ -12,8 +12,9 @@ Strategies (``STRATEGIES``):
   space to the nearest item already labelled or picked, so a batch is not n near-duplicates
   and isolated outliers do not dominate.
 - ``random``: uniform, seeded.
-- ``max_std``: largest σ (same ranking as ``entropy`` when only the total σ is given; with an
-  ``epistemic_std`` it ranks by model uncertainty alone).
+- ``max_std``: largest epistemic σ (model uncertainty alone: the spread of ensemble members or
+  dropout passes) when ``epistemic_std`` is given, else the total σ (then it ranks exactly as
+  ``entropy``).
 - ``ucb``: μ + κσ (maximize) or −μ + κσ (minimize).
 - ``ei``: expected improvement over the best observed value, for minimize or maximize.
 - ``in_window``: P(lo < y < hi) under N(μ, σ²).

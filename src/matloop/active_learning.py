@@ -329,7 +329,7 @@ def _select_batch(
         pool_pred.mean if pool_pred is not None else np.zeros(n),
         pool_pred.std if pool_pred is not None else np.ones(n),
         pool_pred.embedding if pool_pred is not None else None,
-        epistemic_std=getattr(pool_pred, "epistemic_std", None),
+        epistemic_std=pool_pred.epistemic_std if pool_pred is not None else None,
         goal=config.goal,
         best=best,
         window=config.window,

@@ -74,8 +74,9 @@ def select_candidates(
         pool_feature_set_id: feature set of the candidate pool (``featurize``).
         n: number of candidates to pick.
         strategy: ``batch_entropy`` (default: predictive entropy with batch diversity in the
-            model's embedding space), ``entropy`` (top predictive entropy), ``max_std``,
-            ``random``, ``ucb`` and ``ei`` (need ``goal``), ``in_window`` (needs ``window``).
+            model's embedding space), ``entropy`` (top predictive entropy), ``max_std``
+            (largest epistemic σ, the spread of the ensemble members), ``random``, ``ucb`` and
+            ``ei`` (need ``goal``), ``in_window`` (needs ``window``).
         goal: ``minimize`` or ``maximize`` the target (for ``ucb`` and ``ei``).
         window: (lo, hi) target range in the target's unit, for ``in_window``.
         exclude_ids: pool item ids never to pick.
@@ -97,7 +98,7 @@ def select_candidates(
             f"{n_dup} duplicates), got n={n}"
         )
     pool_graphs = [graphs.graphs[i] for i in keep]
-    mean, std, emb = _predict(model, pool_graphs)
+    mean, std, epistemic, emb = _predict(model, pool_graphs)
     if strategy == "ei" and best is None:
         best = _best_label(ws, meta, goal)
     picked = select(
@@ -106,6 +107,7 @@ def select_candidates(
         mean,
         std,
         emb,
+        epistemic_std=epistemic,
         goal=goal,
         best=best,
         window=window,
@@ -203,14 +205,15 @@ def _eligible(
     return np.asarray(keep, dtype=np.int64), excluded, duplicates
 
 
-def _predict(model: Any, graphs: list[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean, σ and embeddings in chunks of ``PREDICT_CHUNK`` graphs."""
+def _predict(model: Any, graphs: list[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Mean, σ, epistemic σ and embeddings, predicted in chunks of ``PREDICT_CHUNK`` graphs."""
     if not graphs:
-        return np.zeros(0), np.zeros(0), np.zeros((0, 1))
+        return np.zeros(0), np.zeros(0), np.zeros(0), np.zeros((0, 1))
     parts = [model.predict(graphs[s : s + PREDICT_CHUNK]) for s in range(0, len(graphs), PREDICT_CHUNK)]
     return (
         np.concatenate([p.mean for p in parts]),
         np.concatenate([p.std for p in parts]),
+        np.concatenate([p.epistemic_std for p in parts]),
         np.concatenate([p.embedding for p in parts]),
     )
 
