@@ -99,7 +99,7 @@ _CLIENTS: dict[str | None, Any] = {}
 
 def dask_client(address: str | None) -> Any:
     """A cached ``distributed.Client`` for ``address`` (None: a LocalCluster of one worker)."""
-    if address not in _CLIENTS:
+    if address not in _CLIENTS or _CLIENTS[address].status != "running":
         from distributed import Client, LocalCluster
 
         if address is None:

@@ -1,9 +1,10 @@
 """The local executor's background worker: ``python -m matloop.validation.worker WORKSPACE``.
 
-One worker per workspace (an exclusive ``flock`` on ``calcs/worker.lock``, which holds its pid;
-the OS releases the lock even after ``kill -9``). On start it re-queues jobs left ``running`` by a dead worker, then
-claims queued jobs one at a time and runs them; it exits after a few idle seconds, and the
-next ``queue_validation``/``validation_status``/``collect_validation`` call starts a new one.
+One worker per workspace (an exclusive ``flock`` on ``calcs/worker.lock``, which holds its
+pid; the OS releases the lock even after ``kill -9``). On start it re-queues jobs left
+``running`` by a dead worker, then claims queued jobs one at a time and runs them; it exits
+after a few idle seconds, and the next ``queue_validation``/``validation_status``/
+``collect_validation`` call starts a new one.
 """
 
 from __future__ import annotations

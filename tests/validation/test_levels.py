@@ -1,0 +1,41 @@
+"""xTB, SevenNet and VASP levels with the real codes (VASP: inputs only)."""
+
+from __future__ import annotations
+
+from jobflow import JobStore, run_locally
+from maggma.stores import MemoryStore
+from validation_helpers import rocksalt
+
+from matloop.tools import collect_validation, queue_validation
+from matloop.validation.levels import LevelContext, get_level
+from matloop.validation.vasp import write_vasp_inputs
+
+
+def test_xtb_labels_molecules_through_local_worker(workspace, molecule_slice):
+    batch = queue_validation(molecule_slice, ["CH4", "H2O", "C6H6"], level="xtb", workspace=workspace)
+    result = collect_validation(batch.batch_id, timeout_s=120, workspace=workspace)
+    assert not result.failures and not result.pending
+    by = {(lab.item_id, lab.property): lab.value for lab in result.labels}
+    for name in ("CH4", "H2O", "C6H6"):
+        assert by[(name, "energy")] < 0
+        assert by[(name, "gap")] == by[(name, "lumo")] - by[(name, "homo")] > 0
+    assert by[("C6H6", "gap")] < by[("CH4", "gap")]  # conjugation narrows the gap
+    assert {lab.provenance["code"] for lab in result.labels} == {"tblite GFN2-xTB"}
+
+
+def test_sevenn_formation_energy_offline_weights(workspace, tmp_path):
+    flow = get_level("sevenn").build(rocksalt("Mg", "O", 4.21), LevelContext(workspace.settings, {}))
+    store = JobStore(MemoryStore(), additional_stores={"data": MemoryStore()})
+    run_locally(flow, store=store, create_folders=True, root_dir=tmp_path, ensure_success=True, log=False)
+    doc = flow.output.resolve(store)
+    assert doc.level == "sevenn" and doc.code == "SevenNet"
+    assert set(doc.references) == {"Mg", "O"}
+    assert -4.0 < doc.properties["formation_energy_per_atom"] < -2.0  # MgO: about -3 eV/atom
+
+
+def test_vasp_inputs_written_with_potcar_spec(tmp_path):
+    files = write_vasp_inputs(rocksalt("Mg", "O", 4.21), tmp_path / "vasp")
+    assert files == ["INCAR", "KPOINTS", "POSCAR", "POTCAR.spec"]
+    assert (tmp_path / "vasp" / "POTCAR.spec").read_text().split() == ["Mg_pv", "O"]
+    incar = (tmp_path / "vasp" / "INCAR").read_text()
+    assert "ENCUT = 520" in incar and "ISIF = 3" in incar
