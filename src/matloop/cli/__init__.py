@@ -7,6 +7,7 @@ import typer
 from matloop.cli.benchmark import benchmark_app
 from matloop.cli.campaign import ask_command, campaign_app
 from matloop.cli.data import data_app
+from matloop.cli.features import featurize_command, pool_command
 
 app = typer.Typer(
     name="matloop",
@@ -14,6 +15,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+data_app.command("featurize")(featurize_command)
+data_app.command("pool")(pool_command)
 app.add_typer(data_app, name="data")
 app.add_typer(campaign_app, name="campaign")
 app.add_typer(benchmark_app, name="benchmark")
