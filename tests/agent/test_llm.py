@@ -39,7 +39,10 @@ def test_hallucinated_argument_names_come_back_as_fixable_tool_messages(campaign
         ("featurise", "rejected"),
     ]
     first = campaign.log.records()[0]["result"]
-    assert "among ['elements', 'families', 'max_items', 'seed']" in first and "['family', 'n']" in first
+    assert (
+        "among ['elements', 'elements_none', 'families', 'max_items', 'seed']" in first
+        and "['family', 'n']" in first
+    )
     assert "valid values are" in campaign.log.records()[-1]["result"]
 
 
@@ -69,7 +72,11 @@ def test_ten_times_the_budget_is_trimmed_and_an_exhausted_budget_refused(campaig
 
 
 def test_expensive_levels_and_forbidden_elements(campaign):
-    pool = campaign.toolbox.call("build_candidate_pool", {"families": ["rocksalt"]}).result
+    from matloop.agent.tools import build_candidate_pool
+
+    guarded = campaign.toolbox.call("build_candidate_pool", {"families": ["rocksalt"]}).result
+    assert not [i for i in _pool_ids(campaign, guarded["slice_id"]) if "Pb" in i]  # forbidden: left out
+    pool = build_candidate_pool(families=["rocksalt"], workspace=campaign.ws).model_dump()  # unguarded
     ids = _pool_ids(campaign, pool["slice_id"])
     campaign.guardrails.allowed_levels = ["chgnet", "cp2k"]
     with pytest.raises(GuardrailViolation, match="needs approval"):

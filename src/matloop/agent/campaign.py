@@ -9,8 +9,10 @@ so after a crash nothing is lost and no calculation runs twice.
 from __future__ import annotations
 
 import math
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -189,7 +191,8 @@ class Campaign:
         if done is not None and done["status"] == "done":
             return done["result"]
         self.state.begin_step(key, self.round, tool, args)
-        out = self.toolbox.call(tool, args, rationale=rationale, key=key)
+        with _heartbeat(self.say, f"[round {self.round}]   … {tool} still running"):
+            out = self.toolbox.call(tool, args, rationale=rationale, key=key)
         if not out.ok:
             raise CampaignStop(f"{tool} failed: {out.message}")
         self.state.finish_step(key, out.result)
@@ -247,6 +250,25 @@ class Campaign:
         if self.guardrails.remaining()["calculations"] <= 0:
             return "calculation budget used up"
         return None
+
+
+@contextmanager
+def _heartbeat(say: Callable[[str], None], message: str, every_s: float = 30.0) -> Iterator[None]:
+    """Print ``message`` with the elapsed time every ``every_s`` seconds while a long step runs."""
+    done = threading.Event()
+    start = time.monotonic()
+
+    def beat() -> None:
+        while not done.wait(every_s):
+            say(f"{message} ({time.monotonic() - start:.0f} s)")
+
+    thread = threading.Thread(target=beat, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
 
 
 def _brief(tool: str, result: dict[str, Any]) -> str:

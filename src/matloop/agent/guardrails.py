@@ -25,6 +25,7 @@ from matloop.workspace import Workspace
 
 EXPENSIVE_LEVELS = frozenset({"cp2k", "vasp"})
 COMPUTE_TOOLS = frozenset({"train_uq_gnn", "fine_tune", "queue_validation"})
+POLLING_TOOLS = frozenset({"validation_status"})
 Approver = Callable[[str, int], bool]
 
 
@@ -114,9 +115,11 @@ class Guardrails:
             raise StepCapReached(f"step cap reached: {self.max_steps} tool calls allowed per request")
         verdicts.append(Verdict("step_cap", True, f"step {self.steps}/{self.max_steps}"))
 
-        signature = tool + json.dumps(args, sort_keys=True, default=str)
+        # the same call while nothing has changed (no new label, calculation or model) is a loop
+        world = (len(self.state.labels()), len(self.state.calcs()), len(self.state.models()))
+        signature = tool + json.dumps([args, world], sort_keys=True, default=str)
         self._calls[signature] += 1
-        if self._calls[signature] > self.max_repeats:
+        if self._calls[signature] > self.max_repeats and tool not in POLLING_TOOLS:
             self._reject(
                 verdicts,
                 "repeat",
@@ -131,7 +134,7 @@ class Guardrails:
                 verdicts, "budget_cpu_hours", f"CPU-hour budget of {self.budget.cpu_hours} is used up"
             )
         args = dict(args)
-        if tool == "query_dataset" and self.forbidden:
+        if tool in ("query_dataset", "build_candidate_pool") and self.forbidden:
             none = sorted(set(args.get("elements_none") or []) | self.forbidden)
             if none != sorted(args.get("elements_none") or []):
                 verdicts.append(

@@ -42,6 +42,7 @@ class CampaignStatus(BaseModel):
 def build_candidate_pool(
     families: list[Family] | None = None,
     elements: list[str] | None = None,
+    elements_none: list[str] | None = None,
     max_items: int | None = None,
     seed: int = 0,
     *,
@@ -52,17 +53,30 @@ def build_candidate_pool(
     Args:
         families: prototype families (perovskite, rocksalt, zincblende, wurtzite, fluorite; default all).
         elements: restrict substitutions to these element symbols.
+        elements_none: leave out compounds containing any of these elements.
         max_items: keep at most this many candidates (seeded sample).
         seed: seed of the sample.
     """
     kwargs = {"families": tuple(families)} if families else {}
-    data = build_prototype_pool(**kwargs, elements=elements, max_items=max_items, seed=seed)
+    data = build_prototype_pool(**kwargs, elements=elements)
+    if elements_none:
+        banned = set(elements_none)
+        data = data.subset(
+            [i for i, s in zip(data.ids, data.structures, strict=True) if not banned & _symbols(s)]
+        )
+    if max_items is not None and max_items < len(data):
+        keep = np.sort(np.random.default_rng(seed).choice(len(data), size=max_items, replace=False))
+        data = data.subset([data.ids[k] for k in keep])
     slice_id = save_slice(workspace, data)
     counts: dict[str, int] = {}
     for item_id in data.ids:
         fam = item_id.split("-")[0]
         counts[fam] = counts.get(fam, 0) + 1
     return PoolResult(slice_id=slice_id, count=len(data), families=counts)
+
+
+def _symbols(structure) -> set[str]:
+    return {el.symbol for el in structure.composition.elements}
 
 
 def training_set(
