@@ -207,3 +207,36 @@ def test_dense_and_cell_list_molecule_graphs_agree(monkeypatch, max_neighbors):
     monkeypatch.setattr("matloop.data.graphs.DENSE_MAX_ATOMS", 0)
     sparse = build_graph(mol, params, "m")
     assert _edge_multiset(dense) == _edge_multiset(sparse)
+
+
+class _CompactRows(list):
+    """Structures that also expose compact rows, as the lazy structures of dataset sources do."""
+
+    accessed = 0
+
+    def __getitem__(self, index):
+        type(self).accessed += 1
+        return super().__getitem__(index)
+
+    def columns(self):
+        return {
+            "species": [[site.specie.symbol for site in s] for s in self],
+            "coords": [np.ravel(s.frac_coords if isinstance(s, Structure) else s.cart_coords) for s in self],
+            "lattice": [np.ravel(s.lattice.matrix) if isinstance(s, Structure) else None for s in self],
+        }
+
+
+def test_compact_rows_hit_the_cache_without_building_structures(tmp_path):
+    items = [_perovskite(), _rocksalt(), METHANE, _bad_items()["overlap"]]
+    ids = ["sto", "mgo", "ch4", "bad"]
+    with GraphCache(tmp_path / "graphs.sqlite") as cache:
+        first = featurize_items(items, ids, cache=cache)
+        rows = _CompactRows(items)
+        _CompactRows.accessed = 0
+        second = featurize_items(rows, ids, cache=cache)
+    assert second.cache_hits == 4 and _CompactRows.accessed == 0
+    assert second.failures == first.failures
+    assert [g.item_id for g in second.graphs] == ["sto", "mgo", "ch4"]
+    assert all(
+        torch.equal(a.edge_index, b.edge_index) for a, b in zip(first.graphs, second.graphs, strict=True)
+    )

@@ -239,14 +239,54 @@ def check_item(item: Structure | Molecule, params: GraphParams) -> np.ndarray:
     return z
 
 
+def _hash_arrays(z: np.ndarray, cart: np.ndarray, lattice: np.ndarray | None) -> str:
+    h = hashlib.sha256(np.asarray(z, dtype=np.int64).tobytes())
+    h.update(np.round(np.asarray(cart, dtype=np.float64), 6).tobytes())
+    if lattice is not None:
+        h.update(np.round(np.asarray(lattice, dtype=np.float64), 6).tobytes())
+    return h.hexdigest()
+
+
 def _content_key(item: Structure | Molecule, z: np.ndarray) -> str:
     """Hash of what a graph depends on: atomic numbers, coordinates (1e-6 Å), lattice."""
-    h = hashlib.sha256(z.tobytes())
-    h.update(np.round(item.cart_coords, 6).tobytes())
     if isinstance(item, Structure):
-        h.update(np.round(item.lattice.matrix, 6).tobytes())
-        h.update(bytes(np.asarray(item.pbc, dtype=np.uint8)))
-    return h.hexdigest()
+        pbc = np.asarray(item.pbc, dtype=np.int64)
+        lattice = item.lattice.matrix if pbc.all() else np.vstack([item.lattice.matrix, pbc])
+        return _hash_arrays(z, item.cart_coords, lattice)
+    return _hash_arrays(z, item.cart_coords, None)
+
+
+@cache
+def _symbol_z(symbol: str) -> int:
+    return Element(symbol).Z
+
+
+def _compact_keys(structures: Sequence[Structure | Molecule]) -> list[str | None] | None:
+    """Content keys read from compact rows without building pymatgen objects, when available.
+
+    Sequences that expose ``columns()`` -> ``{"species", "coords", "lattice"}`` (element
+    symbols; Cartesian coordinates for molecules, fractional ones plus a row-vector lattice
+    for periodic crystals), as the lazy structures of dataset sources do, qualify. ``None``
+    for other sequences; ``None`` entries for rows that need the full checks.
+    """
+    columns = getattr(structures, "columns", None)
+    if not callable(columns):
+        return None
+    rows = columns()
+    keys: list[str | None] = []
+    for species, coords, lattice in zip(rows["species"], rows["coords"], rows["lattice"], strict=True):
+        try:
+            z = np.array([_symbol_z(str(s)) for s in species], dtype=np.int64)
+        except ValueError:
+            keys.append(None)
+            continue
+        xyz = np.asarray(coords, dtype=np.float64).reshape(-1, 3)
+        if lattice is None:
+            keys.append(_hash_arrays(z, xyz, None))
+        else:
+            matrix = np.asarray(lattice, dtype=np.float64).reshape(3, 3)
+            keys.append(_hash_arrays(z, xyz @ matrix, matrix))
+    return keys
 
 
 def _overlap_error(i: int, j: int, dist: float, params: GraphParams) -> GraphError:
@@ -346,10 +386,11 @@ def featurize_arrays(
     """Compact graphs of many items (id → arrays, input order), failures, and cache hits.
 
     One bad item never stops the rest: its reason goes to the failures. With a ``cache``,
-    items that pass the cheap checks are looked up by content hash + params in one batch, and
-    new results (failures found by the neighbour search too) are written back in batched
-    transactions. ``progress(done, total)`` is called
-    about a hundred times over the run when given.
+    items are looked up by content hash + params in one batch (straight from compact rows,
+    without building pymatgen objects, when ``structures`` offers them: see
+    :func:`_compact_keys`), and new results (failures found by the neighbour search too) are
+    written back in batched transactions. ``progress(done, total)`` is called about a
+    hundred times over the run when given.
     """
     if len(structures) != len(ids):
         raise ValueError(f"got {len(structures)} structures but {len(ids)} ids")
@@ -357,9 +398,21 @@ def featurize_arrays(
         raise ValueError("item ids must be unique")
     total = len(ids)
     param_key = hashlib.sha256(f"{GRAPH_VERSION}:{params.key()}".encode()).hexdigest()[:16]
-    result: dict[str, GraphArrays | str] = {}  # id -> graph or reason, filled in input order below
+    result: dict[str, GraphArrays | str] = {}  # id -> graph or reason, gathered in input order below
+    hits = 0
+    todo: Sequence[int] = range(total)
+    compact = _compact_keys(structures) if cache is not None else None
+    if cache is not None and compact is not None:
+        keys = {pos: f"{key}:{param_key}" for pos, key in enumerate(compact) if key is not None}
+        found = cache.get_many(list(keys.values()))
+        for pos, key in keys.items():
+            if key in found:
+                result[ids[pos]] = found[key]
+                hits += 1
+        todo = [pos for pos in range(total) if ids[pos] not in result]
     checked: list[tuple[str, Structure | Molecule, np.ndarray, str]] = []
-    for item_id, item in zip(ids, structures, strict=True):
+    for pos in todo:
+        item_id, item = ids[pos], structures[pos]
         try:
             z = check_item(item, params)
         except Exception as exc:  # a malformed item must not stop the others
@@ -368,7 +421,6 @@ def featurize_arrays(
         key = f"{_content_key(item, z)}:{param_key}" if cache is not None else ""
         checked.append((item_id, item, z, key))
     cached = cache.get_many([c[3] for c in checked]) if cache is not None else {}
-    hits = 0
     new: list[tuple[str, GraphArrays | str]] = []
     step = max(1, total // 100)
     for n, (item_id, item, z, key) in enumerate(checked, start=total - len(checked) + 1):

@@ -139,12 +139,14 @@ def featurize(
     _save_arrays(path, arrays)
     n_atoms = sum(len(a.z) for a in arrays.values())
     n_edges = sum(len(a.edge_dist) for a in arrays.values())
+    node_dim = int(element_table(params.node_features).shape[1]) if arrays else 0
+    edge_dim = params.n_gaussians if arrays else 0
     meta = {
         "slice_id": slice_id,
         "count": len(arrays),
         "params": asdict(params),
-        "node_dim": element_table(params.node_features).shape[1] if arrays else 0,
-        "edge_dim": params.n_gaussians if arrays else 0,
+        "node_dim": node_dim,
+        "edge_dim": edge_dim,
         "kind": data.kind,
         "failures": [f._asdict() for f in failures],
     }
@@ -157,8 +159,8 @@ def featurize(
         count=len(arrays),
         n_failed=len(failures),
         failures=[FeaturizeFailure(item_id=f.item_id, reason=f.reason) for f in failures[:_SHOWN_FAILURES]],
-        node_dim=meta["node_dim"],
-        edge_dim=meta["edge_dim"],
+        node_dim=node_dim,
+        edge_dim=edge_dim,
         cutoff=params.cutoff,
         max_neighbors=params.max_neighbors,
         mean_edges_per_atom=n_edges / max(n_atoms, 1),
