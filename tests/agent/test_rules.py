@@ -72,3 +72,29 @@ def test_unparseable_request_says_what_it_understood_and_what_it_needs():
     assert req.elements_exclude == ["Hg"]
     assert req.missing and "target property" in req.missing[0]
     assert "without Hg" in req.understood()
+
+
+def test_ask_without_a_model_answers_from_a_dataset_with_numbers_and_ids(settings, tmp_path):
+    from matloop.agent.ask import ask
+    from matloop.data.slices import load_slice
+    from matloop.workspace import Workspace
+
+    result = ask(
+        "find materials with a band gap between 1 and 2 eV, excluding oxygen",
+        workspace=tmp_path / "ws",
+        planner="rules",
+    )
+    assert result.planner == "rules" and len(result.ids) == 1 and result.ids[0] in result.answer
+    data = load_slice(Workspace(tmp_path / "ws"), result.ids[0])
+    assert f"{len(data)} items in mp_dielectric" in result.answer
+    gaps = data.target("band_gap")
+    assert ((gaps >= 1) & (gaps <= 2)).all()
+    assert not any("O" in {e.symbol for e in s.composition.elements} for s in data.structures)
+
+
+def test_ask_without_a_model_says_what_it_needs():
+    from matloop.agent.ask import ask
+
+    result = ask("make something nice", planner="rules", workspace="unused")
+    assert result.answer.startswith("I understood: nothing I can act on. I need: a target property")
+    assert result.steps == 0

@@ -21,6 +21,7 @@ from matloop.agent.guardrails import Approver, Budget
 from matloop.agent.rules import ParsedRequest, parse_request
 from matloop.errors import CampaignStop
 from matloop.settings import get_settings
+from matloop.workspace import Workspace
 
 COMPUTED = {"formation_energy_per_atom"}
 
@@ -153,7 +154,8 @@ def ask(
         spec = spec_from_request(req, request)
         if budget is not None:
             spec.budget = budget
-        campaign = run_campaign(spec, root / "campaign", approver=approver, progress=progress)
+        directory = root / Workspace.new_id("campaign")
+        campaign = run_campaign(spec, directory, approver=approver, progress=progress)
         st = campaign.state
         labels = st.labels(spec.target.property, spec.level)
         best = sorted(labels, key=lambda lb: lb["value"])[:3]
