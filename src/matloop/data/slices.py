@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from pymatgen.core import Molecule, Structure
 
+from matloop.data.compact import STRUCTURE_COLUMNS, LazyStructures
 from matloop.workspace import Workspace
 
 Kind = Literal["crystal", "molecule"]
@@ -25,7 +26,7 @@ Kind = Literal["crystal", "molecule"]
 class DatasetSlice:
     """Structures with aligned property values; ``properties`` is indexed by ``ids``.
 
-    ``structures`` may be a lazy sequence (see :class:`matloop.data.table.LazyStructures`).
+    ``structures`` may be a lazy sequence (see :class:`matloop.data.compact.LazyStructures`).
     """
 
     ids: list[str]
@@ -69,10 +70,20 @@ class DatasetSlice:
 
 
 def save_slice(workspace: Workspace, data: DatasetSlice, *, slice_id: str | None = None) -> str:
-    """Write a slice to the workspace and register it; returns its id."""
+    """Write a slice to the workspace and register it; returns its id.
+
+    Structures are stored as pymatgen JSON, or as compact arrays when they come from a
+    dataset source (:class:`~matloop.data.compact.LazyStructures`), which loses nothing there.
+    """
     slice_id = slice_id or workspace.new_id("slice")
     table = data.properties.reset_index(drop=True).copy()
-    table.insert(0, "structure", [json.dumps(s.as_dict()) for s in data.structures])
+    if isinstance(data.structures, LazyStructures):
+        structure_format = "arrays"
+        for name, values in reversed(data.structures.columns().items()):
+            table.insert(0, name, values)
+    else:
+        structure_format = "pymatgen-json"
+        table.insert(0, "structure", [json.dumps(s.as_dict()) for s in data.structures])
     table.insert(0, "id", data.ids)
     path = workspace.dir("slices") / f"{slice_id}.parquet"
     table.to_parquet(path, index=False)
@@ -83,6 +94,7 @@ def save_slice(workspace: Workspace, data: DatasetSlice, *, slice_id: str | None
         "units": data.units,
         "properties": list(data.properties.columns),
         **data.meta,
+        "structure_format": structure_format,
     }
     workspace.register("slice", slice_id, path, meta)
     return slice_id
@@ -92,10 +104,16 @@ def load_slice(workspace: Workspace, slice_id: str) -> DatasetSlice:
     """Read a slice back; unknown ids raise a :class:`~matloop.errors.ToolInputError`."""
     art = workspace.artifact(slice_id, kind="slice")
     table = pd.read_parquet(art.path)
-    cls = Molecule if art.meta["kind"] == "molecule" else Structure
-    structures = [cls.from_dict(json.loads(s)) for s in table["structure"]]
-    props = table.drop(columns=["id", "structure"])
-    meta = {k: v for k, v in art.meta.items() if k not in {"count", "kind", "source", "units", "properties"}}
+    structures: Sequence[Structure | Molecule]
+    if art.meta.get("structure_format") == "arrays":
+        structures = LazyStructures(table, np.arange(len(table)))
+        props = table.drop(columns=["id", *STRUCTURE_COLUMNS])
+    else:
+        cls = Molecule if art.meta["kind"] == "molecule" else Structure
+        structures = [cls.from_dict(json.loads(s)) for s in table["structure"]]
+        props = table.drop(columns=["id", "structure"])
+    reserved = {"count", "kind", "source", "units", "properties", "structure_format"}
+    meta = {k: v for k, v in art.meta.items() if k not in reserved}
     return DatasetSlice(
         ids=[str(i) for i in table["id"]],
         structures=structures,
