@@ -277,15 +277,14 @@ def _compact_keys(structures: Sequence[Structure | Molecule]) -> list[str | None
     for species, coords, lattice in zip(rows["species"], rows["coords"], rows["lattice"], strict=True):
         try:
             z = np.array([_symbol_z(str(s)) for s in species], dtype=np.int64)
-        except ValueError:
+            xyz = np.asarray(coords, dtype=np.float64).reshape(len(z), 3)
+            if lattice is None:
+                keys.append(_hash_arrays(z, xyz, None))
+            else:
+                matrix = np.asarray(lattice, dtype=np.float64).reshape(3, 3)
+                keys.append(_hash_arrays(z, xyz @ matrix, matrix))
+        except (ValueError, TypeError):  # unknown symbol or malformed row: full checks decide
             keys.append(None)
-            continue
-        xyz = np.asarray(coords, dtype=np.float64).reshape(-1, 3)
-        if lattice is None:
-            keys.append(_hash_arrays(z, xyz, None))
-        else:
-            matrix = np.asarray(lattice, dtype=np.float64).reshape(3, 3)
-            keys.append(_hash_arrays(z, xyz @ matrix, matrix))
     return keys
 
 
