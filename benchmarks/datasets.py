@@ -5,7 +5,8 @@ Figures (ratios against baselines measured in the same run):
   columns; second load (parquet cache) / first load.
 - Bundled Materials Project sets: load with checksum and sanity checks, and the time to build
   every pymatgen ``Structure``, per set.
-- ``query_dataset`` on QM9 (cached source, seeded sample, slice written to a workspace).
+- ``query_dataset`` on all of QM9 (seeded sample written to a workspace as a slice): first call
+  (parses QM9 when the full source is not cached yet) and second call (cached source).
 
     python benchmarks/datasets.py            # all 130,831 QM9 molecules
     python benchmarks/datasets.py --quick    # the first 20,000
@@ -50,9 +51,13 @@ def bench_qm9(settings: Settings, max_rows: int | None, n_build: int, sample: in
     data = second.to_slice()
     _, build_s = timed(lambda: [data.structures[k] for k in range(min(n_build, len(data)))])
     ws = Workspace(Path(settings.workspace), settings=settings)
-    result, query_s = timed(
-        lambda: query_dataset("qm9", properties=["gap"], sample=sample, seed=SEED, workspace=ws)
-    )
+
+    def query() -> Any:
+        return query_dataset("qm9", properties=["gap"], sample=sample, seed=SEED, workspace=ws)
+
+    # the tool reads all of QM9: the first call parses it unless the full source is cached
+    _, query_first_s = timed(query)
+    result, query_s = timed(query)
     return {
         "molecules": len(first),
         "bare_read_csv_s": round(bare_s, 3),
@@ -63,7 +68,8 @@ def bench_qm9(settings: Settings, max_rows: int | None, n_build: int, sample: in
         "molecules_built": min(n_build, len(data)),
         "build_molecules_s": round(build_s, 3),
         "query_sample": sample,
-        "query_dataset_s": round(query_s, 3),
+        "query_dataset_first_s": round(query_first_s, 3),
+        "query_dataset_cached_s": round(query_s, 3),
         "query_gap_mean_eV": result.properties["gap"].mean,
     }
 
