@@ -4,8 +4,9 @@ Labels are revealed from the dataset itself (the ``lookup`` level). Protocol:
 
 - a fixed, seeded test split (``data_seed``) that is never selectable, and a pool;
 - for every seed, one initial labelled set drawn from the pool, shared by every strategy;
-- each round: train the UQ model on the labelled set (round 0 from scratch, later rounds
-  warm-started by fine-tuning unless ``warm_start=False``), record test metrics, then select
+- each round: train the UQ model on the labelled set (round 0 from scratch, once per seed and
+  shared by every strategy; later rounds warm-started by fine-tuning unless
+  ``warm_start=False``), record test metrics, then select
   a batch from the unlabelled pool with :func:`matloop.acquisition.select`;
 - one JSON state file per finished round (plus the model checkpoint), so a rerun skips
   finished rounds and continues where it stopped.
@@ -279,9 +280,12 @@ def run_strategy(
     for r in range(start, config.rounds + 1):
         t0 = time.perf_counter()
         model_seed = 1000 * seed + r
-        model = _train(model, [data.graphs[i] for i in labelled], data.y[labelled], config, model_seed)
-        pred = model.predict(test_graphs)
-        metrics = uq_metrics(y_test, pred.mean, pred.std).model_dump()
+        if r == 0:
+            model, metrics = _initial_model(data, config, labelled, seed, Path(out_dir))
+        else:
+            model = _train(model, [data.graphs[i] for i in labelled], data.y[labelled], config, model_seed)
+            pred = model.predict(test_graphs)
+            metrics = uq_metrics(y_test, pred.mean, pred.std).model_dump()
         selected: list[str] = []
         if r < config.rounds:
             selected = _select_batch(data, config, strategy, model, labelled, seed=model_seed)
@@ -307,6 +311,23 @@ def run_strategy(
         )
         labelled = np.concatenate([labelled, np.asarray([pos[i] for i in selected], dtype=np.int64)])
     return [json.loads(p.read_text()) for p in sorted(run_dir.glob("round_*.json"))][: config.rounds + 1]
+
+
+def _initial_model(
+    data: ALData, config: ALConfig, labelled: np.ndarray, seed: int, out_dir: Path
+) -> tuple[Any, dict[str, Any]]:
+    """The round-0 model of ``seed`` and its test metrics: trained once, shared by all strategies."""
+    run_dir = out_dir / "_initial" / f"seed_{seed}"
+    ckpt, record = run_dir / "model.pt", run_dir / "test.json"
+    if ckpt.exists() and record.exists():
+        return load_checkpoint(ckpt), json.loads(record.read_text())
+    run_dir.mkdir(parents=True, exist_ok=True)
+    model = _train(None, [data.graphs[i] for i in labelled], data.y[labelled], config, 1000 * seed)
+    pred = model.predict([data.graphs[i] for i in data.test])
+    metrics = uq_metrics(data.y[data.test], pred.mean, pred.std).model_dump()
+    save_checkpoint(model, ckpt)
+    _write_json(record, metrics)
+    return model, metrics
 
 
 def _select_batch(
