@@ -88,11 +88,11 @@ def load_checkpoint(path: str | Path) -> UQModel:
         model = UQModel(**blob["init_args"])
         state = dict(blob["state_dict"])
         gp_state = {k[3:]: state.pop(k) for k in list(state) if k.startswith("gp.")}
+        model.load_state_dict(state)
         if gp_state:
             model.gp = EmbeddingGP.from_state_dict(gp_state)
         elif model.method == "gp":
             raise KeyError("the GP state is missing")
-        model.load_state_dict(state)
         model.meta = json.loads(blob["meta_json"])
     except (KeyError, TypeError, RuntimeError, ValueError) as exc:
         raise CheckpointError(f"checkpoint {path} does not match its model arguments: {exc}") from exc

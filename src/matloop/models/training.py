@@ -106,6 +106,27 @@ def _train_mode(net: CrystalGNN, freeze_backbone: bool) -> None:
         net.dropout.eval()
 
 
+@torch.no_grad()
+def refresh_batch_norm(net: CrystalGNN, graphs: list[Data], batch_size: int) -> None:
+    """Set batch-norm running statistics to their exact averages over ``graphs``.
+
+    With few optimisation steps per epoch (small training sets) the exponential running
+    averages lag far behind the weights, and evaluation-mode outputs go wrong.
+    """
+    norms = [m for m in net.modules() if isinstance(m, nn.BatchNorm1d)]
+    if not norms:
+        return
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    net.train()
+    for batch in iter_batches(graphs, batch_size):
+        net.embedding(batch)
+    for m in norms:
+        m.momentum = 0.1
+    net.eval()
+
+
 def train_member(
     net: CrystalGNN,
     uq: UQMethod,
@@ -142,6 +163,8 @@ def train_member(
             total += float(loss.detach()) * len(yb)
             count += len(yb)
         train_loss = total / count
+        if not freeze_backbone:
+            refresh_batch_norm(net, train[0], opts.batch_size)
         if val is not None:
             net.eval()
             with torch.no_grad():

@@ -1,0 +1,95 @@
+"""train_uq_gnn / predict / fine_tune through a workspace: slice → featurize → model id."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from pymatgen.core import Element, Lattice, Structure
+
+from matloop.data.slices import DatasetSlice, save_slice
+from matloop.errors import ToolInputError
+from matloop.models import load_model
+from matloop.tools import featurize, fine_tune, predict, train_uq_gnn
+
+PAIRS = [(a, b) for a in ("Li", "Na", "K", "Mg", "Ca", "Sr") for b in ("F", "Cl", "Br", "O", "S")]
+
+
+@pytest.fixture
+def feature_set(workspace):
+    """80 rocksalt crystals; ``y`` a smooth function of composition and volume, ``y2`` another."""
+    rng = np.random.default_rng(0)
+    ids, structures, y = [], [], []
+    for k in range(80):
+        a_el, b_el = PAIRS[k % len(PAIRS)]
+        a = 2.0 * float(Element(a_el).atomic_radius + Element(b_el).atomic_radius) * rng.uniform(0.95, 1.05)
+        s = Structure(
+            Lattice(0.5 * a * np.array([[0, 1, 1], [1, 0, 1], [1, 1, 0]])), [a_el, b_el], [[0] * 3, [0.5] * 3]
+        )
+        ids.append(f"rs-{k}")
+        structures.append(s)
+        y.append(abs(Element(a_el).X - Element(b_el).X) + 0.1 * s.volume / 2)
+    y = np.array(y)
+    y[[5, 17]] = np.nan  # unlabelled rows are skipped
+    props = pd.DataFrame({"y": y, "y2": 3.0 - 2.0 * y})
+    data = DatasetSlice(ids, structures, props, {"y": "eV", "y2": "eV/atom"}, "crystal", "test")
+    workspace.settings.train.ensemble_size = 2
+    return featurize(save_slice(workspace, data), workspace=workspace).feature_set_id
+
+
+def test_train_predict_fine_tune(workspace, feature_set):
+    epochs_seen = []
+    res = train_uq_gnn(
+        feature_set,
+        "y",
+        epochs=30,
+        seed=3,
+        workspace=workspace,
+        progress=lambda e: epochs_seen.append(e.epoch),
+    )
+    assert (res.n_train, res.n_val, res.n_test, res.n_skipped) == (62, 8, 8, 2)
+    assert res.unit == "eV" and res.metrics_split == "test" and res.metrics.count == 8
+    assert res.metrics.mae < 0.5 and 0.0 <= res.metrics.coverage_95 <= 1.0
+    assert epochs_seen[0] == 1 and len(epochs_seen) == res.epochs_run
+    model = load_model(workspace, res.model_id)
+    assert model.meta["target"] == "y" and model.meta["metrics"]["mae"] == res.metrics.mae
+    assert len(model.meta["split_ids"]["test"]) == 8 and model.meta["data_hash"]
+
+    pred = predict(res.model_id, feature_set, ids=["rs-0", "rs-1", "rs-2"], workspace=workspace)
+    assert pred.count == 3 and pred.unit == "eV" and pred.std_avg > 0 and len(pred.lowest) == 3
+
+    ft = fine_tune(
+        res.model_id, feature_set, target="y2", freeze_backbone=True, epochs=30, workspace=workspace
+    )
+    assert ft.parent_model_id == res.model_id and ft.model_id != res.model_id and ft.unit == "eV/atom"
+    assert ft.metrics_after.mae < ft.metrics_before.mae
+    assert workspace.artifact(ft.model_id, kind="model").meta["parent_model_id"] == res.model_id
+
+
+def test_train_ids_and_methods(workspace, feature_set):
+    res = train_uq_gnn(
+        feature_set,
+        "y",
+        method="mc_dropout",
+        epochs=3,
+        train_ids=[f"rs-{k}" for k in range(20)],
+        workspace=workspace,
+    )
+    assert res.n_train + res.n_val + res.n_test == 18 and res.n_skipped == 2 and res.method == "mc_dropout"
+
+
+def test_bad_tool_inputs(workspace, feature_set):
+    with pytest.raises(ToolInputError, match=r"valid values are \['y', 'y2'\]"):
+        train_uq_gnn(feature_set, "band_gap", workspace=workspace)
+    with pytest.raises(ToolInputError, match="uncertainty method"):
+        train_uq_gnn(feature_set, "y", method="bnn", workspace=workspace)
+    with pytest.raises(ToolInputError, match="unknown"):
+        train_uq_gnn(feature_set, "y", train_ids=["rs-1", "nope"], workspace=workspace)
+    with pytest.raises(ToolInputError, match="got none"):
+        train_uq_gnn(feature_set, "y", train_ids=["rs-5", "rs-17"], workspace=workspace)
+    with pytest.raises(ToolInputError, match="val_fraction"):
+        train_uq_gnn(feature_set, "y", val_fraction=1.5, workspace=workspace)
+    with pytest.raises(ToolInputError, match="features id"):
+        train_uq_gnn("features-missing", "y", workspace=workspace)
+    with pytest.raises(ToolInputError, match="model id"):
+        fine_tune("model-missing", feature_set, workspace=workspace)
