@@ -102,7 +102,7 @@ def measure(
         t1 = _clocks()
         cached = featurize_items(items, ids, params, cache=cache)
         t2 = _clocks()
-        cache_mib = Path(tmp, "graphs.sqlite").stat().st_size / 2**20
+        cache_mib = sum(f.stat().st_size for f in Path(tmp).glob("graphs.sqlite*")) / 2**20
     populate, cached_t = t1 - t0, t2 - t1
     graphs = cached.graphs
     assert cached.cache_hits == len(items)
