@@ -88,10 +88,14 @@ def summarize(value: Any, max_items: int = 12) -> Any:
     return value
 
 
+def _inert(text: str) -> str:
+    """Text with no tags: ``<`` and ``>`` become JSON escapes, so data cannot close or open a tag."""
+    return text.replace("<", "\\u003c").replace(">", "\\u003e")
+
+
 def wrap_for_llm(tool: str, payload: Any) -> str:
     """Tool output as inert data for the model: JSON inside a tag it cannot close."""
-    text = json.dumps(summarize(payload), default=str)
-    text = text.replace("<", "\\u003c").replace(">", "\\u003e")
+    text = _inert(json.dumps(summarize(payload), default=str))
     if len(text) > MAX_RESULT_CHARS:
         text = text[:MAX_RESULT_CHARS] + f"... [{len(text) - MAX_RESULT_CHARS} chars cut]"
     return f'<tool_result tool="{tool}">{text}</tool_result>'
@@ -111,7 +115,7 @@ class Outcome:
     def for_llm(self) -> str:
         if self.ok:
             return wrap_for_llm(self.tool, self.result)
-        return f'<tool_error tool="{self.tool}">{self.message}</tool_error>'
+        return f'<tool_error tool="{self.tool}">{_inert(self.message)}</tool_error>'
 
 
 @dataclass
