@@ -231,7 +231,7 @@ def check_item(item: Structure | Molecule, params: GraphParams) -> np.ndarray:
         if not np.all(np.isfinite(item.lattice.matrix)):
             raise GraphError("non-finite (NaN/inf) lattice")
         volume = abs(float(np.linalg.det(item.lattice.matrix)))
-        if volume < _PACKING_VOLUME * len(item) * params.min_distance**3:
+        if all(item.pbc) and volume < _PACKING_VOLUME * len(item) * params.min_distance**3:
             raise GraphError(
                 f"atoms overlap: cell volume {volume:.3g} Å³ is too small for {len(item)} atoms "
                 f"at least {params.min_distance} Å apart"
