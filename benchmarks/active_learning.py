@@ -50,6 +50,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="CI-sized run.")
     parser.add_argument("--seeds", type=int, default=None, help="Override the number of seeds.")
     parser.add_argument("--rounds", type=int, default=None, help="Override the number of rounds.")
+    parser.add_argument("--pool", type=int, default=None, help="Override the pool size.")
+    parser.add_argument("--test", type=int, default=None, help="Override the test-set size.")
     parser.add_argument("--strategies", default=",".join(STRATEGIES))
     parser.add_argument("--state", type=Path, default=None, help="Directory of the resumable round states.")
     parser.add_argument("--fresh", action="store_true", help="Discard saved round states first.")
@@ -63,6 +65,8 @@ def main() -> None:
     if args.fresh and state.exists():
         shutil.rmtree(state)
     pool, test = QUICK_SIZES if args.quick else FULL_SIZES[args.dataset]
+    pool, test = args.pool or pool, args.test or test
+    reduced = any(v is not None for v in (args.seeds, args.rounds, args.pool, args.test))
     sizes: dict[str, Any] = dict(QUICK if args.quick else FULL)
     for key in ("seeds", "rounds"):
         if getattr(args, key) is not None:
@@ -81,7 +85,7 @@ def main() -> None:
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(state / "learning_curve.png", png)
     payload = {
-        "mode": "quick" if args.quick else "full",
+        "mode": ("quick" if args.quick else "full") + (" (reduced by overrides)" if reduced else ""),
         "dataset": args.dataset,
         "target": TARGETS[args.dataset],
         "unit": data.unit,
