@@ -9,11 +9,17 @@ from pymatgen.core import Lattice, Molecule, Structure
 
 from matloop.data.bundled import load_bundled
 from matloop.data.compact import LazyStructures
-from matloop.data.qm9 import read_qm9
+from matloop.data.qm9 import qm9_installed, read_qm9
 from matloop.data.slices import DatasetSlice, load_slice, save_slice
 
 
-@pytest.mark.parametrize("source", ["crystal", "molecule"])
+@pytest.mark.parametrize(
+    "source",
+    [
+        "crystal",
+        pytest.param("molecule", marks=pytest.mark.skipif(not qm9_installed(), reason="needs matloop[qm9]")),
+    ],
+)
 def test_source_slices_are_stored_as_arrays(workspace, source):
     table = load_bundled("mp_elastic") if source == "crystal" else read_qm9(max_rows=30)
     data = table.to_slice(np.array([3, 1, 4, 1 + 5]))
