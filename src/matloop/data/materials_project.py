@@ -106,13 +106,19 @@ def fetch_materials_project(
     chunk = min(rows, 1000)
     search: dict[str, Any] = {k: v for k, v in query.model_dump(exclude={"ranges"}).items() if v is not None}
     search.update({_RANGE_ARGS[k]: v for k, v in query.ranges.items() if k in _RANGE_ARGS})
-    with MPRester(key, endpoint=endpoint, mute_progress_bars=True) as mpr:
-        docs = mpr.materials.summary.search(
-            **search,
-            fields=["material_id", "structure", *MP_UNITS],
-            chunk_size=chunk,
-            num_chunks=-(-rows // chunk),
-        )
+    try:
+        with MPRester(key, endpoint=endpoint, mute_progress_bars=True) as mpr:
+            docs = mpr.materials.summary.search(
+                **search,
+                fields=["material_id", "structure", *MP_UNITS],
+                chunk_size=chunk,
+                num_chunks=-(-rows // chunk),
+            )
+    except Exception as exc:  # mp-api raises its own errors for bad keys, queries and server faults
+        raise ToolInputError(
+            f"expected a successful Materials Project query, got {type(exc).__name__}: {str(exc)[:300]}; "
+            + _OFFLINE_HINT
+        ) from exc
     docs = docs[:rows]
     properties = pd.DataFrame(
         {name: [np.nan if getattr(d, name) is None else getattr(d, name) for d in docs] for name in MP_UNITS}
