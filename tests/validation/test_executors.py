@@ -90,3 +90,19 @@ def test_jobflow_remote_submission_reaches_the_database(workspace, remote_projec
     # configuration, worker and flow were accepted; only the (absent) MongoDB stops it
     assert status.status == "failed"
     assert "jobflow-remote submission" in status.reason and "ServerSelectionTimeout" in status.reason
+
+
+def test_jobflow_remote_poll_keeps_jobs_running_when_store_unreachable(workspace, remote_project):
+    from matloop.tools import validation_status
+    from matloop.validation.store import ValidationStore
+
+    ws = _with_validation(workspace, remote_project=remote_project, remote_worker="cluster")
+    slice_id = crystal_slice(ws, {"SrTiO3": perovskite("Sr", "Ti", 3.95)})
+    batch = queue_validation(slice_id, ["SrTiO3"], level="vasp", executor="jobflow-remote", workspace=ws)
+    store = ValidationStore(ws)
+    job = store.jobs(batch_id=batch.batch_id)[0]
+    store.set_status(job.job_id, "running", "submitted", remote_id="flow-uuid:job-uuid")  # as if accepted
+    status = validation_status(batch.batch_id, workspace=ws).statuses[0]
+    assert status.status == "running" and "store unreachable" in status.reason
+    result = collect_validation(batch.batch_id, workspace=ws)  # returns at once: results come via jf
+    assert [p.item_id for p in result.pending] == ["SrTiO3"] and not result.labels

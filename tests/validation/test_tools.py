@@ -6,6 +6,7 @@ import os
 import signal
 import time
 
+import pandas as pd
 import pytest
 from pymatgen.core import Lattice, Structure
 from validation_helpers import crystal_slice, perovskite
@@ -126,3 +127,39 @@ def test_lookup_reveals_slice_labels(workspace):
     assert result.failures[0].item_id == "b"
     labelled = load_slice(workspace, result.label_slice_id)
     assert list(labelled.properties.columns) == ["formation_energy_per_atom@lookup"]
+
+
+def test_crash_and_wall_time_fail_without_blocking_the_batch(workspace, molecule_slice):
+    from pymatgen.core import Molecule
+
+    from matloop.data.slices import DatasetSlice, save_slice
+    from matloop.settings import Settings, ValidationSettings
+    from matloop.workspace import Workspace
+
+    uranium = Molecule(["U", "U"], [[0, 0, 0], [0, 0, 2.8]])  # outside GFN2-xTB's parametrisation
+    methane = load_slice(workspace, molecule_slice).structures[0]
+    data = DatasetSlice(
+        ["U2", "CH4"], [uranium, methane], pd.DataFrame(index=range(2)), {}, "molecule", "test"
+    )
+    result = collect_validation(
+        queue_validation(
+            save_slice(workspace, data), ["U2", "CH4"], level="xtb", workspace=workspace
+        ).batch_id,
+        timeout_s=120,
+        workspace=workspace,
+    )
+    assert [f.item_id for f in result.failures] == ["U2"] and result.failures[0].status == "failed"
+    assert result.failures[0].reason
+    assert {lab.item_id for lab in result.labels} == {"CH4"}
+
+    short = Workspace(workspace.root, settings=Settings(validation=ValidationSettings(walltime_s=0.5)))
+    slice_id = crystal_slice(
+        short, {"SrTiO3": perovskite("Sr", "Ti", 3.95), "BaTiO3": perovskite("Ba", "Ti", 4.0)}
+    )
+    result = collect_validation(
+        queue_validation(slice_id, ["SrTiO3", "BaTiO3"], workspace=short).batch_id,
+        timeout_s=120,
+        workspace=short,
+    )
+    assert [f.status for f in result.failures] == ["failed", "failed"]
+    assert any("WallTimeExceeded: wall time of 0.5 s exceeded" in f.reason for f in result.failures)

@@ -215,7 +215,8 @@ def collect_validation(
 
     Args:
         batch_id: Id returned by queue_validation.
-        wait: Wait for unfinished calculations (up to timeout_s seconds).
+        wait: Wait for unfinished calculations (up to timeout_s seconds; never for jobflow-remote,
+            whose results arrive when its runner has finished them).
         timeout_s: Longest wait in seconds.
     """
     ws = resolve_workspace(workspace)
@@ -227,7 +228,7 @@ def collect_validation(
         executor.poll(ws)
         jobs = store.jobs(batch_id=batch_id)
         unfinished = _unfinished(store, jobs)
-        if not unfinished or not wait or time.monotonic() >= deadline:
+        if not unfinished or not wait or not executor.finishes_here or time.monotonic() >= deadline:
             break
         time.sleep(0.5)
     pending_ids = {j.job_id for j in unfinished}

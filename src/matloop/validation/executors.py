@@ -41,7 +41,13 @@ ExecutorName = Literal["local", "dask", "jobflow-remote"]
 
 
 class Executor(Protocol):
-    """Runs queued jobs somewhere; ``poll`` is called by status/collect to keep things moving."""
+    """Runs queued jobs somewhere; ``poll`` is called by status/collect to keep things moving.
+
+    ``finishes_here`` is False when results arrive only through another system (jobflow-remote),
+    so collecting never waits for them.
+    """
+
+    finishes_here: bool
 
     def submit(self, workspace: Workspace, jobs: list[JobRecord]) -> None: ...
 
@@ -63,10 +69,13 @@ def worker_alive(workspace: Workspace) -> bool:
 class LocalExecutor:
     """A background worker process (started on demand) runs queued jobs one at a time."""
 
+    finishes_here: bool = True
+
     def submit(self, workspace: Workspace, jobs: list[JobRecord]) -> None:
         self.poll(workspace)
 
     def poll(self, workspace: Workspace) -> None:
+        (workspace.dir("calcs") / SETTINGS_FILE).write_text(workspace.settings.model_dump_json())
         if ValidationStore(workspace).count("local") and not worker_alive(workspace):
             self.start_worker(workspace)
 
@@ -74,7 +83,6 @@ class LocalExecutor:
     def start_worker(workspace: Workspace) -> subprocess.Popen:
         """Spawn ``python -m matloop.validation.worker`` detached from the caller."""
         calcs = workspace.dir("calcs")
-        (calcs / SETTINGS_FILE).write_text(workspace.settings.model_dump_json())
         with open(calcs / "worker.log", "ab") as log:
             return subprocess.Popen(
                 [sys.executable, "-m", "matloop.validation.worker", str(workspace.root)],
@@ -114,6 +122,8 @@ def dask_client(address: str | None) -> Any:
 class DaskExecutor:
     """Each job is one task on a Dask cluster; results go straight to the workspace."""
 
+    finishes_here: bool = True
+
     def submit(self, workspace: Workspace, jobs: list[JobRecord]) -> None:
         from distributed import fire_and_forget
 
@@ -152,6 +162,8 @@ def remote_submission(flow: Flow | Job, settings: Settings) -> dict[str, Any]:
 class JobflowRemoteExecutor:
     """Submit each job's Flow to a jobflow-remote project (HPC; MongoDB-backed queue)."""
 
+    finishes_here: bool = False
+
     def submit(self, workspace: Workspace, jobs: list[JobRecord]) -> None:
         from jobflow_remote import submit_flow
 
@@ -163,7 +175,8 @@ class JobflowRemoteExecutor:
                 flow = level.build(
                     job.structure, LevelContext(workspace.settings, store.references(job.level))
                 )
-                db_ids = submit_flow(**remote_submission(flow, workspace.settings))
+                payload = remote_submission(flow, workspace.settings)
+                db_ids = submit_flow(**payload)
             except Exception as exc:  # configuration or database errors fail the job, with the reason
                 store.set_status(
                     job.job_id, "failed", f"jobflow-remote submission: {type(exc).__name__}: {exc}"
@@ -172,12 +185,43 @@ class JobflowRemoteExecutor:
             store.set_status(
                 job.job_id,
                 "running",
-                "submitted to jobflow-remote; follow with `jf job list`",
-                remote_id=",".join(map(str, db_ids)),
+                f"submitted to jobflow-remote (db ids {', '.join(map(str, db_ids))}); see `jf job list`",
+                remote_id=f"{payload['flow'].uuid}:{flow.output.uuid}",
             )
 
     def poll(self, workspace: Workspace) -> None:
-        """Results stay in the jobflow-remote job store (read them with ``jf`` / JobController)."""
+        """Fetch finished flows' documents from the project's job store; record failures."""
+        from jobflow_remote import JobController
+        from jobflow_remote.jobs.state import JobState
+
+        from matloop.validation.documents import ValidationDocument
+        from matloop.validation.runner import record_document
+
+        store = ValidationStore(workspace)
+        jobs = store.jobs_with_status("running", executor="jobflow-remote")
+        if not jobs:
+            return
+        project = workspace.settings.validation.remote_project
+        broken = {JobState.FAILED, JobState.REMOTE_ERROR, JobState.STOPPED, JobState.USER_STOPPED}
+        try:
+            controller = JobController.from_project_name(project)
+            for job in jobs:
+                flow_uuid, output_uuid = str(job.remote_id).split(":")
+                infos = controller.get_jobs_info(flow_ids=[flow_uuid])
+                failed = [i for i in infos if i.state in broken]
+                if failed:
+                    info = failed[0]
+                    reason = f"{info.name}: {info.state.value}: {info.error or info.remote.error or ''}"
+                    store.set_status(job.job_id, "failed", reason.strip()[:500])
+                elif infos and all(i.state == JobState.COMPLETED for i in infos):
+                    output = controller.jobstore.get_output(output_uuid, load=True)
+                    doc = ValidationDocument.model_validate(output)
+                    record_document(workspace, job, doc, f"jobflow-remote {project}: job {output_uuid}", 0.0)
+        except Exception as exc:  # unreachable database: jobs stay running, the reason says why
+            for job in jobs:
+                store.set_status(
+                    job.job_id, "running", f"jobflow-remote store unreachable: {type(exc).__name__}"
+                )
 
 
 def get_executor(name: str) -> Executor:

@@ -38,7 +38,7 @@ def wall_time(seconds: float) -> Iterator[None]:
         return
 
     def _expire(signum: int, frame: object) -> None:
-        raise WallTimeExceeded(f"wall time of {seconds:.0f} s exceeded")
+        raise WallTimeExceeded(f"wall time of {seconds:g} s exceeded")
 
     previous = signal.signal(signal.SIGALRM, _expire)
     signal.setitimer(signal.ITIMER_REAL, seconds)
@@ -88,21 +88,29 @@ def run_job(workspace: Workspace, job: JobRecord) -> str:
         _write_task_docs(job_store, calc_dir / "task_docs.json")
         store.set_status(job.job_id, "failed", reason, calc_seconds=time.perf_counter() - start)
         return "failed"
-    seconds = time.perf_counter() - start
     docs_path = calc_dir / "task_docs.json"
     _write_task_docs(job_store, docs_path)
-    rel = str(docs_path.relative_to(workspace.root))
+    record_document(
+        workspace, job, doc, str(docs_path.relative_to(workspace.root)), time.perf_counter() - start
+    )
+    return "done"
+
+
+def record_document(
+    workspace: Workspace, job: JobRecord, doc: ValidationDocument, task_doc: str, seconds: float
+) -> None:
+    """Store a finished job's labels with provenance and cache its elemental references."""
+    store = ValidationStore(workspace)
     provenance = {
         "level": job.level,
         "code": doc.code,
         "code_version": doc.code_version,
         "matloop_version": version("matloop"),
-        "task_doc": rel,
+        "task_doc": task_doc,
         "job_id": job.job_id,
         "batch_id": job.batch_id,
     }
     if doc.references:
         store.add_references(job.level, doc.references, {"code": doc.code, "code_version": doc.code_version})
     labels = {p: (v, doc.units[p]) for p, v in doc.properties.items()}
-    store.finish(job, labels, provenance, task_doc=rel, calc_seconds=seconds)
-    return "done"
+    store.finish(job, labels, provenance, task_doc=task_doc, calc_seconds=seconds)

@@ -169,6 +169,15 @@ class ValidationStore:
                 rows = db.execute(f"SELECT * FROM validation_jobs WHERE job_id IN ({marks})", ids).fetchall()
         return [_job(r) for r in rows]
 
+    def jobs_with_status(self, status: Status, *, executor: str) -> list[JobRecord]:
+        """All jobs of ``executor`` in state ``status``."""
+        with self.workspace.connect() as db:
+            rows = db.execute(
+                "SELECT * FROM validation_jobs WHERE status = ? AND executor = ? ORDER BY rowid",
+                (status, executor),
+            ).fetchall()
+        return [_job(r) for r in rows]
+
     def comparable_jobs(self, level: str, formula: str) -> list[JobRecord]:
         """Original (non-duplicate) jobs at ``level`` with this reduced formula that are not failed."""
         with self.workspace.connect() as db:

@@ -2,9 +2,9 @@
 
 One worker per workspace (an exclusive ``flock`` on ``calcs/worker.lock``, which holds its
 pid; the OS releases the lock even after ``kill -9``). On start it re-queues jobs left
-``running`` by a dead worker, then claims queued jobs one at a time and runs them; it exits
-after a few idle seconds, and the next ``queue_validation``/``validation_status``/
-``collect_validation`` call starts a new one.
+``running`` by a dead worker, then claims queued jobs one at a time and runs them with the
+settings of the latest caller; it exits after a few idle seconds, and the next
+``queue_validation``/``validation_status``/``collect_validation`` call starts a new one.
 """
 
 from __future__ import annotations
@@ -48,16 +48,20 @@ def serve(workspace: Workspace) -> int:
                     return ran
                 time.sleep(0.2)
                 continue
-            run_job(workspace, job)
+            run_job(Workspace(workspace.root, settings=read_settings(workspace.root)), job)
             ran += 1
             idle_since = time.monotonic()
 
 
+def read_settings(root: Path) -> Settings | None:
+    """Settings of the latest caller that queued work (written by the local executor)."""
+    path = root / "calcs" / SETTINGS_FILE
+    return Settings.model_validate_json(path.read_text()) if path.exists() else None
+
+
 def main(argv: list[str]) -> int:
     root = Path(argv[1])
-    settings_file = root / "calcs" / SETTINGS_FILE
-    settings = Settings.model_validate_json(settings_file.read_text()) if settings_file.exists() else None
-    serve(Workspace(root, settings=settings))
+    serve(Workspace(root, settings=read_settings(root)))
     return 0
 
 
