@@ -389,7 +389,7 @@ def featurize_arrays(
     without building pymatgen objects, when ``structures`` offers them: see
     :func:`_compact_keys`), and new results (failures found by the neighbour search too) are
     written back in batched transactions. ``progress(done, total)`` is called about a
-    hundred times over the run when given.
+    hundred times over the run when given; long runs also log a line every 10 %.
     """
     if len(structures) != len(ids):
         raise ValueError(f"got {len(structures)} structures but {len(ids)} ids")
@@ -422,6 +422,7 @@ def featurize_arrays(
     cached = cache.get_many([c[3] for c in checked]) if cache is not None else {}
     new: list[tuple[str, GraphArrays | str]] = []
     step = max(1, total // 100)
+    log_step = max(2000, total // 10)
     for n, (item_id, item, z, key) in enumerate(checked, start=total - len(checked) + 1):
         entry = cached.get(key)
         if entry is not None:
@@ -439,6 +440,8 @@ def featurize_arrays(
         result[item_id] = entry
         if progress is not None and (n % step == 0 or n == total):
             progress(n, total)
+        if n % log_step == 0:
+            logger.info("featurized %d/%d items", n, total)
     if cache is not None and new:
         cache.put_many(new)
     out: dict[str, GraphArrays] = {}
