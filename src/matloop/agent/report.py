@@ -57,7 +57,7 @@ def _learning_curve(campaign: Campaign, pairs: list[dict[str, Any]]) -> str:
             [labels_before[m["round"]] for m in models],
             [m["metrics"]["mae"] for m in models],
             "o-",
-            label="model test MAE (held-out split)",
+            label="model MAE on its held-out split (few items: noisy)",
         )
     if by_round:
         rounds = sorted(by_round)
