@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -84,7 +85,7 @@ def _lookup_labels(data: DatasetSlice, item_id: str) -> dict[str, tuple[float, s
     row = data.properties.loc[item_id]
     labels = {}
     for prop, value in row.items():
-        if isinstance(value, int | float) and not math.isnan(float(value)):
+        if isinstance(value, numbers.Real) and not math.isnan(float(value)):
             labels[str(prop)] = (float(value), data.units.get(str(prop), ""))
     return labels
 

@@ -22,7 +22,7 @@
 
 from __future__ import annotations
 
-import fcntl
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -34,7 +34,7 @@ from matloop.errors import invalid_choice
 from matloop.settings import Settings
 from matloop.validation.levels import LevelContext, get_level
 from matloop.validation.store import JobRecord, ValidationStore
-from matloop.validation.worker import SETTINGS_FILE, lock_path
+from matloop.validation.worker import SETTINGS_FILE, try_lock
 from matloop.workspace import Workspace
 
 ExecutorName = Literal["local", "dask", "jobflow-remote"]
@@ -56,13 +56,11 @@ class Executor(Protocol):
 
 def worker_alive(workspace: Workspace) -> bool:
     """Whether a local worker holds this workspace's lock."""
-    with open(lock_path(workspace), "a") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(lock, fcntl.LOCK_UN)
-        return False
+    fd = try_lock(workspace)
+    if fd is None:
+        return True
+    os.close(fd)
+    return False
 
 
 @dataclass
@@ -76,20 +74,28 @@ class LocalExecutor:
 
     def poll(self, workspace: Workspace) -> None:
         (workspace.dir("calcs") / SETTINGS_FILE).write_text(workspace.settings.model_dump_json())
-        if ValidationStore(workspace).count("local") and not worker_alive(workspace):
-            self.start_worker(workspace)
+        if not ValidationStore(workspace).count("local"):
+            return
+        fd = try_lock(workspace)
+        if fd is None:
+            return  # a worker is alive (or starting: it was handed the lock)
+        try:
+            self.start_worker(workspace, fd)
+        finally:
+            os.close(fd)  # the worker's inherited copy keeps the lock
 
     @staticmethod
-    def start_worker(workspace: Workspace) -> subprocess.Popen:
-        """Spawn ``python -m matloop.validation.worker`` detached from the caller."""
+    def start_worker(workspace: Workspace, lock_fd: int) -> subprocess.Popen:
+        """Spawn ``python -m matloop.validation.worker`` detached, handing it the locked fd."""
         calcs = workspace.dir("calcs")
         with open(calcs / "worker.log", "ab") as log:
             return subprocess.Popen(
-                [sys.executable, "-m", "matloop.validation.worker", str(workspace.root)],
+                [sys.executable, "-m", "matloop.validation.worker", str(workspace.root), str(lock_fd)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                pass_fds=(lock_fd,),
             )
 
 

@@ -1,10 +1,12 @@
-"""The local executor's background worker: ``python -m matloop.validation.worker WORKSPACE``.
+"""The local executor's background worker: ``python -m matloop.validation.worker WORKSPACE [LOCK_FD]``.
 
-One worker per workspace (an exclusive ``flock`` on ``calcs/worker.lock``, which holds its
-pid; the OS releases the lock even after ``kill -9``). On start it re-queues jobs left
-``running`` by a dead worker, then claims queued jobs one at a time and runs them with the
-settings of the latest caller; it exits after a few idle seconds, and the next
-``queue_validation``/``validation_status``/``collect_validation`` call starts a new one.
+One worker per workspace, guarded by an exclusive ``flock`` on ``calcs/worker.lock`` (which
+holds the worker's pid; the OS releases the lock even after ``kill -9``). The executor takes
+the lock *before* spawning and hands the locked file descriptor to the worker (``LOCK_FD``),
+so no second worker can start while the first is still importing. On start the worker
+re-queues jobs left ``running`` by a dead worker, then claims queued jobs one at a time and
+runs them with the settings of the latest caller; it exits after a few idle seconds, and the
+next ``queue_validation``/``validation_status``/``collect_validation`` call starts a new one.
 """
 
 from __future__ import annotations
@@ -28,16 +30,29 @@ def lock_path(workspace: Workspace) -> Path:
     return workspace.dir("calcs") / "worker.lock"
 
 
-def serve(workspace: Workspace) -> int:
-    """Run queued local jobs until the queue stays empty; returns the number of jobs run."""
-    with open(lock_path(workspace), "a") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return 0  # another worker is alive
-        lock.truncate(0)
-        lock.write(str(os.getpid()))
-        lock.flush()
+def try_lock(workspace: Workspace) -> int | None:
+    """An fd holding this workspace's worker lock, or None when a worker holds it."""
+    fd = os.open(lock_path(workspace), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def serve(workspace: Workspace, lock_fd: int | None = None) -> int:
+    """Run queued local jobs until the queue stays empty; returns the number of jobs run.
+
+    ``lock_fd`` is the already-locked descriptor handed over by the executor; without it
+    the worker takes the lock itself (and returns at once if another worker holds it).
+    """
+    fd = lock_fd if lock_fd is not None else try_lock(workspace)
+    if fd is None:
+        return 0
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
         store = ValidationStore(workspace)
         store.requeue_running("local")
         ran, idle_since = 0, time.monotonic()
@@ -51,6 +66,8 @@ def serve(workspace: Workspace) -> int:
             run_job(Workspace(workspace.root, settings=read_settings(workspace.root)), job)
             ran += 1
             idle_since = time.monotonic()
+    finally:
+        os.close(fd)
 
 
 def read_settings(root: Path) -> Settings | None:
@@ -61,7 +78,8 @@ def read_settings(root: Path) -> Settings | None:
 
 def main(argv: list[str]) -> int:
     root = Path(argv[1])
-    serve(Workspace(root, settings=read_settings(root)))
+    lock_fd = int(argv[2]) if len(argv) > 2 else None
+    serve(Workspace(root, settings=read_settings(root)), lock_fd)
     return 0
 
 
