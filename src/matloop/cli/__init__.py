@@ -8,6 +8,7 @@ from matloop.cli.benchmark import benchmark_app
 from matloop.cli.campaign import ask_command, campaign_app
 from matloop.cli.data import data_app
 from matloop.cli.features import featurize_command, pool_command
+from matloop.cli.model import model_app
 
 app = typer.Typer(
     name="matloop",
@@ -20,4 +21,5 @@ data_app.command("pool")(pool_command)
 app.add_typer(data_app, name="data")
 app.add_typer(campaign_app, name="campaign")
 app.add_typer(benchmark_app, name="benchmark")
+app.add_typer(model_app, name="model")
 app.command("ask")(ask_command)

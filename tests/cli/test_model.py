@@ -1,0 +1,40 @@
+"""``matloop model train / predict / fine-tune`` on a small featurized slice."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+from pymatgen.core import Lattice, Structure
+from typer.testing import CliRunner
+
+from matloop.cli import app
+from matloop.data.slices import DatasetSlice, save_slice
+from matloop.tools import featurize
+
+
+def test_train_predict_fine_tune_commands(workspace):
+    rng = np.random.default_rng(0)
+    ids, structures, y = [], [], []
+    for k in range(30):
+        a = rng.uniform(4.0, 6.0)
+        cell = 0.5 * a * np.array([[0, 1, 1], [1, 0, 1], [1, 1, 0]])
+        structures.append(Structure(Lattice(cell), ["Na", "Cl"], [[0] * 3, [0.5] * 3]))
+        ids.append(f"nacl-{k}")
+        y.append(0.1 * a**2)
+    data = DatasetSlice(ids, structures, pd.DataFrame({"y": y}), {"y": "eV"}, "crystal", "test")
+    fs = featurize(save_slice(workspace, data), workspace=workspace).feature_set_id
+    ws = ["--workspace", str(workspace.root)]
+    out = CliRunner().invoke(app, ["model", "train", fs, "y", "--epochs", "3", *ws])
+    assert out.exit_code == 0, out.output
+    model_id = re.search(r"model-[0-9a-f]{8}", out.output).group(0)
+    assert "mae" in out.output
+    out = CliRunner().invoke(app, ["model", "predict", model_id, fs, *ws])
+    assert out.exit_code == 0 and "nacl-" in out.output, out.output
+    out = CliRunner().invoke(
+        app, ["model", "fine-tune", model_id, fs, "--freeze-backbone", "--epochs", "2", *ws]
+    )
+    assert out.exit_code == 0 and "→" in out.output, out.output
+    bad = CliRunner().invoke(app, ["model", "train", fs, "band_gap", *ws])
+    assert bad.exit_code != 0 and "valid values are" in bad.output
