@@ -28,8 +28,8 @@ def _short_quickstart(tmp_path: Path, **override) -> Path:
         seed_size=4,
         batch_size=3,
         rounds=1,
-        **override,
     )
+    spec.update(override)
     path = tmp_path / "quickstart.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path
