@@ -8,21 +8,8 @@ import pytest
 from matloop.errors import ToolInputError
 from matloop.models import METHODS, fit_uq_model, get_method, uq_metrics
 
-OOD_CASES = [
-    "ensemble",
-    "mc_dropout",
-    "gp",
-    pytest.param(
-        "evidential",
-        marks=pytest.mark.xfail(
-            reason="deep evidential σ is not reliably larger on unseen elements (Meinert et al., AAAI 2023)",
-            strict=False,
-        ),
-    ),
-]
 
-
-@pytest.mark.parametrize("method", OOD_CASES)
+@pytest.mark.parametrize("method", ["ensemble", "mc_dropout", "gp"])
 def test_sigma_larger_out_of_distribution(crystal_data, method):
     model = fit_uq_model(
         *crystal_data["train"], *crystal_data["val"], method=method, seed=0, epochs=60, ensemble_size=3
@@ -36,6 +23,19 @@ def test_sigma_larger_out_of_distribution(crystal_data, method):
     assert np.median(ood.std) > 1.2 * np.median(pred.std)
     assert pred.embedding.shape == (len(graphs), model.config["hidden"])
     assert np.all(pred.epistemic_std <= pred.std + 1e-12)
+
+
+def test_evidential_learns_with_calibrated_sigma(crystal_data):
+    """Deep evidential σ is not reliably larger on unseen elements (Meinert et al., AAAI 2023),
+    so this method is held to what it does promise: a fit, and σ that covers the errors in distribution."""
+    model = fit_uq_model(*crystal_data["train"], *crystal_data["val"], method="evidential", seed=0, epochs=60)
+    graphs, y = crystal_data["test"]
+    pred = model.predict(graphs)
+    metrics = uq_metrics(y, pred.mean, pred.std)
+    assert metrics.mae < 0.5 * y.std()
+    assert np.all(pred.std > 0) and np.all(pred.epistemic_std <= pred.std + 1e-12)
+    assert metrics.coverage_95 >= 0.8
+    assert metrics.miscalibration_area < 0.25
 
 
 def test_unknown_method_lists_valid_names():
