@@ -68,6 +68,12 @@ def test_simulation_writes_curves_and_resumes_without_redoing_rounds(data, tmp_p
     run_simulation(data, _config(), tmp_path, progress=progress)
     assert seen == []
 
+    # Round states made with other settings are never mixed in; nothing is recomputed or lost.
+    n_files = len(list(tmp_path.rglob("round_*.json")))
+    with pytest.raises(ToolInputError, match=r"differ in \['batch'\]"):
+        run_simulation(data, _config(batch=2), tmp_path, progress=progress)
+    assert seen == [] and len(list(tmp_path.rglob("round_*.json"))) == n_files
+
 
 def test_config_is_validated(data, tmp_path):
     with pytest.raises(ToolInputError, match="valid values are"):

@@ -18,6 +18,7 @@ learning curve.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -368,6 +369,22 @@ def _hits(y: np.ndarray, window: tuple[float, float] | None) -> int | None:
     return int(np.sum((y > window[0]) & (y < window[1])))
 
 
+def _check_resumable(out: Path, data: ALData, config: ALConfig) -> None:
+    """Refuse to mix round states made with other settings or splits (more rounds is fine)."""
+    split = hashlib.sha256("|".join(data.ids[i] for i in [*data.pool, -1, *data.test]).encode()).hexdigest()
+    current = json.loads(json.dumps({**asdict(config), "rounds": None, "dataset": data.name, "split": split}))
+    path = out / "settings.json"
+    if path.exists():
+        saved = json.loads(path.read_text())
+        changed = sorted(k for k in current.keys() | saved.keys() if current.get(k) != saved.get(k))
+        if changed:
+            raise ToolInputError(
+                f"expected round states made with the same settings in {out}, got states that differ in "
+                f"{changed}; use another output directory or start afresh"
+            )
+    _write_json(path, current)
+
+
 def run_simulation(
     data: ALData,
     config: ALConfig,
@@ -380,6 +397,7 @@ def run_simulation(
     config.validate(data)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    _check_resumable(out, data, config)
     records: dict[str, dict[int, list[dict[str, Any]]]] = {}
     for seed in range(config.seeds):
         for strategy in config.strategies:
