@@ -29,42 +29,38 @@ from matloop.workspace import Workspace, resolve_workspace
 Method = Literal["ensemble", "mc_dropout", "evidential", "gp"]
 
 
-class TrainResult(BaseModel):
-    model_id: str = Field(
-        description="Id of the trained model; pass it to predict, fine_tune, select_candidates."
-    )
+class _FitSummary(BaseModel):
+    """What training and fine-tuning both report."""
+
     target: str = Field(description="Property the model predicts.")
     unit: str = Field(description="Unit of the target.")
     method: str = Field(description="Uncertainty method.")
-    feature_set_id: str = Field(description="Feature set the model was trained on.")
     n_train: int = Field(description="Training items.")
     n_val: int = Field(description="Validation items (early stopping, σ recalibration).")
     n_test: int = Field(description="Held-out test items the metrics are computed on.")
     n_skipped: int = Field(description="Items skipped because their target is missing (NaN).")
-    metrics: UQMetrics = Field(description="Accuracy and calibration on the held-out split.")
     metrics_split: Literal["test", "val", "train"] = Field(description="Split the metrics come from.")
+    epochs_run: int = Field(description="Epochs run, summed over ensemble members.")
+
+
+class TrainResult(_FitSummary):
+    model_id: str = Field(
+        description="Id of the trained model; pass it to predict, fine_tune, select_candidates."
+    )
+    feature_set_id: str = Field(description="Feature set the model was trained on.")
+    metrics: UQMetrics = Field(description="Accuracy and calibration on the held-out split.")
     sigma_scale: float = Field(
         description="σ recalibration factor fitted on the validation split (1 = none)."
     )
-    epochs_run: int = Field(description="Epochs run, summed over ensemble members.")
     seconds: float = Field(description="Wall time of training.")
 
 
-class FineTuneResult(BaseModel):
+class FineTuneResult(_FitSummary):
     model_id: str = Field(description="Id of the new, fine-tuned model.")
     parent_model_id: str = Field(description="Model that was fine-tuned (unchanged).")
-    target: str = Field(description="Property the new model predicts.")
-    unit: str = Field(description="Unit of the target.")
-    method: str = Field(description="Uncertainty method.")
     freeze_backbone: bool = Field(description="Whether only the heads were trained.")
-    n_train: int = Field(description="Training items.")
-    n_val: int = Field(description="Validation items.")
-    n_test: int = Field(description="Held-out test items.")
-    n_skipped: int = Field(description="Items skipped because their target is missing (NaN).")
     metrics_before: UQMetrics = Field(description="Parent model on the held-out split.")
     metrics_after: UQMetrics = Field(description="Fine-tuned model on the held-out split.")
-    metrics_split: Literal["test", "val", "train"] = Field(description="Split the metrics come from.")
-    epochs_run: int = Field(description="Epochs run, summed over ensemble members.")
     seconds: float = Field(description="Wall time of fine-tuning.")
 
 
