@@ -8,14 +8,11 @@ import pytest
 from pymatgen.core import Molecule
 
 from matloop.data import qm9
-from matloop.data.qm9 import HARTREE_EV, qm9_data_dir, qm9_installed, read_qm9
+from matloop.data.qm9 import HARTREE_EV, qm9_data_dir, read_qm9
 from matloop.data.sources import available_sources, load_source, load_table
 from matloop.errors import MissingExtraError, ToolInputError
 
-needs_qm9 = pytest.mark.skipif(not qm9_installed(), reason="needs the extra matloop[qm9]")
 
-
-@needs_qm9
 def test_ch4_gap_in_ev():
     table = read_qm9(max_rows=50)
     assert len(table) == 50 and table.kind == "molecule"
@@ -32,7 +29,6 @@ def test_ch4_gap_in_ev():
     assert mol.get_distance(0, 1) == pytest.approx(1.09, abs=0.01)
 
 
-@needs_qm9
 def test_gap_is_lumo_minus_homo():
     table = read_qm9(max_rows=500)
     frame = table.frame
@@ -40,7 +36,6 @@ def test_gap_is_lumo_minus_homo():
     np.testing.assert_allclose(frame["gap"], frame["lumo"] - frame["homo"], atol=2e-4 * HARTREE_EV)
 
 
-@needs_qm9
 def test_second_load_comes_from_cache(settings):
     first = load_table("qm9", max_rows=300, settings=settings)
     second = load_table("qm9", max_rows=300, settings=settings)
@@ -52,7 +47,6 @@ def test_second_load_comes_from_cache(settings):
     assert list(settings.cache_dir.glob("datasets/qm9-*.parquet"))
 
 
-@needs_qm9
 def test_folder_with_part_files(tmp_path, settings):
     head = pd.read_csv(qm9_data_dir() / "qm9_part1.csv", nrows=20)
     head.to_csv(tmp_path / "qm9_part1.csv", index=False)
@@ -70,7 +64,6 @@ def test_missing_extra_names_it(monkeypatch, tmp_path):
     assert "matloop[qm9]" in info.status
 
 
-@needs_qm9
 def test_inconsistent_rows_are_an_error(tmp_path):
     head = pd.read_csv(qm9_data_dir() / "qm9_part1.csv", nrows=3)
     head.loc[1, "N_atoms"] = 9

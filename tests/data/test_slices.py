@@ -9,7 +9,7 @@ from pymatgen.core import Lattice, Molecule, Structure
 
 from matloop.data.bundled import load_bundled
 from matloop.data.compact import LazyStructures
-from matloop.data.qm9 import qm9_installed, read_qm9
+from matloop.data.qm9 import read_qm9
 from matloop.data.slices import DatasetSlice, load_slice, save_slice
 
 
@@ -17,7 +17,7 @@ from matloop.data.slices import DatasetSlice, load_slice, save_slice
     "source",
     [
         "crystal",
-        pytest.param("molecule", marks=pytest.mark.skipif(not qm9_installed(), reason="needs matloop[qm9]")),
+        "molecule",
     ],
 )
 def test_source_slices_are_stored_as_arrays(workspace, source):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import typing
 
 import pytest
@@ -10,7 +11,7 @@ from pymatgen.core import Lattice, Structure
 
 from matloop.data.materials_project import MPQuery, check_reachable, fetch_materials_project
 from matloop.data.sources import SourceName, available_sources, load_source, load_table, source_names
-from matloop.errors import ToolInputError
+from matloop.errors import MissingExtraError, ToolInputError
 
 
 def test_registry_matches_the_literal():
@@ -72,6 +73,13 @@ def test_materials_project_needs_a_key(settings, monkeypatch):
     monkeypatch.delenv("MP_API_KEY", raising=False)
     with pytest.raises(ToolInputError, match=r"MP_API_KEY.*bundled source"):
         load_source("materials_project", settings=settings)
+
+
+def test_materials_project_without_mp_api_names_the_extra(monkeypatch):
+    monkeypatch.setenv("MP_API_KEY", "not-a-real-key")
+    monkeypatch.setitem(sys.modules, "mp_api", None)  # as on a machine without the extra
+    with pytest.raises(MissingExtraError, match=r"pip install 'matloop\[mp\]'"):
+        fetch_materials_project(MPQuery(elements=["Li"]))
 
 
 def test_materials_project_offline_fails_fast(monkeypatch):

@@ -10,7 +10,7 @@ import pytest
 from pymatgen.core import Lattice, Structure
 
 from matloop.data.bundled import load_bundled
-from matloop.data.qm9 import qm9_data_dir, qm9_installed
+from matloop.data.qm9 import qm9_data_dir
 from matloop.data.slices import load_slice
 from matloop.errors import ToolInputError
 from matloop.tools import query_dataset
@@ -114,7 +114,6 @@ def test_nan_labels_are_counted_and_range_drops_them(workspace, tmp_path):
     assert r.count == 3
 
 
-@pytest.mark.skipif(not qm9_installed(), reason="needs the extra matloop[qm9]")
 def test_qm9_tool_in_ev(workspace, tmp_path):
     pd.read_csv(qm9_data_dir() / "qm9_part1.csv", nrows=40).to_csv(tmp_path / "qm9_part1.csv", index=False)
     r = query_dataset("qm9", path=str(tmp_path), properties=["gap"], max_sites=5, workspace=workspace)

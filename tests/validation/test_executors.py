@@ -7,6 +7,7 @@ import yaml
 from distributed import LocalCluster
 from validation_helpers import crystal_slice, perovskite
 
+from matloop.errors import MissingExtraError
 from matloop.settings import Settings, ValidationSettings
 from matloop.tools import collect_validation, queue_validation
 from matloop.validation.executors import dask_client, remote_submission
@@ -106,3 +107,13 @@ def test_jobflow_remote_poll_keeps_jobs_running_when_store_unreachable(workspace
     assert status.status == "running" and "store unreachable" in status.reason
     result = collect_validation(batch.batch_id, workspace=ws)  # returns at once: results come via jf
     assert [p.item_id for p in result.pending] == ["SrTiO3"] and not result.labels
+
+
+def test_jobflow_remote_missing_names_the_extra(workspace, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "jobflow_remote", None)  # as on a machine without the extra
+    ws = _with_validation(workspace, remote_project="p", remote_worker="cluster")
+    slice_id = crystal_slice(ws, {"SrTiO3": perovskite("Sr", "Ti", 3.95)})
+    with pytest.raises(MissingExtraError, match=r"pip install 'matloop\[remote\]'"):
+        queue_validation(slice_id, ["SrTiO3"], level="vasp", executor="jobflow-remote", workspace=ws)

@@ -30,7 +30,7 @@ from typing import Any, Literal, Protocol
 
 from jobflow import Flow, Job
 
-from matloop.errors import invalid_choice
+from matloop.errors import MissingExtraError, invalid_choice
 from matloop.settings import Settings
 from matloop.validation.levels import LevelContext, get_level
 from matloop.validation.store import JobRecord, ValidationStore
@@ -164,6 +164,17 @@ def remote_submission(flow: Flow | Job, settings: Settings) -> dict[str, Any]:
     }
 
 
+def _jobflow_remote() -> Any:
+    """The ``jobflow_remote`` module, or an error naming the extra that installs it."""
+    try:
+        import jobflow_remote
+    except ImportError as exc:
+        raise MissingExtraError(
+            "the jobflow-remote executor needs jobflow-remote: pip install 'matloop[remote]'"
+        ) from exc
+    return jobflow_remote
+
+
 @dataclass
 class JobflowRemoteExecutor:
     """Submit each job's Flow to a jobflow-remote project (HPC; MongoDB-backed queue)."""
@@ -171,8 +182,7 @@ class JobflowRemoteExecutor:
     finishes_here: bool = False
 
     def submit(self, workspace: Workspace, jobs: list[JobRecord]) -> None:
-        from jobflow_remote import submit_flow
-
+        submit_flow = _jobflow_remote().submit_flow
         store = ValidationStore(workspace)
         for job in jobs:
             level = get_level(job.level)
@@ -197,7 +207,7 @@ class JobflowRemoteExecutor:
 
     def poll(self, workspace: Workspace) -> None:
         """Fetch finished flows' documents from the project's job store; record failures."""
-        from jobflow_remote import JobController
+        jobflow_remote = _jobflow_remote()
         from jobflow_remote.jobs.state import JobState
 
         from matloop.validation.documents import ValidationDocument
@@ -210,7 +220,7 @@ class JobflowRemoteExecutor:
         project = workspace.settings.validation.remote_project
         broken = {JobState.FAILED, JobState.REMOTE_ERROR, JobState.STOPPED, JobState.USER_STOPPED}
         try:
-            controller = JobController.from_project_name(project)
+            controller = jobflow_remote.JobController.from_project_name(project)
             for job in jobs:
                 flow_uuid, output_uuid = str(job.remote_id).split(":")
                 infos = controller.get_jobs_info(flow_ids=[flow_uuid])
