@@ -4,11 +4,20 @@ import json
 
 import numpy as np
 import pytest
+import yaml
 from typer.testing import CliRunner
 
-from matloop.active_learning import ALConfig, labels_to_reach, load_dataset, run_simulation, summarise
+from matloop.active_learning import ALConfig, load_dataset, run_simulation
+from matloop.agent.campaign import run_campaign
+from matloop.agent.state import CampaignState
+from matloop.al_summary import expected_random_labels, labels_to_reach, summarise
 from matloop.cli import app
+from matloop.data.slices import save_slice
 from matloop.errors import ToolInputError
+from matloop.models.checkpoint import load_checkpoint
+from matloop.workspace import Workspace
+
+MODEL = {"ensemble_size": 2, "hidden": 16, "epochs": 3, "patience": 2, "test_fraction": 0.0}
 
 
 @pytest.fixture
@@ -23,16 +32,18 @@ def _config(**kw) -> ALConfig:
         batch=3,
         rounds=2,
         seeds=1,
-        epochs=3,
-        finetune_epochs=2,
-        patience=2,
         window=(1.0, 3.0),
-        model_options={"ensemble_size": 2, "hidden": 16},
+        model=MODEL,
     )
     return ALConfig(**(base | kw))
 
 
-def test_simulation_writes_curves_and_resumes_without_redoing_rounds(data, tmp_path):
+def _done_steps(root) -> int:
+    lines = (root / "decisions.jsonl").read_text().splitlines()
+    return sum(json.loads(line)["phase"] == "done" for line in lines)
+
+
+def test_simulation_runs_campaigns_writes_curves_and_resumes_without_redoing_work(data, tmp_path):
     seen: list[tuple[str, int, int]] = []
 
     def progress(strategy, seed, r, record):
@@ -45,34 +56,39 @@ def test_simulation_writes_curves_and_resumes_without_redoing_rounds(data, tmp_p
     for strategy in ("batch_entropy", "random"):
         curve = saved["curves"][strategy]
         assert curve["labels"] == [6, 9, 12]
-        assert len(curve["mae_mean"]) == 3 and all(m > 0 for m in curve["mae_mean"])
-        assert len(curve["hits_mean"]) == 3
-        assert saved["headline"][strategy]["aulc"] > 0
-    assert saved["headline"]["random"]["ratio_to_random"] == pytest.approx(1.0)
-    test_ids = {data.ids[i] for i in data.test}
-    run_dir = tmp_path / "batch_entropy" / "seed_0"
-    rounds = [json.loads(p.read_text()) for p in sorted(run_dir.glob("round_*"))]
-    chosen = [i for r in rounds for i in r["selected_ids"]]
-    assert len(chosen) == len(set(chosen)) == 6 and not set(chosen) & test_ids
-    assert not set(chosen) & set(rounds[0]["labelled_ids"])
-    first_random = json.loads((tmp_path / "random" / "seed_0" / "round_000.json").read_text())
-    assert first_random["labelled_ids"] == rounds[0]["labelled_ids"]  # same initial set
+        assert len(curve["test"]["mae_mean"]) == 3 and all(m > 0 for m in curve["test"]["mae_mean"])
+        assert len(curve["transductive"]["mae_mean"]) == 3 and len(curve["hits_mean"]) == 3
+        assert saved["headline"][strategy]["test"]["aulc_ratio"] > 0
+    assert saved["headline"]["random"]["test"]["labels_ratio"] == pytest.approx(1.0)
 
-    # Interrupted after round 1 of one strategy: only round 2 of that strategy runs again.
-    (tmp_path / "random" / "seed_0" / "round_002.json").unlink()
+    test_ids = {data.ids[i] for i in data.test}
+    state = CampaignState(Workspace(tmp_path / "batch_entropy" / "seed_0"))
+    labels = state.labels("band_gap", "lookup")
+    assert len(labels) == 12 and not {lb["item_id"] for lb in labels} & test_ids
+    seeds_of = {
+        s: {
+            lb["item_id"]
+            for lb in CampaignState(Workspace(tmp_path / s / "seed_0")).labels()
+            if lb["round"] == 0
+        }
+        for s in ("batch_entropy", "random")
+    }
+    assert seeds_of["batch_entropy"] == seeds_of["random"]  # one initial set per seed
+    picked = [c["item_id"] for c in state.candidates() if c["round"] > 0]
+    assert len(picked) == len(set(picked)) == 6 and not set(picked) & seeds_of["random"]
+
+    # A rerun resumes the finished campaigns: no tool runs again and the figures are unchanged.
+    root = tmp_path / "random" / "seed_0"
+    steps = _done_steps(root)
     seen.clear()
     again = run_simulation(data, _config(), tmp_path, progress=progress)
-    assert seen == [("random", 0, 2)]
-    assert again["curves"]["batch_entropy"] == summary["curves"]["batch_entropy"]
-    seen.clear()
-    run_simulation(data, _config(), tmp_path, progress=progress)
-    assert seen == []
+    assert _done_steps(root) == steps
+    assert again["curves"]["batch_entropy"]["test"] == summary["curves"]["batch_entropy"]["test"]
 
-    # Round states made with other settings are never mixed in; nothing is recomputed or lost.
-    n_files = len(list(tmp_path.rglob("round_*.json")))
+    # Campaigns made with other settings are never mixed in; nothing is recomputed or lost.
     with pytest.raises(ToolInputError, match=r"differ in \['batch'\]"):
         run_simulation(data, _config(batch=2), tmp_path, progress=progress)
-    assert seen == [] and len(list(tmp_path.rglob("round_*.json"))) == n_files
+    assert _done_steps(root) == steps
 
 
 def test_config_is_validated(data, tmp_path):
@@ -82,35 +98,100 @@ def test_config_is_validated(data, tmp_path):
         run_simulation(data, _config(init=20, batch=10), tmp_path)
     with pytest.raises(ToolInputError, match="window"):
         run_simulation(data, _config(strategies=["in_window"], window=None), tmp_path)
+    with pytest.raises(ToolInputError, match="patience"):
+        run_simulation(data, _config(model={"patience": 0}), tmp_path)
 
 
-def test_headline_labels_to_reach_random_final_mae():
+def test_headline_learning_figures():
     assert labels_to_reach(np.array([10, 20, 30]), np.array([1.0, 0.6, 0.4]), 0.8) == pytest.approx(15.0)
     assert labels_to_reach(np.array([10, 20]), np.array([1.0, 0.9]), 0.5) is None
 
     def run(maes):
-        test = [{"mae": m, "nll": 0.0, "spearman_err_std": 0.0} for m in maes]
         labels = (10, 20, 30)
-        pairs = zip(labels, test, strict=True)
-        return [{"n_labels": n, "test": t, "hits": None, "seconds": 1} for n, t in pairs]
+        return [
+            {"n_labels": n, "test": {"mae": m}, "transductive": None, "hits": None, "seconds": {}}
+            for n, m in zip(labels, maes, strict=True)
+        ]
 
     out = summarise({"random": {0: run([1.0, 0.8, 0.6])}, "entropy": {0: run([1.0, 0.6, 0.5])}})
-    assert out["headline"]["random"]["labels_to_reach_random_final"] == pytest.approx(30)
-    assert out["headline"]["entropy"]["labels_to_reach_random_final"] == pytest.approx(20)
-    assert out["headline"]["entropy"]["ratio_to_random"] == pytest.approx(2 / 3)
-    assert out["headline"]["entropy"]["acquired_ratio_to_random"] == pytest.approx(0.5)
-    assert out["headline"]["entropy"]["aulc_ratio_to_random"] < 1
+    head = out["headline"]["entropy"]["test"]
+    assert out["headline"]["random"]["test"]["labels_to_reach_random_final"] == pytest.approx(30)
+    assert head["labels_to_reach_random_final"] == pytest.approx(20)
+    assert head["labels_ratio"] == pytest.approx(2 / 3) and head["labels_ratio_ci90"] == [
+        pytest.approx(2 / 3),
+        pytest.approx(2 / 3),
+    ]
+    assert head["aulc_ratio"] < 1
 
 
-def test_cli_runs_a_small_simulation_on_a_bundled_crystal_set(settings, tmp_path):
+def test_headline_discovery_figures():
+    # 2 targets among 9 items: random needs h·10/3 labels in expectation for h hits
+    assert expected_random_labels(1, 2, 9) == pytest.approx(10 / 3)
+    assert expected_random_labels(2, 2, 9) == pytest.approx(20 / 3)
+
+    def run(hits):
+        return [
+            {"n_labels": n, "test": None, "transductive": None, "hits": h, "seconds": {}}
+            for n, h in zip((2, 4, 6), hits, strict=True)
+        ]
+
+    records = {"random": {0: run([0, 0, 1]), 1: run([0, 1, 1])}, "ei": {0: run([0, 2, 2]), 1: run([1, 1, 2])}}
+    out = summarise(records, hits_total=2, pool_size=9)
+    d = out["headline"]["ei"]["discovery"]
+    assert d["hits_mean"] == 2 and d["recall"] == 1.0 and d["enhancement_factor"] == pytest.approx(2.0)
+    # seed 0 reached 2 hits at 4 labels, seed 1 at 6: AF = mean(20/3/4, 20/3/6)
+    assert d["acceleration_factor"] == pytest.approx((20 / 3 / 4 + 20 / 3 / 6) / 2)
+    # random: 1 hit, reached at 6 labels (seed 0) and at 4 labels (seed 1)
+    assert out["headline"]["random"]["discovery"]["acceleration_factor"] == pytest.approx(
+        (10 / 3 / 6 + 10 / 3 / 4) / 2
+    )
+
+
+def test_benchmark_and_a_lookup_campaign_pick_the_same_items(settings, tmp_path):
+    """One engine: `matloop benchmark al` and a user's lookup campaign on the same pool, same
+    seed and settings, pick exactly the same items in the same order for 3 rounds."""
     out = tmp_path / "al"
     args = ["benchmark", "al", "--dataset", "mp_dielectric", "--target", "band_gap", "--strategies",
-            "entropy,random", "--init", "8", "--batch", "4", "--rounds", "1", "--seeds", "1", "--pool",
-            "20", "--test", "10", "--ensemble-size", "2", "--hidden", "16", "--epochs", "2",
-            "--finetune-epochs", "2", "--out", str(out)]  # fmt: skip
+            "batch_entropy,random", "--init", "8", "--batch", "4", "--rounds", "3", "--seeds", "1",
+            "--pool", "40", "--test", "10", "--ensemble-size", "2", "--hidden", "16", "--epochs", "4",
+            "--patience", "3", "--out", str(out)]  # fmt: skip
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert "labels to reach random" in result.output
-    assert json.loads((out / "summary.json").read_text())["curves"]["entropy"]["labels"] == [8, 12]
+    assert "strategies vs random sampling" in result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["curves"]["batch_entropy"]["labels"] == [8, 12, 16, 20]
+
+    bench = CampaignState(Workspace(out / "batch_entropy" / "seed_0"))
+    data = load_dataset("mp_dielectric", "band_gap", pool_size=40, test_size=10, settings=settings)
+    root = tmp_path / "campaign"
+    save_slice(Workspace(root), data.pool_slice(), slice_id="my-pool")
+    spec = {
+        "name": "user",
+        "pool": {"slice_id": "my-pool"},
+        "target": {"property": "band_gap"},
+        "level": "lookup",
+        "model": {"method": "ensemble", "epochs": 4, "finetune_epochs": 30, "patience": 3,
+                  "ensemble_size": 2, "hidden": 16, "test_fraction": 0.0},
+        "strategy": "batch_entropy",
+        "seed_size": 8,
+        "batch_size": 4,
+        "rounds": 3,
+        "budget": {"calculations": 20, "llm_tokens": 0},
+        "planner": "rules",
+    }  # fmt: skip
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    campaign = run_campaign(tmp_path / "spec.yaml", root)
+
+    def picks(state: CampaignState) -> list[list[str]]:
+        rows = state.candidates()
+        return [[c["item_id"] for c in rows if c["round"] == r] for r in (1, 2, 3)]
+
+    assert picks(campaign.state) == picks(bench) and all(len(p) == 4 for p in picks(bench))
+
+    # every option reaches the training code: the models record the patience they ran with
+    models = [load_checkpoint(p) for p in sorted((out / "batch_entropy" / "seed_0").rglob("*.pt"))]
+    assert models and all(m.meta["options"]["patience"] == 3 for m in models)
+    assert {m.meta["options"]["epochs"] for m in models} == {4}
+
     bad = CliRunner().invoke(app, [*args[:7], "maxvar", "--out", str(out)])
     assert bad.exit_code == 1 and "valid values are" in bad.output

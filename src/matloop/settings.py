@@ -44,6 +44,7 @@ class TrainSettings(BaseModel):
     learning_rate: float = Field(2e-3, gt=0)
     ensemble_size: int = Field(5, gt=0)
     patience: int = Field(15, gt=0, description="Early-stopping patience in epochs.")
+    hidden: int = Field(64, gt=0, description="Width of the graph network.")
 
 
 class LLMSettings(BaseModel):
@@ -83,9 +84,7 @@ class ValidationSettings(BaseModel):
 class Settings(BaseSettings):
     """All matloop settings."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="MATLOOP_", env_nested_delimiter="__", extra="forbid"
-    )
+    model_config = SettingsConfigDict(env_prefix="MATLOOP_", env_nested_delimiter="__", extra="forbid")
 
     workspace: Path = Field(Path("matloop-workspace"), description="Default workspace directory.")
     cache_dir: Path = Field(default_factory=_default_cache_dir, description="Dataset/graph cache.")

@@ -25,7 +25,7 @@ from matloop.agent.registry import Context, Toolbox, summarize
 from matloop.agent.state import CampaignState
 from matloop.data.prototypes import Family
 from matloop.errors import CampaignStop, ToolInputError
-from matloop.settings import get_settings
+from matloop.settings import TrainSettings, get_settings
 from matloop.workspace import Workspace
 
 Level = Literal["chgnet", "sevenn", "cp2k", "xtb", "vasp", "lookup"]
@@ -37,9 +37,11 @@ class _Strict(BaseModel):
 
 
 class PoolSpec(_Strict):
-    """Where candidates come from: a prototype pool, or a dataset queried with ``query``."""
+    """Where candidates come from: a prototype pool, a dataset queried with ``query``, or a slice
+    already stored in the campaign's workspace (made with the tools from Python)."""
 
     source: str = Field("prototypes", description="'prototypes' or a query_dataset source name.")
+    slice_id: str | None = Field(None, description="An existing slice of the workspace (overrides source).")
     families: list[Family] | None = None
     elements: list[str] | None = None
     max_items: int | None = Field(None, gt=0)
@@ -68,8 +70,22 @@ class PretrainSpec(_Strict):
 
 
 class ModelSpec(_Strict):
+    """The surrogate of every round; unset fields keep the workspace's training settings."""
+
     method: Literal["ensemble", "mc_dropout", "evidential", "gp"] = "ensemble"
     epochs: int | None = Field(None, gt=0, description="Epochs per (fine-)training round.")
+    warm_start: bool = Field(False, description="Fine-tune the previous round's model instead of retraining.")
+    finetune_epochs: int | None = Field(None, gt=0, description="Epochs of a warm-start fine-tune.")
+    val_fraction: float = Field(0.1, ge=0, lt=1, description="Labels kept for early stopping and σ scale.")
+    test_fraction: float = Field(0.1, ge=0, lt=1, description="Labels held out for the reported metrics.")
+    patience: int | None = Field(None, gt=0, description="Early-stopping patience in epochs.")
+    ensemble_size: int | None = Field(None, gt=0, description="Members of a deep ensemble.")
+    hidden: int | None = Field(None, gt=0, description="Width of the graph network.")
+
+    def train_settings(self, base: TrainSettings) -> TrainSettings:
+        """``base`` with this spec's overrides."""
+        keys = ("method", "patience", "ensemble_size", "hidden")
+        return base.model_copy(update={k: getattr(self, k) for k in keys if getattr(self, k) is not None})
 
 
 class StopSpec(_Strict):
@@ -136,7 +152,9 @@ class Campaign:
         progress: Callable[[str], None] | None = None,
     ) -> None:
         self.spec = spec
-        self.ws = Workspace(root, settings=get_settings())
+        settings = get_settings()
+        settings = settings.model_copy(update={"train": spec.model.train_settings(settings.train)})
+        self.ws = Workspace(root, settings=settings)
         self.state = CampaignState(self.ws)
         self.log = DecisionLog(self.ws.root / "decisions.jsonl")
         self.guardrails = Guardrails(

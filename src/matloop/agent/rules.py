@@ -234,7 +234,7 @@ class RulesPlanner:
         model_id = None
         for rnd in range(1, spec.rounds + 1):
             campaign.round = rnd
-            model_id = self._train(campaign, f"r{rnd}", pool_slice, base_model)
+            model_id = self._train(campaign, f"r{rnd}", pool_slice, base_model, model_id)
             if (reason := campaign.stop_reason(model_id)) is not None:
                 return reason
             selection = campaign.step(
@@ -256,12 +256,14 @@ class RulesPlanner:
                 return "no candidates left in the pool"
             self._validate(campaign, f"r{rnd}", pool_slice, ids, f"round {rnd}: validate the selected batch")
         campaign.round = spec.rounds + 1
-        model_id = self._train(campaign, f"r{spec.rounds + 1}", pool_slice, base_model)
+        model_id = self._train(campaign, f"r{spec.rounds + 1}", pool_slice, base_model, model_id)
         return campaign.stop_reason(model_id) or f"completed {spec.rounds} rounds"
 
     def _setup(self, campaign: Campaign) -> tuple[str, str]:
         pool = campaign.spec.pool
-        if pool.source == "prototypes":
+        if pool.slice_id is not None:
+            res: dict[str, Any] = {"slice_id": pool.slice_id}
+        elif pool.source == "prototypes":
             args: dict[str, Any] = {
                 "families": pool.families,
                 "elements": pool.elements,
@@ -332,8 +334,12 @@ class RulesPlanner:
             "wait for the calculations and store the labels",
         )
 
-    def _train(self, campaign: Campaign, key: str, pool_slice: str, base_model: str | None) -> str:
-        spec = campaign.spec
+    def _train(
+        self, campaign: Campaign, key: str, pool_slice: str, base_model: str | None, previous: str | None
+    ) -> str:
+        """Train the round's model: fine-tune the previous round's model (warm start) or the
+        pretrained one, else train from scratch."""
+        spec, m = campaign.spec, campaign.spec.model
         ts = campaign.step(
             f"{key}:training-set",
             "training_set",
@@ -343,30 +349,28 @@ class RulesPlanner:
         fs = campaign.step(f"{key}:featurize", "featurize", {"slice_id": ts["slice_id"]}, "training graphs")
         if ts["count"] < 3:
             raise CampaignStop(f"only {ts['count']} labels: too few to train")
-        if base_model:
-            res = campaign.step(
-                f"{key}:fine-tune",
-                "fine_tune",
-                {
-                    "model_id": base_model,
-                    "feature_set_id": fs["feature_set_id"],
-                    "target": ts["column"],
-                    "epochs": spec.model.epochs,
-                    "seed": spec.seed,
-                },
-                f"fine-tune the pretrained model on {ts['count']} labels",
-            )
-        else:
+        args = {
+            "feature_set_id": fs["feature_set_id"],
+            "target": ts["column"],
+            "seed": spec.seed,
+            "val_fraction": m.val_fraction,
+            "test_fraction": m.test_fraction,
+        }
+        start = previous if m.warm_start and previous else base_model
+        if start is None:
             res = campaign.step(
                 f"{key}:train",
                 "train_uq_gnn",
-                {
-                    "feature_set_id": fs["feature_set_id"],
-                    "target": ts["column"],
-                    "method": spec.model.method,
-                    "epochs": spec.model.epochs,
-                    "seed": spec.seed,
-                },
+                {**args, "method": m.method, "epochs": m.epochs},
                 f"train on {ts['count']} labels",
+            )
+        else:
+            what = "the previous round's" if start == previous else "the pretrained"
+            epochs = m.finetune_epochs if start == previous and m.finetune_epochs else m.epochs
+            res = campaign.step(
+                f"{key}:fine-tune",
+                "fine_tune",
+                {**args, "model_id": start, "epochs": epochs},
+                f"fine-tune {what} model on {ts['count']} labels",
             )
         return res["model_id"]

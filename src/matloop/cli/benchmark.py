@@ -47,13 +47,16 @@ def active_learning(
     epochs: int = typer.Option(100, help="Maximum epochs when training from scratch."),
     finetune_epochs: int = typer.Option(30, help="Maximum epochs of each warm-start fine-tune."),
     patience: int = typer.Option(10, help="Early-stopping patience in epochs."),
-    retrain: bool = typer.Option(False, "--retrain", help="Retrain from scratch each round (no warm start)."),
-    goal: str | None = typer.Option(None, help="minimize or maximize (for ucb, ei)."),
-    window: str | None = typer.Option(None, help="lo,hi target window (in_window; also counts hits)."),
+    warm_start: bool = typer.Option(
+        False, "--warm-start", help="Fine-tune the previous round's model instead of retraining."
+    ),
+    goal: str = typer.Option("learn", help="learn, minimise, maximise or window (the campaign's goal)."),
+    window: str | None = typer.Option(None, help="lo,hi target window (goal window; also counts hits)."),
     data_seed: int = typer.Option(0, help="Seed of the pool/test split."),
     out: str | None = typer.Option(None, help="Output directory (default al-<dataset>-<target>)."),
 ) -> None:
-    """Pool-based active learning vs random sampling: JSON + PNG learning curves, resumable."""
+    """Pool-based active learning vs random sampling, run as campaigns with the rules planner at
+    level lookup: JSON + PNG learning curves, resumable."""
     from matloop.active_learning import ALConfig, load_dataset, run_simulation
 
     console = Console()
@@ -64,16 +67,17 @@ def active_learning(
         batch=batch,
         rounds=rounds,
         seeds=seeds,
-        method=method,
-        epochs=epochs,
-        finetune_epochs=finetune_epochs,
-        patience=patience,
-        warm_start=not retrain,
         goal=goal,  # type: ignore[arg-type]
         window=_window(window),
-        model_options={
+        model={
+            "method": method,
+            "epochs": epochs,
+            "finetune_epochs": finetune_epochs,
+            "patience": patience,
+            "warm_start": warm_start,
             "hidden": hidden,
-            **({"ensemble_size": ensemble_size} if method == "ensemble" else {}),
+            "ensemble_size": ensemble_size,
+            "test_fraction": 0.0,
         },
     )
     logging.getLogger("matloop").setLevel(logging.WARNING)
@@ -92,15 +96,14 @@ def active_learning(
             task = bar.add_task("active learning", total=total)
 
             def progress(strategy: str, seed: int, r: int, record: dict[str, Any]) -> None:
+                mae = (record["test"] or record["transductive"] or {}).get("mae", float("nan"))
                 bar.update(
                     task,
                     advance=1,
                     description=f"{strategy} seed {seed} round {r}: {record['n_labels']} labels, "
-                    f"MAE {record['test']['mae']:.4g}",
+                    f"MAE {mae:.4g}",
                 )
 
-            done_before = _finished_rounds(out_dir)
-            bar.update(task, advance=done_before)
             summary = run_simulation(data, config, out_dir, progress=progress)
     except MatloopError as exc:
         Console(stderr=True).print(f"[red]error:[/red] {exc}")
@@ -109,27 +112,40 @@ def active_learning(
     console.print(f"results: {out_dir / 'summary.json'}, {out_dir / 'learning_curve.png'}")
 
 
-def _finished_rounds(out: Path) -> int:
-    return len(list(out.glob("*/seed_*/round_*.json"))) if out.is_dir() else 0
-
-
 def print_summary(console: Console, summary: dict[str, Any]) -> None:
-    """Headline table: labels to reach random's final MAE, ratios, AULC, final MAE."""
+    """Headline table: labels to reach random's final test MAE, ratio with its interval, AULC,
+    final MAE; hits, recall, enhancement and acceleration for discovery."""
     unit = summary.get("unit", "")
-    table = Table(title=f"{summary.get('dataset', '')}: labels to reach random's final test MAE")
-    for col in ("strategy", "labels", "ratio", "acquired ratio", "AULC ratio", f"final MAE ({unit})"):
+    table = Table(title=f"{summary.get('dataset', '')}: strategies vs random sampling")
+    columns = (
+        "strategy",
+        "labels",
+        "ratio (90% CI)",
+        "AULC ratio",
+        f"final MAE ({unit})",
+        "hits",
+        "recall",
+        "EF",
+        "AF",
+    )
+    for col in columns:
         table.add_column(col)
 
     def fmt(v: float | None, spec: str = ".3g") -> str:
-        return "not reached" if v is None else format(v, spec)
+        return "–" if v is None else format(v, spec)
 
     for strategy, h in summary["headline"].items():
+        t, d = h.get("test") or {}, h.get("discovery") or {}
+        ci = t.get("labels_ratio_ci90") or [None, None]
         table.add_row(
             strategy,
-            fmt(h["labels_to_reach_random_final"], ".0f"),
-            fmt(h["ratio_to_random"]),
-            fmt(h["acquired_ratio_to_random"]),
-            fmt(h["aulc_ratio_to_random"]),
-            f"{h['final_mae_mean']:.4g} ± {h['final_mae_std']:.2g}",
+            fmt(t.get("labels_to_reach_random_final"), ".0f"),
+            f"{fmt(t.get('labels_ratio'))} ({fmt(ci[0])}–{fmt(ci[1])})" if t else "–",
+            fmt(t.get("aulc_ratio")),
+            f"{t['final_mae_mean']:.4g} ± {t['final_mae_std']:.2g}" if t else "–",
+            fmt(d.get("hits_mean"), ".1f"),
+            fmt(d.get("recall"), ".2f"),
+            fmt(d.get("enhancement_factor"), ".2f"),
+            fmt(d.get("acceleration_factor"), ".2f"),
         )
     console.print(table)

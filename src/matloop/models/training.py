@@ -299,6 +299,7 @@ def fit_uq_model(
             "epochs_run": epochs_run,
             "train_seconds": time.perf_counter() - start,
             "n_train": len(train_y),
+            "options": dataclasses.asdict(opts),
         }
     )
     return model
@@ -369,5 +370,6 @@ def fine_tune_uq_model(
         "train_seconds": time.perf_counter() - start,
         "n_train": len(y),
         "freeze_backbone": freeze_backbone,
+        "options": dataclasses.asdict(opts),
     }
     return tuned

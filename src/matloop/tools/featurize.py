@@ -28,6 +28,7 @@ from matloop.data.graphs import (
 )
 from matloop.data.slices import load_slice
 from matloop.errors import ToolInputError
+from matloop.settings import Settings
 from matloop.workspace import Workspace, resolve_workspace
 
 logger = logging.getLogger(__name__)
@@ -68,9 +69,11 @@ class GraphSet:
     meta: dict[str, Any]
 
 
-def graph_params(ws: Workspace, cutoff: float | None, max_neighbors: int | None) -> GraphParams:
-    """Graph parameters from the arguments and the workspace settings; bad values → ToolInputError."""
-    cfg = ws.settings.featurize
+def graph_params(
+    settings: Settings, cutoff: float | None = None, max_neighbors: int | None = None
+) -> GraphParams:
+    """Graph parameters from the arguments and the settings; bad values → ToolInputError."""
+    cfg = settings.featurize
     cutoff = cfg.cutoff if cutoff is None else cutoff
     max_neighbors = cfg.max_neighbors if max_neighbors is None else max_neighbors
     if not 0 < cutoff <= MAX_CUTOFF:
@@ -84,7 +87,7 @@ def graph_params(ws: Workspace, cutoff: float | None, max_neighbors: int | None)
         max_neighbors=int(max_neighbors),
         n_gaussians=cfg.n_gaussians,
         node_features=cfg.node_features,
-        min_distance=ws.settings.validation.min_distance,
+        min_distance=settings.validation.min_distance,
     )
 
 
@@ -127,7 +130,7 @@ def featurize(
     """
     start = time.perf_counter()
     ws = resolve_workspace(workspace)
-    params = graph_params(ws, cutoff, max_neighbors)
+    params = graph_params(ws.settings, cutoff, max_neighbors)
     data = load_slice(ws, slice_id)
     logger.info("featurizing %d %s items of %s (%s)", len(data), data.kind, slice_id, params)
     with GraphCache(ws.settings.cache_dir / "graphs.sqlite") as cache:

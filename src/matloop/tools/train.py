@@ -223,6 +223,7 @@ def train_uq_gnn(
         options=_options(ws),
         progress=progress,
         ensemble_size=ws.settings.train.ensemble_size,
+        hidden=ws.settings.train.hidden,
     )
     seconds = time.perf_counter() - start
     metrics = data.evaluate(model)
