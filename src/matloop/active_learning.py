@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -225,7 +226,7 @@ def campaign_spec(data: ALData, config: ALConfig, strategy: str, seed: int) -> C
             "name": f"{data.name} {strategy} seed {seed}",
             "description": "active-learning simulation (labels revealed from the dataset)",
             "pool": {"slice_id": POOL_SLICE},
-            "target": {"property": data.target, "goal": config.goal, "window": config.window},
+            "target": {"property": data.target, "goal": config.goal, "window": _open_ends(config.window)},
             "level": "lookup",
             "model": config.model,
             "strategy": strategy,
@@ -238,6 +239,14 @@ def campaign_spec(data: ALData, config: ALConfig, strategy: str, seed: int) -> C
             "seed": seed,
         }
     )
+
+
+def _open_ends(window: tuple[float, float] | None) -> tuple[float | None, float | None] | None:
+    """A window with infinite bounds written as open ends (None), as campaign specs take it."""
+    if window is None:
+        return None
+    lo, hi = window
+    return (lo if math.isfinite(lo) else None, hi if math.isfinite(hi) else None)
 
 
 def run_strategy(

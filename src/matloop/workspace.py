@@ -108,9 +108,7 @@ class Workspace:
         if row is None or (kind is not None and row["kind"] != kind):
             known = [a.id for a in self.artifacts(kind)][-20:]
             what = f"{kind} id" if kind else "id"
-            raise ToolInputError(
-                f"expected a known {what}, got {artifact_id!r}; valid values are {known}"
-            )
+            raise ToolInputError(f"expected a known {what}, got {artifact_id!r}; valid values are {known}")
         return Artifact(
             row["id"], row["kind"], self.root / row["path"], row["created"], json.loads(row["meta"])
         )

@@ -32,6 +32,22 @@ Level = Literal["chgnet", "sevenn", "cp2k", "xtb", "vasp", "lookup"]
 Planner = Literal["auto", "llm", "rules"]
 
 
+Goal = Literal["learn", "window", "minimise", "maximise"]
+
+#: The acquisition strategy of a campaign whose spec says ``strategy: auto``, per goal.
+DEFAULT_STRATEGIES: dict[Goal, str] = {
+    "learn": "batch_entropy",
+    "window": "in_window",
+    "minimise": "ei",
+    "maximise": "ei",
+}
+
+
+def default_strategy(goal: Goal) -> str:
+    """The strategy ``auto`` stands for when the campaign's goal is ``goal``."""
+    return DEFAULT_STRATEGIES[goal]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -50,7 +66,7 @@ class PoolSpec(_Strict):
 
 class TargetSpec(_Strict):
     property: str = Field("formation_energy_per_atom", description="Property computed by the level.")
-    goal: Literal["learn", "window", "minimise", "maximise"] = "learn"
+    goal: Goal = "learn"
     window: tuple[float | None, float | None] | None = None
 
     @model_validator(mode="after")
@@ -221,9 +237,7 @@ class Campaign:
     def strategy(self) -> str:
         if self.spec.strategy != "auto":
             return self.spec.strategy
-        return {"learn": "batch_entropy", "window": "in_window", "minimise": "ei", "maximise": "ei"}[
-            self.spec.target.goal
-        ]
+        return default_strategy(self.spec.target.goal)
 
     def goal_args(self) -> dict[str, Any]:
         t = self.spec.target

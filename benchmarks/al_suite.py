@@ -1,0 +1,230 @@
+"""The active-learning suite: discovery and learning tasks, each strategy against random sampling.
+
+Every strategy × seed is a real campaign (rules planner, level ``lookup``; see
+:mod:`matloop.active_learning`), so what is measured is what the agent runs. ``default`` in a
+task's strategy list is the strategy a campaign picks for the task's goal when its spec says
+``auto`` (``Campaign.strategy()``).
+
+Discovery tasks (no test split, the whole set is the pool, init 20 random, batch 10): hits at the
+budget, recall, enhancement factor over random's hits, acceleration factor (labels uniform random
+sampling needs in expectation for the same hits ÷ labels the strategy needed).
+Learning tasks (a fixed seeded test split never selectable): labels to reach random's final test
+MAE and the ratio to random's with a 90 % bootstrap interval over seeds, AULC ratio, final MAE,
+Spearman(|err|, σ) and miscalibration along the curve; the transductive variant (error on the
+not-yet-labelled pool) is reported separately.
+
+    python benchmarks/al_suite.py                      # full mode (what counts), resumable
+    python benchmarks/al_suite.py --tasks n_max,gap_window
+    python benchmarks/al_suite.py --quick              # CI-sized
+
+Writes ``benchmarks/results/al_suite.json`` (``al_suite_quick.json``) and one PNG per task;
+campaign directories go to ``--state`` (default under the matloop cache) so a rerun resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from _common import RESULTS_DIR, git_commit, machine_info
+from matloop.active_learning import ALConfig, ALData, load_dataset, run_simulation
+from matloop.agent.campaign import default_strategy
+from matloop.settings import get_settings
+
+
+@dataclass
+class Task:
+    """One question of the suite."""
+
+    kind: str  # "discovery" or "learning"
+    dataset: str
+    target: str
+    goal: str
+    init: int
+    batch: int
+    budget: int
+    seeds: int
+    pool: int | None = None
+    test: int = 0
+    fraction: float | None = None  # discovery: the lowest/highest share of the pool is the target set
+    window: tuple[float, float] | None = None
+    strategies: list[str] = field(default_factory=lambda: ["default", "random"])
+
+
+FE, GAP = ("mp_formation_energy", "formation_energy_per_atom"), ("mp_dielectric", "band_gap")
+TASKS = {
+    "fe_min": Task("discovery", *FE, "minimise", 20, 10, 200, 5, fraction=0.05),
+    "n_max": Task("discovery", "mp_dielectric", "n", "maximise", 20, 10, 120, 5, fraction=0.05),
+    "gap_window": Task("discovery", *GAP, "window", 20, 10, 120, 5, window=(1.1, 1.4)),
+    "qm9_gap_min": Task("discovery", "qm9", "gap", "minimise", 20, 10, 300, 5, pool=10_000, fraction=0.02),
+    "fe_learn": Task("learning", *FE, "learn", 50, 25, 500, 5, pool=2938, test=1000),
+    "gap_learn": Task("learning", *GAP, "learn", 50, 25, 400, 5, pool=756, test=300),
+    "n_learn": Task("learning", "mp_dielectric", "n", "learn", 50, 25, 400, 5, pool=756, test=300),
+    "qm9_gap_learn": Task("learning", "qm9", "gap", "learn", 100, 50, 1000, 3, pool=10_000, test=2000),
+}  # fmt: skip
+
+#: The surrogate of every campaign of the suite (a small deep ensemble, retrained each round).
+MODEL: dict[str, Any] = {
+    "method": "ensemble",
+    "ensemble_size": 3,
+    "hidden": 32,
+    "epochs": 60,
+    "patience": 10,
+    "test_fraction": 0.0,
+}
+QUICK_MODEL = {**MODEL, "epochs": 6, "patience": 3, "ensemble_size": 2, "hidden": 16}
+
+
+def quick(task: Task) -> Task:
+    """A CI-sized version of a task: small pool and test, few rounds, two seeds."""
+    pool = 150 if task.kind == "discovery" else 120
+    return Task(
+        task.kind, task.dataset, task.target, task.goal, init=10, batch=5, budget=25, seeds=2,
+        pool=pool, test=min(task.test, 60), fraction=None if task.window else 0.1, window=task.window,
+        strategies=task.strategies,
+    )  # fmt: skip
+
+
+def hit_window(data: ALData, task: Task) -> tuple[float, float] | None:
+    """The target set as a window on the target: the task's window, or the lowest/highest
+    ``fraction`` of the pool (ties at the threshold included)."""
+    if task.window is not None or task.fraction is None:
+        return task.window
+    y = np.sort(data.y[data.pool])
+    k = max(1, round(task.fraction * len(y)))
+    if task.goal == "minimise":
+        return (-np.inf, float(y[k - 1]))
+    return (float(y[-k]), np.inf)
+
+
+def run_task(name: str, task: Task, state: Path, model: dict[str, Any]) -> dict[str, Any]:
+    start = time.perf_counter()
+    data = load_dataset(task.dataset, task.target, pool_size=task.pool, test_size=task.test, data_seed=0)
+    window = hit_window(data, task)
+    default = default_strategy(task.goal)  # type: ignore[arg-type]
+    strategies = [default if s == "default" else s for s in task.strategies]
+    config = ALConfig(
+        strategies=list(dict.fromkeys(strategies)),
+        init=task.init,
+        batch=task.batch,
+        rounds=(task.budget - task.init) // task.batch,
+        seeds=task.seeds,
+        goal=task.goal,  # type: ignore[arg-type]
+        window=window,
+        model=model,
+    )
+    logging.info(
+        "%s: pool %d, test %d, strategies %s", name, len(data.pool), len(data.test), config.strategies
+    )
+    summary = run_simulation(data, config, state / name)
+    png = RESULTS_DIR / f"al_suite_{name}.png"
+    shutil.copyfile(state / name / "learning_curve.png", png)
+    rows = {s: _row(task, h) for s, h in summary["headline"].items()}
+    return {
+        "kind": task.kind,
+        "dataset": task.dataset,
+        "target": task.target,
+        "unit": data.unit,
+        "goal": task.goal,
+        "default_strategy": default,
+        "config": {
+            **asdict(config),
+            "pool_size": len(data.pool),
+            "test_size": len(data.test),
+            "data_seed": 0,
+        },
+        "target_set_size": summary["headline"]["random"].get("discovery", {}).get("target_set_size"),
+        "seeds": list(range(task.seeds)),
+        "strategies": rows,
+        "transductive": {s: h.get("transductive") for s, h in summary["headline"].items()}
+        if task.kind == "learning"
+        else None,
+        "curves": summary["curves"],
+        "seconds": round(time.perf_counter() - start, 1),
+        "plot": png.name,
+    }
+
+
+def _row(task: Task, headline: dict[str, Any]) -> dict[str, Any]:
+    if task.kind == "discovery":
+        return headline["discovery"]
+    t = headline["test"]
+    return {
+        "final_mae_mean": t["final_mae_mean"],
+        "final_mae_std": t["final_mae_std"],
+        "labels_to_random_final_mean": t["labels_to_reach_random_final"],
+        "labels_ratio": t["labels_ratio"],
+        "labels_ratio_ci90": t["labels_ratio_ci90"],
+        "aulc_ratio": t["aulc_ratio"],
+        "spearman_mean": t["spearman_mean"],
+        "miscalibration_mean": t["miscalibration_mean"],
+    }
+
+
+def overhead(state: Path) -> dict[str, float]:
+    """Share of the campaigns' round wall time spent outside the tools (workspace, SQLite,
+    decision log, planner), from the decision logs' timestamps (1 s resolution)."""
+    wall = tools = 0.0
+    for path in state.rglob("summary.json"):
+        for curve in json.loads(path.read_text())["curves"].values():
+            wall += curve["seconds"]["wall"]
+            tools += curve["seconds"]["in_tools"]
+    return {"round_wall_s": round(wall, 1), "in_tools_s": round(tools, 1),
+            "outside_tools_fraction": round(1 - tools / wall, 4) if wall else None}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="CI-sized run.")
+    parser.add_argument("--tasks", default=",".join(TASKS), help="Comma-separated task names.")
+    parser.add_argument("--state", type=Path, default=None, help="Directory of the resumable campaigns.")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("matloop.models", "matloop.data", "matloop.tools", "matloop.agent"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    mode = "quick" if args.quick else "full"
+    name = "al_suite" + ("_quick" if args.quick else "")
+    state = args.state or get_settings().cache_dir / "benchmarks" / name
+    out = RESULTS_DIR / f"{name}.json"
+    result = json.loads(out.read_text()) if out.exists() else {"tasks": {}}
+    for task_name in [t for t in args.tasks.split(",") if t]:
+        task = quick(TASKS[task_name]) if args.quick else TASKS[task_name]
+        result["tasks"][task_name] = run_task(task_name, task, state, QUICK_MODEL if args.quick else MODEL)
+        result.update(
+            git_commit=git_commit(),
+            machine=machine_info(),
+            mode=mode,
+            command="python benchmarks/al_suite.py " + " ".join(f"--{k} {v}" for k, v in vars(args).items()),
+            model=QUICK_MODEL if args.quick else MODEL,
+            overhead=overhead(state),
+            date_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        )
+        out.write_text(json.dumps(result, indent=1, default=_json) + "\n")
+        _print(task_name, result["tasks"][task_name])
+    print(f"wrote {out}")
+
+
+def _json(obj: Any) -> Any:
+    if isinstance(obj, np.integer | np.floating):
+        return obj.item()
+    return str(obj)
+
+
+def _print(name: str, task: dict[str, Any]) -> None:
+    for strategy, row in task["strategies"].items():
+        figures = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items())
+        print(f"{name:>14} {strategy:>14}: {figures}")
+
+
+if __name__ == "__main__":
+    main()
