@@ -28,7 +28,7 @@ import json
 import logging
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -188,6 +188,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="CI-sized run.")
     parser.add_argument("--tasks", default=",".join(TASKS), help="Comma-separated task names.")
     parser.add_argument("--state", type=Path, default=None, help="Directory of the resumable campaigns.")
+    parser.add_argument(
+        "--strategies", default=None, help="Comma-separated strategies instead of the task's ('default' allowed)."
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     for noisy in ("matloop.models", "matloop.data", "matloop.tools", "matloop.agent"):
@@ -199,6 +202,8 @@ def main() -> None:
     result = json.loads(out.read_text()) if out.exists() else {"tasks": {}}
     for task_name in [t for t in args.tasks.split(",") if t]:
         task = quick(TASKS[task_name]) if args.quick else TASKS[task_name]
+        if args.strategies:
+            task = replace(task, strategies=args.strategies.split(","))
         result["tasks"][task_name] = run_task(task_name, task, state, QUICK_MODEL if args.quick else MODEL)
         result.update(
             git_commit=git_commit(),

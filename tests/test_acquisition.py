@@ -51,6 +51,8 @@ def test_expected_improvement_and_ucb_respect_goal():
     assert select("ucb", 1, mean, std, goal="maximize", kappa=0.0).indices[0] == 1
     assert select("ucb", 1, mean, std, goal="minimize", kappa=0.0).indices[0] == 0
     assert select("ucb", 1, mean, std, goal="maximize", kappa=5.0).indices[0] == 2
+    assert select("greedy", 2, mean, std, goal="maximize", kappa=5.0).indices.tolist() == [1, 2]
+    assert select("greedy", 2, mean, std, goal="minimize").indices.tolist() == [0, 2]
     assert select("ei", 1, mean, std, goal="minimize", best=0.05).indices[0] == 2
 
 
@@ -119,6 +121,7 @@ def test_batch_entropy_avoids_labelled_neighbourhood():
         (dict(strategy="in_window", n=1, window=(1.0,)), "two numbers"),
         (dict(strategy="in_window", n=1, window=(float("nan"), 1.0)), "lo < hi"),
         (dict(strategy="ucb", n=1), "goal"),
+        (dict(strategy="greedy", n=1), "goal"),
         (dict(strategy="ei", n=1, goal="up"), "valid values are"),
         (dict(strategy="ei", n=1, goal="minimize"), "best observed"),
     ],

@@ -16,6 +16,7 @@ Strategies (``STRATEGIES``):
   dropout passes) when ``epistemic_std`` is given, else the total σ (then it ranks exactly as
   ``entropy``).
 - ``ucb``: μ + κσ (maximize) or −μ + κσ (minimize).
+- ``greedy``: the best predicted mean (pure exploitation: ``ucb`` with κ = 0).
 - ``ei``: expected improvement over the best observed value, for minimize or maximize.
 - ``in_window``: P(lo < y < hi) under N(μ, σ²).
 
@@ -33,7 +34,7 @@ from scipy.special import ndtr
 
 from matloop.errors import ToolInputError, invalid_choice
 
-Strategy = Literal["entropy", "batch_entropy", "random", "max_std", "ucb", "ei", "in_window"]
+Strategy = Literal["entropy", "batch_entropy", "random", "max_std", "ucb", "greedy", "ei", "in_window"]
 Goal = Literal["minimize", "maximize"]
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
 GOALS: tuple[str, ...] = get_args(Goal)
@@ -117,6 +118,10 @@ def _score_ucb(ctx: _Context) -> np.ndarray:
     return upper_confidence_bound(ctx.mean, ctx.std, _need_goal(ctx, "ucb"), ctx.kappa)
 
 
+def _score_greedy(ctx: _Context) -> np.ndarray:
+    return upper_confidence_bound(ctx.mean, ctx.std, _need_goal(ctx, "greedy"), 0.0)
+
+
 def _score_ei(ctx: _Context) -> np.ndarray:
     goal = _need_goal(ctx, "ei")
     if ctx.best is None or not np.isfinite(ctx.best):
@@ -139,6 +144,7 @@ _SCORERS: dict[str, Callable[[_Context], np.ndarray]] = {
     "random": _score_random,
     "max_std": _score_max_std,
     "ucb": _score_ucb,
+    "greedy": _score_greedy,
     "ei": _score_ei,
     "in_window": _score_in_window,
 }

@@ -388,10 +388,10 @@ def _json_default(obj: Any) -> Any:
 
 
 def _check_resumable(out: Path, data: ALData, config: ALConfig) -> None:
-    """Refuse to mix campaigns made with other settings or splits (more rounds is fine)."""
-    current = json.loads(
-        json.dumps({**asdict(config), "rounds": None, "dataset": data.name, "split": data.split_hash()})
-    )
+    """Refuse to mix campaigns made with other settings or splits (more rounds, strategies or
+    seeds are fine: each strategy × seed is its own campaign)."""
+    kept = {k: v for k, v in asdict(config).items() if k not in ("rounds", "strategies", "seeds")}
+    current = json.loads(json.dumps({**kept, "dataset": data.name, "split": data.split_hash()}))
     path = out / "settings.json"
     if path.exists():
         saved = json.loads(path.read_text())

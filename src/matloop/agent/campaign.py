@@ -19,6 +19,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from matloop.acquisition import Strategy
 from matloop.agent.decisions import Decision, DecisionLog
 from matloop.agent.guardrails import Approver, Budget, Guardrails
 from matloop.agent.registry import Context, Toolbox, summarize
@@ -126,9 +127,7 @@ class CampaignSpec(_Strict):
     executor: Literal["local", "dask", "jobflow-remote"] = "local"
     pretrained: PretrainSpec | None = None
     model: ModelSpec = Field(default_factory=ModelSpec)
-    strategy: Literal["auto", "entropy", "batch_entropy", "random", "max_std", "ucb", "ei", "in_window"] = (
-        "auto"
-    )
+    strategy: Literal["auto"] | Strategy = "auto"
     seed_size: int = Field(8, gt=0)
     batch_size: int = Field(6, gt=0)
     rounds: int = Field(4, ge=1)

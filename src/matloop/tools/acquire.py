@@ -75,9 +75,10 @@ def select_candidates(
         n: number of candidates to pick.
         strategy: ``batch_entropy`` (default: predictive entropy with batch diversity in the
             model's embedding space), ``entropy`` (top predictive entropy), ``max_std``
-            (largest epistemic σ, the spread of the ensemble members), ``random``, ``ucb`` and
-            ``ei`` (need ``goal``), ``in_window`` (needs ``window``).
-        goal: ``minimize`` or ``maximize`` the target (for ``ucb`` and ``ei``).
+            (largest epistemic σ, the spread of the ensemble members), ``random``, ``ucb``,
+            ``greedy`` (best predicted mean) and ``ei`` (need ``goal``), ``in_window`` (needs
+            ``window``).
+        goal: ``minimize`` or ``maximize`` the target (for ``ucb``, ``greedy`` and ``ei``).
         window: (lo, hi) target range in the target's unit, for ``in_window``.
         exclude_ids: pool item ids never to pick.
         seed: seed for random picks and tie-breaking.
