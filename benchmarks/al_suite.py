@@ -189,7 +189,7 @@ def main() -> None:
     parser.add_argument("--tasks", default=",".join(TASKS), help="Comma-separated task names.")
     parser.add_argument("--state", type=Path, default=None, help="Directory of the resumable campaigns.")
     parser.add_argument(
-        "--strategies", default=None, help="Comma-separated strategies instead of the task's ('default' allowed)."
+        "--strategies", default=None, help="Strategies instead of the task's ('default' allowed)."
     )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
