@@ -171,7 +171,7 @@ def _row(task: Task, headline: dict[str, Any]) -> dict[str, Any]:
 
 def overhead(state: Path) -> dict[str, float]:
     """Share of the campaigns' round wall time spent outside the tools (workspace, SQLite,
-    decision log, planner), from the decision logs' timestamps (1 s resolution)."""
+    decision log, planner), from the decision logs."""
     wall = tools = 0.0
     for path in state.rglob("summary.json"):
         for curve in json.loads(path.read_text())["curves"].values():

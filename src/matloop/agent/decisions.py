@@ -39,7 +39,7 @@ class Decision:
     verdicts: list[dict[str, Any]] = field(default_factory=list)
     result: Any = None
     cost: dict[str, float] = field(default_factory=dict)
-    time: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    time: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="milliseconds"))
 
 
 def _scrub(value: Any, secrets: tuple[str, ...]) -> Any:
