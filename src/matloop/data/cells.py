@@ -23,7 +23,10 @@ from pymatgen.core.units import SUPPORTED_UNIT_NAMES, FloatWithUnit, Unit, UnitE
 from matloop.data.accounting import Accounting
 
 _UNIT_HEADER = re.compile(r"^(?P<name>.*\S)\s+[\[(](?P<unit>[^\[\]()]+)[\])]$")
-_NUMBER_AND_UNIT = re.compile(r"^(?P<number>[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?)\s*(?P<unit>\S.*)$")
+# a number, then a unit that starts with a letter ("3.1 eV", "8 Å^3"; not "1,5")
+_NUMBER_AND_UNIT = re.compile(
+    r"^(?P<number>[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?)\s*(?P<unit>[^\W\d_].*)$"
+)
 _MISSING_TEXT = frozenset({"", "nan", "na", "n/a", "null", "none"})
 _PMG_SPELLING = {"Å": "ang", "Angstrom": "ang", "angstrom": "ang"}
 _SHOWN_CHARS = 40

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
-from pymatgen.core import Molecule, Structure
+from pymatgen.core import DummySpecies, Molecule, Structure
 from pymatgen.io.cif import CifParser
 
 from matloop.data.accounting import Accounting
@@ -46,7 +46,7 @@ def _parse_cif(text: str) -> Structure:
         parser = CifParser.from_str(text, check_cif=False)
         structure = parser.parse_structures(primitive=False)[0]
         problem = parser.check(structure)
-    if problem:
+    if problem and not any(isinstance(sp, DummySpecies) for sp in structure.species):  # reported later
         kind = problem.splitlines()[0].rstrip(":")
         raise ValueError(
             f"its atoms ({structure.composition.formula}) do not match its formula ({kind}); is it cut short?"
@@ -161,15 +161,11 @@ def _ids(frame: pd.DataFrame, fallback: list[str], account: Accounting) -> tuple
     column = _find_column(frame.columns, ID_COLUMNS)
     if column is None:
         return fallback, None
-    ids = [
-        fb if pd.isna(v) or str(v).strip() == "" else str(v)
-        for v, fb in zip(frame[column], fallback, strict=True)
-    ]
-    blank = sum(i == fb for i, fb in zip(ids, fallback, strict=True))
-    if blank:
-        account.notes.append(
-            f"{blank} rows have no value in id column {column!r}; they are named by position"
-        )
+    blank = [pd.isna(v) or str(v).strip() == "" for v in frame[column]]
+    ids = [fb if b else str(v) for v, fb, b in zip(frame[column], fallback, blank, strict=True)]
+    if any(blank):
+        rows = "1 row has" if sum(blank) == 1 else f"{sum(blank)} rows have"
+        account.notes.append(f"{rows} no value in id column {column!r}; named by position")
     return ids, column
 
 
