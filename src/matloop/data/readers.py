@@ -339,7 +339,7 @@ def read_cif_folder(path: Path, max_rows: int | None = None) -> SourceTable:
     order = {c.stem: k for k, c in enumerate(cifs)}
     account = Accounting()
     labels_file = _labels_file(path)
-    properties, units = pd.DataFrame(index=range(len(cifs))), {}
+    properties, units = pd.DataFrame(index=range(len(cifs))), dict[str, str]()
     if labels_file is None:
         account.notes.append("no labels file (labels.csv, id_prop.csv); structures have no properties")
     else:
