@@ -31,3 +31,23 @@ def test_data_query(settings):
     assert "5 of 1181" in result.output and "K_VRH" in result.output and "GPa" in result.output
     bad = runner.invoke(app, ["data", "query", "mp_elastic", "--elements-all", "Xx"])
     assert bad.exit_code == 1 and "valid values" in bad.output
+
+
+def test_data_query_prints_the_accounting_of_a_users_file(settings, tmp_path):
+    from tests.data import defects
+
+    path = str(defects.defect_cif_folder(tmp_path / "cifs"))
+    runner = CliRunner()
+    result = runner.invoke(app, ["data", "query", "cif_folder", "--path", path], env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    assert "4 of 4 crystals from cif_folder" in result.output
+    assert "rows: 10 read, 4 kept, 6 rejected, 2 values missing" in result.output
+    for line in [*defects.CIF_FOLDER_ISSUES, "latin.cif is not UTF-8; read as Latin-1"]:
+        assert line in result.output
+    assert "column 'note' not used: mostly not numbers (5 of 5 cells)" in result.output
+    assert ".accounting.json (in the workspace)" in result.output
+    strict = runner.invoke(
+        app, ["data", "query", "cif_folder", "--path", path, "--strict"], env={"COLUMNS": "250"}
+    )
+    assert strict.exit_code == 1
+    assert f"(strict mode), got {defects.CIF_FOLDER_ISSUES[0]}" in " ".join(strict.output.split())

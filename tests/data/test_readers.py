@@ -17,6 +17,7 @@ from pymatgen.core import Lattice, Molecule, Structure
 from pymatgen.io.cif import CifWriter
 from pymatgen.io.vasp import Poscar
 
+from matloop.data.accounting import Accounting
 from matloop.data.readers import parse_structure
 from matloop.data.sources import load_source, load_table
 from matloop.errors import ToolInputError
@@ -95,8 +96,11 @@ def test_csv_with_cif_poscar_and_units(tmp_path, settings):
     path.write_text("# my crystals\n" + frame.to_csv(index=False))
     table = load_table("table", path, settings=settings)
     assert table.ids == ["a", "b", "c"]
-    assert table.meta["skipped"] == 1 and "bad" in table.meta["skip_reasons"][0]
-    assert table.meta["ignored_columns"] == ["note"]
+    account = Accounting.of(table.meta)
+    assert (account.read, account.kept) == (4, 3)
+    assert [i.message.split(":")[0] for i in account.issues] == ["row 4 (id 'bad')"]
+    assert account.issues[0].reason.startswith("POSCAR parse error")
+    assert account.unused_columns == {"note": "mostly not numbers (4 of 4 cells)"}
     assert table.units == {"band_gap": "eV", "log10(K_VRH)": "unknown"}
     assert table.frame["band_gap"].tolist() == [5.0, 1.1, 7.8]
 
@@ -130,13 +134,9 @@ def test_table_errors(tmp_path, settings):
     mixed.write_text(json.dumps([{"structure": s.as_dict()}, {"structure": mol.as_dict()}]))
     with pytest.raises(ToolInputError, match="only crystals or only molecules"):
         load_table("table", mixed, settings=settings)
-    dup = tmp_path / "dup.json"
-    dup.write_text(json.dumps([{"id": "x", "structure": s.as_dict()}, {"id": "x", "structure": s.as_dict()}]))
-    with pytest.raises(ToolInputError, match="unique ids"):
-        load_table("table", dup, settings=settings)
     unreadable = tmp_path / "all_bad.csv"
     unreadable.write_text("structure,y\nnonsense,1\n")
-    with pytest.raises(ToolInputError, match="readable structures"):
+    with pytest.raises(ToolInputError, match=r"structures in all_bad.csv, got none \(row 1 .*POSCAR"):
         load_table("table", unreadable, settings=settings)
     wrong = tmp_path / "data.txt"
     wrong.write_text("x")
@@ -154,7 +154,10 @@ def test_disordered_structure_is_skipped(tmp_path, settings):
     path = tmp_path / "dis.json"
     path.write_text(json.dumps([{"structure": ordered.as_dict()}, {"structure": disordered.as_dict()}]))
     table = load_table("table", path, settings=settings)
-    assert table.ids == ["dis-0"] and "disordered" in table.meta["skip_reasons"][0]
+    assert table.ids == ["dis-0"]
+    assert [i.message for i in Accounting.of(table.meta).issues] == [
+        "row 2 (id 'dis-1'): disordered sites (partial occupancies) are not supported"
+    ]
 
 
 def test_cif_folder_with_labels_csv(tmp_path, settings):
@@ -168,7 +171,11 @@ def test_cif_folder_with_labels_csv(tmp_path, settings):
     assert sorted(table.ids) == ["mgo", "nacl", "si"]
     assert frame.loc["nacl", "gap"] == 5.0 and frame.loc["si", "formation_energy"] == 0.0
     assert np.isnan(frame.loc["mgo", "gap"])  # a CIF without a label is kept unlabelled
-    assert table.units["gap"] == "eV" and table.meta["labels_without_cif"] == 1
+    assert table.units["gap"] == "eV"
+    assert [i.message for i in Accounting.of(table.meta).issues] == [
+        "mgo.cif: no row in labels.csv; kept without values",
+        "labels.csv row 3 (id 'ghost'): no CIF file ghost.cif",
+    ]
 
 
 def test_cif_folder_with_cgcnn_id_prop(tmp_path, settings):

@@ -154,3 +154,77 @@ def test_absent_element_in_none_filter_is_harmless(workspace):
 def test_unknown_source(workspace):
     with pytest.raises(ToolInputError, match=r"valid values are .*mp_formation_energy"):
         query_dataset("oqmd", workspace=workspace)  # type: ignore[arg-type]
+
+
+def test_a_users_file_is_accounted_row_by_row(workspace, tmp_path):
+    """Read, kept and rejected rows with reasons in the result; every problem in a workspace file."""
+    from tests.data import defects
+
+    from matloop.tools import featurize
+
+    result = query_dataset("table", path=str(defects.defect_csv(tmp_path / "mine.csv")), workspace=workspace)
+    acc = result.accounting
+    assert (acc.read, acc.kept, acc.rejected, acc.bad_cells) == (13, 9, 4, 4)
+    assert acc.problems == defects.TABLE_ISSUES
+    assert acc.unused_columns == {"note": "mostly not numbers (13 of 13 cells)"}
+    assert result.count == result.source_count == 9
+    assert result.properties["band_gap"].count == 4 and result.properties["band_gap"].max == 7.8
+    full = json.loads((workspace.root / acc.report_file).read_text())
+    assert full["rejected"] + full["bad_cells"] == [
+        *(m for m in defects.TABLE_ISSUES if ", band_gap:" not in m),
+        *(m for m in defects.TABLE_ISSUES if ", band_gap:" in m),
+    ]
+    assert (full["read"], full["kept"]) == (13, 9)
+    # rejected rows never reach later tools
+    data = load_slice(workspace, result.slice_id)
+    assert data.ids == list(defects.TABLE_KEPT)
+    assert data.meta["accounting"]["rejected"] == 4
+    graphs = featurize(result.slice_id, workspace=workspace)
+    assert graphs.count == 9 and graphs.n_failed == 0
+
+
+def test_long_problem_lists_are_capped_for_the_llm_and_complete_on_disk(workspace, tmp_path):
+    from tests.data import defects
+
+    rows = [f'ok{k},"{defects.cif(defects.MGO)}",{k}' for k in range(3)]
+    rows += [f'bad{k},"{defects.truncated_cif()}",1' for k in range(15)]
+    rows += [f'text{k},"{defects.cif(defects.SI)}",x{k}' for k in range(2)]
+    path = tmp_path / "many.csv"
+    path.write_text("id,cif,y\n" + "\n".join(rows) + "\n")
+    result = query_dataset("table", path=str(path), workspace=workspace)
+    acc = result.accounting
+    assert (acc.read, acc.kept, acc.rejected, acc.bad_cells) == (20, 5, 15, 2)
+    assert len(acc.problems) == 11 and acc.problems[-1] == "... and 7 more"
+    assert acc.problems[0] == f"row 4 (id 'bad0'): {defects.TRUNCATED}"
+    assert len(json.dumps(result.model_dump())) < 4000  # the summary the LLM sees stays short
+    full = json.loads((workspace.root / acc.report_file).read_text())
+    assert len(full["rejected"]) == 15 and full["bad_cells"] == [
+        "row 19 (id 'text0'), y: 'x0' is not a number",
+        "row 20 (id 'text1'), y: 'x1' is not a number",
+    ]
+
+
+def test_strict_mode_and_a_column_that_is_not_numbers(workspace, tmp_path):
+    from tests.data import defects
+
+    path = str(defects.defect_csv(tmp_path / "mine.csv"))
+    with pytest.raises(ToolInputError, match=r"\(strict mode\), got row 3 \(id 'trunc'\): CIF parse error"):
+        query_dataset("table", path=path, strict=True, workspace=workspace)
+    assert workspace.artifacts("slice") == []
+    text = tmp_path / "text.csv"
+    gaps = ["3.1 eV", "abc", "n.a.", "?", "1.0"]
+    text.write_text(
+        "id,cif,band_gap [eV]\n"
+        + "\n".join(f'r{k},"{defects.cif(defects.MGO)}",{g}' for k, g in enumerate(gaps))
+        + "\n"
+    )
+    with pytest.raises(ToolInputError) as err:
+        query_dataset("table", path=str(text), properties=["band_gap"], workspace=workspace)
+    assert str(err.value) == (
+        "expected a property of source 'table', got 'band_gap'; valid values are []; "
+        "column 'band_gap [eV]' was not read: mostly not numbers (3 of 5 cells)"
+    )
+
+
+def test_curated_sources_have_no_accounting(workspace):
+    assert query_dataset("mp_piezo", limit=3, workspace=workspace).accounting is None

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from matloop.errors import MatloopError
+
+if TYPE_CHECKING:
+    from matloop.tools.dataset import ReadAccounting
 
 data_app = typer.Typer(help="Datasets: list sources, query slices.", no_args_is_help=True)
 
@@ -40,9 +45,13 @@ def query(
     limit: int | None = typer.Option(None, help="Keep at most this many items."),
     sample: int | None = typer.Option(None, help="Random sample of this many items."),
     seed: int = typer.Option(0, help="Seed of the random sample."),
+    strict: bool = typer.Option(False, "--strict", help="Fail on the first unusable row or cell."),
     workspace: str | None = typer.Option(None, help="Workspace directory (default from settings)."),
 ) -> None:
-    """Filter a source, store the slice in the workspace and print its statistics."""
+    """Filter a source, store the slice in the workspace and print its statistics.
+
+    For a user's file it also prints what reading did: rows read, kept and rejected, and why.
+    """
     from matloop.tools.dataset import query_dataset
 
     try:
@@ -56,6 +65,7 @@ def query(
             sample=sample,
             seed=seed,
             path=path,
+            strict=strict,
             workspace=workspace,
         )
     except MatloopError as exc:
@@ -73,4 +83,25 @@ def query(
             str(s.count),
             *(f"{v:.4g}" if v is not None else "-" for v in (s.mean, s.std, s.min, s.max)),
         )
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    if result.accounting is not None:
+        _print_accounting(console, result.accounting)
+
+
+def _print_accounting(console: Console, acc: ReadAccounting) -> None:
+    """Rows read/kept/rejected, the first problems with their reasons, unused columns and notes."""
+    cells = f", {acc.bad_cells} value{'s' if acc.bad_cells > 1 else ''} missing" if acc.bad_cells else ""
+    table = Table(title=f"rows: {acc.read} read, {acc.kept} kept, {acc.rejected} rejected{cells}")
+    table.add_column("problem")
+    for line in acc.problems:
+        table.add_row(line)
+    for header, reason in acc.unused_columns.items():
+        table.add_row(f"column {header!r} not used: {reason}")
+    for note in acc.notes:
+        table.add_row(note)
+    if table.row_count:
+        console.print(table)
+        console.print(f"every problem: {acc.report_file} (in the workspace)")
+    else:
+        console.print(table.title)

@@ -13,7 +13,7 @@ from typing import overload
 
 import numpy as np
 import pandas as pd
-from pymatgen.core import Lattice, Molecule, Structure
+from pymatgen.core import DummySpecies, Lattice, Molecule, Structure
 
 STRUCTURE_COLUMNS = ("species", "coords", "lattice")
 
@@ -22,6 +22,9 @@ def structure_row(item: Structure | Molecule) -> tuple[list[str], np.ndarray, np
     """``(species, flat coords, flat lattice or None)`` of an ordered structure or molecule."""
     if not item.is_ordered:
         raise ValueError("disordered sites (partial occupancies) are not supported")
+    unknown = next((site.specie for site in item if isinstance(site.specie, DummySpecies)), None)
+    if unknown is not None:
+        raise ValueError(f"unknown element {unknown.symbol!r}")
     species = [site.specie.symbol for site in item]
     if isinstance(item, Structure):
         coords = np.asarray(item.frac_coords, dtype=np.float64).ravel()

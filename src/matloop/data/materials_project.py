@@ -12,13 +12,17 @@ import importlib.util
 import os
 import socket
 import threading
+from functools import partial
 from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, Field
+from pymatgen.core import Structure
 
+from matloop.data.accounting import Accounting
+from matloop.data.readers import build_table
 from matloop.data.table import SourceTable
 from matloop.errors import MissingExtraError, ToolInputError
 
@@ -119,20 +123,35 @@ def fetch_materials_project(
             f"expected a successful Materials Project query, got {type(exc).__name__}: {str(exc)[:300]}; "
             + _OFFLINE_HINT
         ) from exc
-    docs = docs[:rows]
+    return table_from_docs(docs[:rows], query, endpoint)
+
+
+def table_from_docs(docs: list[Any], query: MPQuery, endpoint: str = MP_ENDPOINT) -> SourceTable:
+    """A table of summary documents; documents without a usable structure are rejected and reported."""
     properties = pd.DataFrame(
-        {name: [np.nan if getattr(d, name) is None else getattr(d, name) for d in docs] for name in MP_UNITS}
+        {name: [np.nan if getattr(d, name) is None else getattr(d, name) for d in docs] for name in MP_UNITS},
+        index=range(len(docs)),
     )
-    return SourceTable.from_items(
-        [str(d.material_id) for d in docs],
-        [d.structure for d in docs],
+    rows = [
+        (k, str(d.material_id), f"row {k + 1} (id {str(d.material_id)!r})", partial(_structure, d))
+        for k, d in enumerate(docs)
+    ]
+    return build_table(
+        rows,
         properties,
-        units=dict(MP_UNITS),
-        kind="crystal",
+        dict(MP_UNITS),
+        name="the Materials Project answer",
         source="materials_project",
+        account=Accounting(),
         meta={
             "query": query.model_dump(),
             "endpoint": endpoint,
             "reference": "Materials Project (CC-BY 4.0)",
         },
     )
+
+
+def _structure(doc: Any) -> Structure:
+    if doc.structure is None:
+        raise ValueError("no structure in the document")
+    return doc.structure

@@ -1,66 +1,107 @@
 """Readers for users' own datasets: matbench JSON, CSV/JSON tables, CIF folders, ASE databases.
 
-Each reader returns a :class:`~matloop.data.table.SourceTable`. Rows whose structure cannot be
-read are skipped and counted (``meta["skipped"]``, first reasons in ``meta["skip_reasons"]``);
-a file that cannot be used at all raises :class:`~matloop.errors.ToolInputError`.
-
-Units come from the column header when written ``name [unit]`` or ``name (unit)`` (with a space
-before the bracket); otherwise they are ``"unknown"``. Non-numeric columns are ignored
-(``meta["ignored_columns"]``).
+Each reader returns a :class:`~matloop.data.table.SourceTable` whose ``meta["accounting"]``
+(an :class:`~matloop.data.accounting.Accounting`) says how many rows were read and why each
+left-out row or missing value is so: a row whose structure cannot be used (parse error, no
+atoms, unknown element, partial occupancies) or whose id repeats an earlier one is rejected;
+a bad cell only makes that value missing (see :mod:`matloop.data.cells` for numbers and units).
+A file that cannot be used at all raises :class:`~matloop.errors.ToolInputError`.
 """
 
 from __future__ import annotations
 
 import ast
 import gzip
+import io
 import json
-import re
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import pandas as pd
-from pymatgen.core import Molecule, Structure
+from pymatgen.core import DummySpecies, Molecule, Structure
+from pymatgen.io.cif import CifParser
 
+from matloop.data.accounting import Accounting
+from matloop.data.cells import numeric_properties
+from matloop.data.compact import structure_row
 from matloop.data.slices import Kind
-from matloop.data.table import SourceTable
+from matloop.data.table import RESERVED_COLUMNS, SourceTable
 from matloop.errors import ToolInputError
 
 STRUCTURE_COLUMNS = ("structure", "structures", "cif", "poscar")
 ID_COLUMNS = ("id", "material_id", "mpid", "name", "filename")
-_UNIT_HEADER = re.compile(r"^(?P<name>.*\S)\s+[\[(](?P<unit>[^\[\]()]+)[\])]$")
-_MAX_REASONS = 5
+_REASON_CHARS = 200
+
+#: One row to read: (order, item id, where the user finds it, how to build its structure).
+Row = tuple[int, str, str, Callable[[], Structure | Molecule]]
+
+
+def _parse_cif(text: str) -> Structure:
+    """The first structure of a CIF; one whose atoms disagree with its formula (cut short) fails."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        parser = CifParser.from_str(text, check_cif=False)
+        structure = parser.parse_structures(primitive=False)[0]
+        problem = parser.check(structure)
+    if problem and not any(isinstance(sp, DummySpecies) for sp in structure.species):  # reported later
+        kind = problem.splitlines()[0].rstrip(":")
+        raise ValueError(
+            f"its atoms ({structure.composition.formula}) do not match its formula ({kind}); is it cut short?"
+        )
+    return structure
 
 
 def parse_structure(value: Any) -> Structure | Molecule:
     """A structure or molecule from a pymatgen dict (or its JSON/Python-literal text), CIF or POSCAR."""
     if isinstance(value, Structure | Molecule):
         return value
+    if value is None or (isinstance(value, float) and value != value) or value == "":
+        raise ValueError("empty structure cell")
     if isinstance(value, str):
         text = value.strip()
         if text.startswith("{"):
             try:
                 value = json.loads(text)
             except json.JSONDecodeError:
-                value = ast.literal_eval(text)
+                try:
+                    value = ast.literal_eval(text)
+                except (ValueError, SyntaxError) as exc:
+                    raise ValueError(f"structure dict parse error: {_reason(exc)}") from exc
         else:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                fmt: Literal["cif", "poscar"] = "cif" if "_cell_length_a" in text else "poscar"
-                return Structure.from_str(text, fmt=fmt)
+            cif = "_cell_length_a" in text or text.startswith("data_")
+            fmt: Literal["CIF", "POSCAR"] = "CIF" if cif else "POSCAR"
+            try:
+                if cif:
+                    return _parse_cif(text)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    return Structure.from_str(text, fmt="poscar")
+            except Exception as exc:
+                raise ValueError(f"{fmt} parse error: {_reason(exc)}") from exc
     if isinstance(value, dict):
         is_molecule = value.get("@class") == "Molecule" or "lattice" not in value
-        return Molecule.from_dict(value) if is_molecule else Structure.from_dict(value)
+        try:
+            return Molecule.from_dict(value) if is_molecule else Structure.from_dict(value)
+        except Exception as exc:
+            raise ValueError(f"structure dict error: {_reason(exc)}") from exc
     raise ValueError(f"cannot read a structure from a {type(value).__name__}")
 
 
-def _kind_of(items: Iterable[Structure | Molecule], path: Path) -> Kind:
+def _reason(exc: BaseException) -> str:
+    """An exception as one short line (the type is named unless it is a plain ValueError)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if type(exc) is not ValueError and not text.startswith(type(exc).__name__):
+        text = f"{type(exc).__name__}: {text}"
+    return text[:_REASON_CHARS]
+
+
+def _kind_of(items: Iterable[Structure | Molecule], name: str) -> Kind:
     kinds = {"crystal" if isinstance(s, Structure) else "molecule" for s in items}
     if len(kinds) > 1:
-        raise ToolInputError(f"expected only crystals or only molecules in {path.name}, got both")
+        raise ToolInputError(f"expected only crystals or only molecules in {name}, got both")
     return "molecule" if kinds == {"molecule"} else "crystal"
 
 
@@ -69,85 +110,110 @@ def _find_column(columns: Iterable[str], candidates: Iterable[str]) -> str | Non
     return next((lower[c] for c in candidates if c in lower), None)
 
 
-def _numeric_properties(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str], list[str]]:
-    """Numeric columns (bools as 0/1) renamed from ``name [unit]``, their units, ignored columns."""
-    props, units, ignored = {}, {}, []
-    for column in frame.columns:
-        values = frame[column]
-        if values.dtype == bool:
-            values = values.astype(np.float64)
-        numeric = pd.to_numeric(values, errors="coerce")
-        if numeric.notna().sum() < values.notna().sum() or numeric.notna().sum() == 0:
-            ignored.append(str(column))
-            continue
-        match = _UNIT_HEADER.match(str(column))
-        name, unit = (match["name"], match["unit"].strip()) if match else (str(column), "unknown")
-        props[name] = numeric.to_numpy(dtype=np.float64)
-        units[name] = unit
-    return pd.DataFrame(props, index=range(len(frame))), units, ignored
-
-
-def _build_table(
-    rows: Sequence[tuple[str, Callable[[], Structure | Molecule]]],
+def build_table(
+    rows: Sequence[Row],
     properties: pd.DataFrame,
     units: dict[str, str],
     *,
-    path: Path,
+    name: str,
     source: str,
+    account: Accounting,
     meta: dict[str, Any],
 ) -> SourceTable:
-    """Parse each row's structure (skipping failures with their reasons) into a table."""
-    ids = pd.Series([r[0] for r in rows])
-    if not ids.is_unique:
-        raise ToolInputError(
-            f"expected unique ids in {path.name}, got {ids[ids.duplicated()].iloc[0]!r} twice"
-        )
-    kept, items, reasons = [], [], []
-    for k, (item_id, parse) in enumerate(rows):
+    """Parse each row's structure into a table; rejected rows go to ``account`` with their reason.
+
+    ``properties`` is aligned with ``rows``. A row is rejected when its id repeats an earlier
+    row's or its structure cannot be read or stored (no atoms, unknown element, disorder).
+    """
+    first_seen: dict[str, str] = {}
+    kept, items = [], []
+    for k, (order, item_id, where, parse) in enumerate(rows):
+        if item_id in first_seen:
+            account.reject(order, item_id, where, f"duplicate id, first seen in {first_seen[item_id]}")
+            continue
+        first_seen[item_id] = where
         try:
             item = parse()
-            if not item.is_ordered:
-                raise ValueError("disordered sites (partial occupancies) are not supported")
+            structure_row(item)
         except Exception as exc:
-            reasons.append(f"{item_id}: {type(exc).__name__}: {exc}"[:200])
+            account.reject(order, item_id, where, _reason(exc))
             continue
         kept.append(k)
         items.append(item)
+    account.read += len(rows)
+    account.finish()
     if not items:
-        first = reasons[0] if reasons else "no rows"
-        raise ToolInputError(f"expected readable structures in {path}, got none ({first})")
-    if reasons:
-        meta = {**meta, "skipped": len(reasons), "skip_reasons": reasons[:_MAX_REASONS]}
+        problems = "; ".join(account.summary(3)) or "no rows"
+        raise ToolInputError(f"expected readable structures in {name}, got none ({problems})")
     return SourceTable.from_items(
-        [rows[k][0] for k in kept],
+        [rows[k][1] for k in kept],
         items,
         properties.iloc[kept],
         units=units,
-        kind=_kind_of(items, path),
+        kind=_kind_of(items, name),
         source=source,
-        meta={"path": str(path), **meta},
+        meta={**meta, "accounting": account.model_dump()},
     )
 
 
-def _ids(frame: pd.DataFrame, stem: str, index: Iterable[Any] | None = None) -> tuple[list[str], str | None]:
+def _ids(frame: pd.DataFrame, fallback: list[str], account: Accounting) -> tuple[list[str], str | None]:
+    """Each row's id from the id column (a blank cell takes the fallback id), or the fallback ids."""
     column = _find_column(frame.columns, ID_COLUMNS)
-    if column is not None:
-        return [str(v) for v in frame[column]], column
-    if index is not None:
-        return [str(v) for v in index], None
-    return [f"{stem}-{k}" for k in range(len(frame))], None
+    if column is None:
+        return fallback, None
+    blank = [pd.isna(v) or str(v).strip() == "" for v in frame[column]]
+    ids = [fb if b else str(v) for v, fb, b in zip(frame[column], fallback, blank, strict=True)]
+    if any(blank):
+        rows = "1 row has" if sum(blank) == 1 else f"{sum(blank)} rows have"
+        account.notes.append(f"{rows} no value in id column {column!r}; named by position")
+    return ids, column
 
 
 def _stem(path: Path) -> str:
     return path.name.split(".")[0]
 
 
-def _load_json(path: Path) -> Any:
-    opener = gzip.open if path.name.endswith(".gz") else open
+def _decode(data: bytes) -> tuple[str, str]:
+    """Text and encoding: UTF-8 (BOM or not), UTF-16 with a BOM, else Latin-1; binary data fail."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return data.decode("utf-16"), "UTF-16"
+    binary = sum(b < 32 and b not in b"\t\n\r\f" for b in data[:4096])
+    if b"\x00" in data or binary > len(data[:4096]) // 20:
+        raise ValueError("not a text file (binary content)")
     try:
-        with opener(path, "rt") as handle:
-            return json.load(handle)
-    except (OSError, ValueError) as exc:
+        return data.decode("utf-8-sig"), "UTF-8"
+    except UnicodeDecodeError:
+        return data.decode("latin-1"), "Latin-1"
+
+
+def _file_text(path: Path, account: Accounting) -> str:
+    """A (gzipped) text file's content; ValueError when it is empty or not text."""
+    data = path.read_bytes()
+    if path.name.endswith(".gz"):
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError) as exc:
+            raise ValueError(f"not a gzip file ({exc})") from exc
+    if not data.strip():
+        raise ValueError(f"empty file ({len(data)} bytes)")
+    text, encoding = _decode(data)
+    if encoding != "UTF-8":
+        account.notes.append(f"{path.name} is not UTF-8; read as {encoding}")
+    return text
+
+
+def _whole_file_text(path: Path, what: str, account: Accounting) -> str:
+    try:
+        return _file_text(path, account)
+    except ValueError as exc:
+        raise ToolInputError(f"expected {what}, got {path.name}: {exc}") from exc
+
+
+def _load_json(path: Path, account: Accounting) -> Any:
+    text = _whole_file_text(path, "a JSON file", account)
+    try:
+        return json.loads(text)
+    except ValueError as exc:
         raise ToolInputError(f"expected a JSON file, got {path.name} that cannot be parsed ({exc})") from exc
 
 
@@ -165,22 +231,23 @@ def _frame_from_json(data: Any, path: Path) -> tuple[pd.DataFrame, list[Any] | N
     )
 
 
-def _read_csv(path: Path) -> pd.DataFrame:
-    opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rt") as handle:
-        lines = 0
-        for line in handle:
-            if not line.startswith("#"):
-                break
-            lines += 1
+def _read_csv(path: Path, account: Accounting) -> pd.DataFrame:
+    text = _whole_file_text(path, "a CSV table", account)
+    lines = text.splitlines()
+    comments = next((k for k, line in enumerate(lines) if not line.startswith("#")), len(lines))
     try:
-        return pd.read_csv(path, skiprows=lines)
+        return pd.read_csv(io.StringIO(text), skiprows=comments)
     except (ValueError, pd.errors.ParserError) as exc:
         raise ToolInputError(f"expected a CSV table, got {path.name} that cannot be parsed ({exc})") from exc
 
 
 def _table_from_frame(
-    frame: pd.DataFrame, index: list[Any] | None, path: Path, source: str, max_rows: int | None
+    frame: pd.DataFrame,
+    index: list[Any] | None,
+    path: Path,
+    source: str,
+    max_rows: int | None,
+    account: Accounting,
 ) -> SourceTable:
     frame = frame.iloc[:max_rows] if max_rows is not None else frame
     column = _find_column(frame.columns, STRUCTURE_COLUMNS)
@@ -189,36 +256,40 @@ def _table_from_frame(
             f"expected a structure column named one of {list(STRUCTURE_COLUMNS)} in {path.name}, "
             f"got columns {[str(c) for c in frame.columns]}"
         )
-    ids, id_column = _ids(frame, _stem(path), index[: len(frame)] if index is not None else None)
+    fallback = [str(v) for v in index[: len(frame)]] if index is not None else None
+    ids, id_column = _ids(frame, fallback or [f"{_stem(path)}-{k}" for k in range(len(frame))], account)
+    places = [(k, i, f"row {k + 1} (id {i!r})") for k, i in enumerate(ids)]
     rest = frame.drop(columns=[c for c in (column, id_column) if c is not None])
-    properties, units, ignored = _numeric_properties(rest)
-    values = frame[column].tolist()
-    rows = [(i, partial(parse_structure, v)) for i, v in zip(ids, values, strict=True)]
-    meta = {"ignored_columns": ignored} if ignored else {}
-    return _build_table(rows, properties, units, path=path, source=source, meta=meta)
+    properties, units = numeric_properties(rest, places, account, reserved=RESERVED_COLUMNS)
+    rows = [(*place, partial(parse_structure, v)) for place, v in zip(places, frame[column], strict=True)]
+    return build_table(
+        rows, properties, units, name=path.name, source=source, account=account, meta={"path": str(path)}
+    )
 
 
 def read_matbench(path: Path, max_rows: int | None = None) -> SourceTable:
     """A matbench/matminer JSON(.gz) file: ``{"index", "columns", "data"}`` with structure dicts."""
-    data = _load_json(path)
+    account = Accounting()
+    data = _load_json(path, account)
     if not (isinstance(data, dict) and {"columns", "data"} <= set(data)):
         raise ToolInputError(
             f"expected a matbench JSON object with keys index, columns, data in {path.name}, "
             f"got {sorted(data) if isinstance(data, dict) else type(data).__name__}"
         )
     frame, index = _frame_from_json(data, path)
-    return _table_from_frame(frame, index, path, "matbench", max_rows)
+    return _table_from_frame(frame, index, path, "matbench", max_rows, account)
 
 
 def read_table_file(path: Path, max_rows: int | None = None) -> SourceTable:
     """A CSV or JSON table with a structure column (CIF text, POSCAR text or pymatgen dict)."""
+    account = Accounting()
     if path.name.endswith((".json", ".json.gz")):
-        frame, index = _frame_from_json(_load_json(path), path)
+        frame, index = _frame_from_json(_load_json(path, account), path)
     elif path.name.endswith((".csv", ".csv.gz")):
-        frame, index = _read_csv(path), None
+        frame, index = _read_csv(path, account), None
     else:
         raise ToolInputError(f"expected a .csv or .json(.gz) file, got {path.name!r}")
-    return _table_from_frame(frame, index, path, "table", max_rows)
+    return _table_from_frame(frame, index, path, "table", max_rows, account)
 
 
 def _labels_file(folder: Path) -> Path | None:
@@ -229,56 +300,86 @@ def _labels_file(folder: Path) -> Path | None:
     return csvs[0] if len(csvs) == 1 else None
 
 
-def _read_labels(file: Path, stems: set[str]) -> tuple[pd.DataFrame, str]:
+def _read_labels(file: Path, stems: set[str], account: Accounting) -> tuple[pd.DataFrame, str]:
     """The labels frame and its id column; header-less files (CGCNN ``id_prop.csv``) are detected."""
-    first = pd.read_csv(file, header=None, nrows=1)
-    if str(first.iloc[0, 0]) in stems:
-        frame = pd.read_csv(file, header=None, dtype={0: str})
-        names = ["id"] + (
-            ["target"] if frame.shape[1] == 2 else [f"target_{k}" for k in range(1, frame.shape[1])]
-        )
-        frame.columns = names
-        return frame, "id"
-    frame = pd.read_csv(file)
-    column = _find_column(frame.columns, ID_COLUMNS) or str(frame.columns[0])
-    frame[column] = frame[column].astype(str).str.removesuffix(".cif")
+    text = _whole_file_text(file, "a labels CSV", account)
+    first = text.split("\n", 1)[0].split(",", 1)[0].strip()
+    try:
+        if first.removesuffix(".cif") in stems:
+            frame = pd.read_csv(io.StringIO(text), header=None, dtype={0: str})
+            frame.columns = ["id"] + (
+                ["target"] if frame.shape[1] == 2 else [f"target_{k}" for k in range(1, frame.shape[1])]
+            )
+            column = "id"
+        else:
+            frame = pd.read_csv(io.StringIO(text))
+            column = _find_column(frame.columns, ID_COLUMNS) or str(frame.columns[0])
+    except (ValueError, pd.errors.ParserError) as exc:
+        raise ToolInputError(f"expected a labels CSV, got {file.name} that cannot be parsed ({exc})") from exc
+    frame[column] = frame[column].astype(str).str.strip().str.removesuffix(".cif")
     return frame, column
+
+
+def _read_cif(path: Path, account: Accounting) -> Structure | Molecule:
+    return parse_structure(_file_text(path, account))
 
 
 def read_cif_folder(path: Path, max_rows: int | None = None) -> SourceTable:
     """A folder of ``*.cif`` files plus a labels CSV (``labels.csv``, ``id_prop.csv`` or the only CSV).
 
-    Ids are the CIF file names without ``.cif``; structures without a label get NaN properties.
+    Ids are the CIF file names without ``.cif``. A CIF without a label is kept without values
+    (and reported); a label without a CIF file, or repeating an earlier label's id, is rejected.
     """
     if not path.is_dir():
         raise ToolInputError(f"expected a folder of CIF files, got {str(path)!r}")
-    cifs = sorted(path.glob("*.cif"))[:max_rows]
-    if not cifs:
+    every_cif = sorted(path.glob("*.cif"))
+    if not every_cif:
         raise ToolInputError(f"expected *.cif files in {path}, got none")
-    stems = [c.stem for c in cifs]
+    cifs = every_cif[:max_rows]
+    order = {c.stem: k for k, c in enumerate(cifs)}
+    account = Accounting()
     labels_file = _labels_file(path)
-    meta: dict[str, Any] = {"labels_file": labels_file.name if labels_file else None}
-    units: dict[str, str] = {}
+    properties, units = pd.DataFrame(index=range(len(cifs))), dict[str, str]()
     if labels_file is None:
-        properties = pd.DataFrame(index=range(len(cifs)))
+        account.notes.append("no labels file (labels.csv, id_prop.csv); structures have no properties")
     else:
-        labels, id_column = _read_labels(labels_file, set(stems))
-        if not labels[id_column].is_unique:
-            raise ToolInputError(f"expected unique ids in {labels_file.name}, got duplicates")
-        missing = sorted(set(labels[id_column]) - set(stems))
-        if missing:
-            meta["labels_without_cif"] = len(missing)
-        table, units, ignored = _numeric_properties(labels.drop(columns=[id_column]))
-        table.index = labels[id_column].to_numpy()
-        properties = table.reindex(stems).reset_index(drop=True)
-        if ignored:
-            meta["ignored_columns"] = ignored
-    rows = [(c.stem, partial(_read_cif, c)) for c in cifs]
-    return _build_table(rows, properties, units, path=path, source="cif_folder", meta=meta)
-
-
-def _read_cif(path: Path) -> Structure | Molecule:
-    return parse_structure(path.read_text())
+        labels, id_column = _read_labels(labels_file, {c.stem for c in every_cif}, account)
+        first_seen: dict[str, int] = {}
+        matched: list[int] = []
+        for r, item_id in enumerate(labels[id_column]):
+            where = f"{labels_file.name} row {r + 1} (id {item_id!r})"
+            if item_id in first_seen:
+                reason = f"duplicate id, first seen in row {first_seen[item_id] + 1}"
+            elif (path / f"{item_id}.cif").is_file():
+                first_seen[item_id] = r
+                if item_id in order:  # CIFs beyond max_rows are not read, nor their labels
+                    matched.append(r)
+                continue
+            else:
+                first_seen[item_id] = r
+                reason = f"no CIF file {item_id}.cif"
+            account.read += 1
+            account.reject(len(cifs) + r, item_id, where, reason)
+        rows = labels.iloc[matched]
+        places = [
+            (order[i], i, f"{labels_file.name} row {r + 1} (id {i!r})")
+            for r, i in zip(matched, rows[id_column], strict=True)
+        ]
+        table, units = numeric_properties(
+            rows.drop(columns=[id_column]).reset_index(drop=True), places, account, reserved=RESERVED_COLUMNS
+        )
+        table.index = rows[id_column].to_numpy()
+        properties = table.reindex([c.stem for c in cifs]).reset_index(drop=True)
+        for cif in cifs:
+            if cif.stem not in table.index:
+                account.bad_cell(
+                    order[cif.stem], cif.stem, cif.name, f"no row in {labels_file.name}; kept without values"
+                )
+    rows_to_read = [(k, c.stem, c.name, partial(_read_cif, c, account)) for k, c in enumerate(cifs)]
+    meta = {"path": str(path), "labels_file": labels_file.name if labels_file else None}
+    return build_table(
+        rows_to_read, properties, units, name=path.name, source="cif_folder", account=account, meta=meta
+    )
 
 
 def _from_ase_row(row: Any) -> Structure | Molecule:
@@ -293,12 +394,14 @@ def _from_ase_row(row: Any) -> Structure | Molecule:
 def read_ase_db(path: Path, max_rows: int | None = None) -> SourceTable:
     """An ASE database (``.db`` or ``.json``): periodic rows become crystals, others molecules.
 
-    Properties are the numeric key-value pairs plus ``energy`` (eV) when stored.
+    Properties are the key-value pairs that hold numbers plus ``energy`` (eV) when stored.
     """
     from ase.db import connect
 
     if not path.is_file():
         raise ToolInputError(f"expected an ASE database file, got {str(path)!r}")
+    if path.stat().st_size == 0:
+        raise ToolInputError(f"expected an ASE database, got an empty file {path.name} (0 bytes)")
     try:
         records = list(connect(str(path)).select(limit=max_rows))
     except Exception as exc:
@@ -311,10 +414,13 @@ def read_ase_db(path: Path, max_rows: int | None = None) -> SourceTable:
         if row.get("energy") is not None:
             pairs["energy [eV]"] = row.energy
         values.append(pairs)
+    account = Accounting()
     frame = pd.DataFrame(values, index=range(len(records)))
-    ids, id_column = _ids(frame, _stem(path), [f"{_stem(path)}-{row.id}" for row in records])
-    properties, units, ignored = _numeric_properties(frame.drop(columns=[id_column] if id_column else []))
-
-    rows = [(i, partial(_from_ase_row, row)) for i, row in zip(ids, records, strict=True)]
-    meta = {"ignored_columns": ignored} if ignored else {}
-    return _build_table(rows, properties, units, path=path, source="ase_db", meta=meta)
+    ids, id_column = _ids(frame, [f"{_stem(path)}-{row.id}" for row in records], account)
+    places = [(k, i, f"row {row.id} (id {i!r})") for k, (i, row) in enumerate(zip(ids, records, strict=True))]
+    rest = frame.drop(columns=[id_column] if id_column else [])
+    properties, units = numeric_properties(rest, places, account, reserved=RESERVED_COLUMNS)
+    rows = [(*place, partial(_from_ase_row, row)) for place, row in zip(places, records, strict=True)]
+    return build_table(
+        rows, properties, units, name=path.name, source="ase_db", account=account, meta={"path": str(path)}
+    )

@@ -17,7 +17,9 @@ source                    kind        where the data come from
 
 Parsed sources (all but the bundled ones, which are stored parsed) are cached as parquet under
 ``settings.cache_dir / "datasets"``, keyed by the source, the input files' sizes and
-modification times, and the options, so a second load of QM9 takes about a second.
+modification times, and the options, so a second load of QM9 takes about a second. Users' files
+and Materials Project answers carry their accounting (rows read, kept, rejected and why; see
+:mod:`matloop.data.accounting`) in the table's metadata, cached with it.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from matloop.data.accounting import Accounting
 from matloop.data.bundled import BUNDLED, CorruptDataError, bundled_info, load_bundled
 from matloop.data.materials_project import (
     MP_UNITS,
@@ -58,7 +61,7 @@ SourceName = Literal[
     "ase_db",
     "materials_project",
 ]
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 class SourceInfo(BaseModel):
@@ -195,6 +198,7 @@ def load_table(
     *,
     max_rows: int | None = None,
     mp_query: MPQuery | None = None,
+    strict: bool = False,
     settings: Settings | None = None,
 ) -> SourceTable:
     """Parse (or fetch from the cache) one source as a :class:`SourceTable`.
@@ -205,8 +209,24 @@ def load_table(
             for a bundled set a copy of its file.
         max_rows: read only the first rows (quick runs and tests).
         mp_query: server-side filters for ``materials_project``.
+        strict: raise a :class:`ToolInputError` on the first rejected row or bad cell (see
+            :mod:`matloop.data.accounting`) instead of leaving them out.
         settings: where the cache lives (default: :func:`get_settings`).
     """
+    table = _load(name, path, max_rows, mp_query, settings)
+    account = Accounting.of(table.meta)
+    if strict and account is not None:
+        account.check_strict(name)
+    return table
+
+
+def _load(
+    name: str,
+    path: str | Path | None,
+    max_rows: int | None,
+    mp_query: MPQuery | None,
+    settings: Settings | None,
+) -> SourceTable:
     source = _source(name)
     if name in BUNDLED:
         return load_bundled(name, Path(path) if path is not None else None).head(max_rows)

@@ -1,7 +1,13 @@
-"""The ``query_dataset`` tool: filter a dataset source and store the result as a slice."""
+"""The ``query_dataset`` tool: filter a dataset source and store the result as a slice.
+
+For users' files and Materials Project answers the result also says what reading did: rows read,
+kept and rejected, values left missing, each with its reason (the first few in the result, all
+of them in a JSON file next to the slice in the workspace).
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +15,8 @@ import numpy as np
 from pydantic import BaseModel, Field
 from pymatgen.core import Element
 
+from matloop.data.accounting import Accounting
+from matloop.data.cells import split_header
 from matloop.data.materials_project import MPQuery
 from matloop.data.slices import save_slice
 from matloop.data.sources import SourceName, load_table
@@ -17,6 +25,8 @@ from matloop.errors import ToolInputError, invalid_choice
 from matloop.workspace import Workspace, resolve_workspace
 
 _SYMBOLS = frozenset(e.symbol for e in Element)
+_SHOWN_PROBLEMS = 10
+_SHOWN_NOTES = 5
 
 
 class PropertyStats(BaseModel):
@@ -26,6 +36,21 @@ class PropertyStats(BaseModel):
     std: float | None = Field(description="Standard deviation over items with a value.")
     min: float | None = Field(description="Smallest value.")
     max: float | None = Field(description="Largest value.")
+
+
+class ReadAccounting(BaseModel):
+    read: int = Field(description="Rows read from the input.")
+    kept: int = Field(description="Rows kept; later tools only ever see these.")
+    rejected: int = Field(description="Rows left out, each with its reason.")
+    bad_cells: int = Field(description="Values left missing in kept rows, each with its reason.")
+    problems: list[str] = Field(
+        description=f"The first {_SHOWN_PROBLEMS} rejected rows and bad cells, each with its reason."
+    )
+    unused_columns: dict[str, str] = Field(
+        description=f"Columns not read as properties, with the reason (the first {_SHOWN_PROBLEMS})."
+    )
+    notes: list[str] = Field(description=f"Remarks on whole files (the first {_SHOWN_NOTES}).")
+    report_file: str = Field(description="Workspace file listing every problem.")
 
 
 class QueryResult(BaseModel):
@@ -38,6 +63,9 @@ class QueryResult(BaseModel):
     elements: list[str] = Field(description="Elements present in the slice.")
     seed: int = Field(description="Seed used for random sampling.")
     from_cache: bool = Field(description="Whether the parsed source was read from the on-disk cache.")
+    accounting: ReadAccounting | None = Field(
+        default=None, description="What reading a user's file did with each row (None for curated sources)."
+    )
 
 
 def _round(x: float) -> float:
@@ -120,6 +148,7 @@ def query_dataset(
     sample: int | None = None,
     seed: int = 0,
     path: str | None = None,
+    strict: bool = False,
     *,
     workspace: Workspace | str | Path | None = None,
 ) -> QueryResult:
@@ -145,6 +174,8 @@ def query_dataset(
         sample: keep a random sample of this many items (seeded), before any limit.
         seed: seed of the random sample.
         path: file or folder for the user-file sources.
+        strict: fail on the first row or cell of the file that cannot be used, instead of
+            leaving it out and reporting it.
     """
     ws = resolve_workspace(workspace)
     ranges = dict(property_ranges or {})
@@ -173,6 +204,7 @@ def query_dataset(
         path,
         max_rows=(limit or sample) if source == "materials_project" else None,
         mp_query=mp_query,
+        strict=strict,
         settings=ws.settings,
     )
     keep = _check_properties(table, properties, ranges)
@@ -235,7 +267,12 @@ def query_dataset(
         "seed": seed,
     }
     data.meta = {**data.meta, "query": {k: v for k, v in query.items() if v not in (None, {}, [])}}
-    slice_id = save_slice(ws, data)
+    slice_id = ws.new_id("slice")
+    account = Accounting.of(table.meta)
+    report = None if account is None else _write_accounting(ws, slice_id, account, table)
+    if report is not None:
+        data.meta["accounting"] = report.model_dump(exclude={"problems", "unused_columns", "notes"})
+    save_slice(ws, data, slice_id=slice_id)
     return QueryResult(
         slice_id=slice_id,
         source=source,
@@ -246,6 +283,35 @@ def query_dataset(
         elements=sorted(set().union(*(elements[i] for i in positions))),
         seed=seed,
         from_cache=table.from_cache,
+        accounting=report,
+    )
+
+
+def _write_accounting(
+    ws: Workspace, slice_id: str, account: Accounting, table: SourceTable
+) -> ReadAccounting:
+    """Write every problem of reading ``table`` next to the slice; return the short form for the result."""
+    path = ws.dir("slices") / f"{slice_id}.accounting.json"
+    full = {
+        "source": table.source,
+        "path": table.meta.get("path"),
+        "read": account.read,
+        "kept": account.kept,
+        "rejected": [i.message for i in account.rejected],
+        "bad_cells": [i.message for i in account.bad_cells],
+        "unused_columns": account.unused_columns,
+        "notes": account.notes,
+    }
+    path.write_text(json.dumps(full, indent=1, ensure_ascii=False))
+    return ReadAccounting(
+        read=account.read,
+        kept=account.kept,
+        rejected=len(account.rejected),
+        bad_cells=len(account.bad_cells),
+        problems=account.summary(_SHOWN_PROBLEMS),
+        unused_columns=dict(list(account.unused_columns.items())[:_SHOWN_PROBLEMS]),
+        notes=account.notes[:_SHOWN_NOTES],
+        report_file=str(path.relative_to(ws.root)),
     )
 
 
@@ -261,7 +327,14 @@ def _within(values: np.ndarray, low: float | None, high: float | None) -> np.nda
 
 def _check_properties(table: SourceTable, properties: list[str] | None, ranges: dict[str, Any]) -> list[str]:
     """The property columns to keep; unknown names raise listing the valid ones."""
+    unused = (account.unused_columns if (account := Accounting.of(table.meta)) else {}).items()
     for name in [*(properties or []), *ranges]:
         if name not in table.properties:
-            raise invalid_choice(f"a property of source {table.source!r}", name, table.properties)
+            error = invalid_choice(f"a property of source {table.source!r}", name, table.properties)
+            why = [
+                f"column {header!r} was not read: {reason}"
+                for header, reason in unused
+                if split_header(header)[0] == name
+            ]
+            raise ToolInputError("; ".join([str(error), *why])) if why else error
     return list(properties) if properties is not None else table.properties
