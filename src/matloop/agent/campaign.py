@@ -91,7 +91,7 @@ class CampaignSpec(_Strict):
     pool: PoolSpec = Field(default_factory=PoolSpec)
     target: TargetSpec = Field(default_factory=TargetSpec)
     level: Level = "chgnet"
-    executor: Literal["local", "dask", "jobflow-remote"] = "local"
+    executor: Literal["local", "dask", "jobflow-remote", "slurm"] = "local"
     pretrained: PretrainSpec | None = None
     model: ModelSpec = Field(default_factory=ModelSpec)
     strategy: Literal["auto", "entropy", "batch_entropy", "random", "max_std", "ucb", "ei", "in_window"] = (

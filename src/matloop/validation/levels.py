@@ -103,7 +103,7 @@ LEVELS: dict[str, Level] = {
         ),
         Level("xtb", "molecule", "GFN2-xTB single point; energy, HOMO, LUMO, gap (eV)", _xtb, cost=0.01),
         Level(
-            "vasp", "crystal", "VASP PBE relaxation on a cluster (jobflow-remote only)", _vasp, False, 100.0
+            "vasp", "crystal", "VASP PBE relaxation on a cluster (slurm or jobflow-remote)", _vasp, False, 100.0
         ),
         Level("lookup", None, "reveal held-out labels of the slice (benchmarks only)", None, cost=0.0),
     )
