@@ -132,9 +132,7 @@ class ValidationSettings(BaseModel):
 class Settings(BaseSettings):
     """All matloop settings."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="MATLOOP_", env_nested_delimiter="__", extra="forbid"
-    )
+    model_config = SettingsConfigDict(env_prefix="MATLOOP_", env_nested_delimiter="__", extra="forbid")
 
     workspace: Path = Field(Path("matloop-workspace"), description="Default workspace directory.")
     cache_dir: Path = Field(default_factory=_default_cache_dir, description="Dataset/graph cache.")

@@ -101,7 +101,7 @@ def slurm_jobs(job_ids: set[str], timeout_s: float) -> dict[str, SlurmJob]:
         raise SlurmUnavailable(f"squeue: {out.stderr.strip() or f'exit code {out.returncode}'}")
     found: dict[str, SlurmJob] = {}
     for line in out.stdout.splitlines():
-        job_id, state, limit, reason = (line.split("|") + ["", "", ""])[:4]
+        job_id, state, limit, reason = [*line.split("|"), "", "", ""][:4]
         if job_id in job_ids:
             found[job_id] = SlurmJob(job_id, state, limit, reason)
     missing = sorted(job_ids - set(found))
@@ -124,7 +124,7 @@ def _sacct(job_ids: list[str], timeout_s: float) -> dict[str, SlurmJob]:
         return {}
     found = {}
     for line in out.stdout.splitlines() if out.returncode == 0 else []:
-        job_id, state, limit = (line.split("|") + ["", ""])[:3]
+        job_id, state, limit = [*line.split("|"), "", ""][:3]
         found[job_id] = SlurmJob(job_id, state.split()[0] if state else "", limit)
     return found
 
