@@ -85,8 +85,6 @@ def slurm_jobs(job_ids: set[str], timeout_s: float) -> dict[str, SlurmJob]:
     Raises :class:`SlurmUnavailable` when squeue cannot reach the controller; ids neither knows
     are left out.
     """
-    if not job_ids:
-        return {}
     try:
         out = subprocess.run(
             ["squeue", "-h", "-u", getpass.getuser(), "--states=all", "-o", "%i|%T|%l|%r"],
@@ -271,6 +269,8 @@ def _reconcile(
 ) -> None:
     slurm = workspace.settings.validation.slurm
     workers = pool.worker_jobs()
+    if not queued and not running and not workers:
+        return
     ids = {j.remote_id for j in running if j.remote_id} | {i for i in workers.values() if i}
     try:
         known = slurm_jobs(ids, slurm.command_timeout_s)
