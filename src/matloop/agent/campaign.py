@@ -25,7 +25,7 @@ from matloop.agent.registry import Context, Toolbox, summarize
 from matloop.agent.state import CampaignState
 from matloop.data.prototypes import Family
 from matloop.errors import CampaignStop, ToolInputError
-from matloop.settings import get_settings
+from matloop.settings import Settings, SlurmSettings, get_settings
 from matloop.workspace import Workspace
 
 Level = Literal["chgnet", "sevenn", "cp2k", "xtb", "vasp", "lookup"]
@@ -92,6 +92,9 @@ class CampaignSpec(_Strict):
     target: TargetSpec = Field(default_factory=TargetSpec)
     level: Level = "chgnet"
     executor: Literal["local", "dask", "jobflow-remote", "slurm"] = "local"
+    slurm: SlurmSettings | None = Field(
+        None, description="Worker-job resources for executor slurm (replaces settings.validation.slurm)."
+    )
     pretrained: PretrainSpec | None = None
     model: ModelSpec = Field(default_factory=ModelSpec)
     strategy: Literal["auto", "entropy", "batch_entropy", "random", "max_std", "ucb", "ei", "in_window"] = (
@@ -124,6 +127,15 @@ def llm_configured() -> bool:
     return bool(llm.api_key or llm.base_url or os.environ.get("OPENAI_API_KEY"))
 
 
+def _settings(spec: CampaignSpec) -> Settings:
+    """Settings from the environment, with the spec's Slurm resources when it gives them."""
+    settings = get_settings()
+    if spec.slurm is None:
+        return settings
+    validation = settings.validation.model_copy(update={"slurm": spec.slurm})
+    return settings.model_copy(update={"validation": validation})
+
+
 class Campaign:
     """An open campaign: spec, workspace, state, guardrails, decision log and toolbox."""
 
@@ -136,7 +148,7 @@ class Campaign:
         progress: Callable[[str], None] | None = None,
     ) -> None:
         self.spec = spec
-        self.ws = Workspace(root, settings=get_settings())
+        self.ws = Workspace(root, settings=_settings(spec))
         self.state = CampaignState(self.ws)
         self.log = DecisionLog(self.ws.root / "decisions.jsonl")
         self.guardrails = Guardrails(

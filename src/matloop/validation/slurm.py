@@ -136,11 +136,17 @@ def run_in_slurm(root: str, settings_json: str, job_id: str) -> str:
     """Dask task on a Slurm worker: claim one stored job, run it, return its final status.
 
     A job already ``running`` under this same Slurm job was left by a worker process that
-    died (its nanny restarted it): it is claimed again.
+    died (its nanny restarted it): it is claimed again. Threaded codes (CP2K) use the cores
+    Slurm gave the job.
     """
     from matloop.validation.runner import run_job
 
-    workspace = Workspace(root, settings=Settings.model_validate_json(settings_json))
+    settings = Settings.model_validate_json(settings_json)
+    cores = os.environ.get("SLURM_CPUS_PER_TASK")
+    if cores:
+        validation = settings.validation.model_copy(update={"cp2k_threads": int(cores)})
+        settings = settings.model_copy(update={"validation": validation})
+    workspace = Workspace(root, settings=settings)
     slurm_id = current_slurm_job() or "none"
     reason = f"running in Slurm job {slurm_id} on {socket.gethostname()}"
     job = ValidationStore(workspace).claim(job_id, executor=EXECUTOR, remote_id=slurm_id, reason=reason)
