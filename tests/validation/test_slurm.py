@@ -21,15 +21,20 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 from validation_helpers import molecule_slice
 
+from matloop.agent.campaign import Campaign, CampaignSpec
+from matloop.cli import app
 from matloop.settings import Settings
 from matloop.tools import collect_validation, queue_validation, validation_status
-from matloop.validation.slurm import close_pools, slurm_jobs
+from matloop.validation.slurm import close_pools, slurm_jobs, worker_cluster
 from matloop.validation.store import ValidationStore
 from matloop.workspace import Workspace
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "slurm-local.sh"
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "scripts" / "slurm-local.sh"
+SMALL_JOBS = {"default": {"memory": "1GB", "walltime": "00:10:00", "max_jobs": 1}}
 
 
 def _slurm_answers() -> bool:
@@ -61,7 +66,7 @@ def slurm_ws(slurm, workspace) -> Iterator[Workspace]:
     settings = Settings(
         workspace=workspace.root,
         cache_dir=workspace.settings.cache_dir,
-        validation={"slurm": {"default": {"memory": "1GB", "walltime": "00:10:00", "max_jobs": 1}}},
+        validation={"slurm": SMALL_JOBS},
     )
     yield Workspace(workspace.root, settings=settings)
     close_pools()
@@ -115,12 +120,48 @@ def _wait_ended(slurm_id: str) -> str:
     return job.state
 
 
-def test_batch_runs_in_slurm_jobs_with_job_id_in_provenance(slurm_ws):
-    sl = molecule_slice(slurm_ws)
-    batch = queue_validation(sl, ["CH4", "H2O"], level="xtb", executor="slurm", workspace=slurm_ws)
+def test_cluster_example_gives_each_level_its_worker_jobs(settings, tmp_path):
+    spec = CampaignSpec.from_yaml(ROOT / "examples" / "cluster-cp2k.yaml")
+    ws = Campaign(tmp_path / "gaps", spec).ws
+    scripts = {}
+    for level in ("cp2k", "chgnet"):
+        cluster = worker_cluster(ws, level)
+        scripts[level] = cluster.job_script()
+        cluster.close()
+    cp2k, chgnet = scripts["cp2k"], scripts["chgnet"]
+    for line in (
+        "-p compute",
+        "-A my-project",
+        "--cpus-per-task=16",
+        "--mem=30G",
+        "-t 04:00:00",
+        "--qos=normal",
+    ):
+        assert f"#SBATCH {line}" in cp2k
+    assert "module load cp2k/2024.1" in cp2k and "export OMP_NUM_THREADS=16" in cp2k
+    assert "--nthreads 1" in cp2k  # one calculation at a time per worker job
+    assert "#SBATCH --cpus-per-task=1" in chgnet and "#SBATCH -t 01:00:00" in chgnet
+    assert "#SBATCH -p compute" in chgnet and "module load" not in chgnet
+
+
+@pytest.fixture
+def slurm_campaign(slurm, settings, tmp_path) -> Iterator[Campaign]:
+    """An (unstarted) campaign whose spec sends calculations to Slurm in small worker jobs."""
+    spec = CampaignSpec(name="cluster", executor="slurm", slurm=SMALL_JOBS)
+    root = tmp_path / "cluster"
+    root.mkdir()
+    (root / "campaign.yaml").write_text(spec.to_yaml())
+    yield Campaign(root, spec)
+    close_pools()
+
+
+def test_batch_runs_in_slurm_jobs_with_job_id_in_provenance(slurm_campaign):
+    ws = slurm_campaign.ws
+    sl = molecule_slice(ws)
+    batch = queue_validation(sl, ["CH4", "H2O"], level="xtb", executor="slurm", workspace=ws)
     assert batch.executor == "slurm" and batch.counts == {"queued": 2}  # returned without waiting
     assert all(s.reason.startswith("queued in Slurm") for s in batch.statuses)
-    result = collect_validation(batch.batch_id, timeout_s=180, workspace=slurm_ws)
+    result = collect_validation(batch.batch_id, timeout_s=180, workspace=ws)
     assert not result.failures and not result.pending
     gaps = {lab.item_id: lab.value for lab in result.labels if lab.property == "gap"}
     assert set(gaps) == {"CH4", "H2O"} and all(5 < g < 25 for g in gaps.values())
@@ -131,8 +172,11 @@ def test_batch_runs_in_slurm_jobs_with_job_id_in_provenance(slurm_ws):
             ["squeue", "-h", "-j", slurm_id, "--states=all", "-o", "%j"], capture_output=True, text=True
         )
         assert out.stdout.strip() == "matloop-xtb"
-    jobs = ValidationStore(slurm_ws).jobs(batch_id=batch.batch_id)
+    jobs = ValidationStore(ws).jobs(batch_id=batch.batch_id)
     assert [j.attempts for j in jobs] == [1, 1]
+    status = CliRunner().invoke(app, ["campaign", "status", str(ws.root)], env={"COLUMNS": "200"})
+    assert status.exit_code == 0, status.output
+    assert "calculation states (slurm)" in status.output and "2 done" in status.output
 
 
 def test_scancel_requeues_the_running_calculation_and_keeps_finished_ones(slurm_ws, caplog):
