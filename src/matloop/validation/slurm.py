@@ -336,7 +336,11 @@ def _hand_out(workspace: Workspace, pool: SlurmPool, queued: list[JobRecord]) ->
 
 
 def _resize(pool: SlurmPool, known: dict[str, Any], *, wanted: int, max_jobs: int) -> None:
-    """Drop worker jobs that ended or never started, then ask for as many as there is work."""
+    """Forget worker jobs that ended or never started, then ask for as many as there is work.
+
+    Forgotten workers leave the cluster's spec too, so their replacements get new names (Dask
+    would otherwise close a replacement that reuses the name of a worker it saw leave).
+    """
     dead = [
         name
         for name, job_id in pool.worker_jobs().items()
@@ -347,8 +351,7 @@ def _resize(pool: SlurmPool, known: dict[str, Any], *, wanted: int, max_jobs: in
         async def forget() -> None:
             for name in dead:
                 pool.cluster.workers.pop(name, None)
+                pool.cluster.worker_spec.pop(name, None)
 
         pool.cluster.sync(forget)
-    target = min(max_jobs, wanted)
-    if target != len(pool.cluster.worker_spec) or dead:
-        pool.cluster.scale(jobs=target)
+    pool.cluster.scale(jobs=min(max_jobs, wanted))
