@@ -11,7 +11,8 @@ thousand. Nothing blocks: ``submit`` hands tasks to the scheduler and asks Slurm
   calculation never runs twice at once and each label's provenance names its Slurm job;
 - a job whose worker job ended while it ran (``scancel``, node failure, preemption) is
   re-queued and handed to a new worker; one killed by Slurm's time limit or memory limit is
-  ``failed`` with that reason; a job that took down its worker ``MAX_ATTEMPTS`` times fails;
+  ``failed`` with that reason; a job that took down its worker ``MAX_ATTEMPTS`` times fails,
+  and so does one whose task raised on the worker (e.g. matloop not importable there);
 - while the controller does not answer, states are left as they are, a warning is logged and
   the next poll retries; finished calculations keep arriving meanwhile (workers write to the
   workspace, which must be on a filesystem the compute nodes share);
@@ -31,6 +32,7 @@ import os
 import socket
 import subprocess
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from matloop.settings import Settings, SlurmResources
@@ -153,13 +155,17 @@ def run_in_slurm(root: str, settings_json: str, job_id: str) -> str:
     return run_job(workspace, job) if job is not None else "skipped"
 
 
+def worker_log_directory(workspace: Workspace) -> Path:
+    """Where worker jobs write their stdout and stderr."""
+    return workspace.settings.validation.slurm.log_directory or workspace.dir("calcs") / "slurm"
+
+
 def worker_cluster(workspace: Workspace, level: str) -> Any:
     """A ``SLURMCluster`` (no workers yet) with the resources of ``level``."""
     from dask_jobqueue import SLURMCluster
 
-    slurm = workspace.settings.validation.slurm
-    res: SlurmResources = slurm.resources(level)
-    logs = slurm.log_directory or workspace.dir("calcs") / "slurm"
+    res: SlurmResources = workspace.settings.validation.slurm.resources(level)
+    logs = worker_log_directory(workspace)
     logs.mkdir(parents=True, exist_ok=True)
     return SLURMCluster(
         cores=1,  # one calculation at a time per worker job; it may use all of job_cpu
@@ -185,6 +191,7 @@ class SlurmPool:
     cluster: Any
     client: Any
     lock_fd: int
+    log_directory: str
     futures: dict[str, Any] = field(default_factory=dict)
 
     def worker_jobs(self) -> dict[str, str | None]:
@@ -224,7 +231,7 @@ def slurm_pool(workspace: Workspace, level: str) -> SlurmPool | None:
         except BaseException:
             os.close(fd)
             raise
-        _POOLS[key] = SlurmPool(level, cluster, Client(cluster), fd)
+        _POOLS[key] = SlurmPool(level, cluster, Client(cluster), fd, str(worker_log_directory(workspace)))
         # jobs left running by a previous owner: their workers are gone or will stop without
         # a scheduler; the reconciliation below re-queues them once Slurm says they ended
     return _POOLS[key]
@@ -274,6 +281,9 @@ def _reconcile(
     running: list[JobRecord],
 ) -> None:
     slurm = workspace.settings.validation.slurm
+    failed = _fail_broken_tasks(store, pool, queued + running)
+    queued = [j for j in queued if j.job_id not in failed]
+    running = [j for j in running if j.job_id not in failed]
     workers = pool.worker_jobs()
     if not queued and not running and not workers:
         return
@@ -315,6 +325,24 @@ def _reconcile(
     for job in queued:
         if not (job.reason or "").startswith("re-queued"):
             store.transition(job.job_id, "queued", "queued", f"queued in Slurm: waiting for {waiting}")
+
+
+def _fail_broken_tasks(store: ValidationStore, pool: SlurmPool, jobs: list[JobRecord]) -> set[str]:
+    """Fail jobs whose task raised on the worker (matloop not importable there, a worker that died
+    three times running it: Dask's ``KilledWorker``); returns their ids."""
+    failed = set()
+    for job in jobs:
+        future = pool.futures.get(job.job_id)
+        if future is None or future.status != "error":
+            continue
+        exc = future.exception()
+        reason = f"its task failed on the Slurm worker ({pool.log_directory}): {type(exc).__name__}: {exc}"
+        reason = reason[:500]
+        if store.transition(job.job_id, job.status, "failed", reason):  # type: ignore[arg-type]
+            log.warning("%s: %s", job.job_id, reason)
+            failed.add(job.job_id)
+        pool.futures.pop(job.job_id)
+    return failed
 
 
 def _hand_out(workspace: Workspace, pool: SlurmPool, queued: list[JobRecord]) -> None:
