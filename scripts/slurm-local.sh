@@ -35,6 +35,10 @@ install_packages() {
 write_config() {
     local host cpus mem_mib
     host="$(hostname -s)"
+    if ! getent hosts "$host" >/dev/null; then
+        log "adding $host to /etc/hosts (the daemons look it up)"
+        echo "127.0.0.1 $host" >>/etc/hosts
+    fi
     cpus="$(nproc --all)"
     mem_mib=$(($(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 * 9 / 10))
     mkdir -p /etc/slurm "$STATE/ctld" "$STATE/d" "$LOGS"
