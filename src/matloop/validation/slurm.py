@@ -233,7 +233,7 @@ def slurm_pool(workspace: Workspace, level: str) -> SlurmPool | None:
             raise
         _POOLS[key] = SlurmPool(level, cluster, Client(cluster), fd, str(worker_log_directory(workspace)))
         # jobs left running by a previous owner: their workers are gone or will stop without
-        # a scheduler; the reconciliation below re-queues them once Slurm says they ended
+        # a scheduler; each poll re-queues them once Slurm says they ended
     return _POOLS[key]
 
 
