@@ -16,11 +16,23 @@ when qm9pack is not installed).
 
     python benchmarks/validation.py            # the sets above
     python benchmarks/validation.py --quick    # 2 crystals, 10 molecules, no CP2K
+
+Slurm throughput (``--executor slurm``, needs a running Slurm, e.g. ``scripts/slurm-local.sh
+start``): ``--n`` (≥ 20) CHGNet formation-energy calculations of distinct oxides and halides
+(20 structures, 16 elements, each element's reference relaxed once) through the ``slurm``
+executor and, as the baseline in the same run, through the ``local`` executor, both with one
+calculation at a time (``--max-jobs 1``). Figures: wall time, per-calculation overhead
+(wall minus the calculations' own time, per calculation), overhead as a fraction of compute,
+and the cold start of the first worker (submission, scheduling, Python start-up, imports).
+Writes ``results/validation_slurm.json``.
+
+    python benchmarks/validation.py --executor slurm --n 20
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import tempfile
 import time
@@ -61,6 +73,38 @@ CRYSTALS = {
     "KNbO3": perovskite("K", "Nb", 4.02),
 }
 CP2K_CELLS = {"MgO": rocksalt("Mg", "O", 4.21), "LiF": rocksalt("Li", "F", 4.03)}
+THROUGHPUT_CRYSTALS = {
+    **{
+        f"{a}{b}": rocksalt(a, b, lattice)
+        for a, b, lattice in [
+            ("Mg", "O", 4.21),
+            ("Ca", "O", 4.81),
+            ("Sr", "O", 5.16),
+            ("Ba", "O", 5.52),
+            ("Na", "Cl", 5.64),
+            ("K", "Cl", 6.29),
+            ("Li", "F", 4.03),
+            ("Na", "F", 4.63),
+            ("K", "F", 5.35),
+            ("Li", "Cl", 5.13),
+        ]
+    },
+    **{
+        f"{a}{b}O3": perovskite(a, b, lattice)
+        for a, b, lattice in [
+            ("Sr", "Ti", 3.95),
+            ("Ba", "Ti", 4.00),
+            ("Ca", "Ti", 3.85),
+            ("K", "Nb", 4.02),
+            ("Na", "Nb", 3.95),
+            ("Sr", "Zr", 4.15),
+            ("Ba", "Zr", 4.19),
+            ("Ca", "Zr", 4.02),
+            ("K", "Ta", 3.99),
+            ("La", "Al", 3.79),
+        ]
+    },
+}
 
 
 def molecules(n: int, settings: Settings) -> tuple[dict[str, Molecule], dict[str, float], str]:
@@ -114,6 +158,7 @@ def through_executor(
     return {
         "level": level,
         "executor": executor,
+        "batch_id": batch.batch_id,
         "n": len(jobs),
         "n_done": len(done),
         "failures": [f.model_dump() for f in result.failures],
@@ -147,10 +192,98 @@ def _save(ws: Workspace, items: dict[str, Any], kind: str) -> str:
     return save_slice(ws, data)
 
 
+def slurm_throughput(n: int, max_jobs: int) -> None:
+    """CHGNet formation energies through the slurm executor vs the local one (same run)."""
+    from matloop.validation.slurm import close_pools, slurm_jobs
+
+    slurm_jobs(set(), 30)  # raises when no Slurm controller answers
+    items = dict(list(THROUGHPUT_CRYSTALS.items())[:n])
+    resources = {"cores": 1, "memory": "3GB", "walltime": "02:00:00", "max_jobs": max_jobs}
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="matloop-bench-slurm-") as tmp:
+        root = Path(tmp)
+        settings = Settings(
+            workspace=root / "ws", cache_dir=root / "cache", validation={"slurm": {"default": resources}}
+        )
+        for executor in ("local", "slurm"):
+            ws = Workspace(root / f"ws-{executor}", settings=settings)  # fresh: references computed in both
+            print(f"[chgnet] {n} structures on {executor}", flush=True)
+            row = through_executor(ws, items, "crystal", "chgnet", executor)
+            jobs = ValidationStore(ws).jobs(batch_id=row.pop("batch_id"))
+            compute = sum(j.calc_seconds or 0.0 for j in jobs)
+            cold = min(j.started_at for j in jobs if j.started_at) - min(j.queued_at for j in jobs)
+            done = max(row["n_done"], 1)
+            spans = sorted((j.started_at, j.finished_at) for j in jobs if j.started_at and j.finished_at)
+            gaps = [nxt[0] - prev[1] for prev, nxt in itertools.pairwise(spans)]
+            row.update(
+                dispatch_gap_s=round(statistics.fmean(gaps), 3) if gaps else None,
+                compute_s=round(compute, 2),
+                cold_start_s=round(cold, 2),
+                overhead_fraction_of_compute=round((row["wall_s"] - compute) / compute, 4),
+                overhead_per_calculation_s=round((row["wall_s"] - compute) / done, 3),
+                overhead_per_calculation_after_cold_start_s=round((row["wall_s"] - compute - cold) / done, 3),
+                worker_jobs=sorted({j.remote_id for j in jobs if j.remote_id}) or None,
+            )
+            row.pop("labels")
+            rows.append(row)
+            print(
+                f"  {executor}: wall {row['wall_s']} s, compute {row['compute_s']} s, overhead "
+                f"{row['overhead_fraction_of_compute']:.1%} of compute, cold start {row['cold_start_s']} s",
+                flush=True,
+            )
+        close_pools()
+    local, slurm = rows
+    per_calc = slurm["compute_s"] / max(slurm["n_done"], 1)
+    steady = (slurm["bookkeeping_per_job_s"] or 0.0) + (slurm["dispatch_gap_s"] or 0.0)
+    keys = [
+        "wall_s",
+        "compute_s",
+        "cold_start_s",
+        "overhead_per_calculation_s",
+        "overhead_per_calculation_after_cold_start_s",
+        "overhead_fraction_of_compute",
+        "bookkeeping_per_job_s",
+        "dispatch_gap_s",
+    ]
+    path = write_result(
+        "validation_slurm",
+        {
+            "seeds": None,
+            "set": {"level": "chgnet", "structures": list(items), "n": len(items), "max_jobs": max_jobs},
+            "slurm_resources": resources,
+            "table": {r["executor"]: {k: r[k] for k in keys} for r in rows},
+            "slurm_wall_ratio_to_local": round(slurm["wall_s"] / local["wall_s"], 3),
+            "scaling_to_1000": {
+                "how": "worker jobs run calculations one after another, so Slurm's cost (submission, "
+                "scheduling, Python start-up) is paid once per worker job (max_jobs of them, in "
+                "parallel), not per calculation; estimate = (cold start + 1000 x (bookkeeping + "
+                "dispatch gap per calculation)) / (1000 x compute per calculation), one worker job",
+                "estimated_overhead_fraction_of_compute": round(
+                    (slurm["cold_start_s"] + 1000 * steady) / (1000 * per_calc), 4
+                ),
+                "one_slurm_job_per_calculation_overhead_fraction": round(slurm["cold_start_s"] / per_calc, 3),
+            },
+            "runs": rows,
+        },
+    )
+    print(pd.DataFrame({r["executor"]: {k: r[k] for k in keys} for r in rows}).T.to_string())
+    print(f"wrote {path}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="2 crystals, 10 molecules, no CP2K")
+    parser.add_argument(
+        "--executor", choices=["slurm"], help="throughput of this executor vs local (CHGNet, --n structures)"
+    )
+    parser.add_argument("--n", type=int, default=20, help="calculations in the throughput run")
+    parser.add_argument("--max-jobs", type=int, default=1, help="Slurm worker jobs at once")
     args = parser.parse_args()
+    if args.executor == "slurm":
+        if not 1 <= args.n <= len(THROUGHPUT_CRYSTALS):
+            parser.error(f"expected --n between 1 and {len(THROUGHPUT_CRYSTALS)}, got {args.n}")
+        slurm_throughput(args.n, args.max_jobs)
+        return
     n_crystals, n_molecules = (2, 10) if args.quick else (5, 50)
     crystals = dict(list(CRYSTALS.items())[:n_crystals])
     rows: list[dict[str, Any]] = []

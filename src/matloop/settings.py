@@ -60,13 +60,61 @@ class LLMSettings(BaseModel):
     timeout_s: float = Field(60.0, gt=0)
 
 
+ValidationLevel = Literal["chgnet", "sevenn", "cp2k", "xtb", "vasp", "lookup"]
+
+
+class SlurmResources(BaseModel):
+    """What one Slurm worker job asks for; a worker job runs calculations one after another."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cores: int = Field(1, gt=0, description="CPU cores per worker job (--cpus-per-task).")
+    memory: str = Field("4GB", description="Memory per worker job, e.g. '4GB' (--mem).")
+    walltime: str = Field("01:00:00", description="Time limit of a worker job, [D-]HH:MM:SS (--time).")
+    partition: str | None = Field(None, description="Slurm partition (--partition); None: the default.")
+    account: str | None = Field(None, description="Slurm account (--account); None: the user's default.")
+    prologue: list[str] = Field(
+        default_factory=list,
+        description="Shell lines run in the job before the worker starts, e.g. 'module load cp2k'.",
+    )
+    directives: list[str] = Field(
+        default_factory=list, description="Extra #SBATCH options, e.g. '--qos=short' or '--constraint=cpu'."
+    )
+    max_jobs: int = Field(4, gt=0, description="Most worker jobs in Slurm at once for this level.")
+
+
+class SlurmSettings(BaseModel):
+    """The slurm executor: worker jobs through dask-jobqueue, resources per validation level."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    default: SlurmResources = Field(default_factory=SlurmResources, description="Resources of every level.")
+    levels: dict[ValidationLevel, SlurmResources] = Field(
+        default_factory=dict,
+        description="Per-level changes to the defaults; only the fields given here replace them.",
+    )
+    log_directory: Path | None = Field(
+        None, description="Worker jobs' stdout/stderr (None: calcs/slurm in the workspace)."
+    )
+    command_timeout_s: float = Field(
+        30.0, gt=0, description="Longest wait for squeue/sacct before the controller counts as down."
+    )
+
+    def resources(self, level: str) -> SlurmResources:
+        """The defaults with the changes given for ``level``."""
+        changes = self.levels.get(level)  # type: ignore[call-overload]
+        if changes is None:
+            return self.default
+        return self.default.model_copy(update={k: getattr(changes, k) for k in changes.model_fields_set})
+
+
 class ValidationSettings(BaseModel):
     """Validation calculations (oracle levels and executors)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    level: Literal["chgnet", "sevenn", "cp2k", "xtb", "vasp", "lookup"] = "chgnet"
-    executor: Literal["local", "dask", "jobflow-remote"] = "local"
+    level: ValidationLevel = "chgnet"
+    executor: Literal["local", "dask", "jobflow-remote", "slurm"] = "local"
     max_sites: int = Field(64, gt=0, description="Largest cell accepted for validation.")
     min_distance: float = Field(0.5, gt=0, description="Smallest interatomic distance in Å.")
     cp2k_threads: int = Field(2, gt=0)
@@ -79,6 +127,7 @@ class ValidationSettings(BaseModel):
     remote_resources: dict[str, str | int] = Field(
         default_factory=dict, description="Queue resources for jobflow-remote, e.g. {'nodes': 1}."
     )
+    slurm: SlurmSettings = Field(default_factory=SlurmSettings, description="The slurm executor.")
 
 
 class Settings(BaseSettings):

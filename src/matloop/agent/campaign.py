@@ -26,7 +26,7 @@ from matloop.agent.registry import Context, Toolbox, summarize
 from matloop.agent.state import CampaignState
 from matloop.data.prototypes import Family
 from matloop.errors import CampaignStop, ToolInputError
-from matloop.settings import TrainSettings, get_settings
+from matloop.settings import Settings, SlurmSettings, TrainSettings, get_settings
 from matloop.workspace import Workspace
 
 Level = Literal["chgnet", "sevenn", "cp2k", "xtb", "vasp", "lookup"]
@@ -124,7 +124,10 @@ class CampaignSpec(_Strict):
     pool: PoolSpec = Field(default_factory=PoolSpec)
     target: TargetSpec = Field(default_factory=TargetSpec)
     level: Level = "chgnet"
-    executor: Literal["local", "dask", "jobflow-remote"] = "local"
+    executor: Literal["local", "dask", "jobflow-remote", "slurm"] = "local"
+    slurm: SlurmSettings | None = Field(
+        None, description="Worker-job resources for executor slurm (replaces settings.validation.slurm)."
+    )
     pretrained: PretrainSpec | None = None
     model: ModelSpec = Field(default_factory=ModelSpec)
     strategy: Literal["auto"] | Strategy = "auto"
@@ -155,6 +158,16 @@ def llm_configured() -> bool:
     return bool(llm.api_key or llm.base_url or os.environ.get("OPENAI_API_KEY"))
 
 
+def _settings(spec: CampaignSpec) -> Settings:
+    """Settings from the environment, with the spec's training overrides and its Slurm resources
+    when it gives them."""
+    settings = get_settings()
+    update: dict[str, Any] = {"train": spec.model.train_settings(settings.train)}
+    if spec.slurm is not None:
+        update["validation"] = settings.validation.model_copy(update={"slurm": spec.slurm})
+    return settings.model_copy(update=update)
+
+
 class Campaign:
     """An open campaign: spec, workspace, state, guardrails, decision log and toolbox."""
 
@@ -167,9 +180,7 @@ class Campaign:
         progress: Callable[[str], None] | None = None,
     ) -> None:
         self.spec = spec
-        settings = get_settings()
-        settings = settings.model_copy(update={"train": spec.model.train_settings(settings.train)})
-        self.ws = Workspace(root, settings=settings)
+        self.ws = Workspace(root, settings=_settings(spec))
         self.state = CampaignState(self.ws)
         self.log = DecisionLog(self.ws.root / "decisions.jsonl")
         self.guardrails = Guardrails(

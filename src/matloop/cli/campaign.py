@@ -101,6 +101,8 @@ def _summary(campaign, seconds: float) -> None:
 @campaign_app.command("status")
 def status(directory: Dir) -> None:
     """Status, budget and labels of a campaign."""
+    from matloop.validation.store import ValidationStore
+
     c = _open(directory)
     table = Table(title=f"campaign {c.spec.name}")
     table.add_column("item")
@@ -110,6 +112,10 @@ def status(directory: Dir) -> None:
         "status": f"{c.state.meta('status', 'not started')} {c.state.meta('reason', '') or ''}",
         "labels": f"{len(labels)} {c.spec.target.property}@{c.spec.level}",
         "calculations": str(len(c.state.calcs())),
+        f"calculation states ({c.spec.executor})": ", ".join(
+            f"{n} {state}" for state, n in sorted(ValidationStore(c.ws).status_counts().items())
+        )
+        or "none yet",
         "models": str(len(c.state.models())),
         "decisions": str(c.log.steps()),
         **{f"budget left: {k}": str(v) for k, v in c.guardrails.remaining().items()},

@@ -107,17 +107,19 @@ def queue_validation(
         slice_id: Slice holding the candidates.
         item_ids: Candidate ids to validate.
         level: chgnet (default, crystals), sevenn (crystals), cp2k (DFT, small crystals),
-            xtb (molecules), vasp (cluster only, executor jobflow-remote), lookup (benchmarks:
+            xtb (molecules), vasp (cluster only: executor slurm or jobflow-remote), lookup (benchmarks:
             reveal the slice's held-out labels).
-        executor: local (background worker), dask, or jobflow-remote.
+        executor: local (background worker), dask, slurm (Slurm jobs through dask-jobqueue),
+            or jobflow-remote.
     """
     ws = resolve_workspace(workspace)
     spec = get_level(level)
     runner = get_executor(executor)
-    if not spec.runs_locally and executor != "jobflow-remote":
+    cluster_executors = ["slurm", "jobflow-remote"]
+    if not spec.runs_locally and executor not in cluster_executors:
         raise ToolInputError(
-            f"expected executor 'jobflow-remote' for level {level!r} (it never runs locally), got "
-            f"{executor!r}; valid values are ['jobflow-remote'], or choose a local level such as 'chgnet'"
+            f"expected a cluster executor for level {level!r} (it never runs locally), got "
+            f"{executor!r}; valid values are {cluster_executors}, or choose a local level such as 'chgnet'"
         )
     data = load_slice(ws, slice_id)
     if spec.kind is not None and data.kind != spec.kind:

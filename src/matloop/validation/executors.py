@@ -18,6 +18,8 @@
   jobflow-remote``, ``jf project generate NAME``, fill in the worker (host, scheduler, work
   dir, ``pre_run`` loading VASP/CP2K) and the MongoDB queue/job stores, ``jf project check``,
   ``jf runner start``; then set ``MATLOOP_VALIDATION__REMOTE_PROJECT`` / ``__REMOTE_WORKER``.
+- ``slurm``: workers are Slurm jobs started by dask-jobqueue from this process, with per-level
+  resources from ``settings.validation.slurm`` (:mod:`matloop.validation.slurm`).
 """
 
 from __future__ import annotations
@@ -33,11 +35,12 @@ from jobflow import Flow, Job
 from matloop.errors import MissingExtraError, invalid_choice
 from matloop.settings import Settings
 from matloop.validation.levels import LevelContext, get_level
+from matloop.validation.slurm import SlurmExecutor
 from matloop.validation.store import JobRecord, ValidationStore
 from matloop.validation.worker import SETTINGS_FILE, try_lock
 from matloop.workspace import Workspace
 
-ExecutorName = Literal["local", "dask", "jobflow-remote"]
+ExecutorName = Literal["local", "dask", "jobflow-remote", "slurm"]
 
 
 class Executor(Protocol):
@@ -246,6 +249,7 @@ def get_executor(name: str) -> Executor:
         "local": LocalExecutor,
         "dask": DaskExecutor,
         "jobflow-remote": JobflowRemoteExecutor,
+        "slurm": SlurmExecutor,
     }
     if name not in executors:
         raise invalid_choice("an executor", name, executors)

@@ -102,9 +102,7 @@ LEVELS: dict[str, Level] = {
             "cp2k", "crystal", "CP2K PBE static; total energy (eV), band gap when available", _cp2k, cost=20.0
         ),
         Level("xtb", "molecule", "GFN2-xTB single point; energy, HOMO, LUMO, gap (eV)", _xtb, cost=0.01),
-        Level(
-            "vasp", "crystal", "VASP PBE relaxation on a cluster (jobflow-remote only)", _vasp, False, 100.0
-        ),
+        Level("vasp", "crystal", "VASP PBE relaxation (cluster: slurm, jobflow-remote)", _vasp, False, 100.0),
         Level("lookup", None, "reveal held-out labels of the slice (benchmarks only)", None, cost=0.0),
     )
 }

@@ -109,7 +109,10 @@ def record_document(
         "task_doc": task_doc,
         "job_id": job.job_id,
         "batch_id": job.batch_id,
+        "executor": job.executor,
     }
+    if job.remote_id:
+        provenance["remote_id"] = job.remote_id  # the Slurm job id; flow:job uuids for jobflow-remote
     if doc.references:
         store.add_references(job.level, doc.references, {"code": doc.code, "code_version": doc.code_version})
     labels = {p: (v, doc.units[p]) for p, v in doc.properties.items()}

@@ -198,8 +198,20 @@ class ValidationStore:
             ).fetchone()
         return int(n)
 
-    def claim(self, job_id: str | None = None, *, executor: str = "local") -> JobRecord | None:
-        """Atomically move one queued job (the oldest, or ``job_id``) to ``running``."""
+    def claim(
+        self,
+        job_id: str | None = None,
+        *,
+        executor: str = "local",
+        remote_id: str | None = None,
+        reason: str | None = None,
+    ) -> JobRecord | None:
+        """Atomically move one queued job (the oldest, or ``job_id``) to ``running``.
+
+        With ``remote_id`` (where it runs, e.g. a Slurm job id) that is recorded too, and a job
+        already ``running`` under the same ``remote_id`` is claimed again: the attempt that
+        held it there is gone.
+        """
         with self.workspace.connect() as db:
             db.execute("BEGIN IMMEDIATE")
             if job_id is None:
@@ -212,13 +224,40 @@ class ValidationStore:
                     return None
                 job_id = row[0]
             cur = db.execute(
-                "UPDATE validation_jobs SET status = 'running', attempts = attempts + 1, started_at = ?"
-                " WHERE job_id = ? AND status = 'queued'",
-                (time.time(), job_id),
+                "UPDATE validation_jobs SET status = 'running', attempts = attempts + 1, started_at = ?,"
+                " remote_id = COALESCE(?, remote_id), reason = COALESCE(?, reason)"
+                " WHERE job_id = ? AND executor = ?"
+                " AND (status = 'queued' OR (status = 'running' AND remote_id = ?))",
+                (time.time(), remote_id, reason, job_id, executor, remote_id),
             )
             if cur.rowcount == 0:
                 return None
         return self.jobs(job_ids=[job_id])[0]
+
+    def transition(
+        self, job_id: str, old: Status, new: Status, reason: str | None, *, remote_id: str | None = None
+    ) -> bool:
+        """Move a job from ``old`` to ``new`` only if it is still ``old`` (and held by ``remote_id``
+        when given); returns whether it moved. Never overwrites a state someone else just set."""
+        finished = time.time() if new in FINISHED else None
+        held = " AND remote_id = ?" if remote_id is not None else ""
+        with self.workspace.connect() as db:
+            cur = db.execute(
+                "UPDATE validation_jobs SET status = ?, reason = ?, finished_at = ?"
+                f" WHERE job_id = ? AND status = ?{held}",
+                (new, reason, finished, job_id, old, *([remote_id] if remote_id is not None else [])),
+            )
+        return cur.rowcount == 1
+
+    def status_counts(self, executor: str | None = None) -> dict[str, int]:
+        """Number of jobs per state (of one executor, or all)."""
+        query = "SELECT status, COUNT(*) FROM validation_jobs"
+        args: tuple[str, ...] = ()
+        if executor is not None:
+            query, args = query + " WHERE executor = ?", (executor,)
+        with self.workspace.connect() as db:
+            rows = db.execute(query + " GROUP BY status", args).fetchall()
+        return {r[0]: int(r[1]) for r in rows}
 
     def requeue_running(self, executor: str) -> int:
         """Put jobs left ``running`` by a dead worker back in the queue; returns how many."""
