@@ -207,7 +207,10 @@ def test_walltime_kill_fails_the_calculation_with_that_reason(slurm_ws):
     sl = molecule_slice(slurm_ws)
     batch = queue_validation(sl, ["CH4"], level="xtb", executor="slurm", workspace=slurm_ws)
     with caught_running(slurm_ws, batch.batch_id, "CH4") as slurm_id:
-        subprocess.run(["scontrol", "update", f"JobId={slurm_id}", "EndTime=now"], check=True)
+        update = subprocess.run(
+            ["scontrol", "update", f"JobId={slurm_id}", "EndTime=now"], capture_output=True, text=True
+        )
+        assert update.returncode == 0, update.stderr
         assert _wait_ended(slurm_id) == "TIMEOUT"
     result = collect_validation(batch.batch_id, timeout_s=60, workspace=slurm_ws)
     assert not result.labels and not result.pending
