@@ -188,6 +188,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="CI-sized run.")
     parser.add_argument("--tasks", default=",".join(TASKS), help="Comma-separated task names.")
     parser.add_argument("--state", type=Path, default=None, help="Directory of the resumable campaigns.")
+    parser.add_argument("--table", action="store_true", help="Print the results as a table, run nothing.")
     parser.add_argument(
         "--strategies", default=None, help="Strategies instead of the task's ('default' allowed)."
     )
@@ -200,6 +201,9 @@ def main() -> None:
     state = args.state or get_settings().cache_dir / "benchmarks" / name
     out = RESULTS_DIR / f"{name}.json"
     result = json.loads(out.read_text()) if out.exists() else {"tasks": {}}
+    if args.table:
+        print(markdown_table(result))
+        return
     for task_name in [t for t in args.tasks.split(",") if t]:
         task = quick(TASKS[task_name]) if args.quick else TASKS[task_name]
         if args.strategies:
@@ -217,6 +221,32 @@ def main() -> None:
         out.write_text(json.dumps(result, indent=1, default=_json) + "\n")
         _print(task_name, result["tasks"][task_name])
     print(f"wrote {out}")
+
+
+def markdown_table(result: dict[str, Any]) -> str:
+    """The headline figures of every task as a markdown table (the README's)."""
+    rows = ["| task | strategy | figures vs random |", "|---|---|---|"]
+    for name, task in result["tasks"].items():
+        for strategy, r in task["strategies"].items():
+            mark = " (default)" if strategy == task["default_strategy"] else ""
+            if task["kind"] == "discovery":
+                figures = (
+                    f"hits {r['hits_mean']:.1f} ± {r['hits_std']:.1f} of {r['target_set_size']}, "
+                    f"recall {r['recall']:.2f}, EF {r['enhancement_factor']:.1f}, "
+                    f"AF {_fmt(r['acceleration_factor'])}"
+                )
+            else:
+                ratio, (lo, hi) = r["labels_ratio"], r["labels_ratio_ci90"]
+                figures = (
+                    f"final MAE {r['final_mae_mean']:.3g} ± {r['final_mae_std']:.2g}, labels ratio "
+                    f"{_fmt(ratio)} (90 % CI {_fmt(lo)}–{_fmt(hi)}), AULC ratio {r['aulc_ratio']:.3f}"
+                )
+            rows.append(f"| {name} | {strategy}{mark} | {figures} |")
+    return "\n".join(rows)
+
+
+def _fmt(value: float | None) -> str:
+    return "not reached" if value is None else f"{value:.2f}"
 
 
 def _json(obj: Any) -> Any:
