@@ -37,6 +37,8 @@ def test_source_slices_are_stored_as_arrays(workspace, source):
             np.testing.assert_allclose(a.lattice.matrix, b.lattice.matrix)
     sub = back.subset([back.ids[2], back.ids[0]])
     assert sub.structures[1] == back.structures[0]
+    assert isinstance(sub.structures, LazyStructures)  # a subset stays compact when saved again
+    assert workspace.artifact(save_slice(workspace, sub)).meta["structure_format"] == "arrays"
 
 
 def test_other_slices_keep_pymatgen_json(workspace):

@@ -58,6 +58,14 @@ class LazyStructures(Sequence):
         self._positions = np.asarray(positions, dtype=np.int64)
         self._built: dict[int, Structure | Molecule] = {}
 
+    def take(self, rows: Sequence[int]) -> LazyStructures:
+        """These rows (positions in this sequence), still lazy, sharing what is already built."""
+        taken = LazyStructures.__new__(LazyStructures)
+        taken._species, taken._coords, taken._lattice = self._species, self._coords, self._lattice
+        taken._positions = self._positions[np.asarray(rows, dtype=np.int64)]
+        taken._built = self._built
+        return taken
+
     def __len__(self) -> int:
         return len(self._positions)
 

@@ -168,6 +168,13 @@ def structure_hash(item: Structure | Molecule) -> str:
     return h.hexdigest()
 
 
+def structure_hashes(structures: Sequence[Structure | Molecule]) -> list[str]:
+    """Content hashes of many items: read from compact rows without building pymatgen objects
+    where the sequence allows it (dataset sources), else :func:`structure_hash` per item."""
+    compact = _compact_keys(structures) or [None] * len(structures)
+    return [key if key is not None else structure_hash(structures[k]) for k, key in enumerate(compact)]
+
+
 def neighbor_pairs(
     item: Structure | Molecule, cutoff: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

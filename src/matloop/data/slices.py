@@ -54,9 +54,12 @@ class DatasetSlice:
         """The rows with these ids, in this order."""
         pos = {i: k for k, i in enumerate(self.ids)}
         rows = [pos[i] for i in ids]
+        structures = self.structures
         return DatasetSlice(
             ids=list(ids),
-            structures=[self.structures[k] for k in rows],
+            structures=structures.take(rows)
+            if isinstance(structures, LazyStructures)
+            else [structures[k] for k in rows],
             properties=self.properties.iloc[rows].copy(),
             units=dict(self.units),
             kind=self.kind,

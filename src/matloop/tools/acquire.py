@@ -11,7 +11,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from matloop.acquisition import Goal, Strategy, check_strategy, gaussian_entropy, select
-from matloop.data.graphs import structure_hash
+from matloop.data.graphs import structure_hashes
 from matloop.data.slices import load_slice
 from matloop.errors import ToolInputError
 from matloop.models import load_model
@@ -188,8 +188,8 @@ def _eligible(
     hashes: list[str | None] = [None] * len(ids)
     if slice_id is not None:
         data = load_slice(ws, slice_id)
-        pos = {item_id: k for k, item_id in enumerate(data.ids)}
-        hashes = [structure_hash(data.structures[pos[i]]) if i in pos else None for i in ids]
+        by_id = dict(zip(data.ids, structure_hashes(data.structures), strict=True))
+        hashes = [by_id.get(i) for i in ids]
     taken_hashes = {h for i, h in zip(ids, hashes, strict=True) if i in taken and h is not None}
     seen: set[str] = set()
     keep: list[int] = []
