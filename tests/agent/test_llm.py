@@ -9,7 +9,7 @@ from langchain_core.messages import AIMessage
 from tests.agent.conftest import ScriptedChatModel, call, tool_messages
 
 from matloop.agent.guardrails import GuardrailViolation
-from matloop.agent.llm import Conversation, LLMUnavailable
+from matloop.agent.llm import Conversation, LLMUnavailable, NoProgress
 from matloop.errors import CampaignStop
 
 
@@ -46,14 +46,23 @@ def test_hallucinated_argument_names_come_back_as_fixable_tool_messages(campaign
     assert "valid values are" in campaign.log.records()[-1]["result"]
 
 
-def test_a_model_that_repeats_the_same_call_forever_is_stopped(campaign):
+def test_a_model_that_repeats_the_same_call_forever_makes_no_progress(campaign):
     conv, model = _conv(campaign, lambda m: call("campaign_status", {}, n=len(m)))
-    answer = conv.run("system", "loop")
-    assert answer.startswith("stopped: step cap reached")
+    with pytest.raises(NoProgress, match="no valid progress in 3 model turns"):
+        conv.run("system", "loop")
     runs = [r for r in campaign.log.records() if r["phase"] == "done"]
     rejected = [r for r in campaign.log.records() if r["phase"] == "rejected"]
-    assert len(runs) == 2  # max_repeats; the rest were refused
+    assert len(runs) == 2 and len(rejected) == 1  # max_repeats; then refused
     assert all("already made" in r["result"] for r in rejected)
+    assert model.calls == 3
+
+
+def test_a_model_that_keeps_calling_tools_is_stopped_by_the_step_cap(campaign):
+    conv, model = _conv(
+        campaign, lambda m: call("build_candidate_pool", {"families": ["rocksalt"], "max_items": len(m)})
+    )
+    answer = conv.run("system", "loop")
+    assert answer.startswith("stopped: step cap reached")
     assert model.calls == campaign.spec.max_steps + 1
 
 
@@ -128,7 +137,8 @@ def test_injection_text_in_replies_and_data_changes_nothing(campaign):
         return AIMessage(content=evil)
 
     conv, _ = _conv(campaign, script)
-    conv.run("system", "status")
+    with pytest.raises(NoProgress):  # three turns of refused or read-only calls
+        conv.run("system", "status")
     after = campaign.guardrails.remaining()
     assert after["calculations"] == before["calculations"] == 5
     assert campaign.spec.budget.calculations == 5
