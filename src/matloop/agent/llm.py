@@ -288,8 +288,11 @@ class Conversation:
             response_metadata=total.response_metadata,
         )
         usage = total.usage_metadata or {}
-        tokens = int(usage["total_tokens"]) if usage.get("total_tokens") else prompt + received
-        return Reply(message, tokens, cut)
+        if usage.get("total_tokens"):
+            return Reply(message, int(usage["total_tokens"]), cut)
+        # no usage (a reply cut short never gets it): the estimate, keeping no more than the cap of
+        # the last chunk, whose text is dropped with everything the server sent after it
+        return Reply(message, prompt + min(received, cap), cut)
 
     # -- the loop ----------------------------------------------------------------------------
     def _calls(self, ai: AIMessage) -> tuple[list[dict[str, Any]], list[dict[str, Any]], str | None]:
