@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -10,7 +10,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import Field
-from tests.agent.fake_openai import FakeOpenAI, Reply
+from tests.agent.fake_openai import fake_openai  # noqa: F401 (a fixture)
 
 from matloop.agent.campaign import Campaign, CampaignSpec
 
@@ -66,16 +66,3 @@ def small_spec() -> CampaignSpec:
 @pytest.fixture
 def campaign(settings, tmp_path, small_spec) -> Campaign:
     return Campaign(tmp_path / "campaign", small_spec)
-
-
-@pytest.fixture
-def fake_openai() -> Iterator[Callable[[Callable[[dict[str, Any], int], Reply]], FakeOpenAI]]:
-    servers: list[FakeOpenAI] = []
-
-    def start(script: Callable[[dict[str, Any], int], Reply]) -> FakeOpenAI:
-        servers.append(FakeOpenAI(script))
-        return servers[-1]
-
-    yield start
-    for server in servers:
-        server.close()

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+import pytest
 
 
 @dataclass
@@ -120,3 +122,14 @@ class FakeOpenAI:
         self.sent.append(sent)
 
 
+@pytest.fixture
+def fake_openai() -> Iterator[Callable[[Callable[[dict[str, Any], int], Reply]], FakeOpenAI]]:
+    servers: list[FakeOpenAI] = []
+
+    def start(script: Callable[[dict[str, Any], int], Reply]) -> FakeOpenAI:
+        servers.append(FakeOpenAI(script))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()

@@ -14,7 +14,12 @@ from matloop.settings import LLMSettings
 def _conv(campaign, server, **settings) -> Conversation:
     s = LLMSettings(base_url=server.url, model="fake", **settings)
     return Conversation(
-        make_chat_model(s), campaign.toolbox, campaign.guardrails, settings=s, backoff_s=0.0, note=campaign.note
+        make_chat_model(s),
+        campaign.toolbox,
+        campaign.guardrails,
+        settings=s,
+        backoff_s=0.0,
+        note=campaign.note,
     )
 
 

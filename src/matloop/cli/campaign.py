@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 campaign_app = typer.Typer(help="Closed-loop campaigns: run, resume, inspect.", no_args_is_help=True)
@@ -40,7 +41,7 @@ def _errors() -> Iterator[None]:
     except MatloopError as exc:
         if _debug["on"]:
             raise
-        console.print(f"[red]error:[/red] {exc}", highlight=False, markup=True)
+        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         console.print("[dim](run with matloop --debug … for the traceback)[/dim]")
         raise typer.Exit(1) from None
 
@@ -71,7 +72,9 @@ def _progress():
     def say(message: str) -> None:
         elapsed = time.monotonic() - start
         console.print(
-            f"[dim]{int(elapsed // 60):02d}:{int(elapsed % 60):02d}[/dim] {message}", highlight=False
+            f"[dim]{int(elapsed // 60):02d}:{int(elapsed % 60):02d}[/dim] {escape(message)}",
+            highlight=False,
+            soft_wrap=True,
         )
 
     return say
@@ -144,6 +147,7 @@ def _summary(campaign, seconds: float) -> None:
         f"report: {campaign.ws.root / 'report.html'}",
         markup=False,
         highlight=False,
+        soft_wrap=True,
     )
 
 
@@ -236,9 +240,7 @@ def ask_command(
             approver=_approver(yes),  # type: ignore[arg-type]
             progress=_progress(),
         )
-    if result.notice:
-        console.print(f"[yellow]{result.notice}; answered by the rules planner[/yellow]", highlight=False)
-    console.print(result.answer, style="bold", markup=False, highlight=False)
+    console.print(result.answer, style="bold", markup=False, highlight=False, soft_wrap=True)
     tokens = f"; {result.tokens} LLM tokens" if result.tokens else ""
     console.print(
         f"planner {result.planner}; {result.steps} steps{tokens}; workspace {result.workspace}; "
@@ -246,4 +248,5 @@ def ask_command(
         style="dim",
         markup=False,
         highlight=False,
+        soft_wrap=True,
     )
