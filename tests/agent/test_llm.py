@@ -388,3 +388,91 @@ def test_instructions_in_any_users_file_are_only_data(campaign, tmp_path, reader
         assert (
             db.execute("SELECT COUNT(*) FROM sqlite_master WHERE name = 'validation_jobs'").fetchone()[0] == 0
         )
+
+
+def test_limits_stated_in_the_request_and_the_spec_bind_the_llm_before_it_sees_anything(settings, tmp_path):
+    from matloop.agent.campaign import Campaign, CampaignSpec
+    from matloop.agent.llm import LLMPlanner
+    from matloop.data.slices import load_slice
+
+    spec = CampaignSpec(
+        name="limits",
+        request="Find stable rock-salts excluding oxygen, at most 5 calculations",
+        pool={"source": "prototypes", "families": ["rocksalt"], "max_items": 12},
+        budget={"calculations": 40},
+    )
+    campaign = Campaign(tmp_path / "limits", spec)
+    assert campaign.guardrails.remaining()["calculations"] == 5 and "O" in campaign.guardrails.forbidden
+    prompt = LLMPlanner().system_prompt(campaign)
+    assert "'calculations': 5" in prompt and "forbidden elements ['O']" in prompt
+    assert "families ['rocksalt']" in prompt and "at most 12 items" in prompt
+
+    greedy = {"families": ["perovskite", "rocksalt", "zincblende"], "max_items": 2000}
+    out = campaign.toolbox.call("build_candidate_pool", greedy)
+    assert out.ok and out.result["count"] <= 12 and set(out.result["families"]) == {"rocksalt"}
+    assert not [i for i in load_slice(campaign.ws, out.result["slice_id"]).ids if i.endswith("O")]
+    assert any("max_items 2000 → 12" in v["message"] for v in out.verdicts)
+    refused = campaign.toolbox.call("build_candidate_pool", {"families": ["perovskite"]})
+    assert not refused.ok and "expected families among ['rocksalt']" in refused.message
+
+
+def test_each_ask_has_its_own_token_budget(settings, tmp_path):
+    from matloop.agent.ask import ask
+    from matloop.agent.guardrails import Budget
+
+    def chatty(messages):  # a tool call, then an answer
+        if not tool_messages(messages):
+            return call("query_dataset", {"source": "mp_dielectric", "limit": 5})
+        return AIMessage(content="5 crystals")
+
+    budget = Budget(llm_tokens=20_000)  # one request spends 12,000: a shared budget would refuse the next
+    first = ask(
+        "x",
+        workspace=tmp_path / "ws",
+        model=ScriptedChatModel(script=chatty, tokens_per_call=6_000),
+        budget=budget,
+    )
+    second = ask(
+        "y",
+        workspace=tmp_path / "ws",
+        model=ScriptedChatModel(script=chatty, tokens_per_call=6_000),
+        budget=budget,
+    )
+    assert first.answer == second.answer == "5 crystals"  # the second is not refused
+    assert first.tokens == second.tokens == 12_000
+
+
+def test_a_text_answer_is_logged_and_a_cut_one_says_so(settings, tmp_path):
+    from matloop.agent.ask import ask
+
+    def cut(messages):
+        if not tool_messages(messages):
+            return call("query_dataset", {"source": "mp_dielectric", "limit": 5})
+        return AIMessage(content="There are five crystals and", response_metadata={"finish_reason": "length"})
+
+    result = ask("how many?", workspace=tmp_path / "ws", model=ScriptedChatModel(script=cut))
+    assert result.answer == "There are five crystals and [answer cut at the length limit]"
+    from matloop.agent.decisions import DecisionLog
+
+    notes = [r for r in DecisionLog(tmp_path / "ws" / "decisions.jsonl").records() if r["phase"] == "note"]
+    assert len(notes) == 1 and notes[0]["result"]["cut"] and notes[0]["result"]["tokens"] == 100
+    assert "cut at the 1024-token cap" in notes[0]["rationale"]
+
+
+def test_forced_tool_calling_runs_the_named_tool_and_finishes_with_the_answer(settings, campaign):
+    from matloop.settings import LLMSettings
+
+    def script(messages):
+        if not tool_messages(messages):
+            return call("next_step", {"tool": "campaign_status", "arguments": {}})
+        if len(tool_messages(messages)) == 1:
+            return call("next_step", {"tool": "build_candidate_pool", "arguments": {"max_items": 3}}, n=1)
+        return call("next_step", {"tool": "finish", "answer": "pool of 3"}, n=2)
+
+    model = ScriptedChatModel(script=script)
+    forced = LLMSettings(tool_calling="forced")
+    conv = Conversation(model, campaign.toolbox, campaign.guardrails, settings=forced)
+    assert conv.run("system", "build a pool") == "pool of 3"
+    assert model.bound_tools == ["next_step"]
+    done = [r["tool"] for r in campaign.log.records() if r["phase"] == "done"]
+    assert done == ["campaign_status", "build_candidate_pool"]

@@ -142,6 +142,7 @@ def ask(
         conv = Conversation(
             model or make_chat_model(), campaign.toolbox, campaign.guardrails, note=campaign.note
         )
+        conv.unfinished = lambda: None if conv.progressed else "no tool has given you data yet"
         answer = conv.run(system, request)
     except CampaignStop as exc:
         answer = f"stopped: {exc}"

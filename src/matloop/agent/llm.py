@@ -159,6 +159,24 @@ def _chunk_tokens(chunk: BaseMessage) -> int:
     return math.ceil(len(text) / 3) if text else 0
 
 
+def _drop_repeats(chunk: Any, seen: dict[tuple[Any, str], Any]) -> Any:
+    """A chunk without the tool name and id it repeats (llama.cpp's server sends them in every chunk,
+    and merged chunks would concatenate them into a name no tool has)."""
+    parts = getattr(chunk, "tool_call_chunks", None)
+    if not parts:
+        return chunk
+    fixed = []
+    for part in parts:
+        part = dict(part)
+        for key in ("name", "id"):
+            if part.get(key) and seen.get((part.get("index"), key)) == part[key]:
+                part[key] = None
+            elif part.get(key):
+                seen[(part.get("index"), key)] = part[key]
+        fixed.append(part)
+    return chunk.model_copy(update={"tool_call_chunks": fixed})
+
+
 @dataclass
 class Reply:
     """One model reply and what it cost."""
@@ -224,6 +242,7 @@ class Conversation:
         self.note = note or (lambda *_a, **_k: None)
         self._schema_chars = len(json.dumps([t.args for t in tools], default=str))
         self._tokens_per_char = 1 / CHARS_PER_TOKEN
+        self.progressed = False  # a tool call other than reading the state has run
 
     # -- one model call --------------------------------------------------------------------
     def _invoke(self, messages: list[BaseMessage]) -> Reply:
@@ -259,9 +278,11 @@ class Conversation:
         """Read the reply chunk by chunk and stop reading at the completion cap."""
         total: Any = None
         received, cut = 0, False
+        seen: dict[tuple[Any, str], Any] = {}
         stream = self.bound.stream(messages, **cap_request(self.settings, cap))
         try:
             for chunk in stream:
+                chunk = _drop_repeats(chunk, seen)
                 total = chunk if total is None else total + chunk
                 received += _chunk_tokens(chunk)
                 if received >= cap:
@@ -337,9 +358,10 @@ class Conversation:
                     cut=reply.cut,
                 )
                 answer += " [answer cut at the length limit]" if reply.cut else ""
-                if (left := self.unfinished()) is None:
+                left = self.unfinished() if answer.strip() else "the answer was empty"
+                if left is None:
                     return answer
-                idle.append(f"answered in text with {left}")
+                idle.append(f"text only: {left}")
                 messages.append(HumanMessage(f"Not done yet: {left}. Continue by calling a tool."))
             else:
                 try:
@@ -347,7 +369,7 @@ class Conversation:
                 except StepCapReached as exc:
                     return f"stopped: {exc}"
                 if progress:
-                    idle = []
+                    idle, self.progressed = [], True
                 else:
                     what = "calls refused or failed" if calls else "invalid call"
                     idle.append(what + (" (reply cut at the cap)" if reply.cut else ""))
