@@ -141,14 +141,11 @@ def resume(
 def _summary(campaign, seconds: float) -> None:
     st = campaign.state
     labels = st.labels(campaign.spec.target.property, campaign.spec.level)
-    console.print(
-        f"[bold]{st.meta('status')}[/bold]: {_one_line(st.meta('reason'), 200)} — {len(labels)} labels, "
-        f"{log_counts(campaign.log.records())}, {seconds / 60:.1f} min; "
-        f"report: {campaign.ws.root / 'report.html'}",
-        markup=False,
-        highlight=False,
-        soft_wrap=True,
+    text = (
+        f"{_one_line(st.meta('reason'), 200)} — {len(labels)} labels, {log_counts(campaign.log.records())}, "
+        f"{seconds / 60:.1f} min; report: {campaign.ws.root / 'report.html'}"
     )
+    console.print(f"[bold]{st.meta('status')}[/bold]: {escape(text)}", highlight=False, soft_wrap=True)
 
 
 @campaign_app.command("status")
