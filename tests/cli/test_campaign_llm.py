@@ -83,6 +83,8 @@ def test_a_model_that_only_talks_hands_the_campaign_over_and_the_counts_match(
     status = runner.invoke(app, ["campaign", "status", str(out_dir)])
     assert status.exit_code == 0 and "steps:" in status.output
     assert ramble[:30] not in status.output  # the model's text is never a table cell
+    report = (out_dir / "report.html").read_text()
+    assert "Decisions by planner" in report and "<td>rules (fallback)</td>" in report
 
 
 def test_a_server_that_refuses_the_request_mid_campaign_hands_over(

@@ -311,8 +311,8 @@ class Conversation:
         usage = total.usage_metadata or {}
         if usage.get("total_tokens"):
             return Reply(message, int(usage["total_tokens"]), cut)
-        # no usage (a reply cut short never gets it): the estimate, keeping no more than the cap of
-        # the last chunk, whose text is dropped with everything the server sent after it
+        # no usage (a reply cut short never gets it): the estimate, in which the chunk that reached
+        # the cap counts up to it (a streamed chunk is about one token, the estimate rounds it up)
         return Reply(message, prompt + min(received, cap), cut)
 
     # -- the loop ----------------------------------------------------------------------------
