@@ -476,3 +476,22 @@ def test_forced_tool_calling_runs_the_named_tool_and_finishes_with_the_answer(se
     assert model.bound_tools == ["next_step"]
     done = [r["tool"] for r in campaign.log.records() if r["phase"] == "done"]
     assert done == ["campaign_status", "build_candidate_pool"]
+
+
+def test_a_crashing_planner_leaves_the_campaign_failed_not_running(settings, tmp_path):
+    from matloop.agent.campaign import CampaignSpec, run_campaign
+
+    class Broken:
+        name = "llm"
+
+        def run(self, campaign):
+            raise RuntimeError("server sent garbage")
+
+    with pytest.raises(RuntimeError):
+        run_campaign(CampaignSpec(name="broken"), tmp_path / "broken", planner=Broken())
+    from matloop.agent.campaign import Campaign
+
+    campaign = Campaign(tmp_path / "broken", CampaignSpec.from_yaml(tmp_path / "broken" / "campaign.yaml"))
+    assert campaign.state.meta("status") == "failed"
+    assert campaign.state.meta("reason") == "RuntimeError: server sent garbage"
+    assert campaign.log.records()[-1]["rationale"] == "campaign failed: RuntimeError: server sent garbage"

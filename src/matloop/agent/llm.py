@@ -266,7 +266,7 @@ class Conversation:
                     raise LLMUnavailable(message) from exc
                 time.sleep(self.backoff_s * 2**attempt)
                 attempt += 1
-        usage = reply.message.usage_metadata or {}
+        usage: dict[str, Any] = dict(reply.message.usage_metadata or {})
         if usage.get("input_tokens"):  # calibrate the prompt estimate on the server's own count
             self._tokens_per_char = 1.15 * usage["input_tokens"] / chars
         self.toolbox.state.charge(
@@ -316,13 +316,14 @@ class Conversation:
         return Reply(message, prompt + min(received, cap), cut)
 
     # -- the loop ----------------------------------------------------------------------------
-    def _calls(self, ai: AIMessage) -> tuple[list[dict[str, Any]], list[dict[str, Any]], str | None]:
+    def _calls(self, ai: AIMessage) -> tuple[list[Any], list[Any], str | None]:
         """(tool calls, invalid calls, final answer or ``None``) of one reply."""
         if not ai.tool_calls and not ai.invalid_tool_calls:
             return [], [], str(ai.content)
         if not self.forced:
             return list(ai.tool_calls), list(ai.invalid_tool_calls), None
-        calls, invalid = [], list(ai.invalid_tool_calls)
+        calls: list[Any] = []
+        invalid: list[Any] = list(ai.invalid_tool_calls)
         for c in ai.tool_calls:
             tool, arguments = c["args"].get("tool"), c["args"].get("arguments") or {}
             if c["name"] == NEXT_STEP and tool == "finish":

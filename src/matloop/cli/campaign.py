@@ -233,7 +233,7 @@ def ask_command(
         result = ask(
             request,
             workspace=workspace,
-            planner=planner,  # type: ignore[arg-type]
+            planner=planner,
             approver=_approver(yes),  # type: ignore[arg-type]
             progress=_progress(),
         )
