@@ -46,6 +46,13 @@ def test_ask_with_an_unreachable_model_says_so_in_one_line_and_answers_by_rules(
     assert "planner rules (fallback)" in out.output
 
 
+def test_ask_for_the_llm_planner_without_a_model_says_what_to_set(settings, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    out = CliRunner().invoke(app, ["ask", "--planner", "llm", "How many crystals in mp_dielectric?"])
+    assert out.exit_code == 0 and "Traceback" not in out.output
+    assert "no language model configured: set OPENAI_API_KEY, or MATLOOP_LLM__BASE_URL" in out.output
+
+
 def test_errors_are_one_line_unless_debug(settings, tmp_path):
     (tmp_path / "empty").mkdir()
     out = CliRunner().invoke(app, ["campaign", "resume", str(tmp_path / "empty")])

@@ -80,6 +80,10 @@ def make_chat_model(settings: LLMSettings | None = None) -> BaseChatModel:
 
     s = settings or get_settings().llm
     key = s.api_key or os.environ.get("OPENAI_API_KEY") or ("not-needed" if s.base_url else None)
+    if key is None:
+        raise LLMUnavailable(
+            "no language model configured: set OPENAI_API_KEY, or MATLOOP_LLM__BASE_URL for a local server"
+        )
     return ChatOpenAI(
         model=s.model,
         base_url=s.base_url,
