@@ -495,3 +495,22 @@ def test_a_crashing_planner_leaves_the_campaign_failed_not_running(settings, tmp
     assert campaign.state.meta("status") == "failed"
     assert campaign.state.meta("reason") == "RuntimeError: server sent garbage"
     assert campaign.log.records()[-1]["rationale"] == "campaign failed: RuntimeError: server sent garbage"
+
+
+def test_unparseable_calls_are_logged_and_count_as_no_progress(campaign):
+    broken = {
+        "name": "featurize",
+        "args": '{"slice_id": "sl',
+        "id": "c1",
+        "error": "bad JSON",
+        "type": "invalid_tool_call",
+    }
+    model = ScriptedChatModel(script=lambda m: AIMessage(content="", invalid_tool_calls=[broken]))
+    conv = Conversation(model, campaign.toolbox, campaign.guardrails, note=campaign.note)
+    with pytest.raises(NoProgress, match="invalid call; invalid call; invalid call"):
+        conv.run("system", "go")
+    notes = [r for r in campaign.log.records() if r["phase"] == "note"]
+    assert len(notes) == 3 and all(
+        "invalid call: could not use the call of featurize" in r["rationale"] for r in notes
+    )
+    assert notes[0]["result"]["arguments"] == '{"slice_id": "sl'

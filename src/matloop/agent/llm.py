@@ -388,7 +388,7 @@ class Conversation:
         progress = False
         for bad in invalid:
             error = f"could not use the call of {bad.get('name')}: {bad.get('error')}; send a JSON object"
-            self.toolbox.progress(f"invalid call: {one_line(error)}")
+            self.note(f"invalid call: {one_line(error)}", arguments=one_line(str(bad.get("args")), 300))
             messages.append(
                 ToolMessage(f"<tool_error>{error}</tool_error>", tool_call_id=bad.get("id") or "invalid")
             )
