@@ -56,8 +56,37 @@ class LLMSettings(BaseModel):
     base_url: str | None = Field(None, description="OpenAI-compatible server URL (vLLM, Ollama, ...).")
     api_key: str | None = Field(None, repr=False, description="Defaults to OPENAI_API_KEY.")
     temperature: float = 0.0
-    max_retries: int = Field(3, ge=0)
-    timeout_s: float = Field(60.0, gt=0)
+    max_retries: int = Field(
+        3, ge=0, description="Retries (exponential backoff) when the server is unreachable or overloaded."
+    )
+    timeout_s: float = Field(
+        60.0, gt=0, description="Seconds to wait for the server's next streamed bytes before giving up."
+    )
+    tool_calling: Literal["auto", "native", "forced"] = Field(
+        "auto",
+        description=(
+            "native: the model sees every tool and chooses (tool_choice 'auto'); forced: it must call one "
+            "'next_step' tool naming a tool and its arguments, so servers that constrain output to a "
+            "schema (llama.cpp, vLLM) always get a well-formed call, even from a very small model; "
+            "auto: forced with a base_url, native otherwise."
+        ),
+    )
+    max_completion_tokens: int = Field(1024, gt=0, description="Completion cap per model call.")
+    cap_parameter: Literal["auto", "max_tokens", "max_completion_tokens", "both"] = Field(
+        "auto",
+        description=(
+            "Request field(s) carrying the completion cap; auto: max_completion_tokens for OpenAI, both "
+            "for a base_url (llama.cpp reads max_tokens). Replies are also cut client-side at the cap."
+        ),
+    )
+    max_idle_turns: int = Field(
+        3,
+        gt=0,
+        description=(
+            "Model turns in a row without valid progress (text only, refused or invalid calls) before "
+            "a campaign hands over to the rules planner."
+        ),
+    )
 
 
 ValidationLevel = Literal["chgnet", "sevenn", "cp2k", "xtb", "vasp", "lookup"]

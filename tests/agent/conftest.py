@@ -10,6 +10,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import Field
+from tests.agent.fake_openai import fake_openai  # noqa: F401 (a fixture)
 
 from matloop.agent.campaign import Campaign, CampaignSpec
 

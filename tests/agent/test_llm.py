@@ -9,7 +9,7 @@ from langchain_core.messages import AIMessage
 from tests.agent.conftest import ScriptedChatModel, call, tool_messages
 
 from matloop.agent.guardrails import GuardrailViolation
-from matloop.agent.llm import Conversation, LLMUnavailable
+from matloop.agent.llm import Conversation, LLMUnavailable, NoProgress
 from matloop.errors import CampaignStop
 
 
@@ -46,14 +46,23 @@ def test_hallucinated_argument_names_come_back_as_fixable_tool_messages(campaign
     assert "valid values are" in campaign.log.records()[-1]["result"]
 
 
-def test_a_model_that_repeats_the_same_call_forever_is_stopped(campaign):
+def test_a_model_that_repeats_the_same_call_forever_makes_no_progress(campaign):
     conv, model = _conv(campaign, lambda m: call("campaign_status", {}, n=len(m)))
-    answer = conv.run("system", "loop")
-    assert answer.startswith("stopped: step cap reached")
+    with pytest.raises(NoProgress, match="no valid progress in 3 model turns"):
+        conv.run("system", "loop")
     runs = [r for r in campaign.log.records() if r["phase"] == "done"]
     rejected = [r for r in campaign.log.records() if r["phase"] == "rejected"]
-    assert len(runs) == 2  # max_repeats; the rest were refused
+    assert len(runs) == 2 and len(rejected) == 1  # max_repeats; then refused
     assert all("already made" in r["result"] for r in rejected)
+    assert model.calls == 3
+
+
+def test_a_model_that_keeps_calling_tools_is_stopped_by_the_step_cap(campaign):
+    conv, model = _conv(
+        campaign, lambda m: call("build_candidate_pool", {"families": ["rocksalt"], "max_items": len(m)})
+    )
+    answer = conv.run("system", "loop")
+    assert answer.startswith("stopped: step cap reached")
     assert model.calls == campaign.spec.max_steps + 1
 
 
@@ -128,7 +137,8 @@ def test_injection_text_in_replies_and_data_changes_nothing(campaign):
         return AIMessage(content=evil)
 
     conv, _ = _conv(campaign, script)
-    conv.run("system", "status")
+    with pytest.raises(NoProgress):  # three turns of refused or read-only calls
+        conv.run("system", "status")
     after = campaign.guardrails.remaining()
     assert after["calculations"] == before["calculations"] == 5
     assert campaign.spec.budget.calculations == 5
@@ -378,3 +388,129 @@ def test_instructions_in_any_users_file_are_only_data(campaign, tmp_path, reader
         assert (
             db.execute("SELECT COUNT(*) FROM sqlite_master WHERE name = 'validation_jobs'").fetchone()[0] == 0
         )
+
+
+def test_limits_stated_in_the_request_and_the_spec_bind_the_llm_before_it_sees_anything(settings, tmp_path):
+    from matloop.agent.campaign import Campaign, CampaignSpec
+    from matloop.agent.llm import LLMPlanner
+    from matloop.data.slices import load_slice
+
+    spec = CampaignSpec(
+        name="limits",
+        request="Find stable rock-salts excluding oxygen, at most 5 calculations",
+        pool={"source": "prototypes", "families": ["rocksalt"], "max_items": 12},
+        budget={"calculations": 40},
+    )
+    campaign = Campaign(tmp_path / "limits", spec)
+    assert campaign.guardrails.remaining()["calculations"] == 5 and "O" in campaign.guardrails.forbidden
+    prompt = LLMPlanner().system_prompt(campaign)
+    assert "'calculations': 5" in prompt and "forbidden elements ['O']" in prompt
+    assert "families ['rocksalt']" in prompt and "at most 12 items" in prompt
+
+    greedy = {"families": ["perovskite", "rocksalt", "zincblende"], "max_items": 2000}
+    out = campaign.toolbox.call("build_candidate_pool", greedy)
+    assert out.ok and out.result["count"] <= 12 and set(out.result["families"]) == {"rocksalt"}
+    assert not [i for i in load_slice(campaign.ws, out.result["slice_id"]).ids if i.endswith("O")]
+    assert any("max_items 2000 → 12" in v["message"] for v in out.verdicts)
+    refused = campaign.toolbox.call("build_candidate_pool", {"families": ["perovskite"]})
+    assert not refused.ok and "expected families among ['rocksalt']" in refused.message
+
+
+def test_each_ask_has_its_own_token_budget(settings, tmp_path):
+    from matloop.agent.ask import ask
+    from matloop.agent.guardrails import Budget
+
+    def chatty(messages):  # a tool call, then an answer
+        if not tool_messages(messages):
+            return call("query_dataset", {"source": "mp_dielectric", "limit": 5})
+        return AIMessage(content="5 crystals")
+
+    budget = Budget(llm_tokens=20_000)  # one request spends 12,000: a shared budget would refuse the next
+    first = ask(
+        "x",
+        workspace=tmp_path / "ws",
+        model=ScriptedChatModel(script=chatty, tokens_per_call=6_000),
+        budget=budget,
+    )
+    second = ask(
+        "y",
+        workspace=tmp_path / "ws",
+        model=ScriptedChatModel(script=chatty, tokens_per_call=6_000),
+        budget=budget,
+    )
+    assert first.answer == second.answer == "5 crystals"  # the second is not refused
+    assert first.tokens == second.tokens == 12_000
+
+
+def test_a_text_answer_is_logged_and_a_cut_one_says_so(settings, tmp_path):
+    from matloop.agent.ask import ask
+
+    def cut(messages):
+        if not tool_messages(messages):
+            return call("query_dataset", {"source": "mp_dielectric", "limit": 5})
+        return AIMessage(content="There are five crystals and", response_metadata={"finish_reason": "length"})
+
+    result = ask("how many?", workspace=tmp_path / "ws", model=ScriptedChatModel(script=cut))
+    assert result.answer == "There are five crystals and [answer cut at the length limit]"
+    from matloop.agent.decisions import DecisionLog
+
+    notes = [r for r in DecisionLog(tmp_path / "ws" / "decisions.jsonl").records() if r["phase"] == "note"]
+    assert len(notes) == 1 and notes[0]["result"]["cut"] and notes[0]["result"]["tokens"] == 100
+    assert "cut at the 1024-token cap" in notes[0]["rationale"]
+
+
+def test_forced_tool_calling_runs_the_named_tool_and_finishes_with_the_answer(settings, campaign):
+    from matloop.settings import LLMSettings
+
+    def script(messages):
+        if not tool_messages(messages):
+            return call("next_step", {"tool": "campaign_status", "arguments": {}})
+        if len(tool_messages(messages)) == 1:
+            return call("next_step", {"tool": "build_candidate_pool", "arguments": {"max_items": 3}}, n=1)
+        return call("next_step", {"tool": "finish", "answer": "pool of 3"}, n=2)
+
+    model = ScriptedChatModel(script=script)
+    forced = LLMSettings(tool_calling="forced")
+    conv = Conversation(model, campaign.toolbox, campaign.guardrails, settings=forced)
+    assert conv.run("system", "build a pool") == "pool of 3"
+    assert model.bound_tools == ["next_step"]
+    done = [r["tool"] for r in campaign.log.records() if r["phase"] == "done"]
+    assert done == ["campaign_status", "build_candidate_pool"]
+
+
+def test_a_crashing_planner_leaves_the_campaign_failed_not_running(settings, tmp_path):
+    from matloop.agent.campaign import CampaignSpec, run_campaign
+
+    class Broken:
+        name = "llm"
+
+        def run(self, campaign):
+            raise RuntimeError("server sent garbage")
+
+    with pytest.raises(RuntimeError):
+        run_campaign(CampaignSpec(name="broken"), tmp_path / "broken", planner=Broken())
+    from matloop.agent.campaign import Campaign
+
+    campaign = Campaign(tmp_path / "broken", CampaignSpec.from_yaml(tmp_path / "broken" / "campaign.yaml"))
+    assert campaign.state.meta("status") == "failed"
+    assert campaign.state.meta("reason") == "RuntimeError: server sent garbage"
+    assert campaign.log.records()[-1]["rationale"] == "campaign failed: RuntimeError: server sent garbage"
+
+
+def test_unparseable_calls_are_logged_and_count_as_no_progress(campaign):
+    broken = {
+        "name": "featurize",
+        "args": '{"slice_id": "sl',
+        "id": "c1",
+        "error": "bad JSON",
+        "type": "invalid_tool_call",
+    }
+    model = ScriptedChatModel(script=lambda m: AIMessage(content="", invalid_tool_calls=[broken]))
+    conv = Conversation(model, campaign.toolbox, campaign.guardrails, note=campaign.note)
+    with pytest.raises(NoProgress, match="invalid call; invalid call; invalid call"):
+        conv.run("system", "go")
+    notes = [r for r in campaign.log.records() if r["phase"] == "note"]
+    assert len(notes) == 3 and all(
+        "invalid call: could not use the call of featurize" in r["rationale"] for r in notes
+    )
+    assert notes[0]["result"]["arguments"] == '{"slice_id": "sl'

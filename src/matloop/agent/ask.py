@@ -32,6 +32,8 @@ class AskResult(BaseModel):
     workspace: str = Field(description="Workspace directory holding the artefacts and the decision log.")
     ids: list[str] = Field(description="Ids of the slices, feature sets, models and batches used.")
     steps: int = Field(description="Planner steps logged.")
+    tokens: int = Field(0, description="LLM tokens charged for this request.")
+    notice: str = Field("", description="Why the answer did not come from the planner asked for, if so.")
 
 
 def _ids(campaign: Campaign, first_step: int) -> list[str]:
@@ -118,29 +120,57 @@ def ask(
     approver: Approver | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> AskResult:
-    """Answer ``request`` by planning and calling tools in ``workspace`` (settings default)."""
+    """Answer ``request`` by planning and calling tools in ``workspace`` (settings default).
+
+    The budget applies to this request alone (its LLM tokens are counted apart from earlier
+    requests in the same workspace). If the model is unreachable, refuses the request or makes
+    no valid progress, the rules planner answers and ``notice`` says why.
+    """
     root = Path(workspace or get_settings().workspace)
     use_llm = model is not None or planner == "llm" or (planner == "auto" and llm_configured())
-    if use_llm:
-        from matloop.agent.llm import Conversation, LLMPlanner, make_chat_model
+    if not use_llm:
+        return _ask_rules(request, root, budget, max_steps, approver, progress)
+    from matloop.agent.llm import Conversation, LLMPlanner, LLMUnavailable, NoProgress, make_chat_model
 
-        spec = CampaignSpec(name="ask", request=request, budget=budget or Budget(), max_steps=max_steps)
-        campaign = Campaign(root, spec, approver=approver, progress=progress)
-        campaign.context.planner = "llm"
-        first = campaign.log.next_step()
-        conv = Conversation(model or make_chat_model(), campaign.toolbox, campaign.guardrails)
-        system = LLMPlanner().system_prompt(campaign, goal=f"answer the request: {request}")
-        try:
-            answer = conv.run(system, request)
-        except CampaignStop as exc:
-            answer = f"stopped: {exc}"
-        return AskResult(
-            answer=answer,
-            planner="llm",
-            workspace=str(campaign.ws.root),
-            ids=_ids(campaign, first),
-            steps=campaign.log.steps(),
+    spec = CampaignSpec(name="ask", request=request, budget=budget or Budget(), max_steps=max_steps)
+    campaign = Campaign(root, spec, approver=approver, progress=progress)
+    campaign.guardrails.token_scope = f"llm:{Workspace.new_id('ask')}:"
+    campaign.context.planner = "llm"
+    first = campaign.log.next_step()
+    system = LLMPlanner().system_prompt(campaign, goal=f"answer the request: {request}")
+    try:
+        conv = Conversation(
+            model or make_chat_model(), campaign.toolbox, campaign.guardrails, note=campaign.note
         )
+        conv.unfinished = lambda: None if conv.progressed else "no tool has given you data yet"
+        answer = conv.run(system, request)
+    except CampaignStop as exc:
+        answer = f"stopped: {exc}"
+    except (LLMUnavailable, NoProgress) as exc:
+        campaign.note(f"LLM planner: {exc}; falling back to the rules planner")
+        result = _ask_rules(request, root, budget, max_steps, approver, progress)
+        notice = f"{'LLM unavailable' if isinstance(exc, LLMUnavailable) else 'LLM made no progress'}: {exc}"
+        return result.model_copy(update={"planner": "rules (fallback)", "notice": notice})
+    tokens = int(campaign.guardrails.budget.llm_tokens - campaign.guardrails.remaining()["llm_tokens"])
+    return AskResult(
+        answer=answer,
+        planner="llm",
+        workspace=str(campaign.ws.root),
+        ids=_ids(campaign, first),
+        steps=campaign.log.steps(),
+        tokens=tokens,
+    )
+
+
+def _ask_rules(
+    request: str,
+    root: Path,
+    budget: Budget | None,
+    max_steps: int,
+    approver: Approver | None,
+    progress: Callable[[str], None] | None,
+) -> AskResult:
+    """``ask`` answered by the rules planner."""
     req = parse_request(request)
     if req.missing:
         return AskResult(

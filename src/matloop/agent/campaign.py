@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from matloop.acquisition import Strategy
 from matloop.agent.decisions import Decision, DecisionLog
-from matloop.agent.guardrails import Approver, Budget, Guardrails
+from matloop.agent.guardrails import Approver, Budget, Guardrails, PoolLimits
 from matloop.agent.registry import Context, Toolbox, summarize
 from matloop.agent.state import CampaignState
 from matloop.data.prototypes import Family
@@ -151,6 +151,20 @@ class CampaignSpec(_Strict):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
+def hard_limits(spec: CampaignSpec) -> tuple[Budget, list[str]]:
+    """The spec's budget and forbidden elements, tightened by the limits its request states in words
+    ("at most 5 calculations", "excluding oxygen"), so every planner gets them as guardrails."""
+    from matloop.agent.rules import parse_request
+
+    budget, forbidden = spec.budget, set(spec.elements.forbidden)
+    if spec.request:
+        req = parse_request(spec.request)
+        forbidden |= set(req.elements_exclude)
+        if req.budget is not None and req.budget < budget.calculations:
+            budget = budget.model_copy(update={"calculations": req.budget})
+    return budget, sorted(forbidden)
+
+
 def llm_configured() -> bool:
     import os
 
@@ -183,16 +197,20 @@ class Campaign:
         self.ws = Workspace(root, settings=_settings(spec))
         self.state = CampaignState(self.ws)
         self.log = DecisionLog(self.ws.root / "decisions.jsonl")
+        budget, forbidden = hard_limits(spec)
         self.guardrails = Guardrails(
             self.ws,
             self.state,
-            spec.budget,
+            budget,
             allowed_elements=spec.elements.allowed,
-            forbidden_elements=spec.elements.forbidden,
+            forbidden_elements=forbidden,
             allowed_levels=[spec.level],
             approve_expensive=spec.approve_expensive,
             approver=approver,
             max_steps=spec.max_steps,
+            pool=PoolLimits(spec.pool.families, spec.pool.elements, spec.pool.max_items)
+            if spec.pool.source == "prototypes"
+            else None,
         )
         self.context = Context(campaign=spec.name)
         self.say = progress or (lambda _m: None)
@@ -388,6 +406,11 @@ def run_campaign(
         status = "finished"
     except CampaignStop as exc:
         reason, status = str(exc), "stopped"
+    except BaseException as exc:  # a crash or Ctrl-C: never leave the status "running"
+        campaign.state.set_meta("status", "failed")
+        campaign.state.set_meta("reason", f"{type(exc).__name__}: {exc}")
+        campaign.note(f"campaign failed: {type(exc).__name__}: {exc}")
+        raise
     campaign.state.set_meta("status", status)
     campaign.state.set_meta("reason", reason)
     campaign.note(f"campaign {status}: {reason}")

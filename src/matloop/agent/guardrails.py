@@ -40,6 +40,21 @@ class Budget(BaseModel):
 
 
 @dataclass
+class PoolLimits:
+    """What a candidate pool may hold (from the campaign spec); ``None`` means no limit."""
+
+    families: list[str] | None = None
+    elements: list[str] | None = None
+    max_items: int | None = None
+
+    def describe(self) -> str:
+        parts = [f"families {self.families}" if self.families else ""]
+        parts.append(f"elements {self.elements}" if self.elements else "")
+        parts.append(f"at most {self.max_items} items" if self.max_items else "")
+        return ", ".join(p for p in parts if p)
+
+
+@dataclass
 class Verdict:
     """The outcome of one check on one call."""
 
@@ -60,6 +75,10 @@ class StepCapReached(CampaignStop):
     """The planner used all the steps allowed for one request."""
 
 
+class TokenBudgetExhausted(CampaignStop):
+    """The LLM token budget cannot pay for another model call."""
+
+
 class Guardrails:
     """The checks for one campaign workspace."""
 
@@ -76,6 +95,8 @@ class Guardrails:
         approver: Approver | None = None,
         max_steps: int = 60,
         max_repeats: int = 2,
+        pool: PoolLimits | None = None,
+        token_scope: str = "llm:",
     ) -> None:
         self.ws, self.state, self.budget = workspace, state, budget
         self.allowed = set(allowed_elements or [])
@@ -85,6 +106,9 @@ class Guardrails:
         self.approver = approver
         self.max_steps = max_steps
         self.max_repeats = max_repeats
+        self.pool = pool or PoolLimits()
+        #: ledger-key prefix of the LLM tokens this budget covers (a campaign, or one request)
+        self.token_scope = token_scope
         self._approved: set[str] = set()
         self.new_request()
 
@@ -98,14 +122,26 @@ class Guardrails:
         return {
             "calculations": self.budget.calculations - self.state.spent("calculations"),
             "cpu_hours": round(self.budget.cpu_hours - self.state.spent("cpu_hours"), 4),
-            "llm_tokens": self.budget.llm_tokens - self.state.spent("llm_tokens"),
+            "llm_tokens": self.budget.llm_tokens - self.state.charged(self.token_scope),
         }
 
-    def check_tokens(self, upcoming: int) -> None:
-        """Stop before an LLM call that could take the token budget past its limit."""
+    def limits(self) -> str:
+        """The hard limits besides the budget, in words (for the planner's prompt)."""
+        parts = [f"forbidden elements {sorted(self.forbidden)}" if self.forbidden else ""]
+        parts.append(f"allowed elements {sorted(self.allowed)}" if self.allowed else "")
+        parts.append(f"validation levels {self.allowed_levels}")
+        parts.append(f"candidate pool: {self.pool.describe()}" if self.pool.describe() else "")
+        parts.append(f"{self.max_steps} tool calls per request")
+        return "; ".join(p for p in parts if p)
+
+    def check_tokens(self, prompt: int, completion: int) -> None:
+        """Stop before an LLM call whose prompt plus ``completion`` tokens could pass the limit."""
         left = self.remaining()["llm_tokens"]
-        if upcoming > left:
-            raise CampaignStop(f"LLM token budget exhausted: {left} left, next call may need {upcoming}")
+        if prompt + completion > left:
+            raise TokenBudgetExhausted(
+                f"LLM token budget exhausted: {left:.0f} of {self.budget.llm_tokens} left, the next call "
+                f"needs about {prompt} prompt + {completion} completion tokens"
+            )
 
     def check(self, tool: str, args: dict[str, Any]) -> tuple[dict[str, Any], list[Verdict]]:
         """Amend or refuse one call; returns the arguments to run with and the verdicts."""
@@ -141,6 +177,8 @@ class Guardrails:
                     Verdict("elements", True, f"added forbidden elements {sorted(self.forbidden)}")
                 )
             args["elements_none"] = none
+        if tool == "build_candidate_pool":
+            args = self._check_pool(args, verdicts)
         if tool == "queue_validation":
             args = self._check_validation(args, verdicts)
         return args, verdicts
@@ -148,6 +186,26 @@ class Guardrails:
     def _reject(self, verdicts: list[Verdict], check: str, message: str) -> None:
         verdicts.append(Verdict(check, False, message))
         raise GuardrailViolation(f"refused by guardrail '{check}': {message}", verdicts)
+
+    def _check_pool(self, args: dict[str, Any], verdicts: list[Verdict]) -> dict[str, Any]:
+        """Keep a pool inside the spec's families, elements and size."""
+        notes = []
+        for name in ("families", "elements"):
+            limit = getattr(self.pool, name)
+            if not limit:
+                continue
+            asked = args.get(name)
+            inside = [v for v in asked or limit if v in limit]
+            if not inside:
+                self._reject(verdicts, "pool", f"expected {name} among {limit}, got {asked}")
+            if asked != inside:
+                notes.append(f"{name} {asked or 'all'} → {inside}")
+            args[name] = inside
+        if self.pool.max_items and (args.get("max_items") or 10**9) > self.pool.max_items:
+            notes.append(f"max_items {args.get('max_items')} → {self.pool.max_items}")
+            args["max_items"] = self.pool.max_items
+        verdicts.append(Verdict("pool", True, "; ".join(notes)))
+        return args
 
     def _check_validation(self, args: dict[str, Any], verdicts: list[Verdict]) -> dict[str, Any]:
         level = args.get("level", "chgnet")

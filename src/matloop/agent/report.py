@@ -175,6 +175,14 @@ def render_report(campaign: Campaign) -> str:
         found = "<h2>Items in the target window</h2>" + _table(
             [[h["item_id"], h["value"], h["round"]] for h in hits], ["item", "value", "round"]
         )
+    by_planner: dict[str, dict[str, int]] = defaultdict(lambda: {"planned": 0, "rejected": 0, "note": 0})
+    for r in campaign.log.records():
+        if r["phase"] in ("planned", "rejected", "note"):
+            by_planner[r["planner"]][r["phase"]] += 1
+    decisions = _table(
+        [[name, n["planned"], n["rejected"], n["note"]] for name, n in by_planner.items()],
+        ["planner", "tool calls run", "refused", "notes (hand-overs, stops, text replies)"],
+    )
     style = (
         "body{font-family:sans-serif;max-width:1000px;margin:2em auto;}table{border-collapse:collapse;"
         "font-size:13px}td,th{border:1px solid #ccc;padding:2px 6px}img{margin:4px}"
@@ -201,6 +209,8 @@ level: {spec.level}; executor: {spec.executor}; selection: {campaign.strategy()}
 <h2>Models</h2>{_table(models, ["round", "model", "kind", "parent", "n_train", "MAE", "R²", "coverage 95%"])}
 <h2>Failed or rejected calculations</h2>{fail_table}
 <h2>Budget</h2>{_table(budget, ["kind", "used", "limit"])}
+<h2>Decisions by planner</h2>{decisions}
+<p>Each decision with its planner: <code>decisions.jsonl</code> (<code>matloop campaign log</code>).</p>
 </body></html>"""
 
 

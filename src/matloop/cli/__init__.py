@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from matloop.cli.benchmark import benchmark_app
-from matloop.cli.campaign import ask_command, campaign_app
+from matloop.cli.campaign import ask_command, campaign_app, set_debug
 from matloop.cli.data import data_app
 from matloop.cli.features import featurize_command, pool_command
 from matloop.cli.model import model_app
@@ -16,6 +16,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+app.callback()(set_debug)
 data_app.command("featurize")(featurize_command)
 data_app.command("pool")(pool_command)
 app.add_typer(data_app, name="data")

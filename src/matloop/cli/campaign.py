@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 campaign_app = typer.Typer(help="Closed-loop campaigns: run, resume, inspect.", no_args_is_help=True)
@@ -18,6 +21,49 @@ Dir = Annotated[Path, typer.Argument(exists=True, file_okay=False, help="Campaig
 Yes = Annotated[
     bool, typer.Option("--yes", "-y", help="Approve expensive levels (cp2k, vasp) without asking.")
 ]
+_debug = {"on": False}
+
+
+def set_debug(
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
+) -> None:
+    """Autonomous, uncertainty-driven materials-discovery campaigns."""
+    _debug["on"] = debug
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    """matloop's own errors (bad input, a model it cannot use) as one line, unless --debug."""
+    from matloop.errors import MatloopError
+
+    try:
+        yield
+    except MatloopError as exc:
+        if _debug["on"]:
+            raise
+        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        console.print("[dim](run with matloop --debug … for the traceback)[/dim]")
+        raise typer.Exit(1) from None
+
+
+def _one_line(text: Any, limit: int = 100) -> str:
+    flat = " ".join(str(text or "").split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def log_counts(records: list[dict[str, Any]]) -> str:
+    """Steps of a decision log by outcome: the same line on the terminal and in ``campaign log``."""
+    phases: dict[int, set[str]] = {}
+    for r in records:
+        phases.setdefault(r["step"], set()).add(r["phase"])
+    ran = sum("planned" in p for p in phases.values())
+    failed = sum("error" in p for p in phases.values())
+    refused = sum("rejected" in p for p in phases.values())
+    notes = sum(p == {"note"} for p in phases.values())
+    return (
+        f"{len(phases)} steps: {ran} tool calls run ({failed} failed), {refused} refused, {notes} notes"
+        f" ({len(records)} records)"
+    )
 
 
 def _progress():
@@ -26,7 +72,9 @@ def _progress():
     def say(message: str) -> None:
         elapsed = time.monotonic() - start
         console.print(
-            f"[dim]{int(elapsed // 60):02d}:{int(elapsed % 60):02d}[/dim] {message}", highlight=False
+            f"[dim]{int(elapsed // 60):02d}:{int(elapsed % 60):02d}[/dim] {escape(message)}",
+            highlight=False,
+            soft_wrap=True,
         )
 
     return say
@@ -65,7 +113,8 @@ def run(
     directory = directory or Path("campaigns") / parsed.name
     console.print(f"campaign [bold]{parsed.name}[/bold] → {directory}")
     start = time.monotonic()
-    campaign = run_campaign(parsed, directory, approver=_approver(yes), progress=_progress())
+    with _errors():
+        campaign = run_campaign(parsed, directory, approver=_approver(yes), progress=_progress())
     _summary(campaign, time.monotonic() - start)
 
 
@@ -78,24 +127,25 @@ def resume(
     from matloop.agent.campaign import run_campaign
 
     start = time.monotonic()
-    campaign = run_campaign(
-        None,
-        directory,
-        resume=True,
-        approver=_approver(yes),
-        progress=_progress(),  # type: ignore[arg-type]
-    )
+    with _errors():
+        campaign = run_campaign(
+            None,
+            directory,
+            resume=True,
+            approver=_approver(yes),
+            progress=_progress(),  # type: ignore[arg-type]
+        )
     _summary(campaign, time.monotonic() - start)
 
 
 def _summary(campaign, seconds: float) -> None:
     st = campaign.state
     labels = st.labels(campaign.spec.target.property, campaign.spec.level)
-    console.print(
-        f"[bold]{st.meta('status')}[/bold]: {st.meta('reason')} — {len(labels)} labels, "
-        f"{campaign.log.steps()} decisions, {seconds / 60:.1f} min; "
-        f"report: {campaign.ws.root / 'report.html'}"
+    text = (
+        f"{_one_line(st.meta('reason'), 200)} — {len(labels)} labels, {log_counts(campaign.log.records())}, "
+        f"{seconds / 60:.1f} min; report: {campaign.ws.root / 'report.html'}"
     )
+    console.print(f"[bold]{st.meta('status')}[/bold]: {escape(text)}", highlight=False, soft_wrap=True)
 
 
 @campaign_app.command("status")
@@ -109,7 +159,8 @@ def status(directory: Dir) -> None:
     table.add_column("value")
     labels = c.state.labels(c.spec.target.property, c.spec.level)
     rows = {
-        "status": f"{c.state.meta('status', 'not started')} {c.state.meta('reason', '') or ''}",
+        "status": c.state.meta("status", "not started"),
+        "reason": _one_line(c.state.meta("reason", "")),
         "labels": f"{len(labels)} {c.spec.target.property}@{c.spec.level}",
         "calculations": str(len(c.state.calcs())),
         f"calculation states ({c.spec.executor})": ", ".join(
@@ -117,7 +168,7 @@ def status(directory: Dir) -> None:
         )
         or "none yet",
         "models": str(len(c.state.models())),
-        "decisions": str(c.log.steps()),
+        "decisions": log_counts(c.log.records()),
         **{f"budget left: {k}": str(v) for k, v in c.guardrails.remaining().items()},
     }
     for k, v in rows.items():
@@ -164,7 +215,7 @@ def log(
             if not v["ok"] or (v.get("message") and v["check"] != "step_cap"):
                 mark = "ok" if v["ok"] else "REFUSED"
                 console.print(f"       {v['check']} {mark}: {v['message']}", markup=False, highlight=False)
-    console.print(f"{len(records)} records, {len({r['step'] for r in records})} steps")
+    console.print(log_counts(records))
 
 
 def ask_command(
@@ -178,14 +229,21 @@ def ask_command(
 
     if planner not in ("auto", "llm", "rules"):
         raise typer.BadParameter(f"expected auto, llm or rules, got {planner!r}")
-    result = ask(
-        request,
-        workspace=workspace,
-        planner=planner,
-        approver=_approver(yes),  # type: ignore[arg-type]
-        progress=_progress(),
-    )
-    console.print(f"[bold]{result.answer}[/bold]")
+    with _errors():
+        result = ask(
+            request,
+            workspace=workspace,
+            planner=planner,
+            approver=_approver(yes),  # type: ignore[arg-type]
+            progress=_progress(),
+        )
+    console.print(result.answer, style="bold", markup=False, highlight=False, soft_wrap=True)
+    tokens = f"; {result.tokens} LLM tokens" if result.tokens else ""
     console.print(
-        f"[dim]planner {result.planner}; workspace {result.workspace}; ids {', '.join(result.ids)}[/dim]"
+        f"planner {result.planner}; {result.steps} steps{tokens}; workspace {result.workspace}; "
+        f"ids {', '.join(result.ids)}",
+        style="dim",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
     )

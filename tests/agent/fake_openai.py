@@ -1,0 +1,135 @@
+"""A real OpenAI-protocol chat server on 127.0.0.1 that follows a script and ignores every cap."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+
+@dataclass
+class Text:
+    """Stream ``tokens`` chunks of text whatever cap the request sets; report usage if asked."""
+
+    tokens: int
+    word: str = "tok "
+
+
+@dataclass
+class ToolCall:
+    name: str
+    args: dict[str, Any]
+
+
+@dataclass
+class Status:
+    """Answer with an HTTP error."""
+
+    code: int
+    message: str
+
+
+@dataclass
+class Sleep:
+    seconds: float
+
+
+Reply = Text | ToolCall | Status | Sleep
+
+
+class FakeOpenAI:
+    """``/v1/chat/completions`` over HTTP (streamed server-sent events, as OpenAI sends them).
+
+    ``script(body, n)`` picks the reply to the n-th request (from 1); every request body is kept in
+    ``requests`` and the number of chunks each streamed reply got out before the client hung up
+    in ``sent``.
+    """
+
+    def __init__(self, script: Callable[[dict[str, Any], int], Reply]) -> None:
+        self.script = script
+        self.requests: list[dict[str, Any]] = []
+        self.sent: list[int] = []
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                fake.requests.append(body)
+                fake._reply(self, body, fake.script(body, len(fake.requests)))
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def _reply(self, handler: BaseHTTPRequestHandler, body: dict[str, Any], reply: Reply) -> None:
+        if isinstance(reply, Sleep):
+            time.sleep(reply.seconds)
+            return
+        if isinstance(reply, Status):
+            data = json.dumps({"error": {"message": reply.message, "type": "server_error"}}).encode()
+            handler.send_response(reply.code)
+            handler.send_header("Content-Type", "application/json")
+            handler.send_header("Content-Length", str(len(data)))
+            handler.end_headers()
+            handler.wfile.write(data)
+            return
+        handler.send_response(200)
+        handler.send_header("Content-Type", "text/event-stream")
+        handler.end_headers()
+        prompt = len(json.dumps(body["messages"])) // 4
+        sent = 0
+
+        def event(choices: list[dict[str, Any]], **extra: Any) -> None:
+            chunk = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "model": "fake"}
+            handler.wfile.write(f"data: {json.dumps({**chunk, 'choices': choices, **extra})}\n\n".encode())
+            handler.wfile.flush()
+
+        try:
+            if isinstance(reply, ToolCall):
+                call = {"name": reply.name, "arguments": json.dumps(reply.args)}
+                delta = {"role": "assistant", "tool_calls": [{"index": 0, "id": "call-1", "function": call}]}
+                event([{"index": 0, "delta": delta, "finish_reason": None}])
+                sent, finish = 1, "tool_calls"
+            else:
+                for _ in range(reply.tokens):
+                    event([{"index": 0, "delta": {"content": reply.word}, "finish_reason": None}])
+                    sent += 1
+                finish = "stop"
+            event([{"index": 0, "delta": {}, "finish_reason": finish}])
+            if body.get("stream_options", {}).get("include_usage"):
+                usage = {"prompt_tokens": prompt, "completion_tokens": sent, "total_tokens": prompt + sent}
+                event([], usage=usage)
+            handler.wfile.write(b"data: [DONE]\n\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        self.sent.append(sent)
+
+
+@pytest.fixture
+def fake_openai() -> Iterator[Callable[[Callable[[dict[str, Any], int], Reply]], FakeOpenAI]]:
+    servers: list[FakeOpenAI] = []
+
+    def start(script: Callable[[dict[str, Any], int], Reply]) -> FakeOpenAI:
+        servers.append(FakeOpenAI(script))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()
