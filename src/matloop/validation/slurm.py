@@ -25,7 +25,6 @@ and the next process that polls takes over.
 
 from __future__ import annotations
 
-import fcntl
 import getpass
 import logging
 import os
@@ -37,6 +36,7 @@ from typing import Any
 
 from matloop.settings import Settings, SlurmResources
 from matloop.validation.store import JobRecord, ValidationStore
+from matloop.validation.worker import try_flock
 from matloop.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -208,13 +208,7 @@ _POOLS: dict[tuple[str, str], SlurmPool] = {}
 
 
 def _lock(workspace: Workspace, level: str) -> int | None:
-    fd = os.open(workspace.dir("calcs") / f"slurm-{level}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    return fd
+    return try_flock(workspace.dir("calcs") / f"slurm-{level}.lock")
 
 
 def slurm_pool(workspace: Workspace, level: str) -> SlurmPool | None:

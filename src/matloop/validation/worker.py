@@ -32,7 +32,13 @@ def lock_path(workspace: Workspace) -> Path:
 
 def try_lock(workspace: Workspace) -> int | None:
     """An fd holding this workspace's worker lock, or None when a worker holds it."""
-    fd = os.open(lock_path(workspace), os.O_RDWR | os.O_CREAT, 0o644)
+    return try_flock(lock_path(workspace))
+
+
+def try_flock(path: Path) -> int | None:
+    """An fd holding an exclusive lock on ``path`` (created if missing), or None when another
+    process holds it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
