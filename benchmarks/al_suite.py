@@ -189,6 +189,7 @@ def main() -> None:
     parser.add_argument("--tasks", default=",".join(TASKS), help="Comma-separated task names.")
     parser.add_argument("--state", type=Path, default=None, help="Directory of the resumable campaigns.")
     parser.add_argument("--table", action="store_true", help="Print the results as a table, run nothing.")
+    parser.add_argument("--seeds", type=int, default=None, help="Fewer seeds than the protocol's (reported).")
     parser.add_argument(
         "--strategies", default=None, help="Strategies instead of the task's ('default' allowed)."
     )
@@ -208,7 +209,11 @@ def main() -> None:
         task = quick(TASKS[task_name]) if args.quick else TASKS[task_name]
         if args.strategies:
             task = replace(task, strategies=args.strategies.split(","))
+        protocol_seeds = task.seeds
+        if args.seeds:
+            task = replace(task, seeds=args.seeds)
         result["tasks"][task_name] = run_task(task_name, task, state, QUICK_MODEL if args.quick else MODEL)
+        result["tasks"][task_name]["seeds_of_protocol"] = protocol_seeds
         result.update(
             git_commit=git_commit(),
             machine=machine_info(),
@@ -241,6 +246,8 @@ def markdown_table(result: dict[str, Any]) -> str:
                     f"final MAE {r['final_mae_mean']:.3g} ± {r['final_mae_std']:.2g}, labels ratio "
                     f"{_fmt(ratio)} (90 % CI {_fmt(lo)}–{_fmt(hi)}), AULC ratio {r['aulc_ratio']:.3f}"
                 )
+            if len(task["seeds"]) < task.get("seeds_of_protocol", len(task["seeds"])):
+                figures += f" ({len(task['seeds'])} of {task['seeds_of_protocol']} seeds)"
             rows.append(f"| {name} | {strategy}{mark} | {figures} |")
     return "\n".join(rows)
 
