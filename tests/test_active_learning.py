@@ -152,7 +152,7 @@ def test_benchmark_and_a_lookup_campaign_pick_the_same_items(settings, tmp_path)
     seed and settings, pick exactly the same items in the same order for 3 rounds."""
     out = tmp_path / "al"
     args = ["benchmark", "al", "--dataset", "mp_dielectric", "--target", "band_gap", "--strategies",
-            "batch_entropy,random", "--init", "8", "--batch", "4", "--rounds", "3", "--seeds", "1",
+            "batch_entropy", "--init", "8", "--batch", "4", "--rounds", "3", "--seeds", "1",
             "--pool", "40", "--test", "10", "--ensemble-size", "2", "--hidden", "16", "--epochs", "4",
             "--patience", "3", "--out", str(out)]  # fmt: skip
     result = CliRunner().invoke(app, args)
