@@ -1,0 +1,355 @@
+"""Surrogates side by side: learning curves of accuracy and of σ's quality, per task.
+
+For every task a fixed test split (data seed 0: 1,000 items for formation energy and QM9,
+300 for the dielectric set) is never trained on. For every seed s and N, the training set is
+the first N items of a seeded permutation of the pool and the validation set (early stopping,
+σ recalibration) the next max(20, N/5) — the same items for every surrogate. Figures on the
+test split: MAE, RMSE, Spearman(|err|, σ), miscalibration area, 68/95 % coverage, NLL, training
+and prediction seconds.
+
+Surrogates (a backbone + a UQ head):
+
+- ``current_ensemble``: today's default (5 CGCNN-style members, all on the same items).
+- ``bootstrap_ensemble``: the same, each member on its own bootstrap resample.
+- ``gnn_gp``: one CGCNN-style network, then an ARD-kernel GP on its pooled embeddings.
+- ``chgnet_mlp`` / ``chgnet_gp``: frozen CHGNet 0.3.0 (crystal features + its energy per atom)
+  → a bootstrapped ensemble of small MLPs / an ARD GP (crystal tasks only).
+- ``chgnet_magpie_mlp``: CHGNet vector ⊕ Magpie composition statistics → MLP ensemble.
+- ``rf_magpie``: random forest on Magpie statistics (mean/std/min/max over sites), σ = tree spread.
+- ``gp_magpie``: ARD GP on the same features.
+
+Every (task, surrogate, N, seed) cell is written to ``results/surrogates[_quick]/`` as soon as
+it finishes, and a rerun skips finished cells; the summary JSON (+ PNG) is rewritten after
+every cell. Cells run cheapest-first at each N, all N < 1000 before N = 1000.
+
+    python benchmarks/surrogates.py                       # full: N = 100, 300, 1000; 3 seeds
+    python benchmarks/surrogates.py --quick               # CI-sized
+    python benchmarks/surrogates.py --tasks fe,gap --surrogates rf_magpie,chgnet_mlp
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+import numpy as np
+
+from _common import RESULTS_DIR, write_result
+from matloop.active_learning import ALData, load_dataset
+from matloop.data.composition import magpie_statistics
+from matloop.data.sources import load_source
+from matloop.models import TrainOptions, fit_uq_model, uq_metrics
+from matloop.models.forest import ForestUQ
+from matloop.models.foundation import embed_structures, get_pretrained
+from matloop.models.vector_uq import fit_vector_model
+from matloop.settings import get_settings
+
+log = logging.getLogger("surrogates")
+
+
+@dataclass(frozen=True)
+class Task:
+    dataset: str
+    target: str
+    test_size: int
+    pool_size: int | None
+    crystal: bool
+
+
+TASKS = {
+    "fe": Task("mp_formation_energy", "formation_energy_per_atom", 1000, None, True),
+    "gap": Task("mp_dielectric", "band_gap", 300, None, True),
+    "n": Task("mp_dielectric", "n", 300, None, True),
+    "qm9_gap": Task("qm9", "gap", 1000, 3000, False),
+}
+FULL = {"sizes": (100, 300, 1000), "seeds": (0, 1, 2)}
+QUICK = {"sizes": (100,), "seeds": (0,), "test_size": 200, "pool_size": 400}
+DATA_SEED = 0
+
+
+def val_size(n: int) -> int:
+    return max(20, n // 5)
+
+
+# --- features -----------------------------------------------------------------------------------
+
+
+@cache
+def task_data(name: str, quick: bool) -> ALData:
+    task = TASKS[name]
+    test = QUICK["test_size"] if quick else task.test_size
+    pool = QUICK["pool_size"] if quick else task.pool_size
+    return load_dataset(task.dataset, task.target, pool_size=pool, test_size=test, data_seed=DATA_SEED)
+
+
+@cache
+def magpie(name: str, quick: bool) -> np.ndarray:
+    return magpie_statistics([g.z.numpy() for g in task_data(name, quick).graphs])
+
+
+@cache
+def chgnet(name: str, quick: bool) -> np.ndarray:
+    data = task_data(name, quick)
+    source = load_source(TASKS[name].dataset)
+    by_id = dict(zip(map(str, source.ids), source.structures, strict=True))
+    return embed_structures(
+        "chgnet", [by_id[i] for i in data.ids], cache_path=get_settings().cache_dir / "embeddings.sqlite"
+    )
+
+
+# --- surrogates ---------------------------------------------------------------------------------
+
+Fitted = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+"""Positions in the task's data → (μ, σ)."""
+
+
+def _gnn(method: str, bootstrap: bool = False) -> Callable[..., Fitted]:
+    def fit(name: str, quick: bool, tr: np.ndarray, va: np.ndarray, seed: int) -> Fitted:
+        data = task_data(name, quick)
+        opts = TrainOptions(bootstrap=bootstrap, **({"epochs": 30, "patience": 5} if quick else {}))
+        model = fit_uq_model(
+            [data.graphs[i] for i in tr],
+            data.y[tr],
+            [data.graphs[i] for i in va],
+            data.y[va],
+            method=method,
+            seed=seed,
+            options=opts,
+        )
+
+        def predict(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            pred = model.predict([data.graphs[i] for i in idx])
+            return pred.mean, pred.std
+
+        return predict
+
+    return fit
+
+
+def _vector(features: Callable[[str, bool], np.ndarray], head: str) -> Callable[..., Fitted]:
+    def fit(name: str, quick: bool, tr: np.ndarray, va: np.ndarray, seed: int) -> Fitted:
+        x, y = features(name, quick), task_data(name, quick).y
+        if head == "rf":
+            forest = ForestUQ(seed=seed).fit(x[tr], y[tr], x[va], y[va])
+            return lambda idx: forest.predict(x[idx])
+        model = fit_vector_model(x[tr], y[tr], x[va], y[va], method=head, seed=seed)
+        return lambda idx: model.predict(x[idx])
+
+    return fit
+
+
+def _concat(*parts: Callable[[str, bool], np.ndarray]) -> Callable[[str, bool], np.ndarray]:
+    return lambda name, quick: np.concatenate([p(name, quick) for p in parts], axis=1)
+
+
+#: name → (fit, crystal only, cost rank): cheap surrogates run first at every N.
+SURROGATES: dict[str, tuple[Callable[..., Fitted], bool, int]] = {
+    "rf_magpie": (_vector(magpie, "rf"), False, 0),
+    "gp_magpie": (_vector(magpie, "gp"), False, 0),
+    "chgnet_mlp": (_vector(chgnet, "mlp_ensemble"), True, 0),
+    "chgnet_gp": (_vector(chgnet, "gp"), True, 0),
+    "chgnet_magpie_mlp": (_vector(_concat(chgnet, magpie), "mlp_ensemble"), True, 0),
+    "current_ensemble": (_gnn("ensemble"), False, 1),
+    "gnn_gp": (_gnn("gp"), False, 1),
+    "bootstrap_ensemble": (_gnn("ensemble", bootstrap=True), False, 1),
+}
+
+
+# --- cells --------------------------------------------------------------------------------------
+
+
+def split(name: str, quick: bool, n: int, seed: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Training and validation positions of (N, seed), or None when the pool is too small."""
+    pool = task_data(name, quick).pool
+    if n + val_size(n) > len(pool):
+        return None
+    order = np.random.default_rng(1000 + seed).permutation(pool)
+    return order[:n], order[n : n + val_size(n)]
+
+
+def run_cell(name: str, surrogate: str, n: int, seed: int, quick: bool) -> dict[str, Any] | None:
+    parts = split(name, quick, n, seed)
+    if parts is None:
+        return None
+    data = task_data(name, quick)
+    fit = SURROGATES[surrogate][0]
+    t0 = time.perf_counter()
+    predict = fit(name, quick, *parts, seed)
+    t1 = time.perf_counter()
+    mean, std = predict(data.test)
+    t2 = time.perf_counter()
+    metrics = uq_metrics(data.y[data.test], mean, std).model_dump()
+    return {**metrics, "train_s": t1 - t0, "predict_s": t2 - t1, "n_train": n, "n_val": len(parts[1])}
+
+
+def cell_path(root: Any, name: str, surrogate: str, n: int, seed: int) -> Any:
+    return root / name / surrogate / f"N{n}_seed{seed}.json"
+
+
+def summarise(root: Any, tasks: list[str], quick: bool) -> dict[str, Any]:
+    cfg = QUICK if quick else FULL
+    out: dict[str, Any] = {}
+    for name in tasks:
+        data = task_data(name, quick)
+        surrogates: dict[str, Any] = {}
+        for surrogate in SURROGATES:
+            by_n: dict[str, Any] = {}
+            for n in cfg["sizes"]:
+                rows = [
+                    json.loads(p.read_text())
+                    for seed in cfg["seeds"]
+                    if (p := cell_path(root, name, surrogate, n, seed)).exists()
+                ]
+                if not rows:
+                    continue
+
+                def stat(key: str, rows: list[dict[str, Any]] = rows) -> np.ndarray:
+                    return np.array([r[key] for r in rows], dtype=float)
+
+                by_n[str(n)] = {
+                    "seeds_done": len(rows),
+                    "mae_mean": stat("mae").mean(),
+                    "mae_std": stat("mae").std(),
+                    "rmse_mean": stat("rmse").mean(),
+                    "spearman_mean": float(np.nanmean(stat("spearman_err_std"))),
+                    "spearman_std": float(np.nanstd(stat("spearman_err_std"))),
+                    "miscalibration_mean": stat("miscalibration_area").mean(),
+                    "cov68_mean": stat("coverage_68").mean(),
+                    "cov95_mean": stat("coverage_95").mean(),
+                    "nll_mean": stat("nll").mean(),
+                    "train_s": stat("train_s").mean(),
+                    "predict_s": stat("predict_s").mean(),
+                }
+            if by_n:
+                surrogates[surrogate] = {"N": by_n}
+        out[name] = {
+            "dataset": TASKS[name].dataset,
+            "target": TASKS[name].target,
+            "unit": data.unit,
+            "test_size": len(data.test),
+            "pool_size": len(data.pool),
+            "seeds": list(cfg["seeds"]),
+            "surrogates": surrogates,
+        }
+    return out
+
+
+def plot(tasks: dict[str, Any], path: Any) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, len(tasks), figsize=(4.2 * len(tasks), 7), squeeze=False)
+    for col, (name, task) in enumerate(tasks.items()):
+        for surrogate, res in task["surrogates"].items():
+            ns = sorted(int(n) for n in res["N"])
+            mae = [res["N"][str(n)]["mae_mean"] for n in ns]
+            err = [res["N"][str(n)]["mae_std"] for n in ns]
+            rho = [res["N"][str(n)]["spearman_mean"] for n in ns]
+            axes[0][col].errorbar(ns, mae, yerr=err, marker="o", ms=3, label=surrogate)
+            axes[1][col].plot(ns, rho, marker="o", ms=3, label=surrogate)
+        axes[0][col].set_title(f"{name} ({task['unit']})")
+        axes[0][col].set_xscale("log")
+        axes[0][col].set_yscale("log")
+        axes[0][col].set_ylabel("test MAE")
+        axes[1][col].set_xscale("log")
+        axes[1][col].set_ylabel("Spearman(|err|, σ)")
+        axes[1][col].set_xlabel("training items N")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="CI-sized run.")
+    parser.add_argument("--tasks", default=",".join(TASKS))
+    parser.add_argument("--surrogates", default=",".join(SURROGATES))
+    parser.add_argument("--sizes", default=None, help="Comma-separated N (default: 100,300,1000).")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    for name in ("matloop.models", "matloop.data"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    tasks = [t for t in args.tasks.split(",") if t]
+    surrogates = [s for s in args.surrogates.split(",") if s]
+    for t in tasks:
+        if t not in TASKS:
+            parser.error(f"unknown task {t!r}; valid: {sorted(TASKS)}")
+    for s in surrogates:
+        if s not in SURROGATES:
+            parser.error(f"unknown surrogate {s!r}; valid: {sorted(SURROGATES)}")
+    cfg = QUICK if args.quick else FULL
+    sizes = [int(n) for n in args.sizes.split(",")] if args.sizes else list(cfg["sizes"])
+    name = "surrogates_quick" if args.quick else "surrogates"
+    root = RESULTS_DIR / name
+    cells = [
+        (n, surrogate, task, seed)
+        for n in sizes
+        for surrogate in surrogates
+        for task in tasks
+        for seed in cfg["seeds"]
+        if TASKS[task].crystal or not SURROGATES[surrogate][1]
+    ]
+    cells.sort(key=lambda c: (SURROGATES[c[1]][2] * (c[0] >= 1000), c[0], SURROGATES[c[1]][2]))
+    for n, surrogate, task, seed in cells:
+        path = cell_path(root, task, surrogate, n, seed)
+        if path.exists():
+            continue
+        start = time.perf_counter()
+        row = run_cell(task, surrogate, n, seed, args.quick)
+        if row is None:
+            log.info("%s N=%d: pool too small, skipped", task, n)
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(row, indent=1))
+        os.replace(tmp, path)
+        log.info(
+            "%s %s N=%d seed %d: MAE %.4g spearman %.2f miscal %.3f (%.0f s)",
+            task,
+            surrogate,
+            n,
+            seed,
+            row["mae"],
+            row["spearman_err_std"],
+            row["miscalibration_area"],
+            time.perf_counter() - start,
+        )
+        write_summary(root, name, tasks, sizes, surrogates, args.quick)
+    write_summary(root, name, tasks, sizes, surrogates, args.quick)
+
+
+def write_summary(
+    root: Any, name: str, tasks: list[str], sizes: list[int], surrogates: list[str], quick: bool
+) -> None:
+    summary = summarise(root, tasks, quick)
+    png = RESULTS_DIR / f"{name}.png"
+    plot(summary, png)
+    write_result(
+        name,
+        {
+            "mode": "quick" if quick else "full",
+            "data_seed": DATA_SEED,
+            "sizes": sizes,
+            "validation": "max(20, N/5) further pool items, the same for every surrogate",
+            "pretrained": {"chgnet": get_pretrained("chgnet").provenance()},
+            "surrogates_run": surrogates,
+            "tasks": summary,
+            "plot": png.name,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
