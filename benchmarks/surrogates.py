@@ -12,6 +12,7 @@ Surrogates (a backbone + a UQ head):
 - ``current_ensemble``: today's default (5 CGCNN-style members, all on the same items).
 - ``bootstrap_ensemble``: the same, each member on its own bootstrap resample.
 - ``gnn_gp``: one CGCNN-style network, then an ARD-kernel GP on its pooled embeddings.
+- ``schnet_ensemble``: 5 SchNet-style continuous-filter members (molecules only).
 - ``chgnet_mlp`` / ``chgnet_gp``: frozen CHGNet 0.3.0 (crystal features + its energy per atom)
   → a bootstrapped ensemble of small MLPs / an ARD GP (crystal tasks only).
 - ``chgnet_magpie_mlp``: CHGNet vector ⊕ Magpie composition statistics → MLP ensemble.
@@ -41,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from _common import RESULTS_DIR, write_result
+from _common import RESULTS_DIR, git_commit, write_result
 from matloop.active_learning import ALData, load_dataset
 from matloop.data.composition import magpie_statistics
 from matloop.data.sources import load_source
@@ -110,7 +111,7 @@ Fitted = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 """Positions in the task's data → (μ, σ)."""
 
 
-def _gnn(method: str, bootstrap: bool = False) -> Callable[..., Fitted]:
+def _gnn(method: str, bootstrap: bool = False, **model_args: Any) -> Callable[..., Fitted]:
     def fit(name: str, quick: bool, tr: np.ndarray, va: np.ndarray, seed: int) -> Fitted:
         data = task_data(name, quick)
         opts = TrainOptions(bootstrap=bootstrap, **({"epochs": 30, "patience": 5} if quick else {}))
@@ -149,16 +150,17 @@ def _concat(*parts: Callable[[str, bool], np.ndarray]) -> Callable[[str, bool], 
     return lambda name, quick: np.concatenate([p(name, quick) for p in parts], axis=1)
 
 
-#: name → (fit, crystal only, cost rank): cheap surrogates run first at every N.
-SURROGATES: dict[str, tuple[Callable[..., Fitted], bool, int]] = {
-    "rf_magpie": (_vector(magpie, "rf"), False, 0),
-    "gp_magpie": (_vector(magpie, "gp"), False, 0),
-    "chgnet_mlp": (_vector(chgnet, "mlp_ensemble"), True, 0),
-    "chgnet_gp": (_vector(chgnet, "gp"), True, 0),
-    "chgnet_magpie_mlp": (_vector(_concat(chgnet, magpie), "mlp_ensemble"), True, 0),
-    "current_ensemble": (_gnn("ensemble"), False, 1),
-    "gnn_gp": (_gnn("gp"), False, 1),
-    "bootstrap_ensemble": (_gnn("ensemble", bootstrap=True), False, 1),
+#: name → (fit, kinds of task it applies to, cost rank): cheap surrogates run first at every N.
+SURROGATES: dict[str, tuple[Callable[..., Fitted], tuple[bool, ...], int]] = {
+    "rf_magpie": (_vector(magpie, "rf"), (True, False), 0),
+    "gp_magpie": (_vector(magpie, "gp"), (True, False), 0),
+    "chgnet_mlp": (_vector(chgnet, "mlp_ensemble"), (True,), 0),
+    "chgnet_gp": (_vector(chgnet, "gp"), (True,), 0),
+    "chgnet_magpie_mlp": (_vector(_concat(chgnet, magpie), "mlp_ensemble"), (True,), 0),
+    "current_ensemble": (_gnn("ensemble"), (True, False), 1),
+    "gnn_gp": (_gnn("gp"), (True, False), 1),
+    "schnet_ensemble": (_gnn("ensemble", conv="schnet"), (False,), 1),
+    "bootstrap_ensemble": (_gnn("ensemble", bootstrap=True), (True, False), 1),
 }
 
 
@@ -299,10 +301,11 @@ def main() -> None:
         for surrogate in surrogates
         for task in tasks
         for seed in cfg["seeds"]
-        if TASKS[task].crystal or not SURROGATES[surrogate][1]
+        if TASKS[task].crystal in SURROGATES[surrogate][1]
     ]
     cells.sort(key=lambda c: (SURROGATES[c[1]][2] * (c[0] >= 1000), c[0], SURROGATES[c[1]][2]))
-    for n, surrogate, task, seed in cells:
+    commit = git_commit()
+    for k, (n, surrogate, task, seed) in enumerate(cells):
         path = cell_path(root, task, surrogate, n, seed)
         if path.exists():
             continue
@@ -326,19 +329,30 @@ def main() -> None:
             row["miscalibration_area"],
             time.perf_counter() - start,
         )
-        write_summary(root, name, tasks, sizes, surrogates, args.quick)
-    write_summary(root, name, tasks, sizes, surrogates, args.quick)
+        write_summary(root, name, tasks, sizes, surrogates, args.quick, commit, with_plot=k % 10 == 0)
+    write_summary(root, name, tasks, sizes, surrogates, args.quick, commit, with_plot=True)
 
 
 def write_summary(
-    root: Any, name: str, tasks: list[str], sizes: list[int], surrogates: list[str], quick: bool
+    root: Any,
+    name: str,
+    tasks: list[str],
+    sizes: list[int],
+    surrogates: list[str],
+    quick: bool,
+    commit: str | None,
+    *,
+    with_plot: bool,
 ) -> None:
+    """The summary JSON of all finished cells; ``code_commit`` is the code the run started with."""
     summary = summarise(root, tasks, quick)
     png = RESULTS_DIR / f"{name}.png"
-    plot(summary, png)
+    if with_plot:
+        plot(summary, png)
     write_result(
         name,
         {
+            "code_commit": commit,
             "mode": "quick" if quick else "full",
             "data_seed": DATA_SEED,
             "sizes": sizes,
