@@ -16,6 +16,11 @@ Surrogates (a backbone + a UQ head):
 - ``chgnet_mlp`` / ``chgnet_gp``: frozen CHGNet 0.3.0 (crystal features + its energy per atom)
   → a bootstrapped ensemble of small MLPs / an ARD GP (crystal tasks only).
 - ``chgnet_magpie_mlp``: CHGNet vector ⊕ Magpie composition statistics → MLP ensemble.
+- ``chgnet_level_fe``: the cheap level alone (formation energy only): CHGNet static formation
+  energy per atom of the given (DFT-relaxed) structure against CHGNet-relaxed elemental
+  references, shifted by the mean training residual; σ constant.
+- ``chgnet_delta_mlp`` / ``chgnet_delta_gp``: multi-fidelity Δ-learning (formation energy only):
+  a head on the CHGNet vector learns the DFT label minus the cheap level.
 - ``rf_magpie``: random forest on Magpie statistics (mean/std/min/max over sites), σ = tree spread.
 - ``gp_magpie``: ARD GP on the same features.
 
@@ -33,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Callable
@@ -41,6 +47,9 @@ from functools import cache
 from typing import Any
 
 import numpy as np
+from ase.build import bulk
+from pymatgen.core import Element, Structure
+from pymatgen.io.ase import AseAtomsAdaptor
 
 from _common import RESULTS_DIR, git_commit, write_result
 from matloop.active_learning import ALData, load_dataset
@@ -48,9 +57,10 @@ from matloop.data.composition import magpie_statistics
 from matloop.data.sources import load_source
 from matloop.models import TrainOptions, fit_uq_model, uq_metrics
 from matloop.models.forest import ForestUQ
-from matloop.models.foundation import embed_structures, get_pretrained
+from matloop.models.foundation import embed_structures, formation_energy, get_pretrained
 from matloop.models.vector_uq import fit_vector_model
 from matloop.settings import get_settings
+from matloop.validation.references import NOBLE_GASES, reference_structure
 
 log = logging.getLogger("surrogates")
 
@@ -61,14 +71,13 @@ class Task:
     target: str
     test_size: int
     pool_size: int | None
-    crystal: bool
 
 
 TASKS = {
-    "fe": Task("mp_formation_energy", "formation_energy_per_atom", 1000, None, True),
-    "gap": Task("mp_dielectric", "band_gap", 300, None, True),
-    "n": Task("mp_dielectric", "n", 300, None, True),
-    "qm9_gap": Task("qm9", "gap", 1000, 3000, False),
+    "fe": Task("mp_formation_energy", "formation_energy_per_atom", 1000, None),
+    "gap": Task("mp_dielectric", "band_gap", 300, None),
+    "n": Task("mp_dielectric", "n", 300, None),
+    "qm9_gap": Task("qm9", "gap", 1000, 3000),
 }
 FULL = {"sizes": (100, 300, 1000), "seeds": (0, 1, 2)}
 QUICK = {"sizes": (100,), "seeds": (0,), "test_size": 200, "pool_size": 400}
@@ -95,14 +104,50 @@ def magpie(name: str, quick: bool) -> np.ndarray:
     return magpie_statistics([g.z.numpy() for g in task_data(name, quick).graphs])
 
 
-@cache
-def chgnet(name: str, quick: bool) -> np.ndarray:
-    data = task_data(name, quick)
+def structures(name: str, quick: bool) -> list[Any]:
     source = load_source(TASKS[name].dataset)
     by_id = dict(zip(map(str, source.ids), source.structures, strict=True))
-    return embed_structures(
-        "chgnet", [by_id[i] for i in data.ids], cache_path=get_settings().cache_dir / "embeddings.sqlite"
-    )
+    return [by_id[i] for i in task_data(name, quick).ids]
+
+
+def embedding_cache() -> Any:
+    return get_settings().cache_dir / "embeddings.sqlite"
+
+
+@cache
+def chgnet(name: str, quick: bool) -> np.ndarray:
+    return embed_structures("chgnet", structures(name, quick), cache_path=embedding_cache())
+
+
+def chgnet_references(elements: set[str]) -> dict[str, Structure]:
+    """Elemental reference phases relaxed with CHGNet (as the validation level's references), cached
+    as JSON; noble gases as an fcc solid at twice the van der Waals radius (an isolated atom has no
+    CHGNet graph)."""
+    path = get_settings().cache_dir / "chgnet_references.json"
+    stored = json.loads(path.read_text()) if path.exists() else {}
+    missing = sorted(elements - set(stored))
+    if missing:
+        from chgnet.model import StructOptimizer
+
+        optimizer = StructOptimizer(use_device="cpu")
+        for el in missing:
+            start, relax_cell = reference_structure(el)
+            if el in NOBLE_GASES:
+                a = 2.0 * math.sqrt(2.0) * float(Element(el).van_der_waals_radius)
+                start, relax_cell = AseAtomsAdaptor.get_structure(bulk(el, "fcc", a=a)), True
+            result = optimizer.relax(start, relax_cell=relax_cell, fmax=0.05, steps=300, verbose=False)
+            stored[el] = result["final_structure"].as_dict()
+            path.write_text(json.dumps(stored))
+            log.info("CHGNet reference %s relaxed", el)
+    return {el: Structure.from_dict(stored[el]) for el in elements}
+
+
+@cache
+def chgnet_formation_energy(name: str, quick: bool) -> np.ndarray:
+    """The cheap level: CHGNet static formation energy per atom against CHGNet-relaxed references."""
+    items = structures(name, quick)
+    refs = chgnet_references({el.symbol for s in items for el in s.composition})
+    return formation_energy("chgnet", items, chgnet(name, quick)[:, -1], refs, cache_path=embedding_cache())
 
 
 # --- surrogates ---------------------------------------------------------------------------------
@@ -146,21 +191,50 @@ def _vector(features: Callable[[str, bool], np.ndarray], head: str) -> Callable[
     return fit
 
 
+def _delta(head: str) -> Callable[..., Fitted]:
+    """Δ-learning on the cheap level: a head on CHGNet vectors learns y − (CHGNet formation energy)."""
+
+    def fit(name: str, quick: bool, tr: np.ndarray, va: np.ndarray, seed: int) -> Fitted:
+        x, cheap = chgnet(name, quick), chgnet_formation_energy(name, quick)
+        resid = task_data(name, quick).y - cheap
+        model = fit_vector_model(x[tr], resid[tr], x[va], resid[va], method=head, seed=seed)
+
+        def predict(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            mean, std = model.predict(x[idx])
+            return cheap[idx] + mean, std
+
+        return predict
+
+    return fit
+
+
+def _cheap_level(name: str, quick: bool, tr: np.ndarray, va: np.ndarray, seed: int) -> Fitted:
+    """The cheap level alone, shifted by its mean training residual; σ = residual spread (constant)."""
+    cheap = chgnet_formation_energy(name, quick)
+    resid = task_data(name, quick).y[np.concatenate([tr, va])] - cheap[np.concatenate([tr, va])]
+    return lambda idx: (cheap[idx] + resid.mean(), np.full(len(idx), resid.std()))
+
+
 def _concat(*parts: Callable[[str, bool], np.ndarray]) -> Callable[[str, bool], np.ndarray]:
     return lambda name, quick: np.concatenate([p(name, quick) for p in parts], axis=1)
 
 
-#: name → (fit, kinds of task it applies to, cost rank): cheap surrogates run first at every N.
-SURROGATES: dict[str, tuple[Callable[..., Fitted], tuple[bool, ...], int]] = {
-    "rf_magpie": (_vector(magpie, "rf"), (True, False), 0),
-    "gp_magpie": (_vector(magpie, "gp"), (True, False), 0),
-    "chgnet_mlp": (_vector(chgnet, "mlp_ensemble"), (True,), 0),
-    "chgnet_gp": (_vector(chgnet, "gp"), (True,), 0),
-    "chgnet_magpie_mlp": (_vector(_concat(chgnet, magpie), "mlp_ensemble"), (True,), 0),
-    "current_ensemble": (_gnn("ensemble"), (True, False), 1),
-    "gnn_gp": (_gnn("gp"), (True, False), 1),
-    "schnet_ensemble": (_gnn("ensemble", conv="schnet"), (False,), 1),
-    "bootstrap_ensemble": (_gnn("ensemble", bootstrap=True), (True, False), 1),
+CRYSTAL = frozenset({"fe", "gap", "n"})
+ALL = frozenset(TASKS)
+#: name → (fit, tasks it applies to, cost rank): cheap surrogates run first at every N.
+SURROGATES: dict[str, tuple[Callable[..., Fitted], frozenset[str], int]] = {
+    "rf_magpie": (_vector(magpie, "rf"), ALL, 0),
+    "gp_magpie": (_vector(magpie, "gp"), ALL, 0),
+    "chgnet_mlp": (_vector(chgnet, "mlp_ensemble"), CRYSTAL, 0),
+    "chgnet_gp": (_vector(chgnet, "gp"), CRYSTAL, 0),
+    "chgnet_magpie_mlp": (_vector(_concat(chgnet, magpie), "mlp_ensemble"), CRYSTAL, 0),
+    "chgnet_level_fe": (_cheap_level, frozenset({"fe"}), 0),
+    "chgnet_delta_mlp": (_delta("mlp_ensemble"), frozenset({"fe"}), 0),
+    "chgnet_delta_gp": (_delta("gp"), frozenset({"fe"}), 0),
+    "current_ensemble": (_gnn("ensemble"), ALL, 1),
+    "gnn_gp": (_gnn("gp"), ALL, 1),
+    "schnet_ensemble": (_gnn("ensemble", conv="schnet"), frozenset({"qm9_gap"}), 1),
+    "bootstrap_ensemble": (_gnn("ensemble", bootstrap=True), ALL, 1),
 }
 
 
@@ -301,7 +375,7 @@ def main() -> None:
         for surrogate in surrogates
         for task in tasks
         for seed in cfg["seeds"]
-        if TASKS[task].crystal in SURROGATES[surrogate][1]
+        if task in SURROGATES[surrogate][1]
     ]
     cells.sort(key=lambda c: (SURROGATES[c[1]][2] * (c[0] >= 1000), c[0], SURROGATES[c[1]][2]))
     commit = git_commit()

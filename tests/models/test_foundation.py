@@ -11,7 +11,8 @@ import pytest
 from pymatgen.core import Lattice, Molecule, Structure
 
 from matloop.errors import ToolInputError
-from matloop.models.foundation import PRETRAINED, embed_structures, get_pretrained
+from matloop.models.foundation import PRETRAINED, embed_structures, formation_energy, get_pretrained
+from matloop.validation.references import reference_structure
 
 
 def _rocksalt(a: float, cation: str, anion: str) -> Structure:
@@ -58,3 +59,15 @@ def test_bad_inputs_are_refused():
     molecule = Molecule(["H", "H"], [[0, 0, 0], [0, 0, 0.74]])
     with pytest.raises(ToolInputError, match="expected periodic structures"):
         embed_structures("chgnet", [molecule])
+
+
+def test_cheap_level_formation_energy(tmp_path):
+    """The multi-fidelity input: CHGNet's formation energy per atom of rock-salt MgO against
+    elemental references (PBE/MP: about -3.0 eV/atom)."""
+    refs = {el: reference_structure(el)[0] for el in ("Mg", "O")}
+    mgo = [_rocksalt(4.21, "Mg", "O")]
+    energies = embed_structures("chgnet", mgo, cache_path=tmp_path / "emb.sqlite")[:, -1]
+    fe = formation_energy("chgnet", mgo, energies, refs, cache_path=tmp_path / "emb.sqlite")
+    assert -3.6 < fe[0] < -2.4
+    with pytest.raises(ToolInputError, match=r"no reference.*\['O'\]|none for \['O'\]"):
+        formation_energy("chgnet", mgo, energies, {"Mg": refs["Mg"]})
