@@ -26,7 +26,8 @@ Surrogates (a backbone + a UQ head):
 
 Every (task, surrogate, N, seed) cell is written to ``results/surrogates[_quick]/`` as soon as
 it finishes, and a rerun skips finished cells; the summary JSON (+ PNG) is rewritten after
-every cell. Cells run cheapest-first at each N, all N < 1000 before N = 1000.
+every cell. Order: every surrogate at the smallest N, then the cheap surrogates at every N,
+then the costly (graph-network) ones at the larger N.
 
     python benchmarks/surrogates.py                       # full: N = 100, 300, 1000; 3 seeds
     python benchmarks/surrogates.py --quick               # CI-sized
@@ -377,7 +378,8 @@ def main() -> None:
         for seed in cfg["seeds"]
         if task in SURROGATES[surrogate][1]
     ]
-    cells.sort(key=lambda c: (SURROGATES[c[1]][2] * (c[0] >= 1000), c[0], SURROGATES[c[1]][2]))
+    # N = 100 for every surrogate, then the cheap ones at every N, then the costly ones at N ≥ 300
+    cells.sort(key=lambda c: (SURROGATES[c[1]][2] * (c[0] > min(sizes)), c[0], SURROGATES[c[1]][2]))
     commit = git_commit()
     for k, (n, surrogate, task, seed) in enumerate(cells):
         path = cell_path(root, task, surrogate, n, seed)
