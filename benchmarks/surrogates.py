@@ -169,6 +169,7 @@ def _gnn(method: str, bootstrap: bool = False, **model_args: Any) -> Callable[..
             method=method,
             seed=seed,
             options=opts,
+            **model_args,
         )
 
         def predict(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
