@@ -48,6 +48,7 @@ from functools import cache
 from typing import Any
 
 import numpy as np
+import torch
 from ase.build import bulk
 from pymatgen.core import Element, Structure
 from pymatgen.io.ase import AseAtomsAdaptor
@@ -238,6 +239,48 @@ SURROGATES: dict[str, tuple[Callable[..., Fitted], frozenset[str], int]] = {
     "schnet_ensemble": (_gnn("ensemble", conv="schnet"), frozenset({"qm9_gap"}), 1),
     "bootstrap_ensemble": (_gnn("ensemble", bootstrap=True), ALL, 1),
 }
+#: Features a surrogate reads, computed (and timed) before its training clock starts.
+FEATURES: dict[str, tuple[Callable[[str, bool], np.ndarray], ...]] = {
+    "rf_magpie": (magpie,),
+    "gp_magpie": (magpie,),
+    "chgnet_mlp": (chgnet,),
+    "chgnet_gp": (chgnet,),
+    "chgnet_magpie_mlp": (chgnet, magpie),
+    "chgnet_level_fe": (chgnet_formation_energy,),
+    "chgnet_delta_mlp": (chgnet_formation_energy,),
+    "chgnet_delta_gp": (chgnet_formation_energy,),
+}
+#: Seconds of the first (uncached in memory) computation of each feature per task in this run.
+FEATURE_SECONDS: dict[str, dict[str, float]] = {}
+
+
+CHEAP_LEVEL_COST: dict[str, Any] = {}
+
+
+def measure_cheap_level(quick: bool, n: int = 200) -> None:
+    """Seconds per structure of the cheap level (CHGNet static pass, no cache) on formation-energy items."""
+    items = structures("fe", quick)[:n]
+    start = time.perf_counter()
+    embed_structures("chgnet", items, cache_path=None)
+    seconds = time.perf_counter() - start
+    CHEAP_LEVEL_COST.update(
+        {
+            "level": "CHGNet 0.3.0 static energy per atom (same pass as the embedding)",
+            "structures": len(items),
+            "seconds_per_structure": seconds / len(items),
+            "mean_sites": float(np.mean([len(s) for s in items])),
+            "threads": torch.get_num_threads(),
+        }
+    )
+
+
+def prepare_features(name: str, surrogate: str, quick: bool) -> None:
+    for features in FEATURES.get(surrogate, ()):
+        done = FEATURE_SECONDS.setdefault(name, {})
+        if features.__name__ not in done:
+            start = time.perf_counter()
+            features(name, quick)
+            done[features.__name__] = round(time.perf_counter() - start, 1)
 
 
 # --- cells --------------------------------------------------------------------------------------
@@ -258,6 +301,7 @@ def run_cell(name: str, surrogate: str, n: int, seed: int, quick: bool) -> dict[
         return None
     data = task_data(name, quick)
     fit = SURROGATES[surrogate][0]
+    prepare_features(name, surrogate, quick)
     t0 = time.perf_counter()
     predict = fit(name, quick, *parts, seed)
     t1 = time.perf_counter()
@@ -382,6 +426,8 @@ def main() -> None:
     # N = 100 for every surrogate, then the cheap ones at every N, then the costly ones at N ≥ 300
     cells.sort(key=lambda c: (SURROGATES[c[1]][2] * (c[0] > min(sizes)), c[0], SURROGATES[c[1]][2]))
     commit = git_commit()
+    if "fe" in tasks and any(s.startswith("chgnet") for s in surrogates):
+        measure_cheap_level(args.quick)
     for k, (n, surrogate, task, seed) in enumerate(cells):
         path = cell_path(root, task, surrogate, n, seed)
         if path.exists():
@@ -436,6 +482,8 @@ def write_summary(
             "validation": "max(20, N/5) further pool items, the same for every surrogate",
             "pretrained": {"chgnet": get_pretrained("chgnet").provenance()},
             "surrogates_run": surrogates,
+            "feature_seconds_this_run": FEATURE_SECONDS,
+            "cheap_level_cost": CHEAP_LEVEL_COST,
             "tasks": summary,
             "plot": png.name,
         },
