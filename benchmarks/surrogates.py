@@ -26,8 +26,7 @@ Surrogates (a backbone + a UQ head):
 
 Every (task, surrogate, N, seed) cell is written to ``results/surrogates[_quick]/`` as soon as
 it finishes, and a rerun skips finished cells; the summary JSON (+ PNG) is rewritten after
-every cell. Order: every surrogate at the smallest N, then the cheap surrogates at every N,
-then the costly (graph-network) ones at the larger N.
+every cell. Order: by N, and at each N the cheap surrogates before the graph networks.
 
     python benchmarks/surrogates.py                       # full: N = 100, 300, 1000; 3 seeds
     python benchmarks/surrogates.py --quick               # CI-sized
@@ -423,8 +422,8 @@ def main() -> None:
         for seed in cfg["seeds"]
         if task in SURROGATES[surrogate][1]
     ]
-    # N = 100 for every surrogate, then the cheap ones at every N, then the costly ones at N ≥ 300
-    cells.sort(key=lambda c: (SURROGATES[c[1]][2] * (c[0] > min(sizes)), c[0], SURROGATES[c[1]][2]))
+    # smallest N first (the targets sit at N = 100 and 300); cheap surrogates first at each N
+    cells.sort(key=lambda c: (c[0], SURROGATES[c[1]][2]))
     commit = git_commit()
     if "fe" in tasks and any(s.startswith("chgnet") for s in surrogates):
         measure_cheap_level(args.quick)
