@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+from importlib.metadata import version
 from pathlib import Path
 
 import chgnet
 import numpy as np
 import pytest
+import sevenn
 from pymatgen.core import Lattice, Molecule, Structure
 
 from matloop.errors import ToolInputError
@@ -32,19 +34,29 @@ def _crystals() -> list[Structure]:
     ]
 
 
-def test_chgnet_weights_ship_in_the_wheel():
-    weights = Path(chgnet.__file__).parent / "pretrained" / get_pretrained("chgnet").model_name
-    assert any(weights.glob("*.pth.tar")), "CHGNet weights must be inside the installed package"
-    provenance = get_pretrained("chgnet").provenance()
-    assert provenance["package"] == "chgnet" and provenance["package_version"] == chgnet.__version__
+@pytest.mark.parametrize(
+    ("name", "module", "pattern"),
+    [
+        ("chgnet", chgnet, "pretrained/0.3.0/*.pth.tar"),
+        ("sevennet_0", sevenn, "pretrained_potentials/SevenNet_0*/*.pth"),
+    ],
+)
+def test_weights_ship_in_the_wheel(name, module, pattern):
+    assert any(Path(module.__file__).parent.glob(pattern)), (
+        f"{name} weights must be inside the installed package"
+    )
+    provenance = get_pretrained(name).provenance()
+    assert provenance["backbone"] == name
+    assert provenance["package_version"] == version(provenance["package"])
 
 
-def test_embeddings_shape_energy_and_cache(tmp_path, caplog):
-    spec = PRETRAINED["chgnet"]
+@pytest.mark.parametrize("name", ["chgnet", "sevennet_0"])
+def test_embeddings_shape_energy_and_cache(tmp_path, caplog, name):
+    spec = PRETRAINED[name]
     cache = tmp_path / "emb.sqlite"
     with caplog.at_level(logging.INFO, logger="matloop.models.foundation"):
-        first = embed_structures("chgnet", _crystals(), cache_path=cache)
-        second = embed_structures("chgnet", _crystals()[::-1], cache_path=cache)
+        first = embed_structures(name, _crystals(), cache_path=cache)
+        second = embed_structures(name, _crystals()[::-1], cache_path=cache)
     assert first.shape == (3, spec.dim) and np.isfinite(first).all()
     # distinct crystals get distinct vectors; the last column is CHGNet's energy (eV/atom)
     assert np.linalg.norm(first[0] - first[1]) > 1e-3

@@ -6,12 +6,14 @@ cheapest fidelity level there is, usable as an extra input. Weights are read onl
 installed package; nothing is downloaded. Vectors are cached on disk by model, package
 version and structure hash.
 
-========  ==============  =====================================================================
-name      package         vector
-========  ==============  =====================================================================
-chgnet    ``chgnet``      CHGNet 0.3.0 (Deng et al., Nat. Mach. Intell. 2023; MPtrj): 64 pooled
+==========  ============  =====================================================================
+name        package       vector
+==========  ============  =====================================================================
+chgnet      ``chgnet``    CHGNet 0.3.0 (Deng et al., Nat. Mach. Intell. 2023; MPtrj): 64 pooled
                           atom features after the last convolution + energy per atom (eV/atom)
-========  ==============  =====================================================================
+sevennet_0  ``sevenn``    SevenNet-0 (Park et al., J. Chem. Theory Comput. 2024; MPtrj): 128
+                          last-layer scalar features, mean over atoms + energy per atom (eV/atom)
+==========  ============  =====================================================================
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib.metadata import version
@@ -45,6 +47,8 @@ class Pretrained:
     model_name: str
     dim: int
     description: str
+    vectors: Callable[[Sequence[Structure], str, int], list[np.ndarray | None]]
+    """Vectors of structures (None where the model cannot handle one): (structures, model, batch)."""
 
     @property
     def version(self) -> str:
@@ -59,20 +63,6 @@ class Pretrained:
             "package_version": self.version,
             "pretrained_model": self.model_name,
         }
-
-
-PRETRAINED: dict[str, Pretrained] = {
-    "chgnet": Pretrained(
-        "chgnet", "chgnet", "0.3.0", 65, "CHGNet 0.3.0 crystal features (64) + energy per atom"
-    ),
-}
-
-
-def get_pretrained(name: str) -> Pretrained:
-    """The pretrained model called ``name``; unknown names raise listing the valid ones."""
-    if name not in PRETRAINED:
-        raise invalid_choice("a pretrained backbone", name, PRETRAINED)
-    return PRETRAINED[name]
 
 
 @cache
@@ -103,6 +93,91 @@ def _chgnet_vectors(
     return out
 
 
+@cache
+def _sevennet(model_name: str) -> Any:
+    from sevenn.calculator import SevenNetCalculator
+
+    calc = SevenNetCalculator(model_name, device="cpu")
+    model = calc.model
+    model.delete_module_by_key("force_output")  # energies only: no position gradients
+    model.set_is_batch_data(True)
+    model.eval()
+    return model, calc.cutoff
+
+
+def _sevennet_vectors(
+    structures: Sequence[Structure], model_name: str, batch_size: int
+) -> list[np.ndarray | None]:
+    import sevenn._keys as keys
+    import torch
+    from pymatgen.io.ase import AseAtomsAdaptor
+    from sevenn.atom_graph_data import AtomGraphData
+    from sevenn.train.dataload import unlabeled_atoms_to_graph
+    from torch_geometric.data import Batch
+    from torch_geometric.utils import scatter
+
+    model, cutoff = _sevennet(model_name)
+    last_block = [name for name in model._modules if name.endswith("_equivariant_gate")][-1]
+    captured: dict[str, Any] = {}
+    hook = model._modules[last_block].register_forward_hook(
+        lambda _m, _i, out: captured.__setitem__("x", out[keys.NODE_FEATURE].detach())
+    )
+    out: list[np.ndarray | None] = [None] * len(structures)
+    try:
+        for start in range(0, len(structures), batch_size):
+            graphs, where = [], []
+            for i in range(start, min(start + batch_size, len(structures))):
+                try:
+                    atoms = AseAtomsAdaptor.get_atoms(structures[i])
+                    graphs.append(
+                        AtomGraphData.from_numpy_dict(
+                            unlabeled_atoms_to_graph(atoms, cutoff, with_shift=False)
+                        )
+                    )
+                    where.append(i)
+                except Exception as exc:  # one bad structure never stops the rest
+                    log.warning("SevenNet cannot make a graph of item %d: %s", i, exc)
+            if not graphs:
+                continue
+            batch = Batch.from_data_list(graphs)
+            with torch.no_grad():
+                result = model(batch)
+            pooled = scatter(captured["x"], batch.batch, dim=0, dim_size=len(graphs), reduce="mean")
+            energy = result[keys.PRED_TOTAL_ENERGY].detach().reshape(-1) / torch.bincount(batch.batch)
+            for row, i in enumerate(where):
+                out[i] = np.append(pooled[row].numpy(), float(energy[row])).astype(np.float32)
+    finally:
+        hook.remove()
+    return out
+
+
+PRETRAINED: dict[str, Pretrained] = {
+    "chgnet": Pretrained(
+        "chgnet",
+        "chgnet",
+        "0.3.0",
+        65,
+        "CHGNet 0.3.0 crystal features (64) + energy per atom",
+        _chgnet_vectors,
+    ),
+    "sevennet_0": Pretrained(
+        "sevennet_0",
+        "sevenn",
+        "7net-0",
+        129,
+        "SevenNet-0 last-layer scalars (128, mean over atoms) + energy per atom",
+        _sevennet_vectors,
+    ),
+}
+
+
+def get_pretrained(name: str) -> Pretrained:
+    """The pretrained model called ``name``; unknown names raise listing the valid ones."""
+    if name not in PRETRAINED:
+        raise invalid_choice("a pretrained backbone", name, PRETRAINED)
+    return PRETRAINED[name]
+
+
 def embed_structures(
     name: str,
     structures: Sequence[Structure],
@@ -128,7 +203,7 @@ def embed_structures(
         found = cache_db.get_many(keys) if cache_db is not None else {}
         missing = [i for i, k in enumerate(keys) if k not in found]
         if missing:
-            new = _chgnet_vectors([structures[i] for i in missing], spec.model_name, batch_size)
+            new = spec.vectors([structures[i] for i in missing], spec.model_name, batch_size)
             fresh = {keys[i]: v for i, v in zip(missing, new, strict=True) if v is not None}
             if cache_db is not None and fresh:
                 cache_db.put_many(fresh.items())
