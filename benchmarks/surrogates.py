@@ -16,6 +16,7 @@ Surrogates (a backbone + a UQ head):
 - ``chgnet_mlp`` / ``chgnet_gp``: frozen CHGNet 0.3.0 (crystal features + its energy per atom)
   → a bootstrapped ensemble of small MLPs / an ARD GP (crystal tasks only).
 - ``chgnet_magpie_mlp``: CHGNet vector ⊕ Magpie composition statistics → MLP ensemble.
+- ``sevennet_mlp``: frozen SevenNet-0 (128 last-layer scalars + energy per atom) → MLP ensemble.
 - ``chgnet_level_fe``: the cheap level alone (formation energy only): CHGNet static formation
   energy per atom of the given (DFT-relaxed) structure against CHGNet-relaxed elemental
   references, shifted by the mean training residual; σ constant.
@@ -118,6 +119,11 @@ def embedding_cache() -> Any:
 @cache
 def chgnet(name: str, quick: bool) -> np.ndarray:
     return embed_structures("chgnet", structures(name, quick), cache_path=embedding_cache())
+
+
+@cache
+def sevennet(name: str, quick: bool) -> np.ndarray:
+    return embed_structures("sevennet_0", structures(name, quick), cache_path=embedding_cache())
 
 
 def chgnet_references(elements: set[str]) -> dict[str, Structure]:
@@ -230,6 +236,7 @@ SURROGATES: dict[str, tuple[Callable[..., Fitted], frozenset[str], int]] = {
     "chgnet_mlp": (_vector(chgnet, "mlp_ensemble"), CRYSTAL, 0),
     "chgnet_gp": (_vector(chgnet, "gp"), CRYSTAL, 0),
     "chgnet_magpie_mlp": (_vector(_concat(chgnet, magpie), "mlp_ensemble"), CRYSTAL, 0),
+    "sevennet_mlp": (_vector(sevennet, "mlp_ensemble"), CRYSTAL, 0),
     "chgnet_level_fe": (_cheap_level, frozenset({"fe"}), 0),
     "chgnet_delta_mlp": (_delta("mlp_ensemble"), frozenset({"fe"}), 0),
     "chgnet_delta_gp": (_delta("gp"), frozenset({"fe"}), 0),
@@ -245,6 +252,7 @@ FEATURES: dict[str, tuple[Callable[[str, bool], np.ndarray], ...]] = {
     "chgnet_mlp": (chgnet,),
     "chgnet_gp": (chgnet,),
     "chgnet_magpie_mlp": (chgnet, magpie),
+    "sevennet_mlp": (sevennet,),
     "chgnet_level_fe": (chgnet_formation_energy,),
     "chgnet_delta_mlp": (chgnet_formation_energy,),
     "chgnet_delta_gp": (chgnet_formation_energy,),
@@ -479,7 +487,7 @@ def write_summary(
             "data_seed": DATA_SEED,
             "sizes": sizes,
             "validation": "max(20, N/5) further pool items, the same for every surrogate",
-            "pretrained": {"chgnet": get_pretrained("chgnet").provenance()},
+            "pretrained": {name: get_pretrained(name).provenance() for name in ("chgnet", "sevennet_0")},
             "surrogates_run": surrogates,
             "feature_seconds_this_run": FEATURE_SECONDS,
             "cheap_level_cost": CHEAP_LEVEL_COST,
