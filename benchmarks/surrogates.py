@@ -451,7 +451,7 @@ def main() -> None:
     ]
     cells.sort(key=lambda c: run_order(c[0], SURROGATES[c[1]][2], min(sizes)))
     commit = git_commit()
-    if "fe" in tasks and any(s.startswith("chgnet") for s in surrogates) and not args.summarise:
+    if "fe" in tasks and any(s.startswith("chgnet") for s in surrogates):
         measure_cheap_level(args.quick)
     for k, (n, surrogate, task, seed) in enumerate([] if args.summarise else cells):
         path = cell_path(root, task, surrogate, n, seed)
