@@ -399,8 +399,9 @@ def plot(tasks: dict[str, Any], path: Any) -> None:
             mae = [res["N"][str(n)]["mae_mean"] for n in ns]
             err = [res["N"][str(n)]["mae_std"] for n in ns]
             rho = [res["N"][str(n)]["spearman_mean"] for n in ns]
-            axes[0][col].errorbar(ns, mae, yerr=err, marker="o", ms=3, label=surrogate)
-            axes[1][col].plot(ns, rho, marker="o", ms=3, label=surrogate)
+            color = plt.get_cmap("tab20")(list(SURROGATES).index(surrogate))  # one colour per surrogate
+            axes[0][col].errorbar(ns, mae, yerr=err, marker="o", ms=3, label=surrogate, color=color)
+            axes[1][col].plot(ns, rho, marker="o", ms=3, label=surrogate, color=color)
         axes[0][col].set_title(f"{name} ({task['unit']})")
         axes[0][col].set_xscale("log")
         axes[0][col].set_yscale("log")
@@ -408,7 +409,8 @@ def plot(tasks: dict[str, Any], path: Any) -> None:
         axes[1][col].set_xscale("log")
         axes[1][col].set_ylabel("Spearman(|err|, σ)")
         axes[1][col].set_xlabel("training items N")
-    axes[0][0].legend(fontsize=7)
+    for ax in axes[0]:
+        ax.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
