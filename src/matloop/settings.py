@@ -45,6 +45,11 @@ class TrainSettings(BaseModel):
     ensemble_size: int = Field(5, gt=0)
     patience: int = Field(15, gt=0, description="Early-stopping patience in epochs.")
     hidden: int = Field(64, gt=0, description="Width of the graph network.")
+    conv: Literal["cgcnn", "schnet"] = Field(
+        "cgcnn",
+        description="Graph convolution of the backbone: CGCNN-style gated or SchNet continuous-filter.",
+    )
+    bootstrap: bool = Field(False, description="Train each ensemble member on its own bootstrap resample.")
 
 
 class LLMSettings(BaseModel):

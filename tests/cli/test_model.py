@@ -38,3 +38,12 @@ def test_train_predict_fine_tune_commands(workspace):
     assert out.exit_code == 0 and "→" in out.output, out.output
     bad = CliRunner().invoke(app, ["model", "train", fs, "band_gap", *ws])
     assert bad.exit_code != 0 and "valid values are" in bad.output
+
+
+def test_backbones_command_lists_graph_networks_and_pretrained_featurizers():
+    import chgnet
+
+    out = CliRunner().invoke(app, ["model", "backbones"], env={"COLUMNS": "250"})
+    assert out.exit_code == 0, out.output
+    for name in ("cgcnn", "schnet", "chgnet", "mlp_ensemble", f"chgnet {chgnet.__version__}"):
+        assert name in out.output

@@ -93,3 +93,13 @@ def test_bad_tool_inputs(workspace, feature_set):
         train_uq_gnn("features-missing", "y", workspace=workspace)
     with pytest.raises(ToolInputError, match="model id"):
         fine_tune("model-missing", feature_set, workspace=workspace)
+
+
+def test_backbone_and_bootstrap_from_settings(workspace, feature_set):
+    workspace.settings.train.conv = "schnet"
+    workspace.settings.train.bootstrap = True
+    res = train_uq_gnn(feature_set, "y", epochs=5, workspace=workspace)
+    model = load_model(workspace, res.model_id)
+    assert model.config["conv"] == "schnet"
+    assert type(model.members[0].convs[0]).__name__ == "CFConvBlock"
+    assert np.isfinite(res.metrics.mae)

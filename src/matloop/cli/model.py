@@ -104,3 +104,16 @@ def predict_command(
     for item in res.lowest + res.highest:
         table.add_row(item.item_id, f"{item.mean:.4g}", f"{item.std:.4g}")
     Console().print(table)
+
+
+@model_app.command("backbones")
+def backbones() -> None:
+    """List the backbones (graph networks and pretrained featurizers) and the UQ heads each takes."""
+    from matloop.models.catalog import available_backbones
+
+    table = Table(title="matloop surrogate backbones")
+    for col in ("backbone", "kind", "UQ heads", "description", "status"):
+        table.add_column(col)
+    for info in available_backbones():
+        table.add_row(info.name, info.kind, ", ".join(info.heads), info.description, info.status)
+    Console().print(table)

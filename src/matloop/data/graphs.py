@@ -207,7 +207,7 @@ def _keep_nearest(centres: np.ndarray, dists: np.ndarray, k: int) -> np.ndarray:
     return order[rank < k]
 
 
-def _atomic_numbers(item: Structure | Molecule) -> np.ndarray:
+def atomic_numbers(item: Structure | Molecule) -> np.ndarray:
     """Atomic numbers; raises :class:`GraphError` for disordered or unknown species."""
     z = np.empty(len(item), dtype=np.int64)
     for i, site in enumerate(item):
@@ -231,7 +231,7 @@ def check_item(item: Structure | Molecule, params: GraphParams) -> np.ndarray:
     """
     if len(item) == 0:
         raise GraphError("empty structure (no sites)")
-    z = _atomic_numbers(item)
+    z = atomic_numbers(item)
     if not np.all(np.isfinite(item.cart_coords)):
         raise GraphError("non-finite (NaN/inf) coordinates")
     if isinstance(item, Structure):

@@ -17,10 +17,12 @@ class _GPModel(gpytorch.models.ExactGP):
         y: Tensor,
         likelihood: gpytorch.likelihoods.GaussianLikelihood,
         inducing: Tensor | None,
+        ard: bool,
     ) -> None:
         super().__init__(x, y, likelihood)
         self.mean_module = gpytorch.means.ConstantMean()
-        kernel = gpytorch.kernels.ScaleKernel(gpytorch.kernels.RBFKernel())
+        ard_dims = x.shape[1] if ard else None
+        kernel = gpytorch.kernels.ScaleKernel(gpytorch.kernels.RBFKernel(ard_num_dims=ard_dims))
         if inducing is not None:
             kernel = gpytorch.kernels.InducingPointKernel(
                 kernel, inducing_points=inducing, likelihood=likelihood
@@ -34,15 +36,22 @@ class _GPModel(gpytorch.models.ExactGP):
 class EmbeddingGP(nn.Module):
     """RBF-kernel GP regression on standardised embeddings (float64), with a learned noise.
 
+    The predictive variance grows with the distance from the training embeddings, so σ is
+    distance-aware. With ``ard`` every embedding dimension has its own length scale
+    (automatic relevance determination), so uninformative dimensions stop diluting distances.
+
     Args:
         x: training embeddings [n, d].
         y: training targets [n] (normalised).
         n_inducing: inducing points for the sparse (SGPR, Titsias 2009) approximation, or
             ``None`` for the exact GP.
         seed: seeds the choice of initial inducing points.
+        ard: one length scale per dimension (else one shared length scale).
     """
 
-    def __init__(self, x: Tensor, y: Tensor, *, n_inducing: int | None = None, seed: int = 0) -> None:
+    def __init__(
+        self, x: Tensor, y: Tensor, *, n_inducing: int | None = None, seed: int = 0, ard: bool = True
+    ) -> None:
         super().__init__()
         x = x.double()
         self.register_buffer("x_mean", x.mean(0))
@@ -57,15 +66,16 @@ class EmbeddingGP(nn.Module):
         self.likelihood = gpytorch.likelihoods.GaussianLikelihood(
             noise_constraint=gpytorch.constraints.GreaterThan(1e-4)
         ).double()
-        self.gp = _GPModel(self.train_x, self.train_y, self.likelihood, inducing).double()
+        self.gp = _GPModel(self.train_x, self.train_y, self.likelihood, inducing, ard).double()
 
     @classmethod
     def from_state_dict(cls, state: dict[str, Tensor]) -> EmbeddingGP:
         """Rebuild from :meth:`state_dict` output (keys without prefix)."""
         key = "gp.covar_module.inducing_points"
         n_inducing = state[key].shape[0] if key in state else None
+        lengthscale = next(v for k, v in state.items() if k.endswith("raw_lengthscale"))
         x = state["train_x"] * state["x_std"] + state["x_mean"]
-        model = cls(x, state["train_y"], n_inducing=n_inducing)
+        model = cls(x, state["train_y"], n_inducing=n_inducing, ard=lengthscale.shape[-1] > 1)
         model.load_state_dict(state)
         return model
 

@@ -13,7 +13,7 @@ from torch_geometric.data import Batch, Data
 
 from matloop.errors import ToolInputError
 from matloop.models.gp import EmbeddingGP
-from matloop.models.layers import Norm
+from matloop.models.layers import Conv, Norm
 from matloop.models.network import CrystalGNN, Pooling
 from matloop.models.uq import get_method, mixture
 
@@ -60,7 +60,7 @@ class UQModel(nn.Module):
         mc_samples: stochastic passes for MC dropout.
         dropout: dropout probability (defaults to 0.1 for MC dropout, 0 otherwise).
         evidential_lambda: weight of the evidence regulariser.
-        hidden, n_layers, head_hidden, head_layers, norm, pooling: see :class:`CrystalGNN`.
+        hidden, n_layers, head_hidden, head_layers, norm, pooling, conv: see :class:`CrystalGNN`.
     """
 
     def __init__(
@@ -79,6 +79,7 @@ class UQModel(nn.Module):
         head_layers: int = 1,
         norm: Norm = "batch",
         pooling: Pooling = "mean",
+        conv: Conv = "cgcnn",
     ) -> None:
         super().__init__()
         self.uq = get_method(method, evidential_lambda=evidential_lambda)
@@ -103,9 +104,11 @@ class UQModel(nn.Module):
             "head_layers": head_layers,
             "norm": norm,
             "pooling": pooling,
+            "conv": conv,
         }
         net_args = {
-            k: self.config[k] for k in ("hidden", "n_layers", "head_hidden", "head_layers", "norm", "pooling")
+            k: self.config[k]
+            for k in ("hidden", "n_layers", "head_hidden", "head_layers", "norm", "pooling", "conv")
         }
         self.members = nn.ModuleList(
             CrystalGNN(

@@ -1,4 +1,4 @@
-"""CGCNN-style regressor: element embedding → gated graph convolutions → pooling → MLP head."""
+"""Graph regressor: element embedding → graph convolutions (CGCNN or SchNet) → pooling → MLP head."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from torch import Tensor, nn
 from torch_geometric.data import Batch
 from torch_geometric.nn.aggr import AttentionalAggregation, MeanAggregation
 
-from matloop.models.layers import CGConvBlock, Norm
+from matloop.errors import invalid_choice
+from matloop.models.layers import CFConvBlock, CGConvBlock, Conv, Norm
 
 Pooling = Literal["mean", "attention"]
 
@@ -31,6 +32,8 @@ class CrystalGNN(nn.Module):
         dropout: dropout probability on node features after each convolution and in the head.
         norm: normalisation inside each convolution (``"batch"``, ``"layer"``, ``"none"``).
         pooling: ``"mean"`` over atoms (intensive targets) or gated ``"attention"``.
+        conv: ``"cgcnn"`` (gated crystal-graph convolution, normalised by ``norm``) or
+            ``"schnet"`` (continuous-filter convolution; ``norm`` is not used), which suits molecules.
     """
 
     def __init__(
@@ -46,11 +49,18 @@ class CrystalGNN(nn.Module):
         dropout: float = 0.0,
         norm: Norm = "batch",
         pooling: Pooling = "mean",
+        conv: Conv = "cgcnn",
     ) -> None:
         super().__init__()
         self.node_dim, self.edge_dim, self.n_outputs = node_dim, edge_dim, n_outputs
         self.embed = nn.Linear(node_dim, hidden)
-        self.convs = nn.ModuleList(CGConvBlock(hidden, edge_dim, norm=norm) for _ in range(n_layers))
+        self.convs: nn.ModuleList
+        if conv == "cgcnn":
+            self.convs = nn.ModuleList(CGConvBlock(hidden, edge_dim, norm=norm) for _ in range(n_layers))
+        elif conv == "schnet":
+            self.convs = nn.ModuleList(CFConvBlock(hidden, edge_dim) for _ in range(n_layers))
+        else:
+            raise invalid_choice("a graph convolution", conv, ("cgcnn", "schnet"))
         self.dropout = nn.Dropout(dropout)
         if pooling == "mean":
             self.pool: nn.Module = MeanAggregation()

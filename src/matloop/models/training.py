@@ -56,6 +56,8 @@ class TrainOptions:
     warmup_epochs: int = 5
     gp_iterations: int = 100
     gp_inducing: int = 512
+    bootstrap: bool = False
+    """Train each ensemble member on its own resample (with replacement) of the training set."""
 
 
 def check_data(graphs: Sequence[Data], y: np.ndarray, what: str) -> np.ndarray:
@@ -204,6 +206,13 @@ def _normalised(model: UQModel, graphs: Sequence[Data], y: np.ndarray) -> tuple[
     return [strip_graph(g) for g in graphs], z.float()
 
 
+def bootstrap_sample(data: tuple[list[Data], Tensor], seed: int) -> tuple[list[Data], Tensor]:
+    """A resample of ``data`` with replacement, of the same size (seeded)."""
+    gen = torch.Generator().manual_seed(seed)
+    pick = torch.randint(len(data[0]), (len(data[0]),), generator=gen)
+    return [data[0][int(i)] for i in pick], data[1][pick]
+
+
 def _fit_members(
     model: UQModel,
     train: tuple[list[Data], Tensor],
@@ -220,7 +229,7 @@ def _fit_members(
         epochs_run += train_member(
             net,
             model.uq,
-            train,
+            bootstrap_sample(train, seed + 1000 * k) if opts.bootstrap and len(model.members) > 1 else train,
             val,
             opts,
             seed=seed + 1000 * k,
@@ -239,12 +248,17 @@ def _fit_members(
     return epochs_run
 
 
+def sigma_scale(residual: Tensor, var: Tensor) -> float:
+    """The σ multiplier that minimises the Gaussian NLL of ``residual``: sqrt(mean(r²/var)), or 1."""
+    scale = float((residual.double() ** 2 / var.double()).mean().sqrt())
+    return scale if math.isfinite(scale) and scale > 0 else 1.0
+
+
 def recalibrate(model: UQModel, graphs: Sequence[Data], y: np.ndarray) -> float:
-    """Set ``sigma_scale`` to the σ multiplier that minimises the validation NLL: sqrt(mean(z²))."""
+    """Set ``sigma_scale`` to the σ multiplier that minimises the validation NLL."""
     mean, var, _, _ = model.predict_normalized(graphs)
-    z2 = ((torch.as_tensor(y, dtype=torch.float64) - model.y_mean) / model.y_std - mean) ** 2 / var
-    scale = float(z2.mean().sqrt())
-    model.sigma_scale.fill_(scale if math.isfinite(scale) and scale > 0 else 1.0)
+    residual = (torch.as_tensor(y, dtype=torch.float64) - model.y_mean) / model.y_std - mean
+    model.sigma_scale.fill_(sigma_scale(residual, var))
     return float(model.sigma_scale)
 
 

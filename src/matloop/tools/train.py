@@ -164,7 +164,11 @@ class _Labelled:
 def _options(ws: Workspace) -> TrainOptions:
     cfg = ws.settings.train
     return TrainOptions(
-        epochs=cfg.epochs, patience=cfg.patience, batch_size=cfg.batch_size, lr=cfg.learning_rate
+        epochs=cfg.epochs,
+        patience=cfg.patience,
+        batch_size=cfg.batch_size,
+        lr=cfg.learning_rate,
+        bootstrap=cfg.bootstrap,
     )
 
 
@@ -224,6 +228,7 @@ def train_uq_gnn(
         progress=progress,
         ensemble_size=ws.settings.train.ensemble_size,
         hidden=ws.settings.train.hidden,
+        conv=ws.settings.train.conv,
     )
     seconds = time.perf_counter() - start
     metrics = data.evaluate(model)

@@ -1,0 +1,56 @@
+"""What surrogates can be built: graph backbones, pretrained featurizers and UQ heads (one list)."""
+
+from __future__ import annotations
+
+from importlib.util import find_spec
+from typing import get_args
+
+from pydantic import BaseModel, Field
+
+from matloop.models.foundation import PRETRAINED
+from matloop.models.layers import Conv
+from matloop.models.uq import METHODS
+from matloop.models.vector_uq import VECTOR_METHODS
+
+CONV_DESCRIPTIONS = {
+    "cgcnn": "gated crystal-graph convolutions (Xie & Grossman 2018), trained from scratch",
+    "schnet": "continuous-filter convolutions (Schütt et al. 2018), trained from scratch; suits molecules",
+}
+
+
+class BackboneInfo(BaseModel):
+    """One backbone as listed by ``matloop model backbones``."""
+
+    name: str = Field(description="Name to select it (train settings `conv`, or the featurizer name).")
+    kind: str = Field(description="'graph network' (trained) or 'pretrained featurizer' (frozen).")
+    heads: list[str] = Field(description="UQ heads that can sit on it.")
+    description: str = Field(description="What it is.")
+    status: str = Field(description="Whether it can be used now, and the package version it loads from.")
+
+
+def available_backbones() -> list[BackboneInfo]:
+    """Every backbone with its UQ heads and whether it is usable here."""
+    rows = [
+        BackboneInfo(
+            name=conv,
+            kind="graph network",
+            heads=list(METHODS),
+            description=CONV_DESCRIPTIONS[conv],
+            status="ready",
+        )
+        for conv in get_args(Conv)
+    ]
+    for spec in PRETRAINED.values():
+        installed = find_spec(spec.package) is not None
+        rows.append(
+            BackboneInfo(
+                name=spec.name,
+                kind="pretrained featurizer",
+                heads=list(VECTOR_METHODS),
+                description=spec.description,
+                status=f"ready ({spec.package} {spec.version})"
+                if installed
+                else f"needs `pip install {spec.package}`",
+            )
+        )
+    return rows

@@ -1,0 +1,247 @@
+"""Pretrained foundation models (shipped inside installed wheels) as frozen featurizers.
+
+A structure becomes the pretrained network's pooled crystal feature vector (the input of its
+energy read-out), with the network's own energy per atom appended as the last column — the
+cheapest fidelity level there is, usable as an extra input. Weights are read only from the
+installed package; nothing is downloaded. Vectors are cached on disk by model, package
+version and structure hash.
+
+==========  ============  =====================================================================
+name        package       vector
+==========  ============  =====================================================================
+chgnet      ``chgnet``    CHGNet 0.3.0 (Deng et al., Nat. Mach. Intell. 2023; MPtrj): 64 pooled
+                          atom features after the last convolution + energy per atom (eV/atom)
+sevennet_0  ``sevenn``    SevenNet-0 (Park et al., J. Chem. Theory Comput. 2024; MPtrj): 128
+                          last-layer scalar features, mean over atoms + energy per atom (eV/atom)
+==========  ============  =====================================================================
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import cache
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pymatgen.core import Structure
+
+from matloop.data.embedding_cache import EmbeddingCache
+from matloop.data.graphs import structure_hash
+from matloop.errors import ToolInputError, invalid_choice
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Pretrained:
+    """A pretrained model that ships in a wheel."""
+
+    name: str
+    package: str
+    model_name: str
+    dim: int
+    description: str
+    vectors: Callable[[Sequence[Structure], str, int], list[np.ndarray | None]]
+    """Vectors of structures (None where the model cannot handle one): (structures, model, batch)."""
+
+    @property
+    def version(self) -> str:
+        """Installed version of the package that holds the weights."""
+        return version(self.package)
+
+    def provenance(self) -> dict[str, str]:
+        """What a checkpoint records about the featurizer it was trained on."""
+        return {
+            "backbone": self.name,
+            "package": self.package,
+            "package_version": self.version,
+            "pretrained_model": self.model_name,
+        }
+
+
+@cache
+def _chgnet(model_name: str) -> Any:
+    from chgnet.model import CHGNet
+
+    with contextlib.redirect_stdout(io.StringIO()):  # it prints a banner
+        return CHGNet.load(model_name=model_name, use_device="cpu", verbose=False)
+
+
+def _chgnet_vectors(
+    structures: Sequence[Structure], model_name: str, batch_size: int
+) -> list[np.ndarray | None]:
+    model = _chgnet(model_name)
+    out: list[np.ndarray | None] = [None] * len(structures)
+    graphs, where = [], []
+    for i, s in enumerate(structures):
+        try:
+            graphs.append(model.graph_converter(s))
+            where.append(i)
+        except Exception as exc:  # one bad structure never stops the rest
+            log.warning("CHGNet cannot make a graph of item %d: %s", i, exc)
+    if graphs:
+        preds = model.predict_graph(graphs, task="e", return_crystal_feas=True, batch_size=batch_size)
+        preds = [preds] if isinstance(preds, dict) else preds
+        for i, p in zip(where, preds, strict=True):
+            out[i] = np.append(p["crystal_fea"], p["e"]).astype(np.float32)
+    return out
+
+
+@cache
+def _sevennet(model_name: str) -> Any:
+    from sevenn.calculator import SevenNetCalculator
+
+    calc = SevenNetCalculator(model_name, device="cpu")
+    model = calc.model
+    model.delete_module_by_key("force_output")  # energies only: no position gradients
+    model.set_is_batch_data(True)
+    model.eval()
+    return model, calc.cutoff
+
+
+def _sevennet_vectors(
+    structures: Sequence[Structure], model_name: str, batch_size: int
+) -> list[np.ndarray | None]:
+    import sevenn._keys as keys
+    import torch
+    from pymatgen.io.ase import AseAtomsAdaptor
+    from sevenn.atom_graph_data import AtomGraphData
+    from sevenn.train.dataload import unlabeled_atoms_to_graph
+    from torch_geometric.data import Batch
+    from torch_geometric.utils import scatter
+
+    model, cutoff = _sevennet(model_name)
+    last_block = [name for name in model._modules if name.endswith("_equivariant_gate")][-1]
+    captured: dict[str, Any] = {}
+    hook = model._modules[last_block].register_forward_hook(
+        lambda _m, _i, out: captured.__setitem__("x", out[keys.NODE_FEATURE].detach())
+    )
+    out: list[np.ndarray | None] = [None] * len(structures)
+    try:
+        for start in range(0, len(structures), batch_size):
+            graphs, where = [], []
+            for i in range(start, min(start + batch_size, len(structures))):
+                try:
+                    atoms = AseAtomsAdaptor.get_atoms(structures[i])
+                    graphs.append(
+                        AtomGraphData.from_numpy_dict(
+                            unlabeled_atoms_to_graph(atoms, cutoff, with_shift=False)
+                        )
+                    )
+                    where.append(i)
+                except Exception as exc:  # one bad structure never stops the rest
+                    log.warning("SevenNet cannot make a graph of item %d: %s", i, exc)
+            if not graphs:
+                continue
+            batch = Batch.from_data_list(graphs)
+            with torch.no_grad():
+                result = model(batch)
+            pooled = scatter(captured["x"], batch.batch, dim=0, dim_size=len(graphs), reduce="mean")
+            energy = result[keys.PRED_TOTAL_ENERGY].detach().reshape(-1) / torch.bincount(batch.batch)
+            for row, i in enumerate(where):
+                out[i] = np.append(pooled[row].numpy(), float(energy[row])).astype(np.float32)
+    finally:
+        hook.remove()
+    return out
+
+
+PRETRAINED: dict[str, Pretrained] = {
+    "chgnet": Pretrained(
+        "chgnet",
+        "chgnet",
+        "0.3.0",
+        65,
+        "CHGNet 0.3.0 crystal features (64) + energy per atom",
+        _chgnet_vectors,
+    ),
+    "sevennet_0": Pretrained(
+        "sevennet_0",
+        "sevenn",
+        "7net-0",
+        129,
+        "SevenNet-0 last-layer scalars (128, mean over atoms) + energy per atom",
+        _sevennet_vectors,
+    ),
+}
+
+
+def get_pretrained(name: str) -> Pretrained:
+    """The pretrained model called ``name``; unknown names raise listing the valid ones."""
+    if name not in PRETRAINED:
+        raise invalid_choice("a pretrained backbone", name, PRETRAINED)
+    return PRETRAINED[name]
+
+
+def embed_structures(
+    name: str,
+    structures: Sequence[Structure],
+    *,
+    cache_path: Path | None = None,
+    batch_size: int = 32,
+) -> np.ndarray:
+    """[n, dim] float64 vectors of ``structures`` from the pretrained model ``name``.
+
+    Items the model cannot handle (e.g. an isolated atom) get a row of NaN. With
+    ``cache_path``, vectors are read from and written to the on-disk cache.
+    """
+    spec = get_pretrained(name)
+    for i, s in enumerate(structures):
+        if not isinstance(s, Structure):
+            raise ToolInputError(
+                f"expected periodic structures for {name}, got {type(s).__name__} at item {i}"
+            )
+    prefix = f"{spec.name}:{spec.model_name}:{spec.version}:"
+    keys = [prefix + structure_hash(s) for s in structures]
+    cache_db = EmbeddingCache(cache_path) if cache_path is not None else None
+    try:
+        found = cache_db.get_many(keys) if cache_db is not None else {}
+        missing = [i for i, k in enumerate(keys) if k not in found]
+        if missing:
+            new = spec.vectors([structures[i] for i in missing], spec.model_name, batch_size)
+            fresh = {keys[i]: v for i, v in zip(missing, new, strict=True) if v is not None}
+            if cache_db is not None and fresh:
+                cache_db.put_many(fresh.items())
+            found.update(fresh)
+    finally:
+        if cache_db is not None:
+            cache_db.close()
+    log.info("%s embeddings: %d items, %d from cache", name, len(keys), len(keys) - len(missing))
+    nan = np.full(spec.dim, np.nan)
+    return np.stack([found.get(k, nan) for k in keys]).astype(np.float64) if keys else np.zeros((0, spec.dim))
+
+
+def formation_energy(
+    name: str,
+    structures: Sequence[Structure],
+    energies: np.ndarray,
+    references: dict[str, Structure],
+    *,
+    cache_path: Path | None = None,
+) -> np.ndarray:
+    """Formation energy per atom at the pretrained model's level, from its energies per atom.
+
+    The cheap level of a multi-fidelity surrogate: E/atom − Σ_el x_el μ_el with μ_el the
+    model's energy per atom of the elemental reference ``references[el]`` (static, cached).
+    Elements without a reference raise :class:`ToolInputError`.
+    """
+    elements = sorted({el.symbol for s in structures for el in s.composition})
+    missing = [el for el in elements if el not in references]
+    if missing:
+        raise ToolInputError(f"expected a reference structure for every element, got none for {missing}")
+    mu = dict(
+        zip(
+            elements,
+            embed_structures(name, [references[el] for el in elements], cache_path=cache_path)[:, -1],
+            strict=True,
+        )
+    )
+    ref = np.array(
+        [sum(mu[el.symbol] * x for el, x in s.composition.fractional_composition.items()) for s in structures]
+    )
+    return np.asarray(energies, dtype=np.float64) - ref

@@ -1,0 +1,310 @@
+"""UQ heads on fixed-length vectors: pretrained-model embeddings or composition statistics.
+
+Two heads, both in normalised target units with σ recalibrated on the validation split:
+
+- ``mlp_ensemble``: K small mean–variance MLPs (Gaussian NLL after an MSE warm-up), each
+  trained on its own bootstrap resample; the prediction is their Gaussian mixture.
+- ``gp``: an ARD-kernel Gaussian process (exact below ``GP_EXACT_MAX`` items, inducing
+  points above) — σ grows with the distance from the training vectors.
+
+A :class:`VectorUQModel` saves to a checkpoint with its init args, weights and metadata
+(including the pretrained featurizer's name and package version) and loads with
+``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from matloop.errors import ToolInputError, invalid_choice
+from matloop.models.checkpoint import CheckpointError, library_versions
+from matloop.models.gp import EmbeddingGP
+from matloop.models.training import GP_EXACT_MAX, sigma_scale
+from matloop.models.uq import Ensemble, mixture
+
+VectorMethod = Literal["mlp_ensemble", "gp"]
+VECTOR_METHODS: tuple[str, ...] = ("mlp_ensemble", "gp")
+FORMAT = "matloop.vector_uq"
+VERSION = 1
+
+
+def _mlp(in_dim: int, hidden: int, layers: int, n_out: int) -> nn.Sequential:
+    parts: list[nn.Module] = []
+    width = in_dim
+    for _ in range(layers):
+        parts += [nn.Linear(width, hidden), nn.SiLU()]
+        width = hidden
+    parts.append(nn.Linear(width, n_out))
+    return nn.Sequential(*parts)
+
+
+class VectorUQModel(nn.Module):
+    """μ and σ from a fixed-length vector per item.
+
+    Args:
+        method: ``"mlp_ensemble"`` or ``"gp"``.
+        in_dim: vector length.
+        ensemble_size: MLP members.
+        hidden: MLP width.
+        layers: hidden layers per MLP.
+    """
+
+    def __init__(
+        self,
+        *,
+        method: str = "mlp_ensemble",
+        in_dim: int,
+        ensemble_size: int = 5,
+        hidden: int = 64,
+        layers: int = 2,
+    ) -> None:
+        super().__init__()
+        if method not in VECTOR_METHODS:
+            raise invalid_choice("a vector UQ head", method, VECTOR_METHODS)
+        self.config: dict[str, Any] = {
+            "method": method,
+            "in_dim": in_dim,
+            "ensemble_size": ensemble_size,
+            "hidden": hidden,
+            "layers": layers,
+        }
+        n_members = ensemble_size if method == "mlp_ensemble" else 0
+        self.members = nn.ModuleList(_mlp(in_dim, hidden, layers, 2) for _ in range(n_members))
+        self.uq = Ensemble()
+        self.register_buffer("x_mean", torch.zeros(in_dim, dtype=torch.float64))
+        self.register_buffer("x_std", torch.ones(in_dim, dtype=torch.float64))
+        self.register_buffer("y_mean", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("y_std", torch.ones((), dtype=torch.float64))
+        self.register_buffer("sigma_scale", torch.ones((), dtype=torch.float64))
+        self.gp: EmbeddingGP | None = None
+        self.meta: dict[str, Any] = {}
+
+    @property
+    def method(self) -> str:
+        return str(self.config["method"])
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (
+            f"{type(self).__name__}(method={c['method']}, in_dim={c['in_dim']}, members={len(self.members)})"
+        )
+
+    def _x(self, x: np.ndarray) -> Tensor:
+        x = check_vectors(x, self.config["in_dim"])
+        return ((torch.as_tensor(x, dtype=torch.float64) - self.x_mean) / self.x_std).float()
+
+    @torch.no_grad()
+    def predict_normalized(self, x: np.ndarray) -> tuple[Tensor, Tensor]:
+        """Mean and variance in normalised units, before σ calibration."""
+        xt = self._x(x)
+        if self.gp is not None:
+            mean, var, _ = self.gp.predict(xt)
+            return mean, var
+        self.eval()
+        m, v = (
+            torch.stack(t).double()
+            for t in zip(*(self.uq.gaussian(net(xt)) for net in self.members), strict=True)
+        )
+        return mixture(m, v)
+
+    def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and calibrated σ in target units."""
+        mean, var = self.predict_normalized(x)
+        return (
+            (mean * self.y_std + self.y_mean).numpy(),
+            (var.sqrt() * self.sigma_scale * self.y_std).numpy(),
+        )
+
+
+def check_vectors(x: np.ndarray, dim: int | None = None) -> np.ndarray:
+    """Finite float64 [n, d] vectors; NaN rows or the wrong width raise :class:`ToolInputError`."""
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 2 or (dim is not None and x.shape[1] != dim):
+        raise ToolInputError(f"expected vectors of shape [n, {dim or 'd'}], got {list(x.shape)}")
+    bad = np.flatnonzero(~np.isfinite(x).all(axis=1))
+    if len(bad):
+        raise ToolInputError(
+            f"expected finite feature vectors, got NaN/inf in rows {bad[:5].tolist()}; drop them"
+        )
+    return x
+
+
+def _train_member(
+    net: nn.Module,
+    uq: Ensemble,
+    x: Tensor,
+    y: Tensor,
+    xv: Tensor,
+    yv: Tensor,
+    *,
+    epochs: int,
+    patience: int,
+    lr: float,
+    weight_decay: float,
+    seed: int,
+    batch_size: int,
+) -> int:
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
+    warmup = min(20, epochs // 4)
+    best, best_epoch, best_state = math.inf, 0, copy.deepcopy(net.state_dict())
+    epoch = 0
+    for epoch in range(1, epochs + 1):
+        net.train()
+        for idx in torch.randperm(len(x), generator=gen).split(batch_size):
+            opt.zero_grad()
+            uq.loss(net(x[idx]), y[idx], warmup=epoch <= warmup).backward()
+            opt.step()
+        if epoch <= warmup:
+            continue
+        net.eval()
+        with torch.no_grad():
+            val = float(uq.loss(net(xv), yv, warmup=False))
+        if math.isfinite(val) and val < best:
+            best, best_epoch, best_state = val, epoch, copy.deepcopy(net.state_dict())
+        if epoch - best_epoch >= patience:
+            break
+    net.load_state_dict(best_state)
+    net.eval()
+    return epoch
+
+
+def fit_vector_model(
+    x: np.ndarray,
+    y: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    *,
+    method: str = "mlp_ensemble",
+    seed: int = 0,
+    epochs: int = 400,
+    patience: int = 40,
+    lr: float = 3e-3,
+    weight_decay: float = 1e-4,
+    batch_size: int = 64,
+    bootstrap: bool = True,
+    gp_iterations: int = 150,
+    gp_inducing: int = 512,
+    meta: dict[str, Any] | None = None,
+    **model_args: Any,
+) -> VectorUQModel:
+    """Train a :class:`VectorUQModel`; the validation split early-stops the MLPs and calibrates σ.
+
+    Args:
+        x, y: training vectors [n, d] and targets.
+        x_val, y_val: validation vectors and targets (at least 2 items).
+        method: ``"mlp_ensemble"`` or ``"gp"``.
+        seed: member k uses ``seed + 1000 k`` (initialisation, bootstrap resample, shuffling).
+        bootstrap: each MLP member trains on its own resample of the training set.
+        meta: extra metadata to keep (e.g. the featurizer's provenance).
+        model_args: ``ensemble_size``, ``hidden``, ``layers``.
+    """
+    x = check_vectors(x)
+    x_val = check_vectors(x_val, x.shape[1])
+    y, y_val = np.asarray(y, dtype=np.float64).ravel(), np.asarray(y_val, dtype=np.float64).ravel()
+    if len(y) != len(x) or len(y_val) != len(x_val) or len(y) < 2 or len(y_val) < 2:
+        raise ToolInputError(
+            f"expected matching vectors and targets with ≥ 2 training and ≥ 2 validation items, got "
+            f"{len(x)}/{len(y)} training and {len(x_val)}/{len(y_val)} validation"
+        )
+    if not (np.isfinite(y).all() and np.isfinite(y_val).all()):
+        raise ToolInputError("expected finite targets, got NaN/inf; drop unlabelled items")
+    torch.manual_seed(seed)
+    model = VectorUQModel(method=method, in_dim=x.shape[1], **model_args)
+    model.x_mean.copy_(torch.from_numpy(x.mean(0)))
+    model.x_std.copy_(torch.from_numpy(np.where(x.std(0) > 1e-8, x.std(0), 1.0)))
+    model.y_mean.fill_(float(y.mean()))
+    model.y_std.fill_(float(y.std()) if y.std() > 0 else 1.0)
+    xt, xv = model._x(x), model._x(x_val)
+    yt = ((torch.from_numpy(y) - model.y_mean) / model.y_std).float()
+    yv = ((torch.from_numpy(y_val) - model.y_mean) / model.y_std).float()
+    start = time.perf_counter()
+    if method == "gp":
+        n_inducing = gp_inducing if len(x) > GP_EXACT_MAX else None
+        model.gp = EmbeddingGP(xt, yt, n_inducing=n_inducing, seed=seed, ard=True)
+        model.gp.fit(iterations=gp_iterations)
+    for k, net in enumerate(model.members):
+        gen = torch.Generator().manual_seed(seed + 1000 * k)
+        pick = torch.randint(len(xt), (len(xt),), generator=gen) if bootstrap else torch.arange(len(xt))
+        torch.manual_seed(seed + 1000 * k)
+        for layer in net:
+            if isinstance(layer, nn.Linear):
+                layer.reset_parameters()
+        _train_member(
+            net,
+            model.uq,
+            xt[pick],
+            yt[pick],
+            xv,
+            yv,
+            epochs=epochs,
+            patience=patience,
+            lr=lr,
+            weight_decay=weight_decay,
+            seed=seed + 1000 * k,
+            batch_size=batch_size,
+        )
+    mean, var = model.predict_normalized(x_val)
+    model.sigma_scale.fill_(sigma_scale(yv.double() - mean, var))
+    model.meta = {
+        **(meta or {}),
+        "seed": seed,
+        "n_train": len(y),
+        "bootstrap": bootstrap,
+        "train_seconds": time.perf_counter() - start,
+    }
+    return model
+
+
+def save_vector_model(model: VectorUQModel, path: str | Path) -> Path:
+    """Write init args, weights (GP included) and metadata to ``path``."""
+    meta = {**model.meta}
+    meta.setdefault("versions", library_versions())
+    path = Path(path)
+    torch.save(
+        {
+            "format": FORMAT,
+            "version": VERSION,
+            "init_args": dict(model.config),
+            "state_dict": model.state_dict(),
+            "meta_json": json.dumps(meta, default=str),
+        },
+        path,
+    )
+    return path
+
+
+def load_vector_model(path: str | Path) -> VectorUQModel:
+    """Read a checkpoint of :func:`save_vector_model`; problems raise :class:`CheckpointError`."""
+    path = Path(path)
+    try:
+        blob = torch.load(path, weights_only=True, map_location="cpu")
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint {path} does not exist") from None
+    except Exception as exc:
+        raise CheckpointError(f"checkpoint {path} is corrupt or unreadable: {exc}") from exc
+    if not isinstance(blob, dict) or blob.get("format") != FORMAT or blob.get("version") != VERSION:
+        raise CheckpointError(
+            f"{path} is not a matloop vector-UQ checkpoint (expected {FORMAT!r} v{VERSION})"
+        )
+    try:
+        model = VectorUQModel(**blob["init_args"])
+        state = dict(blob["state_dict"])
+        gp_state = {k[3:]: state.pop(k) for k in list(state) if k.startswith("gp.")}
+        model.load_state_dict(state)
+        if gp_state:
+            model.gp = EmbeddingGP.from_state_dict(gp_state)
+        model.meta = json.loads(blob["meta_json"])
+    except (KeyError, TypeError, RuntimeError, ValueError, StopIteration) as exc:
+        raise CheckpointError(f"checkpoint {path} does not match its model arguments: {exc}") from exc
+    model.eval()
+    return model
