@@ -107,3 +107,18 @@ def test_kill_9_mid_campaign_then_resume_loses_nothing_and_computes_nothing_twic
     _assert_consistent(campaign)
     notes = [r["rationale"] for r in campaign.log.records() if r["phase"] == "note"]
     assert any(n.startswith("resumed") for n in notes)
+
+
+def test_model_section_reaches_the_workspace_training_settings(settings, tmp_path):
+    spec = CampaignSpec.model_validate(
+        {"model": {"conv": "schnet", "bootstrap": True, "patience": 4, "ensemble_size": 2, "hidden": 24}}
+    )
+    train = Campaign(tmp_path / "c", spec).ws.settings.train
+    assert (train.conv, train.bootstrap, train.patience, train.ensemble_size, train.hidden) == (
+        "schnet",
+        True,
+        4,
+        2,
+        24,
+    )
+    assert Campaign(tmp_path / "d", CampaignSpec()).ws.settings.train == settings.train

@@ -98,10 +98,12 @@ class ModelSpec(_Strict):
     patience: int | None = Field(None, gt=0, description="Early-stopping patience in epochs.")
     ensemble_size: int | None = Field(None, gt=0, description="Members of a deep ensemble.")
     hidden: int | None = Field(None, gt=0, description="Width of the graph network.")
+    conv: Literal["cgcnn", "schnet"] | None = Field(None, description="Graph convolution of the backbone.")
+    bootstrap: bool | None = Field(None, description="Train each ensemble member on a bootstrap resample.")
 
     def train_settings(self, base: TrainSettings) -> TrainSettings:
         """``base`` with this spec's overrides."""
-        keys = ("method", "patience", "ensemble_size", "hidden")
+        keys = ("method", "patience", "ensemble_size", "hidden", "conv", "bootstrap")
         return base.model_copy(update={k: getattr(self, k) for k in keys if getattr(self, k) is not None})
 
 
