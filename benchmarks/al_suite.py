@@ -141,7 +141,7 @@ def run_task(name: str, task: Task, state: Path, model: dict[str, Any]) -> dict[
             "test_size": len(data.test),
             "data_seed": 0,
         },
-        "target_set_size": summary["headline"]["random"].get("discovery", {}).get("target_set_size"),
+        "target_set_size": summary["headline"].get("random", {}).get("discovery", {}).get("target_set_size"),
         "seeds": list(range(task.seeds)),
         "strategies": rows,
         "transductive": {s: h.get("transductive") for s, h in summary["headline"].items()}
