@@ -53,16 +53,18 @@ def graph_ids(graphs: Sequence[Data]) -> list[str]:
     return [str(getattr(g, "item_id", i)) for i, g in enumerate(graphs)]
 
 
-def save_checkpoint(model: UQModel, path: str | Path, meta: dict[str, Any] | None = None) -> Path:
-    """Write ``model`` (init args, weights, metadata) to ``path``."""
-    meta = {**model.meta, **(meta or {})}
+def write_checkpoint(
+    path: str | Path, fmt: str, version: int, model: torch.nn.Module, meta: dict[str, Any]
+) -> Path:
+    """Write ``model``'s init args (``model.config``), weights and metadata to ``path``."""
+    meta = {**meta}
     meta.setdefault("versions", library_versions())
     path = Path(path)
     torch.save(
         {
-            "format": FORMAT,
-            "version": VERSION,
-            "init_args": dict(model.config),
+            "format": fmt,
+            "version": version,
+            "init_args": dict(model.config),  # type: ignore[arg-type]
             "state_dict": model.state_dict(),
             "meta_json": json.dumps(meta, default=str),
         },
@@ -71,8 +73,9 @@ def save_checkpoint(model: UQModel, path: str | Path, meta: dict[str, Any] | Non
     return path
 
 
-def load_checkpoint(path: str | Path) -> UQModel:
-    """Read a checkpoint written by :func:`save_checkpoint`; problems raise :class:`CheckpointError`."""
+def read_checkpoint(path: str | Path, fmt: str, version: int) -> dict[str, Any]:
+    """The stored dict of a checkpoint of format ``fmt`` and ``version``; problems raise
+    :class:`CheckpointError`."""
     path = Path(path)
     try:
         blob = torch.load(path, weights_only=True, map_location="cpu")
@@ -80,14 +83,31 @@ def load_checkpoint(path: str | Path) -> UQModel:
         raise CheckpointError(f"checkpoint {path} does not exist") from None
     except Exception as exc:
         raise CheckpointError(f"checkpoint {path} is corrupt or unreadable: {exc}") from exc
-    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a matloop UQ-GNN checkpoint (expected format {FORMAT!r})")
-    if blob.get("version") != VERSION:
-        raise CheckpointError(f"checkpoint {path} has version {blob.get('version')}, expected {VERSION}")
+    if not isinstance(blob, dict) or blob.get("format") != fmt:
+        raise CheckpointError(f"{path} is not a matloop checkpoint of format {fmt!r}")
+    if blob.get("version") != version:
+        raise CheckpointError(f"checkpoint {path} has version {blob.get('version')}, expected {version}")
+    return blob
+
+
+def split_gp_state(state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A state dict split into the network's entries and the GP head's (``gp.`` prefix removed)."""
+    state = dict(state)
+    gp_state = {k[3:]: state.pop(k) for k in list(state) if k.startswith("gp.")}
+    return state, gp_state
+
+
+def save_checkpoint(model: UQModel, path: str | Path, meta: dict[str, Any] | None = None) -> Path:
+    """Write ``model`` (init args, weights, metadata) to ``path``."""
+    return write_checkpoint(path, FORMAT, VERSION, model, {**model.meta, **(meta or {})})
+
+
+def load_checkpoint(path: str | Path) -> UQModel:
+    """Read a checkpoint written by :func:`save_checkpoint`; problems raise :class:`CheckpointError`."""
+    blob = read_checkpoint(path, FORMAT, VERSION)
     try:
         model = UQModel(**blob["init_args"])
-        state = dict(blob["state_dict"])
-        gp_state = {k[3:]: state.pop(k) for k in list(state) if k.startswith("gp.")}
+        state, gp_state = split_gp_state(blob["state_dict"])
         model.load_state_dict(state)
         if gp_state:
             model.gp = EmbeddingGP.from_state_dict(gp_state)

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from matloop.errors import ToolInputError, invalid_choice
-from matloop.models.checkpoint import CheckpointError, library_versions
+from matloop.models.checkpoint import CheckpointError, read_checkpoint, split_gp_state, write_checkpoint
 from matloop.models.gp import EmbeddingGP
 from matloop.models.training import GP_EXACT_MAX, sigma_scale
 from matloop.models.uq import Ensemble, mixture
@@ -267,39 +267,15 @@ def fit_vector_model(
 
 def save_vector_model(model: VectorUQModel, path: str | Path) -> Path:
     """Write init args, weights (GP included) and metadata to ``path``."""
-    meta = {**model.meta}
-    meta.setdefault("versions", library_versions())
-    path = Path(path)
-    torch.save(
-        {
-            "format": FORMAT,
-            "version": VERSION,
-            "init_args": dict(model.config),
-            "state_dict": model.state_dict(),
-            "meta_json": json.dumps(meta, default=str),
-        },
-        path,
-    )
-    return path
+    return write_checkpoint(path, FORMAT, VERSION, model, model.meta)
 
 
 def load_vector_model(path: str | Path) -> VectorUQModel:
     """Read a checkpoint of :func:`save_vector_model`; problems raise :class:`CheckpointError`."""
-    path = Path(path)
-    try:
-        blob = torch.load(path, weights_only=True, map_location="cpu")
-    except FileNotFoundError:
-        raise CheckpointError(f"checkpoint {path} does not exist") from None
-    except Exception as exc:
-        raise CheckpointError(f"checkpoint {path} is corrupt or unreadable: {exc}") from exc
-    if not isinstance(blob, dict) or blob.get("format") != FORMAT or blob.get("version") != VERSION:
-        raise CheckpointError(
-            f"{path} is not a matloop vector-UQ checkpoint (expected {FORMAT!r} v{VERSION})"
-        )
+    blob = read_checkpoint(path, FORMAT, VERSION)
     try:
         model = VectorUQModel(**blob["init_args"])
-        state = dict(blob["state_dict"])
-        gp_state = {k[3:]: state.pop(k) for k in list(state) if k.startswith("gp.")}
+        state, gp_state = split_gp_state(blob["state_dict"])
         model.load_state_dict(state)
         if gp_state:
             model.gp = EmbeddingGP.from_state_dict(gp_state)
