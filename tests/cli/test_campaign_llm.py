@@ -15,7 +15,9 @@ from matloop.cli import app
 SMALL = {
     "name": "talker",
     "planner": "llm",
-    "pool": {"source": "prototypes", "families": ["rocksalt"], "max_items": 8},
+    "pool": {"source": "mp_dielectric", "max_items": 12},
+    "target": {"property": "band_gap"},
+    "level": "lookup",  # labels from the dataset: the hand-over is under test, not a calculation
     "seed_size": 3,
     "batch_size": 2,
     "rounds": 1,
@@ -81,7 +83,7 @@ def test_a_model_that_only_talks_hands_the_campaign_over_and_the_counts_match(
     )
     assert len(server.requests) == 3
     assert campaign.state.meta("status") == "finished"
-    assert len(campaign.state.labels("formation_energy_per_atom", "chgnet")) == 5  # seed 3 + round 1
+    assert len(campaign.state.labels("band_gap", "lookup")) == 5  # seed 3 + round 1
     planners = {r["planner"] for r in records if r["phase"] == "planned"}
     assert planners == {"llm", "rules (fallback)"}  # the status call at start, then the rules planner
     counts = re.search(r"\d+ steps: .*records\)", run.output).group(0)
@@ -107,4 +109,4 @@ def test_a_server_that_refuses_the_request_mid_campaign_hands_over(
     assert any("HTTP 400" in n and "--n_ctx" in n and "falling back" in n for n in notes)
     assert len(server.requests) == 1  # a refusal is not retried
     assert campaign.state.meta("status") == "finished"
-    assert len(campaign.state.labels("formation_energy_per_atom", "chgnet")) == 5
+    assert len(campaign.state.labels("band_gap", "lookup")) == 5
