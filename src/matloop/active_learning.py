@@ -256,7 +256,6 @@ def run_strategy(
     seed: int,
     out_dir: Path,
     progress: ProgressCallback | None = None,
-    settings: Settings | None = None,
 ) -> list[dict[str, Any]]:
     """Run (or resume) the campaign of one strategy × seed; return one record per trained model."""
     root = Path(out_dir) / strategy / f"seed_{seed}"
@@ -265,7 +264,7 @@ def run_strategy(
     if resume:
         (root / "campaign.yaml").write_text(spec.to_yaml())  # more rounds than before is fine
     else:
-        ws = Workspace(root, settings=settings or get_settings())
+        ws = Workspace(root, settings=get_settings())
         save_slice(ws, data.pool_slice(), slice_id=POOL_SLICE)
     if config.rounds:
         run_campaign(
