@@ -46,7 +46,7 @@ from matloop.errors import ToolInputError, invalid_choice
 from matloop.models import load_model
 from matloop.models.metrics import uq_metrics
 from matloop.settings import Settings, get_settings
-from matloop.tools.featurize import graph_params, load_graphs
+from matloop.tools.featurize import graph_params
 from matloop.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -295,9 +295,7 @@ def evaluate_rounds(
     labels = state.labels(data.target, "lookup")
     picks = state.candidates()
     seconds = _round_seconds(DecisionLog(root / "decisions.jsonl").records())
-    y_pool = {data.ids[i]: data.y[i] for i in data.pool}
     hits_set = target_set(data, config)
-    pool_graphs = None
     records: list[dict[str, Any]] = []
     for k, m in enumerate(sorted(state.models(), key=lambda m: m["round"])[: config.rounds + 1]):
         rnd = m["round"]
@@ -305,16 +303,9 @@ def evaluate_rounds(
         record = cached.get(m["model_id"])
         if record is None:
             model = load_model(ws, m["model_id"])
-            test = _metrics(model, [data.graphs[i] for i in data.test], data.y[data.test])
-            if pool_graphs is None:
-                fs_id = state.step("setup:featurize")["result"]["feature_set_id"]
-                pool_graphs = load_graphs(fs_id, workspace=ws)
             taken = set(known)
-            rest = [
-                (g, y_pool[i])
-                for i, g in zip(pool_graphs.ids, pool_graphs.graphs, strict=True)
-                if i not in taken
-            ]
+            unlabelled = np.asarray([i for i in data.pool if data.ids[i] not in taken], dtype=np.int64)
+            learning = len(data.test) > 0  # discovery tasks have no test split and need no errors
             record = {
                 "strategy": strategy,
                 "seed": seed,
@@ -322,8 +313,10 @@ def evaluate_rounds(
                 "model_id": m["model_id"],
                 "n_labels": len(known),
                 "hits": len(hits_set & set(known)) if hits_set is not None else None,
-                "test": test,
-                "transductive": _metrics(model, [g for g, _ in rest], np.asarray([y for _, y in rest])),
+                "test": _metrics(model, [data.graphs[i] for i in data.test], data.y[data.test]),
+                "transductive": _metrics(model, [data.graphs[i] for i in unlabelled], data.y[unlabelled])
+                if learning
+                else None,
                 "selected_ids": [c["item_id"] for c in picks if c["round"] == rnd],
                 "seconds": seconds.get(rnd, {}),
             }
