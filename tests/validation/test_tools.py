@@ -162,4 +162,5 @@ def test_crash_and_wall_time_fail_without_blocking_the_batch(workspace, molecule
         workspace=short,
     )
     assert [f.status for f in result.failures] == ["failed", "failed"]
-    assert any("WallTimeExceeded: wall time of 0.5 s exceeded" in f.reason for f in result.failures)
+    reasons = [f.reason for f in result.failures]
+    assert any("WallTimeExceeded: wall time of 0.5 s exceeded" in r for r in reasons), reasons
