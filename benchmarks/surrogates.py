@@ -60,6 +60,7 @@ from pymatgen.io.ase import AseAtomsAdaptor
 from _common import RESULTS_DIR, git_commit, write_result
 from matloop.active_learning import ALData, load_dataset
 from matloop.data.composition import magpie_statistics
+from matloop.data.embedding_cache import EmbeddingCache
 from matloop.data.sources import load_source
 from matloop.models import TrainOptions, fit_uq_model, uq_metrics
 from matloop.models.forest import ForestUQ
@@ -117,7 +118,7 @@ def structures(name: str, quick: bool) -> list[Any]:
 
 
 def embedding_cache() -> Any:
-    return get_settings().cache_dir / "embeddings.sqlite"
+    return get_settings().cache_dir / EmbeddingCache.FILE
 
 
 @cache
@@ -198,7 +199,12 @@ def _vector(features: Callable[[str, bool], np.ndarray], head: str) -> Callable[
             forest = ForestUQ(seed=seed).fit(x[tr], y[tr], x[va], y[va])
             return lambda idx: forest.predict(x[idx])
         model = fit_vector_model(x[tr], y[tr], x[va], y[va], method=head, seed=seed)
-        return lambda idx: model.predict(x[idx])
+
+        def predict(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            pred = model.predict(x[idx])
+            return pred.mean, pred.std
+
+        return predict
 
     return fit
 
@@ -212,8 +218,8 @@ def _delta(head: str) -> Callable[..., Fitted]:
         model = fit_vector_model(x[tr], resid[tr], x[va], resid[va], method=head, seed=seed)
 
         def predict(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            mean, std = model.predict(x[idx])
-            return cheap[idx] + mean, std
+            pred = model.predict(x[idx])
+            return cheap[idx] + pred.mean, pred.std
 
         return predict
 

@@ -38,12 +38,14 @@ from matloop.agent.decisions import DecisionLog
 from matloop.agent.rules import RulesPlanner
 from matloop.agent.state import CampaignState
 from matloop.al_summary import plot_curves, summarise
+from matloop.data.embedding_cache import EmbeddingCache
 from matloop.data.graph_cache import GraphCache
 from matloop.data.graphs import GraphParams, featurize_items
 from matloop.data.slices import DatasetSlice, save_slice
 from matloop.data.sources import load_source
 from matloop.errors import ToolInputError, invalid_choice
-from matloop.models import load_model
+from matloop.models import Surrogate, load_model
+from matloop.models.inputs import Items
 from matloop.models.metrics import uq_metrics
 from matloop.settings import Settings, get_settings
 from matloop.tools.featurize import graph_params
@@ -82,6 +84,12 @@ class ALData:
         pool.properties = pool.properties[[self.target]]
         pool.units = {self.target: self.unit}
         return pool
+
+    def items(self, positions: Sequence[int], cache_dir: Path) -> Items:
+        """What a surrogate reads for the items at ``positions`` (structures stay lazy)."""
+        ids = [self.ids[i] for i in positions]
+        structures = self.source.subset(ids).structures if self.source is not None else None
+        return Items([self.graphs[i] for i in positions], structures, cache_dir / EmbeddingCache.FILE)
 
     def split_hash(self) -> str:
         return hashlib.sha256(
@@ -313,8 +321,10 @@ def evaluate_rounds(
                 "model_id": m["model_id"],
                 "n_labels": len(known),
                 "hits": len(hits_set & set(known)) if hits_set is not None else None,
-                "test": _metrics(model, [data.graphs[i] for i in data.test], data.y[data.test]),
-                "transductive": _metrics(model, [data.graphs[i] for i in unlabelled], data.y[unlabelled])
+                "test": _metrics(model, data.items(data.test, ws.settings.cache_dir), data.y[data.test]),
+                "transductive": _metrics(
+                    model, data.items(unlabelled, ws.settings.cache_dir), data.y[unlabelled]
+                )
                 if learning
                 else None,
                 "selected_ids": [c["item_id"] for c in picks if c["round"] == rnd],
@@ -328,10 +338,10 @@ def evaluate_rounds(
     return records
 
 
-def _metrics(model: Any, graphs: Sequence[Data], y: np.ndarray) -> dict[str, Any] | None:
-    if len(graphs) < 2:
+def _metrics(model: Surrogate, items: Items, y: np.ndarray) -> dict[str, Any] | None:
+    if len(items) < 2:
         return None
-    pred = model.predict(list(graphs))
+    pred = model.predict_items(items)
     return uq_metrics(y, pred.mean, pred.std).model_dump()
 
 

@@ -32,12 +32,12 @@ def test_heads_learn_and_are_more_uncertain_far_away(method, far_ratio):
     xt, yt = _data(100, 2)
     far, _ = _data(50, 3, shift=4.0)
     model = fit_vector_model(x, y, xv, yv, method=method, seed=0, epochs=200, ensemble_size=3)
-    mean, std = model.predict(xt)
-    assert uq_metrics(yt, mean, std).mae < 0.3 * yt.std()
-    assert np.median(model.predict(far)[1]) > far_ratio * np.median(std)
+    pred = model.predict(xt)
+    assert uq_metrics(yt, pred.mean, pred.std).mae < 0.3 * yt.std()
+    assert np.median(model.predict(far).std) > far_ratio * np.median(pred.std)
     # σ recalibrated: on the validation split, mean z² is 1
-    mv, sv = model.predict(xv)
-    assert np.mean(((yv - mv) / sv) ** 2) == pytest.approx(1.0, rel=1e-3)
+    val = model.predict(xv)
+    assert np.mean(((yv - val.mean) / val.std) ** 2) == pytest.approx(1.0, rel=1e-3)
 
 
 def test_gp_has_one_length_scale_per_dimension_and_finds_the_relevant_ones():
@@ -70,8 +70,9 @@ def test_checkpoint_round_trip_records_the_pretrained_model(tmp_path, method):
     model = fit_vector_model(x, y, xv, yv, method=method, seed=0, epochs=40, ensemble_size=2, meta=provenance)
     path = save_vector_model(model, tmp_path / "head.pt")
     loaded = load_vector_model(path)
-    for a, b in zip(model.predict(xv), loaded.predict(xv), strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-6)
+    a, b = model.predict(xv), loaded.predict(xv)
+    for field in ("mean", "std", "epistemic_std", "embedding"):
+        np.testing.assert_allclose(getattr(a, field), getattr(b, field), rtol=1e-6)
     assert (
         loaded.meta["backbone"] == "chgnet"
         and loaded.meta["package_version"] == provenance["package_version"]

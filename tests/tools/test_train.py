@@ -10,7 +10,7 @@ from pymatgen.core import Element, Lattice, Structure
 from matloop.data.slices import DatasetSlice, save_slice
 from matloop.errors import ToolInputError
 from matloop.models import load_model
-from matloop.tools import featurize, fine_tune, predict, train_uq_gnn
+from matloop.tools import featurize, fine_tune, predict, select_candidates, train_uq_gnn
 
 PAIRS = [(a, b) for a in ("Li", "Na", "K", "Mg", "Ca", "Sr") for b in ("F", "Cl", "Br", "O", "S")]
 
@@ -103,3 +103,30 @@ def test_backbone_and_bootstrap_from_settings(workspace, feature_set):
     assert model.config["conv"] == "schnet"
     assert type(model.members[0].convs[0]).__name__ == "CFConvBlock"
     assert np.isfinite(res.metrics.mae)
+
+
+def test_frozen_backbone_heads_train_predict_select_and_reload(workspace, feature_set):
+    """A head on frozen CHGNet + Magpie vectors: trained, reloaded by id, used to pick a batch."""
+    first = [f"rs-{k}" for k in range(50)]
+    res = train_uq_gnn(
+        feature_set, "y", backbone="chgnet+magpie", seed=1, train_ids=first, workspace=workspace
+    )
+    assert res.metrics_split == "test" and res.metrics.mae < 0.5 and res.epochs_run > 0
+    model = load_model(workspace, res.model_id)
+    assert model.config["backbone"] == "chgnet+magpie" and model.meta["backbone"] == "chgnet+magpie"
+    assert model.meta["pretrained"][0]["package"] == "chgnet"
+    assert workspace.artifact(res.model_id, kind="model").meta["backbone"] == "chgnet+magpie"
+    pred = predict(res.model_id, feature_set, ids=["rs-0", "rs-1"], workspace=workspace)
+    assert pred.count == 2 and pred.std_avg > 0
+    picked = select_candidates(res.model_id, feature_set, 4, strategy="batch_entropy", workspace=workspace)
+    split = {i for part in model.meta["split_ids"].values() for i in part}
+    assert len(picked.candidates) == 4 and not split & {c.item_id for c in picked.candidates}
+
+    gp = train_uq_gnn(feature_set, "y", method="gp", backbone="magpie", workspace=workspace)
+    assert load_model(workspace, gp.model_id).gp is not None and np.isfinite(gp.metrics.mae)
+    with pytest.raises(ToolInputError, match="method 'ensemble' or 'gp'"):
+        train_uq_gnn(feature_set, "y", method="mc_dropout", backbone="chgnet", workspace=workspace)
+    with pytest.raises(ToolInputError, match="surrogate backbone"):
+        train_uq_gnn(feature_set, "y", backbone="mace", workspace=workspace)
+    with pytest.raises(ToolInputError, match="train a new one"):
+        fine_tune(res.model_id, feature_set, workspace=workspace)

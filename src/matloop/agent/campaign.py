@@ -26,6 +26,7 @@ from matloop.agent.registry import Context, Toolbox, summarize
 from matloop.agent.state import CampaignState
 from matloop.data.prototypes import Family
 from matloop.errors import CampaignStop, ToolInputError
+from matloop.models.inputs import Backbone
 from matloop.settings import Settings, SlurmSettings, TrainSettings, get_settings
 from matloop.workspace import Workspace
 
@@ -90,6 +91,9 @@ class ModelSpec(_Strict):
     """The surrogate of every round; unset fields keep the workspace's training settings."""
 
     method: Literal["ensemble", "mc_dropout", "evidential", "gp"] = "ensemble"
+    backbone: Backbone = Field(
+        "gnn", description="'gnn' (trained graph network) or a frozen featurizer under a small head."
+    )
     epochs: int | None = Field(None, gt=0, description="Epochs per (fine-)training round.")
     warm_start: bool = Field(False, description="Fine-tune the previous round's model instead of retraining.")
     finetune_epochs: int | None = Field(None, gt=0, description="Epochs of a warm-start fine-tune.")
@@ -100,6 +104,15 @@ class ModelSpec(_Strict):
     hidden: int | None = Field(None, gt=0, description="Width of the graph network.")
     conv: Literal["cgcnn", "schnet"] | None = Field(None, description="Graph convolution of the backbone.")
     bootstrap: bool | None = Field(None, description="Train each ensemble member on a bootstrap resample.")
+
+    @model_validator(mode="after")
+    def _backbone_fits(self) -> ModelSpec:
+        if self.backbone != "gnn" and (self.warm_start or self.method not in ("ensemble", "gp")):
+            raise ValueError(
+                f"backbone {self.backbone!r} takes method 'ensemble' or 'gp' and no warm_start "
+                f"(its head retrains in seconds), got method {self.method!r}, warm_start {self.warm_start}"
+            )
+        return self
 
     def train_settings(self, base: TrainSettings) -> TrainSettings:
         """``base`` with this spec's overrides."""
@@ -144,6 +157,15 @@ class CampaignSpec(_Strict):
     approve_expensive: bool = Field(False, description="Allow cp2k/vasp without an interactive prompt.")
     max_steps: int = Field(200, gt=0, description="Tool calls allowed in one run of the planner.")
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _pretrained_needs_gnn(self) -> CampaignSpec:
+        if self.pretrained is not None and self.model.backbone != "gnn":
+            raise ValueError(
+                f"pretrained: initialises the graph network; backbone {self.model.backbone!r} is "
+                "already pretrained — drop one of them"
+            )
+        return self
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> CampaignSpec:

@@ -361,7 +361,7 @@ class RulesPlanner:
             res = campaign.step(
                 f"{key}:train",
                 "train_uq_gnn",
-                {**args, "method": m.method, "epochs": m.epochs},
+                {**args, "method": m.method, "epochs": m.epochs, "backbone": m.backbone},
                 f"train on {ts['count']} labels",
             )
         else:

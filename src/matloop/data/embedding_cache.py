@@ -19,6 +19,9 @@ _CHUNK = 500
 class EmbeddingCache:
     """Vectors on disk keyed by model, version and structure hash."""
 
+    FILE = "embeddings.sqlite"
+    """Its file name in the cache directory."""
+
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path

@@ -15,7 +15,6 @@ from torch_geometric.data import Data
 from matloop.errors import MatloopError
 from matloop.models.gp import EmbeddingGP
 from matloop.models.model import UQModel
-from matloop.workspace import Workspace
 
 FORMAT = "matloop.uq_gnn"
 VERSION = 1
@@ -117,31 +116,4 @@ def load_checkpoint(path: str | Path) -> UQModel:
     except (KeyError, TypeError, RuntimeError, ValueError) as exc:
         raise CheckpointError(f"checkpoint {path} does not match its model arguments: {exc}") from exc
     model.eval()
-    return model
-
-
-def save_model(workspace: Workspace, model: UQModel, meta: dict[str, Any] | None = None) -> str:
-    """Save ``model`` under ``workspace/models`` and register it (kind ``model``); returns its id."""
-    model_id = workspace.new_id("model")
-    path = save_checkpoint(model, workspace.dir("models") / f"{model_id}.pt", meta)
-    full = {**model.meta, **(meta or {})}
-    summary_keys = (
-        "target",
-        "unit",
-        "method",
-        "feature_set_id",
-        "parent_model_id",
-        "n_train",
-        "seed",
-        "metrics",
-    )
-    workspace.register("model", model_id, path, {k: full[k] for k in summary_keys if k in full})
-    model.meta = full
-    return model_id
-
-
-def load_model(workspace: Workspace, model_id: str) -> UQModel:
-    """Load a registered model; an unknown id raises :class:`~matloop.errors.ToolInputError`."""
-    model = load_checkpoint(workspace.artifact(model_id, kind="model").path)
-    model.meta.setdefault("model_id", model_id)
     return model

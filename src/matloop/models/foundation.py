@@ -32,7 +32,7 @@ import numpy as np
 from pymatgen.core import Structure
 
 from matloop.data.embedding_cache import EmbeddingCache
-from matloop.data.graphs import structure_hash
+from matloop.data.graphs import structure_hashes
 from matloop.errors import ToolInputError, invalid_choice
 
 log = logging.getLogger(__name__)
@@ -191,19 +191,20 @@ def embed_structures(
     ``cache_path``, vectors are read from and written to the on-disk cache.
     """
     spec = get_pretrained(name)
-    for i, s in enumerate(structures):
-        if not isinstance(s, Structure):
-            raise ToolInputError(
-                f"expected periodic structures for {name}, got {type(s).__name__} at item {i}"
-            )
     prefix = f"{spec.name}:{spec.model_name}:{spec.version}:"
-    keys = [prefix + structure_hash(s) for s in structures]
+    keys = [prefix + h for h in structure_hashes(structures)]
     cache_db = EmbeddingCache(cache_path) if cache_path is not None else None
     try:
         found = cache_db.get_many(keys) if cache_db is not None else {}
         missing = [i for i, k in enumerate(keys) if k not in found]
         if missing:
-            new = spec.vectors([structures[i] for i in missing], spec.model_name, batch_size)
+            todo = [structures[i] for i in missing]
+            for i, s in zip(missing, todo, strict=True):
+                if not isinstance(s, Structure):
+                    raise ToolInputError(
+                        f"expected periodic structures for {name}, got {type(s).__name__} at item {i}"
+                    )
+            new = spec.vectors(todo, spec.model_name, batch_size)
             fresh = {keys[i]: v for i, v in zip(missing, new, strict=True) if v is not None}
             if cache_db is not None and fresh:
                 cache_db.put_many(fresh.items())

@@ -13,6 +13,7 @@ from torch_geometric.data import Batch, Data
 
 from matloop.errors import ToolInputError
 from matloop.models.gp import EmbeddingGP
+from matloop.models.inputs import Items
 from matloop.models.layers import Conv, Norm
 from matloop.models.network import CrystalGNN, Pooling
 from matloop.models.uq import get_method, mixture
@@ -179,6 +180,10 @@ class UQModel(nn.Module):
         for module in self.modules():
             if isinstance(module, nn.Dropout):
                 module.train()
+
+    def predict_items(self, items: Items) -> UQPrediction:
+        """:meth:`predict` on the items' graphs."""
+        return self.predict(items.graphs)
 
     def predict(self, graphs: Sequence[Data], *, batch_size: int = 256) -> UQPrediction:
         """Predictive mean and σ in target units (σ calibration applied) and embeddings."""

@@ -28,6 +28,8 @@ from torch import Tensor, nn
 from matloop.errors import ToolInputError, invalid_choice
 from matloop.models.checkpoint import CheckpointError, read_checkpoint, split_gp_state, write_checkpoint
 from matloop.models.gp import EmbeddingGP
+from matloop.models.inputs import Items, backbone_vectors
+from matloop.models.model import UQPrediction
 from matloop.models.training import GP_EXACT_MAX, sigma_scale
 from matloop.models.uq import Ensemble, mixture
 
@@ -56,6 +58,8 @@ class VectorUQModel(nn.Module):
         ensemble_size: MLP members.
         hidden: MLP width.
         layers: hidden layers per MLP.
+        backbone: where the vectors come from (:data:`matloop.models.inputs.BACKBONES`), so
+            that :meth:`predict_items` can compute them; None for vectors given directly.
     """
 
     def __init__(
@@ -66,6 +70,7 @@ class VectorUQModel(nn.Module):
         ensemble_size: int = 5,
         hidden: int = 64,
         layers: int = 2,
+        backbone: str | None = None,
     ) -> None:
         super().__init__()
         if method not in VECTOR_METHODS:
@@ -76,6 +81,7 @@ class VectorUQModel(nn.Module):
             "ensemble_size": ensemble_size,
             "hidden": hidden,
             "layers": layers,
+            "backbone": backbone,
         }
         n_members = ensemble_size if method == "mlp_ensemble" else 0
         self.members = nn.ModuleList(_mlp(in_dim, hidden, layers, 2) for _ in range(n_members))
@@ -103,35 +109,57 @@ class VectorUQModel(nn.Module):
         return ((torch.as_tensor(x, dtype=torch.float64) - self.x_mean) / self.x_std).float()
 
     @torch.no_grad()
-    def predict_normalized(self, x: np.ndarray) -> tuple[Tensor, Tensor]:
-        """Mean and variance in normalised units, before σ calibration."""
+    def predict_normalized(self, x: np.ndarray) -> tuple[Tensor, Tensor, Tensor]:
+        """Mean, total and epistemic variance in normalised units, before σ calibration."""
         xt = self._x(x)
         if self.gp is not None:
-            mean, var, _ = self.gp.predict(xt)
-            return mean, var
+            return self.gp.predict(xt)
         self.eval()
         m, v = (
             torch.stack(t).double()
             for t in zip(*(self.uq.gaussian(net(xt)) for net in self.members), strict=True)
         )
-        return mixture(m, v)
+        mean, var = mixture(m, v)
+        return mean, var, m.var(0, correction=0)
 
-    def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Mean and calibrated σ in target units."""
-        mean, var = self.predict_normalized(x)
-        return (
-            (mean * self.y_std + self.y_mean).numpy(),
-            (var.sqrt() * self.sigma_scale * self.y_std).numpy(),
+    def predict(self, x: np.ndarray) -> UQPrediction:
+        """Mean, calibrated σ and epistemic σ in target units; the embedding is the standardised
+        input. Rows with NaN (items the pretrained model cannot handle) get the prior: the
+        training mean and standard deviation."""
+        x = check_vectors(x, self.config["in_dim"], allow_nan=True)
+        ok = np.isfinite(x).all(axis=1)
+        n = len(x)
+        mean, std, epi = (
+            np.full(n, float(self.y_mean)),
+            np.full(n, float(self.y_std)),
+            np.full(n, float(self.y_std)),
         )
+        if ok.any():
+            m, var, e = self.predict_normalized(x[ok])
+            scale = self.sigma_scale * self.y_std
+            mean[ok] = (m * self.y_std + self.y_mean).numpy()
+            std[ok] = (var.sqrt() * scale).numpy()
+            epi[ok] = (e.clamp_min(0).sqrt() * scale).numpy()
+        emb = np.zeros_like(x)
+        emb[ok] = self._x(x[ok]).double().numpy()
+        return UQPrediction(mean=mean, std=std, embedding=emb, epistemic_std=epi)
+
+    def predict_items(self, items: Items) -> UQPrediction:
+        """:meth:`predict` on the items' vectors from this model's backbone."""
+        backbone = self.config["backbone"]
+        if backbone is None:
+            raise ToolInputError("expected a model that records its backbone, got one trained on raw vectors")
+        return self.predict(backbone_vectors(backbone, items))
 
 
-def check_vectors(x: np.ndarray, dim: int | None = None) -> np.ndarray:
-    """Finite float64 [n, d] vectors; NaN rows or the wrong width raise :class:`ToolInputError`."""
+def check_vectors(x: np.ndarray, dim: int | None = None, *, allow_nan: bool = False) -> np.ndarray:
+    """Float64 [n, d] vectors; the wrong width, or NaN rows unless allowed, raise
+    :class:`ToolInputError`."""
     x = np.asarray(x, dtype=np.float64)
     if x.ndim != 2 or (dim is not None and x.shape[1] != dim):
         raise ToolInputError(f"expected vectors of shape [n, {dim or 'd'}], got {list(x.shape)}")
     bad = np.flatnonzero(~np.isfinite(x).all(axis=1))
-    if len(bad):
+    if len(bad) and not allow_nan:
         raise ToolInputError(
             f"expected finite feature vectors, got NaN/inf in rows {bad[:5].tolist()}; drop them"
         )
@@ -232,6 +260,7 @@ def fit_vector_model(
         n_inducing = gp_inducing if len(x) > GP_EXACT_MAX else None
         model.gp = EmbeddingGP(xt, yt, n_inducing=n_inducing, seed=seed, ard=True)
         model.gp.fit(iterations=gp_iterations)
+    epochs_run = 0
     for k, net in enumerate(model.members):
         gen = torch.Generator().manual_seed(seed + 1000 * k)
         pick = torch.randint(len(xt), (len(xt),), generator=gen) if bootstrap else torch.arange(len(xt))
@@ -239,7 +268,7 @@ def fit_vector_model(
         for layer in net:
             if isinstance(layer, nn.Linear):
                 layer.reset_parameters()
-        _train_member(
+        epochs_run += _train_member(
             net,
             model.uq,
             xt[pick],
@@ -253,13 +282,14 @@ def fit_vector_model(
             seed=seed + 1000 * k,
             batch_size=batch_size,
         )
-    mean, var = model.predict_normalized(x_val)
+    mean, var, _ = model.predict_normalized(x_val)
     model.sigma_scale.fill_(sigma_scale(yv.double() - mean, var))
     model.meta = {
         **(meta or {}),
         "seed": seed,
         "n_train": len(y),
         "bootstrap": bootstrap,
+        "epochs_run": epochs_run,
         "train_seconds": time.perf_counter() - start,
     }
     return model

@@ -14,7 +14,8 @@ from matloop.acquisition import Goal, Strategy, check_strategy, gaussian_entropy
 from matloop.data.graphs import structure_hashes
 from matloop.data.slices import load_slice
 from matloop.errors import ToolInputError
-from matloop.models import load_model
+from matloop.models import Surrogate, load_model
+from matloop.models.inputs import Items
 from matloop.tools.featurize import load_graphs
 from matloop.workspace import Workspace, resolve_workspace
 
@@ -98,8 +99,7 @@ def select_candidates(
             f"expected n ≤ {len(keep)} (pool of {pool_size} minus {n_excluded} excluded and "
             f"{n_dup} duplicates), got n={n}"
         )
-    pool_graphs = [graphs.graphs[i] for i in keep]
-    mean, std, epistemic, emb = _predict(model, pool_graphs)
+    mean, std, epistemic, emb = _predict(model, graphs.items(ws).take(keep))
     if strategy == "ei" and best is None:
         best = _best_label(ws, meta, goal)
     picked = select(
@@ -206,11 +206,12 @@ def _eligible(
     return np.asarray(keep, dtype=np.int64), excluded, duplicates
 
 
-def _predict(model: Any, graphs: list[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Mean, σ, epistemic σ and embeddings, predicted in chunks of ``PREDICT_CHUNK`` graphs."""
-    if not graphs:
+def _predict(model: Surrogate, items: Items) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Mean, σ, epistemic σ and embeddings, predicted in chunks of ``PREDICT_CHUNK`` items."""
+    if not len(items):
         return np.zeros(0), np.zeros(0), np.zeros(0), np.zeros((0, 1))
-    parts = [model.predict(graphs[s : s + PREDICT_CHUNK]) for s in range(0, len(graphs), PREDICT_CHUNK)]
+    chunks = [range(s, min(s + PREDICT_CHUNK, len(items))) for s in range(0, len(items), PREDICT_CHUNK)]
+    parts = [model.predict_items(items.take(chunk)) for chunk in chunks]
     return (
         np.concatenate([p.mean for p in parts]),
         np.concatenate([p.std for p in parts]),

@@ -17,6 +17,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 from torch_geometric.data import Data
 
+from matloop.data.embedding_cache import EmbeddingCache
 from matloop.data.graph_cache import GraphCache
 from matloop.data.graphs import (
     GraphArrays,
@@ -28,6 +29,7 @@ from matloop.data.graphs import (
 )
 from matloop.data.slices import load_slice
 from matloop.errors import ToolInputError
+from matloop.models.inputs import Items
 from matloop.settings import Settings
 from matloop.workspace import Workspace, resolve_workspace
 
@@ -67,6 +69,11 @@ class GraphSet:
     ids: list[str]
     graphs: list[Data]
     meta: dict[str, Any]
+
+    def items(self, workspace: Workspace) -> Items:
+        """What a surrogate reads for these graphs: the graphs and, lazily, their structures."""
+        data = load_slice(workspace, self.meta["slice_id"]).subset(self.ids)
+        return Items(self.graphs, data.structures, workspace.settings.cache_dir / EmbeddingCache.FILE)
 
 
 def graph_params(

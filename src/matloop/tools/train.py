@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from matloop.data.slices import load_slice
 from matloop.errors import ToolInputError, invalid_choice
 from matloop.models import (
+    Surrogate,
     TrainOptions,
     UQMetrics,
     UQModel,
@@ -22,11 +23,16 @@ from matloop.models import (
     uq_metrics,
 )
 from matloop.models.checkpoint import data_hash
+from matloop.models.foundation import PRETRAINED
+from matloop.models.inputs import Backbone, backbone_vectors, check_backbone
 from matloop.models.training import ProgressCallback
+from matloop.models.vector_uq import fit_vector_model
 from matloop.tools.featurize import GraphSet, load_graphs
 from matloop.workspace import Workspace, resolve_workspace
 
 Method = Literal["ensemble", "mc_dropout", "evidential", "gp"]
+#: The vector head standing for each method a vector backbone takes.
+VECTOR_HEADS = {"ensemble": "mlp_ensemble", "gp": "gp"}
 
 
 class _FitSummary(BaseModel):
@@ -143,12 +149,13 @@ class _Labelled:
             "train": [labelled[k] for k in order[n_test + n_val :]],
         }
         self.ids = split
-        self.graphs = {name: [gs.graphs[pos[i]] for i in part] for name, part in split.items()}
+        everything = gs.items(ws)
+        self.items = {name: everything.take([pos[i] for i in part]) for name, part in split.items()}
         self.y = {name: np.array([values[i] for i in part], dtype=np.float64) for name, part in split.items()}
         self.eval_split: Literal["test", "val", "train"] = "test" if n_test else ("val" if n_val else "train")
 
-    def evaluate(self, model: UQModel) -> UQMetrics:
-        pred = model.predict(self.graphs[self.eval_split])
+    def evaluate(self, model: Surrogate) -> UQMetrics:
+        pred = model.predict_items(self.items[self.eval_split])
         return uq_metrics(self.y[self.eval_split], pred.mean, pred.std)
 
     def meta(self) -> dict[str, Any]:
@@ -181,6 +188,7 @@ def train_uq_gnn(
     val_fraction: float = 0.1,
     test_fraction: float = 0.1,
     recalibrate: bool = True,
+    backbone: Backbone = "gnn",
     *,
     train_ids: list[str] | None = None,
     progress: ProgressCallback | None = None,
@@ -201,10 +209,16 @@ def train_uq_gnn(
         val_fraction: fraction of labelled items used for validation.
         test_fraction: fraction of labelled items held out for the reported metrics.
         recalibrate: scale σ so that it is calibrated on the validation split.
+        backbone: "gnn" (the graph network, trained from scratch; default) or a frozen
+            pretrained/composition featurizer under a small head that trains in seconds:
+            "chgnet", "sevennet_0", "magpie", "chgnet+magpie" (method "ensemble" or "gp").
     """
     ws = resolve_workspace(workspace)
     if epochs is not None and epochs < 1:
         raise ToolInputError(f"expected epochs >= 1, got {epochs}")
+    check_backbone(backbone)
+    if backbone != "gnn" and method not in VECTOR_HEADS:
+        raise ToolInputError(f"expected method 'ensemble' or 'gp' on backbone {backbone!r}, got {method!r}")
     data = _Labelled(
         ws,
         feature_set_id,
@@ -215,27 +229,31 @@ def train_uq_gnn(
         test_fraction=test_fraction,
     )
     start = time.perf_counter()
-    model = fit_uq_model(
-        data.graphs["train"],
-        data.y["train"],
-        data.graphs["val"],
-        data.y["val"],
-        method=method,
-        seed=seed,
-        epochs=epochs,
-        recalibrate_sigma=recalibrate,
-        options=_options(ws),
-        progress=progress,
-        ensemble_size=ws.settings.train.ensemble_size,
-        hidden=ws.settings.train.hidden,
-        conv=ws.settings.train.conv,
-    )
+    if backbone == "gnn":
+        model: Surrogate = fit_uq_model(
+            data.items["train"].graphs,
+            data.y["train"],
+            data.items["val"].graphs,
+            data.y["val"],
+            method=method,
+            seed=seed,
+            epochs=epochs,
+            recalibrate_sigma=recalibrate,
+            options=_options(ws),
+            progress=progress,
+            ensemble_size=ws.settings.train.ensemble_size,
+            hidden=ws.settings.train.hidden,
+            conv=ws.settings.train.conv,
+        )
+    else:
+        model = _fit_vector(ws, data, backbone, VECTOR_HEADS[method], seed, epochs)
     seconds = time.perf_counter() - start
     metrics = data.evaluate(model)
     meta = {
         "target": target,
         "unit": data.unit,
         "method": method,
+        "backbone": backbone,
         "feature_set_id": feature_set_id,
         "metrics": metrics.model_dump(),
         "metrics_split": data.eval_split,
@@ -257,6 +275,35 @@ def train_uq_gnn(
         sigma_scale=float(model.sigma_scale),
         epochs_run=int(model.meta["epochs_run"]),
         seconds=round(seconds, 2),
+    )
+
+
+def _fit_vector(
+    ws: Workspace, data: _Labelled, backbone: str, head: str, seed: int, epochs: int | None
+) -> Surrogate:
+    """A vector head on the backbone's vectors; items the backbone cannot embed are left out of
+    training (they keep the prior when predicted)."""
+    x = {name: backbone_vectors(backbone, items) for name, items in data.items.items()}
+    ok = {name: np.isfinite(v).all(axis=1) for name, v in x.items()}
+    if ok["train"].sum() < 2 or ok["val"].sum() < 2:
+        raise ToolInputError(
+            f"expected ≥ 2 training and ≥ 2 validation items that {backbone} can embed, got "
+            f"{int(ok['train'].sum())} and {int(ok['val'].sum())}; label more items or lower val_fraction"
+        )
+    cfg = ws.settings.train
+    provenance = [PRETRAINED[p].provenance() for p in backbone.split("+") if p in PRETRAINED]
+    return fit_vector_model(
+        x["train"][ok["train"]],
+        data.y["train"][ok["train"]],
+        x["val"][ok["val"]],
+        data.y["val"][ok["val"]],
+        method=head,
+        seed=seed,
+        bootstrap=True,
+        ensemble_size=cfg.ensemble_size,
+        backbone=backbone,
+        meta={"pretrained": provenance},
+        **({"epochs": epochs} if epochs is not None else {}),
     )
 
 
@@ -291,6 +338,11 @@ def fine_tune(
     if epochs is not None and epochs < 1:
         raise ToolInputError(f"expected epochs >= 1, got {epochs}")
     parent = load_model(ws, model_id)
+    if not isinstance(parent, UQModel):
+        raise ToolInputError(
+            f"expected a graph-network model to fine-tune, got {model_id} on the frozen backbone "
+            f"{parent.config['backbone']!r}; train a new one with train_uq_gnn (it takes seconds)"
+        )
     target = target or parent.meta.get("target")
     if not target:
         raise ToolInputError(f"expected a target for model {model_id}, which records none")
@@ -303,14 +355,14 @@ def fine_tune(
         val_fraction=val_fraction,
         test_fraction=test_fraction,
     )
-    parent.check_graphs(data.graphs["train"])
+    parent.check_graphs(data.items["train"].graphs)
     before = data.evaluate(parent)
     start = time.perf_counter()
     tuned = fine_tune_uq_model(
         parent,
-        data.graphs["train"],
+        data.items["train"].graphs,
         data.y["train"],
-        data.graphs["val"],
+        data.items["val"].graphs,
         data.y["val"],
         freeze_backbone=freeze_backbone,
         epochs=epochs,
@@ -325,6 +377,7 @@ def fine_tune(
         "target": target,
         "unit": data.unit,
         "method": parent.method,
+        "backbone": "gnn",
         "feature_set_id": feature_set_id,
         "parent_model_id": model_id,
         "metrics": after.model_dump(),
@@ -375,7 +428,7 @@ def predict(
     chosen = list(ids) if ids is not None else list(gs.ids)
     if not chosen:
         raise ToolInputError(f"expected at least one item to predict, got none in {feature_set_id}")
-    pred = model.predict([gs.graphs[pos[i]] for i in chosen])
+    pred = model.predict_items(gs.items(ws).take([pos[i] for i in chosen]))
     order = np.argsort(pred.mean)
 
     def items(idx: np.ndarray) -> list[ItemPrediction]:

@@ -1,0 +1,78 @@
+"""What a surrogate reads for a set of items: graphs, or fixed-length vectors from a backbone.
+
+A *backbone* names the input side of a surrogate:
+
+=================  ===========================================================================
+``gnn``            the project's graph network (CGCNN or SchNet convolutions), trained from
+                   scratch on the items' graphs
+``chgnet``         frozen CHGNet 0.3.0 crystal features + its energy per atom
+``sevennet_0``     frozen SevenNet-0 last-layer scalars + its energy per atom
+``magpie``         Magpie composition statistics (mean/std/min/max over sites)
+``chgnet+magpie``  both vectors side by side
+=================  ===========================================================================
+
+Every backbone but ``gnn`` feeds a vector UQ head (:mod:`matloop.models.vector_uq`), which
+trains in seconds; pretrained vectors are cached on disk by structure hash.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Literal, get_args
+
+import numpy as np
+from pymatgen.core import Molecule, Structure
+from torch_geometric.data import Data
+
+from matloop.data.composition import magpie_statistics
+from matloop.errors import ToolInputError, invalid_choice
+from matloop.models.foundation import embed_structures
+
+Backbone = Literal["gnn", "chgnet", "sevennet_0", "magpie", "chgnet+magpie"]
+BACKBONES: tuple[str, ...] = get_args(Backbone)
+
+
+@dataclass(frozen=True)
+class Items:
+    """Items to train on or predict, aligned: their graphs and, for pretrained backbones, their
+    structures (any sequence; dataset slices keep them lazy) and the embedding cache."""
+
+    graphs: Sequence[Data]
+    structures: Sequence[Structure | Molecule] | None = None
+    cache_path: Path | None = None
+
+    def __len__(self) -> int:
+        return len(self.graphs)
+
+    def take(self, positions: Sequence[int]) -> Items:
+        """The items at ``positions``, in that order."""
+        structures = self.structures
+        if structures is not None:
+            take = getattr(structures, "take", None)
+            structures = take(positions) if take is not None else [structures[i] for i in positions]
+        return replace(self, graphs=[self.graphs[i] for i in positions], structures=structures)
+
+
+def check_backbone(backbone: str) -> str:
+    """``backbone`` if it is one of :data:`BACKBONES`, else :class:`ToolInputError` listing them."""
+    if backbone not in BACKBONES:
+        raise invalid_choice("a surrogate backbone", backbone, BACKBONES)
+    return backbone
+
+
+def backbone_vectors(backbone: str, items: Items) -> np.ndarray:
+    """[n, d] float64 input vectors of a vector backbone; rows the pretrained model cannot
+    handle are NaN."""
+    parts = []
+    for part in check_backbone(backbone).split("+"):
+        if part == "gnn":
+            raise ToolInputError("expected a vector backbone, got 'gnn' (it reads graphs)")
+        if part == "magpie":
+            parts.append(magpie_statistics([g.z.numpy() for g in items.graphs]))
+            continue
+        if items.structures is None:
+            raise ToolInputError(f"expected the items' structures for backbone {backbone!r}, got graphs only")
+        parts.append(embed_structures(part, items.structures, cache_path=items.cache_path))
+    return np.concatenate(parts, axis=1)

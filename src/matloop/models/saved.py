@@ -1,0 +1,50 @@
+"""Surrogates saved in a workspace: a graph network (:class:`UQModel`) or a head on backbone
+vectors (:class:`VectorUQModel`), registered as kind ``model`` and loaded back by id."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from matloop.models.checkpoint import load_checkpoint, save_checkpoint
+from matloop.models.model import UQModel
+from matloop.models.vector_uq import VectorUQModel, load_vector_model, save_vector_model
+from matloop.workspace import Workspace
+
+#: Either kind of surrogate; both have ``meta``, ``method``, ``sigma_scale`` and ``predict_items``.
+Surrogate = UQModel | VectorUQModel
+
+_SUMMARY_KEYS = (
+    "target",
+    "unit",
+    "method",
+    "backbone",
+    "feature_set_id",
+    "parent_model_id",
+    "n_train",
+    "seed",
+    "metrics",
+)
+
+
+def save_model(workspace: Workspace, model: Surrogate, meta: dict[str, Any] | None = None) -> str:
+    """Save ``model`` under ``workspace/models`` and register it (kind ``model``); returns its id."""
+    model_id = workspace.new_id("model")
+    full = {**model.meta, **(meta or {})}
+    path = workspace.dir("models") / f"{model_id}.pt"
+    if isinstance(model, VectorUQModel):
+        model.meta = full
+        save_vector_model(model, path)
+    else:
+        save_checkpoint(model, path, meta)
+    workspace.register("model", model_id, path, {k: full[k] for k in _SUMMARY_KEYS if k in full})
+    model.meta = full
+    return model_id
+
+
+def load_model(workspace: Workspace, model_id: str) -> Surrogate:
+    """Load a registered model; an unknown id raises :class:`~matloop.errors.ToolInputError`."""
+    art = workspace.artifact(model_id, kind="model")
+    vector = art.meta.get("backbone", "gnn") != "gnn"
+    model = load_vector_model(art.path) if vector else load_checkpoint(art.path)
+    model.meta.setdefault("model_id", model_id)
+    return model
