@@ -83,6 +83,14 @@ MODEL: dict[str, Any] = {
 QUICK_MODEL = {**MODEL, "epochs": 6, "patience": 3, "ensemble_size": 2, "hidden": 16}
 
 
+def surrogate(backbone: str, quick: bool) -> dict[str, Any]:
+    """The campaigns' ``model:`` section: :data:`MODEL` for the graph network, else a bootstrapped
+    ensemble of 5 small MLPs on the frozen backbone's vectors, retrained each round."""
+    if backbone == "gnn":
+        return QUICK_MODEL if quick else MODEL
+    return {"method": "ensemble", "backbone": backbone, "ensemble_size": 5, "test_fraction": 0.0}
+
+
 def quick(task: Task) -> Task:
     """A CI-sized version of a task: small pool and test, few rounds, two seeds."""
     pool = 150 if task.kind == "discovery" else 120
@@ -105,7 +113,7 @@ def hit_window(data: ALData, task: Task) -> tuple[float, float] | None:
     return (float(y[-k]), np.inf)
 
 
-def run_task(name: str, task: Task, state: Path, model: dict[str, Any]) -> dict[str, Any]:
+def run_task(name: str, task: Task, state: Path, model: dict[str, Any], stem: str) -> dict[str, Any]:
     start = time.perf_counter()
     data = load_dataset(task.dataset, task.target, pool_size=task.pool, test_size=task.test, data_seed=0)
     window = hit_window(data, task)
@@ -125,7 +133,7 @@ def run_task(name: str, task: Task, state: Path, model: dict[str, Any]) -> dict[
         "%s: pool %d, test %d, strategies %s", name, len(data.pool), len(data.test), config.strategies
     )
     summary = run_simulation(data, config, state / name)
-    png = RESULTS_DIR / f"al_suite_{name}.png"
+    png = RESULTS_DIR / f"{stem}_{name}.png"
     shutil.copyfile(state / name / "learning_curve.png", png)
     rows = {s: _row(task, h) for s, h in summary["headline"].items()}
     return {
@@ -193,12 +201,20 @@ def main() -> None:
     parser.add_argument(
         "--strategies", default=None, help="Strategies instead of the task's ('default' allowed)."
     )
+    parser.add_argument(
+        "--backbone",
+        default="gnn",
+        help="Surrogate backbone (models.inputs.BACKBONES); not 'gnn' → results in al_suite_<backbone>.json.",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     for noisy in ("matloop.models", "matloop.data", "matloop.tools", "matloop.agent"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     mode = "quick" if args.quick else "full"
     name = "al_suite" + ("_quick" if args.quick else "")
+    if args.backbone != "gnn":
+        name += "_" + args.backbone.replace("+", "_")
+    model = surrogate(args.backbone, args.quick)
     state = args.state or get_settings().cache_dir / "benchmarks" / name
     out = RESULTS_DIR / f"{name}.json"
     result = json.loads(out.read_text()) if out.exists() else {"tasks": {}}
@@ -212,14 +228,14 @@ def main() -> None:
         protocol_seeds = task.seeds
         if args.seeds:
             task = replace(task, seeds=args.seeds)
-        result["tasks"][task_name] = run_task(task_name, task, state, QUICK_MODEL if args.quick else MODEL)
+        result["tasks"][task_name] = run_task(task_name, task, state, model, name)
         result["tasks"][task_name]["seeds_of_protocol"] = protocol_seeds
         result.update(
             git_commit=git_commit(),
             machine=machine_info(),
             mode=mode,
             command="python benchmarks/al_suite.py " + " ".join(f"--{k} {v}" for k, v in vars(args).items()),
-            model=QUICK_MODEL if args.quick else MODEL,
+            model=model,
             overhead=overhead(state),
             date_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         )

@@ -142,7 +142,7 @@ class _Labelled:
         order = np.random.default_rng(seed).permutation(len(labelled))
         n = len(labelled)
         n_test = round(test_fraction * n) if n >= 10 else 0
-        n_val = round(val_fraction * n) if n >= 5 else 0
+        n_val = max(2, round(val_fraction * n)) if n >= 5 and val_fraction > 0 else 0
         split = {
             "test": [labelled[k] for k in order[:n_test]],
             "val": [labelled[k] for k in order[n_test : n_test + n_val]],
