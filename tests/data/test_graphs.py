@@ -18,7 +18,9 @@ from matloop.data.graphs import (
     gaussian_expansion,
     graph_arrays,
     structure_hash,
+    structure_hashes,
 )
+from matloop.data.sources import load_source
 
 METHANE = Molecule(
     ["C", "H", "H", "H", "H"],
@@ -240,3 +242,10 @@ def test_compact_rows_hit_the_cache_without_building_structures(tmp_path):
     assert all(
         torch.equal(a.edge_index, b.edge_index) for a, b in zip(first.graphs, second.graphs, strict=True)
     )
+
+
+def test_hashes_from_dataset_rows_equal_the_hashes_of_built_structures(settings):
+    """Caches keyed by structure hash (graphs, embeddings) hit whether a dataset's lazy rows or
+    pymatgen objects built from them come in."""
+    lazy = load_source("mp_dielectric", settings=settings).structures.take(range(40))
+    assert structure_hashes(lazy) == [structure_hash(s) for s in list(lazy)]

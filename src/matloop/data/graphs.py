@@ -159,13 +159,17 @@ def _scaled_centres(cutoff: float, n: int) -> tuple[np.float32, np.ndarray]:
 
 
 def structure_hash(item: Structure | Molecule) -> str:
-    """Content hash of species, coordinates (1e-6 Å) and lattice."""
-    h = hashlib.sha256()
-    h.update(" ".join(site.species_string for site in item).encode())
-    h.update(np.round(item.cart_coords, 6).tobytes())
-    if isinstance(item, Structure):
-        h.update(np.round(item.lattice.matrix, 6).tobytes())
-    return h.hexdigest()
+    """Content hash of atomic numbers, Cartesian coordinates (1e-6 Å) and lattice: the graph
+    cache's key, which dataset rows give without building the object (:func:`structure_hashes`).
+    Items with disordered or unknown species hash their species strings instead."""
+    try:
+        return _content_key(item, atomic_numbers(item))
+    except GraphError:
+        h = hashlib.sha256(" ".join(site.species_string for site in item).encode())
+        h.update(np.round(item.cart_coords, 6).tobytes())
+        if isinstance(item, Structure):
+            h.update(np.round(item.lattice.matrix, 6).tobytes())
+        return h.hexdigest()
 
 
 def structure_hashes(structures: Sequence[Structure | Molecule]) -> list[str]:
