@@ -59,7 +59,7 @@ def test_expected_improvement_and_ucb_respect_goal():
 def test_every_strategy_returns_distinct_items_deterministically():
     mean, std, emb = _pool()
     for strategy in STRATEGIES:
-        kw = dict(goal="maximize", best=1.0, window=(0.0, 1.0))
+        kw = dict(goal="maximize", best=1.0, window=(0.0, 1.0), epistemic_std=0.5 * std)
         a = select(strategy, 20, mean, std, emb, seed=3, **kw)
         b = select(strategy, 20, mean, std, emb, seed=3, **kw)
         assert len(set(a.indices.tolist())) == 20, strategy
@@ -135,8 +135,21 @@ def test_bad_arguments_are_rejected_with_clear_messages(kwargs, message):
 def test_empty_pool_and_unknown_strategy_messages():
     with pytest.raises(ToolInputError, match="non-empty candidate pool"):
         select("entropy", 1, np.zeros(0), np.zeros(0))
-    with pytest.raises(ToolInputError, match=r"valid values are \['batch_entropy', 'ei', 'entropy'"):
+    with pytest.raises(ToolInputError, match=r"valid values are \['bald', 'batch_entropy', 'ei'"):
         acquisition_scores("maxvar", np.zeros(2), np.ones(2))
+
+
+def test_bald_prefers_what_the_model_does_not_know_over_noise():
+    """Half the pool is noisy (large σ, nearly all aleatoric), half is unexplored (smaller σ,
+    mostly epistemic): entropy chases the noise, BALD the unexplored items."""
+    mean, _, emb = _pool(20)
+    std = np.r_[np.full(10, 2.0), np.full(10, 1.0)]
+    epistemic = np.r_[np.full(10, 0.1), np.full(10, 0.9)]
+    noisy = set(range(10))
+    assert set(select("entropy", 5, mean, std, emb, epistemic_std=epistemic).indices) <= noisy
+    assert not set(select("bald", 5, mean, std, emb, epistemic_std=epistemic).indices) & noisy
+    with pytest.raises(ToolInputError, match="epistemic"):
+        select("bald", 5, mean, std, emb)
 
 
 def test_batch_entropy_scales_to_large_pool_without_quadratic_memory():

@@ -11,6 +11,10 @@ Strategies (``STRATEGIES``):
   exp(H)·density^β·(1 − exp(−d²/ℓ²)), with d the distance in the (standardised) GNN embedding
   space to the nearest item already labelled or picked, so a batch is not n near-duplicates
   and isolated outliers do not dominate.
+- ``bald``: the information a label gives about the model, I = ½·ln(σ²/σ²_aleatoric) with
+  σ²_aleatoric = σ² − σ²_epistemic (BALD for a Gaussian predictive; Houlsby et al. 2011), with
+  the batch diversity of ``batch_entropy``: unlike entropy, it does not chase noisy items whose
+  σ is mostly aleatoric.
 - ``random``: uniform, seeded.
 - ``max_std``: largest epistemic σ (model uncertainty alone: the spread of ensemble members or
   dropout passes) when ``epistemic_std`` is given, else the total σ (then it ranks exactly as
@@ -34,11 +38,15 @@ from scipy.special import ndtr
 
 from matloop.errors import ToolInputError, invalid_choice
 
-Strategy = Literal["entropy", "batch_entropy", "random", "max_std", "ucb", "greedy", "ei", "in_window"]
+Strategy = Literal[
+    "entropy", "batch_entropy", "bald", "random", "max_std", "ucb", "greedy", "ei", "in_window"
+]
 Goal = Literal["minimize", "maximize"]
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
 GOALS: tuple[str, ...] = get_args(Goal)
 
+#: Strategies that pick a batch greedily away from labelled and already-picked items.
+BATCH_AWARE = ("batch_entropy", "bald")
 _TINY = 1e-12
 _CHUNK = 2048  # rows per block in distance computations: memory O(_CHUNK · m), never O(N²)
 _ANCHORS = 1000  # pool points the density estimate compares against
@@ -110,6 +118,14 @@ def _score_entropy(ctx: _Context) -> np.ndarray:
     return gaussian_entropy(ctx.std)
 
 
+def _score_bald(ctx: _Context) -> np.ndarray:
+    if ctx.epistemic_std is None:
+        raise ToolInputError("expected the epistemic σ for strategy 'bald', got none")
+    total = np.maximum(ctx.std, _TINY) ** 2
+    aleatoric = np.maximum(total - np.minimum(ctx.epistemic_std**2, total), _TINY * total)
+    return 0.5 * np.log(total / aleatoric)
+
+
 def _score_max_std(ctx: _Context) -> np.ndarray:
     return ctx.std if ctx.epistemic_std is None else ctx.epistemic_std
 
@@ -141,6 +157,7 @@ def _score_random(ctx: _Context) -> np.ndarray:
 _SCORERS: dict[str, Callable[[_Context], np.ndarray]] = {
     "entropy": _score_entropy,
     "batch_entropy": _score_entropy,
+    "bald": _score_bald,
     "random": _score_random,
     "max_std": _score_max_std,
     "ucb": _score_ucb,
@@ -239,9 +256,9 @@ def select(
         idx = rng.permutation(pool)[:n]
         return Acquired(idx, np.zeros(n), [f"random pick (seed {seed}); {_describe(ctx, i)}" for i in idx])
     scores = _SCORERS[strategy](ctx)
-    if strategy == "batch_entropy":
+    if strategy in BATCH_AWARE:
         if embedding is None:
-            raise ValueError("batch_entropy needs the pool embeddings")
+            raise ValueError(f"{strategy} needs the pool embeddings")
         idx, notes = batch_entropy_select(
             scores, embedding, n, labelled=labelled_embedding, density_weight=density_weight, rng=rng
         )
@@ -354,7 +371,8 @@ def _context(mean, std, epistemic_std, goal, best, window, kappa, unit) -> _Cont
 
 
 def _score_unit(strategy: str) -> str:
-    return {"entropy": " nats", "batch_entropy": " nats", "in_window": " probability"}.get(strategy, "")
+    units = {"entropy": " nats", "batch_entropy": " nats", "bald": " nats", "in_window": " probability"}
+    return units.get(strategy, "")
 
 
 def _describe(ctx: _Context, i: int) -> str:

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, Field
 
-from matloop.acquisition import Goal, Strategy, check_strategy, gaussian_entropy, select
+from matloop.acquisition import BATCH_AWARE, Goal, Strategy, check_strategy, gaussian_entropy, select
 from matloop.data.graphs import structure_hashes
 from matloop.data.slices import load_slice
 from matloop.errors import ToolInputError
@@ -75,7 +75,9 @@ def select_candidates(
         pool_feature_set_id: feature set of the candidate pool (``featurize``).
         n: number of candidates to pick.
         strategy: ``batch_entropy`` (default: predictive entropy with batch diversity in the
-            model's embedding space), ``entropy`` (top predictive entropy), ``max_std``
+            model's embedding space, away from the labelled items), ``bald`` (information about
+            the model: epistemic over aleatoric σ, same diversity), ``entropy`` (top predictive
+            entropy), ``max_std``
             (largest epistemic σ, the spread of the ensemble members), ``random``, ``ucb``,
             ``greedy`` (best predicted mean) and ``ei`` (need ``goal``), ``in_window`` (needs
             ``window``).
@@ -108,6 +110,7 @@ def select_candidates(
         mean,
         std,
         emb,
+        labelled_embedding=_labelled_embedding(ws, model) if strategy in BATCH_AWARE else None,
         epistemic_std=epistemic,
         goal=goal,
         best=best,
@@ -218,6 +221,16 @@ def _predict(model: Surrogate, items: Items) -> tuple[np.ndarray, np.ndarray, np
         np.concatenate([p.epistemic_std for p in parts]),
         np.concatenate([p.embedding for p in parts]),
     )
+
+
+def _labelled_embedding(ws: Workspace, model: Surrogate) -> np.ndarray | None:
+    """Embeddings of the items the model was trained on, so a batch also keeps away from them."""
+    fs_id, known = model.meta.get("feature_set_id"), _model_ids(model.meta)
+    if fs_id is None or not known:
+        return None
+    graphs = load_graphs(fs_id, workspace=ws)
+    positions = [k for k, item_id in enumerate(graphs.ids) if item_id in known]
+    return _predict(model, graphs.items(ws).take(positions))[3]
 
 
 def _best_label(ws: Workspace, meta: dict[str, Any], goal: Goal | None) -> float | None:
