@@ -114,3 +114,11 @@ def test_magpie_statistics_and_forest_baseline():
     assert uq_metrics(yt, mean, std).spearman_err_std > 0
     mv, sv = forest.predict(xv)
     assert np.mean(((yv - mv) / sv) ** 2) == pytest.approx(1.0, rel=1e-3)
+
+
+def test_a_handful_of_labels_trains_without_a_validation_split():
+    """Campaigns start from a few labels: no validation items → no early stopping, no σ scale."""
+    x, y = _data(4, 0)
+    model = fit_vector_model(x, y, x[:0], y[:0], seed=0, epochs=50, ensemble_size=2)
+    assert float(model.sigma_scale) == 1.0 and model.meta["epochs_run"] > 0
+    assert np.isfinite(model.predict(_data(5, 1)[0]).mean).all()

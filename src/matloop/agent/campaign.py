@@ -91,8 +91,10 @@ class ModelSpec(_Strict):
     """The surrogate of every round; unset fields keep the workspace's training settings."""
 
     method: Literal["ensemble", "mc_dropout", "evidential", "gp"] = "ensemble"
-    backbone: Backbone = Field(
-        "gnn", description="'gnn' (trained graph network) or a frozen featurizer under a small head."
+    backbone: Literal["auto"] | Backbone = Field(
+        "auto",
+        description="'gnn' (trained graph network), a frozen featurizer under a small head, or 'auto' "
+        "(chgnet+magpie for crystals, gnn for molecules; gnn whenever the spec needs a graph network).",
     )
     epochs: int | None = Field(None, gt=0, description="Epochs per (fine-)training round.")
     warm_start: bool = Field(False, description="Fine-tune the previous round's model instead of retraining.")
@@ -105,9 +107,15 @@ class ModelSpec(_Strict):
     conv: Literal["cgcnn", "schnet"] | None = Field(None, description="Graph convolution of the backbone.")
     bootstrap: bool | None = Field(None, description="Train each ensemble member on a bootstrap resample.")
 
+    @property
+    def needs_graph_network(self) -> bool:
+        """Whether the spec asks for what only the graph network does (warm starts, dropout or
+        evidential heads)."""
+        return self.warm_start or self.method not in ("ensemble", "gp")
+
     @model_validator(mode="after")
     def _backbone_fits(self) -> ModelSpec:
-        if self.backbone != "gnn" and (self.warm_start or self.method not in ("ensemble", "gp")):
+        if self.backbone not in ("auto", "gnn") and self.needs_graph_network:
             raise ValueError(
                 f"backbone {self.backbone!r} takes method 'ensemble' or 'gp' and no warm_start "
                 f"(its head retrains in seconds), got method {self.method!r}, warm_start {self.warm_start}"
@@ -160,7 +168,7 @@ class CampaignSpec(_Strict):
 
     @model_validator(mode="after")
     def _pretrained_needs_gnn(self) -> CampaignSpec:
-        if self.pretrained is not None and self.model.backbone != "gnn":
+        if self.pretrained is not None and self.model.backbone not in ("auto", "gnn"):
             raise ValueError(
                 f"pretrained: initialises the graph network; backbone {self.model.backbone!r} is "
                 "already pretrained — drop one of them"

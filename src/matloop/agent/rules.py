@@ -334,6 +334,15 @@ class RulesPlanner:
             "wait for the calculations and store the labels",
         )
 
+    @staticmethod
+    def _backbone(campaign: Campaign) -> str:
+        """The spec's backbone; ``auto`` means the graph network where the spec needs one (warm
+        starts, other heads, a pretrained initialisation), else the tool's choice by item kind."""
+        m = campaign.spec.model
+        if m.backbone == "auto" and (m.needs_graph_network or campaign.spec.pretrained is not None):
+            return "gnn"
+        return m.backbone
+
     def _train(
         self, campaign: Campaign, key: str, pool_slice: str, base_model: str | None, previous: str | None
     ) -> str:
@@ -361,7 +370,7 @@ class RulesPlanner:
             res = campaign.step(
                 f"{key}:train",
                 "train_uq_gnn",
-                {**args, "method": m.method, "epochs": m.epochs, "backbone": m.backbone},
+                {**args, "method": m.method, "epochs": m.epochs, "backbone": self._backbone(campaign)},
                 f"train on {ts['count']} labels",
             )
         else:

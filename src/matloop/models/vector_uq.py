@@ -229,7 +229,8 @@ def fit_vector_model(
 
     Args:
         x, y: training vectors [n, d] and targets.
-        x_val, y_val: validation vectors and targets (at least 2 items).
+        x_val, y_val: validation vectors and targets. With fewer than 2 (a handful of labels),
+            the MLPs early-stop on their training loss and σ is not recalibrated.
         method: ``"mlp_ensemble"`` or ``"gp"``.
         seed: member k uses ``seed + 1000 k`` (initialisation, bootstrap resample, shuffling).
         bootstrap: each MLP member trains on its own resample of the training set.
@@ -239,11 +240,14 @@ def fit_vector_model(
     x = check_vectors(x)
     x_val = check_vectors(x_val, x.shape[1])
     y, y_val = np.asarray(y, dtype=np.float64).ravel(), np.asarray(y_val, dtype=np.float64).ravel()
-    if len(y) != len(x) or len(y_val) != len(x_val) or len(y) < 2 or len(y_val) < 2:
+    if len(y) != len(x) or len(y_val) != len(x_val) or len(y) < 2:
         raise ToolInputError(
-            f"expected matching vectors and targets with ≥ 2 training and ≥ 2 validation items, got "
+            f"expected matching vectors and targets with ≥ 2 training items, got "
             f"{len(x)}/{len(y)} training and {len(x_val)}/{len(y_val)} validation"
         )
+    recalibrate = len(y_val) >= 2
+    if not recalibrate:
+        x_val, y_val = x, y
     if not (np.isfinite(y).all() and np.isfinite(y_val).all()):
         raise ToolInputError("expected finite targets, got NaN/inf; drop unlabelled items")
     torch.manual_seed(seed)
@@ -282,8 +286,9 @@ def fit_vector_model(
             seed=seed + 1000 * k,
             batch_size=batch_size,
         )
-    mean, var, _ = model.predict_normalized(x_val)
-    model.sigma_scale.fill_(sigma_scale(yv.double() - mean, var))
+    if recalibrate:
+        mean, var, _ = model.predict_normalized(x_val)
+        model.sigma_scale.fill_(sigma_scale(yv.double() - mean, var))
     model.meta = {
         **(meta or {}),
         "seed": seed,

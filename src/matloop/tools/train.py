@@ -24,7 +24,7 @@ from matloop.models import (
 )
 from matloop.models.checkpoint import data_hash
 from matloop.models.foundation import PRETRAINED
-from matloop.models.inputs import Backbone, backbone_vectors, check_backbone
+from matloop.models.inputs import Backbone, backbone_vectors, resolve_backbone
 from matloop.models.training import ProgressCallback
 from matloop.models.vector_uq import fit_vector_model
 from matloop.tools.featurize import GraphSet, load_graphs
@@ -121,6 +121,7 @@ class _Labelled:
                 f"expected val_fraction + test_fraction < 1, got {val_fraction + test_fraction}"
             )
         gs: GraphSet = load_graphs(feature_set_id, workspace=ws)
+        self.kind = str(gs.meta.get("kind", ""))
         data = load_slice(ws, gs.meta["slice_id"])
         if target not in data.properties.columns:
             raise invalid_choice(
@@ -188,7 +189,7 @@ def train_uq_gnn(
     val_fraction: float = 0.1,
     test_fraction: float = 0.1,
     recalibrate: bool = True,
-    backbone: Backbone = "gnn",
+    backbone: Literal["auto"] | Backbone = "gnn",
     *,
     train_ids: list[str] | None = None,
     progress: ProgressCallback | None = None,
@@ -211,14 +212,12 @@ def train_uq_gnn(
         recalibrate: scale σ so that it is calibrated on the validation split.
         backbone: "gnn" (the graph network, trained from scratch; default) or a frozen
             pretrained/composition featurizer under a small head that trains in seconds:
-            "chgnet", "sevennet_0", "magpie", "chgnet+magpie" (method "ensemble" or "gp").
+            "chgnet", "sevennet_0", "magpie", "chgnet+magpie" (method "ensemble" or "gp");
+            "auto" picks "chgnet+magpie" for crystals and "gnn" for molecules.
     """
     ws = resolve_workspace(workspace)
     if epochs is not None and epochs < 1:
         raise ToolInputError(f"expected epochs >= 1, got {epochs}")
-    check_backbone(backbone)
-    if backbone != "gnn" and method not in VECTOR_HEADS:
-        raise ToolInputError(f"expected method 'ensemble' or 'gp' on backbone {backbone!r}, got {method!r}")
     data = _Labelled(
         ws,
         feature_set_id,
@@ -228,6 +227,9 @@ def train_uq_gnn(
         val_fraction=val_fraction,
         test_fraction=test_fraction,
     )
+    backbone = resolve_backbone(backbone, data.kind)
+    if backbone != "gnn" and method not in VECTOR_HEADS:
+        raise ToolInputError(f"expected method 'ensemble' or 'gp' on backbone {backbone!r}, got {method!r}")
     start = time.perf_counter()
     if backbone == "gnn":
         model: Surrogate = fit_uq_model(
@@ -285,10 +287,9 @@ def _fit_vector(
     training (they keep the prior when predicted)."""
     x = {name: backbone_vectors(backbone, items) for name, items in data.items.items()}
     ok = {name: np.isfinite(v).all(axis=1) for name, v in x.items()}
-    if ok["train"].sum() < 2 or ok["val"].sum() < 2:
+    if ok["train"].sum() < 2:
         raise ToolInputError(
-            f"expected ≥ 2 training and ≥ 2 validation items that {backbone} can embed, got "
-            f"{int(ok['train'].sum())} and {int(ok['val'].sum())}; label more items or lower val_fraction"
+            f"expected ≥ 2 training items that {backbone} can embed, got {int(ok['train'].sum())}"
         )
     cfg = ws.settings.train
     provenance = [PRETRAINED[p].provenance() for p in backbone.split("+") if p in PRETRAINED]
