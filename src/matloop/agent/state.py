@@ -59,6 +59,10 @@ class CampaignState:
             row = db.execute("SELECT value FROM campaign_meta WHERE key = ?", (key,)).fetchone()
         return default if row is None else json.loads(row[0])
 
+    def audit_ids(self) -> set[str]:
+        """Items of the campaign's random audit set (see :mod:`matloop.agent.audit`)."""
+        return set((self.meta("audit") or {}).get("ids", []))
+
     # -- memoised steps (what makes resume exact) -----------------------------------------
     def step(self, key: str) -> dict[str, Any] | None:
         """The stored record of a step (``status`` is ``started`` or ``done``), or ``None``."""
