@@ -156,7 +156,7 @@ class Audit:
             from matloop.agent.rules import RulesPlanner
 
             pool_slice, pool_fs = RulesPlanner().setup(c)
-            eligible = self._eligible(pool_slice)
+            eligible = self.eligible(pool_slice)
             size = audit_size(
                 int(c.guardrails.budget.calculations),
                 len(eligible),
@@ -181,7 +181,7 @@ class Audit:
         self.live = True
         self.on_round(c.round)  # round 0's batch runs while the planner sets up (pretraining ...)
 
-    def _eligible(self, pool_slice: str) -> list[str]:
+    def eligible(self, pool_slice: str) -> list[str]:
         """Pool items a planner could get calculated: allowed elements, sane structure, one per
         distinct structure; in the pool's order."""
         c = self.campaign
