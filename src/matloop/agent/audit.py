@@ -68,9 +68,7 @@ class AuditSummary(BaseModel):
         default_factory=list, description="Final model: (nominal, observed) coverage of central intervals."
     )
     enrichment: Enrichment | None = Field(None, description="Hits found vs random (goals with a window).")
-    best: BestVsRandom | None = Field(
-        None, description="Best value vs random (minimise/maximise, no window)."
-    )
+    best: BestVsRandom | None = Field(None, description="Best value vs random (minimise/maximise goals).")
     retrained_with_audit: bool = Field(
         False, description="Whether the final model was retrained with the audit items (never)."
     )
@@ -338,7 +336,7 @@ class Audit:
                     sum(in_window(v, t.window) for v in y),
                     len(y),
                 )
-            elif t.goal in ("minimise", "maximise"):
+            if t.goal in ("minimise", "maximise"):
                 minimise = t.goal == "minimise"
                 best = float(values.min() if minimise else values.max())
                 out.best = best_vs_random(best, y, len(values), minimise=minimise)
