@@ -16,6 +16,7 @@ from matloop.audit import (
     draw_audit,
     enrichment,
     error_metrics,
+    informativeness,
     proportion_interval,
 )
 
@@ -130,3 +131,16 @@ def test_best_vs_random_counts_the_audit_items_at_least_as_good():
     top = best_vs_random(-3.5, audit, n=5, minimise=True)
     assert top.audit_as_good == 0 and top.p_random_as_good.low == 0
     assert best_vs_random(-0.2, audit, n=5, minimise=False).audit_as_good == 1
+
+
+def test_informativeness_weights_rounds_by_their_picks_and_finds_high_error_picks():
+    audit = [np.full(10, 0.2), np.full(10, 0.4)]
+    picks = [np.array([1.0, 1.0, 1.0]), np.array([0.4])]
+    info = informativeness(picks, audit)
+    assert info.picks == 4 and info.picks_mae == pytest.approx(3.4 / 4)
+    assert info.random_mae.value == pytest.approx(0.75 * 0.2 + 0.25 * 0.4)
+    assert info.ratio.value == pytest.approx((3.4 / 4) / 0.25)
+    assert info.ratio.low > 1 and "informative" in info.note
+    rng = np.random.default_rng(0)
+    same = informativeness([rng.exponential(0.3, 8)], [rng.exponential(0.3, 30)])
+    assert same.ratio.low < same.ratio.value < same.ratio.high

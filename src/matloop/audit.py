@@ -8,8 +8,10 @@ the campaign's level and never used for training. It gives
 - the pool's hit rate ``p`` for a target window (:func:`proportion_interval`, Clopper–Pearson), hence
   the hits random selection would be expected to find with the campaign's ``n`` calculations
   (``n·p``) and the campaign's enhancement over random (:func:`enrichment`);
-- for minimise/maximise goals without a window, the share of the pool at least as good as the
-  campaign's best and the chance that ``n`` random picks would have matched it (:func:`best_vs_random`).
+- for minimise/maximise goals, the share of the pool at least as good as the campaign's best and
+  the chance that ``n`` random picks would have matched it (:func:`best_vs_random`);
+- for learning goals, how much more error the campaign's picks carried than random picks would have
+  under the same round models (:func:`informativeness`) — what uncertainty sampling is for.
 
 Assumptions: the audit items are a uniform sample of the same filtered pool the campaign picks
 from (the campaign's picks are excluded from it, which changes the pool by a negligible share when
@@ -265,5 +267,65 @@ def best_vs_random(
         audit_as_good=k,
         share_as_good=share,
         p_random_as_good=p_rand,
+        note=note,
+    )
+
+
+class Informativeness(BaseModel):
+    """For learning goals: the error of the items the campaign picked (predicted by the model that
+    picked them) against the error random picks would have had under the same models."""
+
+    picks: int = Field(description="Picked items with a label and a prediction made when picked.")
+    picks_mae: float = Field(description="Mean |error| of the picks under the model that picked them.")
+    random_mae: Interval = Field(description="Mean |error| random picks would have had (audit, bootstrap).")
+    ratio: Interval = Field(description="picks_mae / random_mae, joint bootstrap over picks and audit items.")
+    note: str = Field(description="One sentence on what the numbers allow one to say.")
+
+
+def informativeness(
+    pick_errors: Sequence[np.ndarray], audit_errors: Sequence[np.ndarray], *, seed: int = 0
+) -> Informativeness:
+    """Round by round, the picks' absolute errors under the model that chose them and the audit
+    items' absolute errors under the same model (``audit_errors[r][k]``: audit item ``k``). Random
+    picks would have had the audit's mean error of each round, weighted by the round's picks; the
+    interval resamples the audit items (the same resample in every round) and the picks of each round."""
+    picks = [np.asarray(p, dtype=float) for p in pick_errors]
+    audit = [np.asarray(a, dtype=float) for a in audit_errors]
+    counts = np.array([len(p) for p in picks])
+    if not counts.sum() or not audit or not len(audit[0]):
+        nan = Interval(value=math.nan, low=math.nan, high=math.nan)
+        return Informativeness(picks=0, picks_mae=math.nan, random_mae=nan, ratio=nan, note="no estimate yet")
+    weights = counts / counts.sum()
+
+    def estimate(p_idx: list[np.ndarray], a_idx: np.ndarray) -> tuple[float, float]:
+        found = np.concatenate([p[i] for p, i in zip(picks, p_idx, strict=True)]).mean()
+        rand = float(sum(w * a[a_idx].mean() for w, a in zip(weights, audit, strict=True)))
+        return float(found), rand
+
+    found, rand = estimate([np.arange(len(p)) for p in picks], np.arange(len(audit[0])))
+    rng = np.random.default_rng(seed)
+    boot_rand, boot_ratio = [], []
+    for _ in range(N_BOOTSTRAP):
+        a_idx = rng.integers(0, len(audit[0]), len(audit[0]))
+        f, r = estimate([rng.integers(0, len(p), len(p)) for p in picks], a_idx)
+        boot_rand.append(r)
+        boot_ratio.append(f / r if r > 0 else math.inf)
+    tail = (1 - LEVEL) / 2
+    rand_ci = np.quantile(boot_rand, [tail, 1 - tail])
+    ratio_ci = np.quantile(boot_ratio, [tail, 1 - tail])
+    ratio = Interval(
+        value=found / rand if rand > 0 else math.inf, low=float(ratio_ci[0]), high=float(ratio_ci[1])
+    )
+    if ratio.low > 1:
+        note = f"the picks carried at least {ratio.low:.2g}× the error of random picks (95 %): informative"
+    elif ratio.high < 1:
+        note = f"the picks carried less error than random picks (at most {ratio.high:.2g}×, 95 %)"
+    else:
+        note = f"inconclusive: the interval [{ratio.low:.2g}, {ratio.high:.2g}] contains 1"
+    return Informativeness(
+        picks=int(counts.sum()),
+        picks_mae=found,
+        random_mae=Interval(value=rand, low=float(rand_ci[0]), high=float(rand_ci[1])),
+        ratio=ratio,
         note=note,
     )

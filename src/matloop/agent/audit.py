@@ -25,6 +25,7 @@ from matloop.audit import (
     BestVsRandom,
     Enrichment,
     ErrorMetrics,
+    Informativeness,
     audit_schedule,
     audit_size,
     best_vs_random,
@@ -33,6 +34,7 @@ from matloop.audit import (
     enrichment,
     error_metrics,
     in_window,
+    informativeness,
 )
 from matloop.data.graphs import structure_hashes
 from matloop.data.slices import load_slice
@@ -69,6 +71,9 @@ class AuditSummary(BaseModel):
     )
     enrichment: Enrichment | None = Field(None, description="Hits found vs random (goals with a window).")
     best: BestVsRandom | None = Field(None, description="Best value vs random (minimise/maximise goals).")
+    informativeness: Informativeness | None = Field(
+        None, description="Learning goals: error of the picks vs error of random picks, same models."
+    )
     retrained_with_audit: bool = Field(
         False, description="Whether the final model was retrained with the audit items (never)."
     )
@@ -98,6 +103,16 @@ class AuditSummary(BaseModel):
                 ("enhancement over random", "n/a" if e.factor is None else e.factor.text(2)),
                 ("P(random finds as many)", f"{e.p_random_as_good:.2g}"),
                 ("verdict", e.note),
+            ]
+        if (i := self.informativeness) is not None:
+            rows += [
+                (
+                    "error of the picks (when picked)",
+                    f"{i.picks_mae:.3g} {unit} over {i.picks} picks".strip(),
+                ),
+                ("error random picks would have had", f"{i.random_mae.text()} {unit}".strip()),
+                ("picks' error ÷ random's", i.ratio.text(2)),
+                ("verdict", i.note),
             ]
         if (b := self.best) is not None:
             rows += [
@@ -285,6 +300,24 @@ class Audit:
         c.state.set_meta(key, {"pred": out})
         return out
 
+    def _informativeness(
+        self, by_round: dict[int, dict[str, tuple[float, float]]], ids: list[str], y: np.ndarray
+    ) -> Informativeness:
+        """Picks of each round (μ when picked vs label) against the audit under that round's model."""
+        c = self.campaign
+        labels = {lb["item_id"]: lb["value"] for lb in c.own_labels()}
+        picks, audit = [], []
+        for rnd, pred in sorted(by_round.items()):
+            chosen = [
+                abs(p["mean"] - labels[p["item_id"]])
+                for p in c.state.candidates()
+                if p["round"] == rnd and p["mean"] is not None and p["item_id"] in labels
+            ]
+            if chosen:
+                picks.append(np.array(chosen))
+                audit.append(np.abs(np.array([pred[i][0] for i in ids]) - y))
+        return informativeness(picks, audit, seed=c.spec.seed)
+
     def summary(self, *, calibration: bool = True, discovery: bool = True) -> AuditSummary:
         """Every round's model on the audit items, the final model's calibration, and (for goals
         with a window, or minimise/maximise) what the campaign found against random selection."""
@@ -307,6 +340,7 @@ class Audit:
         )
         y = np.array([truth[i] for i in ids])
         final: dict[str, tuple[float, float]] | None = None
+        by_round: dict[int, dict[str, tuple[float, float]]] = {}
         for m in sorted(c.state.models(), key=lambda m: m["round"]):
             if m["round"] <= 0 or len(ids) < 2:
                 continue
@@ -322,10 +356,12 @@ class Audit:
                     metrics=error_metrics(y, mu, sd, seed=spec.seed),
                 )
             )
-            final = pred
+            final = by_round[m["round"]] = pred
         if calibration and final is not None:
             mu, sd = (np.array([final[i][k] for i in ids]) for k in (0, 1))
             out.calibration = calibration_curve(y, mu, sd)
+        if discovery and spec.target.goal == "learn" and by_round:
+            out.informativeness = self._informativeness(by_round, ids, y)
         if discovery and own:
             t = spec.target
             values = np.array([lb["value"] for lb in own])

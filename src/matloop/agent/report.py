@@ -96,11 +96,34 @@ def _calibration(summary: AuditSummary) -> str:
 def _found_vs_random(campaign: Campaign, summary: AuditSummary, unit: str) -> str:
     own = campaign.own_labels()
     t = campaign.spec.target
-    if not own or (summary.enrichment is None and summary.best is None):
-        return ""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     n = np.arange(1, len(own) + 1)
+    if summary.informativeness is not None:
+        picked: dict[int, list[float]] = defaultdict(list)
+        for p in prospective_pairs(campaign):
+            picked[p["round"]].append(abs(p["mean"] - p["label"]))
+        rounds = [r for r in summary.rounds if r.round in picked]
+        x = np.array([r.round for r in rounds], dtype=float)
+        mae = [r.metrics.mae for r in rounds]
+        ax.bar(
+            x - 0.2, [np.mean(picked[r.round]) for r in rounds], 0.4, label="picks (μ when picked vs label)"
+        )
+        ax.bar(
+            x + 0.2,
+            [m.value for m in mae],
+            0.4,
+            yerr=[[m.value - m.low for m in mae], [m.high - m.value for m in mae]],
+            capsize=3,
+            color="grey",
+            label="random picks: audit items, same model (95 %)",
+        )
+        ax.set_xticks(x)
+        ax.set_xlabel("round")
+        ax.set_ylabel(f"mean |error| ({unit})")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+        return _png(fig)
     if (e := summary.enrichment) is not None and t.window is not None:
         hits = np.cumsum([in_window(lb["value"], t.window) for lb in own])
         ax.step(n, hits, where="post", label="campaign: hits found")
@@ -206,14 +229,23 @@ def _audit_section(campaign: Campaign, summary: AuditSummary) -> str:
         " small.</p>"
     )
     found = ""
-    if summary.enrichment is not None or summary.best is not None:
+    if summary.informativeness is not None:
+        what = (
+            "per round, the mean |error| of the items the model picked (its μ when it picked them vs the"
+            " label) against its mean |error| on the audit items — what random picks would have had —"
+            " with its bootstrap interval; the table's ratio pools the rounds (joint bootstrap)"
+        )
+    elif summary.enrichment is not None:
         what = (
             "cumulative hits among the campaign's own calculations in the order they were made, against"
             " n × the pool hit rate estimated from the audit items, shaded by its Clopper–Pearson interval"
-            if summary.enrichment is not None
-            else "the campaign's best value so far against the audit items' values (a random sample of the"
+        )
+    else:
+        what = (
+            "the campaign's best value so far against the audit items' values (a random sample of the"
             " pool); the table gives the chance that as many random picks would have reached the best"
         )
+    if summary.informativeness is not None or summary.enrichment is not None or summary.best is not None:
         found = (
             "<h3>Found vs expected under random selection</h3>"
             + _found_vs_random(campaign, summary, unit)
