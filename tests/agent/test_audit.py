@@ -12,7 +12,7 @@ import yaml
 from typer.testing import CliRunner
 
 from matloop.agent.campaign import Campaign, CampaignSpec, run_campaign
-from matloop.audit import draw_audit, error_metrics, in_window, proportion_interval
+from matloop.audit import audit_size, draw_audit, error_metrics, in_window, proportion_interval
 from matloop.cli import app
 from matloop.data.slices import load_slice
 from matloop.models import load_model
@@ -158,12 +158,15 @@ def test_audit_off_in_yaml_and_a_discovery_report_with_found_vs_random(settings,
     assert CampaignSpec.from_yaml(path).audit.enabled is False
     assert CampaignSpec.model_validate(yaml.safe_load("audit: {fraction: 0.2}")).audit.min_items == 8
 
-    spec = _spec(1, target={"property": "formation_energy_per_atom", "goal": "minimise"})
+    target = {"property": "formation_energy_per_atom", "goal": "minimise", "window": list(WINDOW)}
     out = tmp_path / "min"
-    campaign = run_campaign(spec, out)
-    best = campaign.audit.summary().best
+    campaign = run_campaign(_spec(1, target=target), out)  # the shape of examples/discover.yaml
+    summary = campaign.audit.summary()
+    best, found = summary.best, summary.enrichment
     assert best is not None and best.audit_n == 24
     assert best.best == min(lb["value"] for lb in campaign.own_labels())
+    assert found is not None and found.n == len(campaign.own_labels()) == 24
+    assert found.found == sum(in_window(lb["value"], WINDOW) for lb in campaign.own_labels())
     html = (out / "report.html").read_text()
     for text in ("Learning curve on the audit set", "Calibration on the audit set", "Found vs expected"):
         assert text in html
@@ -171,7 +174,17 @@ def test_audit_off_in_yaml_and_a_discovery_report_with_found_vs_random(settings,
     assert html.count("<i>How:</i>") == 3
     status = CliRunner().invoke(app, ["campaign", "status", str(out)])
     assert status.exit_code == 0, status.output
-    assert "audit MAE" in status.output and "P(random reaches it)" in status.output
+    for text in ("audit MAE", "enhancement over random", "P(random reaches it)"):
+        assert text in status.output
+
+
+def test_the_discovery_example_leaves_its_rounds_their_budget():
+    spec = CampaignSpec.from_yaml(Path(__file__).parents[2] / "examples" / "discover.yaml")
+    assert spec.audit.enabled and spec.target.goal == "minimise" and spec.target.window is not None
+    audit = audit_size(
+        spec.budget.calculations, spec.pool.max_items or 0, fraction=spec.audit.fraction, min_items=8
+    )
+    assert spec.budget.calculations - audit == spec.seed_size + spec.rounds * spec.batch_size
 
 
 def test_a_small_budget_keeps_the_larger_share_for_the_campaign(settings, tmp_path: Path):

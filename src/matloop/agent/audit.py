@@ -169,7 +169,8 @@ class Audit:
             from matloop.agent.rules import RulesPlanner
 
             pool_slice, pool_fs = RulesPlanner().setup(c)
-            eligible = self.eligible(pool_slice)
+            used = set(c.used_ids())  # empty unless an older campaign is resumed with an audit
+            eligible = [i for i in self.eligible(pool_slice) if i not in used]
             size = audit_size(
                 int(c.guardrails.budget.calculations),
                 len(eligible),
