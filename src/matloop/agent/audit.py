@@ -16,6 +16,8 @@ found-vs-random for discovery goals (statistics in :mod:`matloop.audit`).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -168,7 +170,8 @@ class Audit:
         if self.plan is None:
             from matloop.agent.rules import RulesPlanner
 
-            pool_slice, pool_fs = RulesPlanner().setup(c)
+            with self._deciding():
+                pool_slice, pool_fs = RulesPlanner().setup(c)
             used = set(c.used_ids())  # empty unless an older campaign is resumed with an audit
             eligible = [i for i in self.eligible(pool_slice) if i not in used]
             size = audit_size(
@@ -234,23 +237,34 @@ class Audit:
         for r in range(len(batches)):
             self._collect(r)
 
+    @contextmanager
+    def _deciding(self) -> Iterator[None]:
+        """Log the audit's own steps as decided by ``audit``, not by the planner."""
+        context = self.campaign.context
+        planner, context.planner = context.planner, "audit"
+        try:
+            yield
+        finally:
+            context.planner = planner
+
     def _queue(self, rnd: int, batch: list[str]) -> None:
         c = self.campaign
         key = f"audit:r{rnd}:queue"
         if not batch or ((done := c.state.step(key)) is not None and done["status"] == "done"):
             return
         c.state.charge(f"audit:release:r{rnd}", "calculations", -len(batch), "audit set (released)")
-        c.step(
-            key,
-            "queue_validation",
-            {
-                "slice_id": self.plan["pool_slice"],  # type: ignore[index]
-                "item_ids": batch,
-                "level": c.spec.level,
-                "executor": c.spec.executor,
-            },
-            f"audit set, round {rnd}: {len(batch)} items drawn at random (never trained on)",
-        )
+        with self._deciding():
+            c.step(
+                key,
+                "queue_validation",
+                {
+                    "slice_id": self.plan["pool_slice"],  # type: ignore[index]
+                    "item_ids": batch,
+                    "level": c.spec.level,
+                    "executor": c.spec.executor,
+                },
+                f"audit set, round {rnd}: {len(batch)} items drawn at random (never trained on)",
+            )
 
     def _collect(self, rnd: int) -> None:
         c = self.campaign
@@ -259,12 +273,13 @@ class Audit:
         if queued is None or queued["status"] != "done" or (collected or {}).get("status") == "done":
             return
         try:
-            c.step(
-                f"audit:r{rnd}:collect",
-                "collect_validation",
-                {"batch_id": queued["result"]["batch_id"], "wait": True},
-                f"audit set, round {rnd}: store the labels",
-            )
+            with self._deciding():
+                c.step(
+                    f"audit:r{rnd}:collect",
+                    "collect_validation",
+                    {"batch_id": queued["result"]["batch_id"], "wait": True},
+                    f"audit set, round {rnd}: store the labels",
+                )
         except CampaignStop as exc:  # a failed audit batch leaves a smaller audit, not a dead campaign
             c.note(f"audit batch of round {rnd} could not be collected: {exc}")
             return
