@@ -46,10 +46,6 @@ from matloop.validation.sanity import check_structure
 if TYPE_CHECKING:
     from matloop.agent.campaign import Campaign
 
-#: Campaign-meta key of the stored draw.
-PLAN_KEY = "audit"
-
-
 class RoundAudit(BaseModel):
     """One round's model on the audit items."""
 
@@ -136,7 +132,7 @@ class Audit:
     # -- the stored draw --------------------------------------------------------------------
     @property
     def plan(self) -> dict[str, Any] | None:
-        return self.campaign.state.meta(PLAN_KEY)
+        return self.campaign.state.audit_plan()
 
     def ids(self) -> list[str]:
         plan = self.plan
@@ -188,7 +184,7 @@ class Audit:
                 "pool_feature_set": pool_fs,
                 "seed": c.spec.seed,
             }
-            c.state.set_meta(PLAN_KEY, plan)
+            c.state.set_audit_plan(plan)
             c.note(
                 f"audit set: {size} items drawn at random from {len(eligible)} eligible pool items, "
                 f"per round {plan['schedule']}; their calculations are reserved from the budget",
