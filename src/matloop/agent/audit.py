@@ -46,6 +46,7 @@ from matloop.validation.sanity import check_structure
 if TYPE_CHECKING:
     from matloop.agent.campaign import Campaign
 
+
 class RoundAudit(BaseModel):
     """One round's model on the audit items."""
 
