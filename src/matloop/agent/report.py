@@ -342,6 +342,8 @@ level: {spec.level}; executor: {spec.executor}; selection: {campaign.strategy()}
 {pretrain}
 {_audit_section(campaign, campaign.audit.summary())}
 <h2>Parity (prediction when selected vs computed label)</h2>{_parity(campaign, pairs)}
+<p><i>How:</i> every candidate the campaign picked, its μ ± σ from the model that picked it against the
+label computed afterwards (picked items, not a random sample: the audit set above is the unbiased test).</p>
 {found}
 <h2>Candidates per round and why</h2>
 {_table(cands, ["round", "item", "strategy", "μ", "σ", "score", "label", "reason"])}
