@@ -177,6 +177,7 @@ def test_benchmark_and_a_lookup_campaign_pick_the_same_items(settings, tmp_path)
         "batch_size": 4,
         "rounds": 3,
         "budget": {"calculations": 20, "llm_tokens": 0},
+        "audit": "off",
         "planner": "rules",
     }  # fmt: skip
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))

@@ -242,6 +242,7 @@ def campaign_spec(data: ALData, config: ALConfig, strategy: str, seed: int) -> C
             "batch_size": config.batch,
             "rounds": max(config.rounds, 1),
             "budget": {"calculations": acquired, "cpu_hours": 1e6, "llm_tokens": 0},
+            "audit": "off",  # the simulation has its own held-out test split and truth for every item
             "planner": "rules",
             "max_steps": 20 * (config.rounds + 3),
             "seed": seed,

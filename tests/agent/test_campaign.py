@@ -28,6 +28,7 @@ def _short_quickstart(tmp_path: Path, **override) -> Path:
         seed_size=4,
         batch_size=3,
         rounds=1,
+        audit={"fraction": 0.05, "min_items": 4},
     )
     spec.update(override)
     path = tmp_path / "quickstart.yaml"
@@ -58,16 +59,20 @@ def test_quickstart_runs_end_to_end_from_the_cli(settings, tmp_path):
     assert "finished" in result.output
     campaign = Campaign(out, CampaignSpec.from_yaml(out / "campaign.yaml"))
     labels = campaign.state.labels("formation_energy_per_atom", "chgnet")
-    assert len(labels) == 4 + 3
+    assert len(labels) == 4 + 3 + 4  # seed set, one round, the random audit set
+    assert len(campaign.own_labels()) == 4 + 3 and campaign.audit.summary().labelled == 4
     kinds = [m["kind"] for m in campaign.state.models()]
     assert kinds[0] == "train_uq_gnn" and "fine_tune" in kinds  # pretrained, then fine-tuned
     html = (out / "report.html").read_text()
-    assert html.count("data:image/png;base64") >= 2 and "fine-tuned" in html and "mp_formation_energy" in html
+    assert "Learning curve on the audit set" in html and "Calibration on the audit set" in html
+    assert "Found vs expected under random selection" in html and "error random picks would have had" in html
+    assert html.count("data:image/png;base64") >= 3 and "fine-tuned" in html and "mp_formation_energy" in html
     _assert_consistent(campaign)
     for cmd in (["status", str(out)], ["log", str(out)], ["report", str(out)]):
         res = runner.invoke(app, ["campaign", *cmd])
         assert res.exit_code == 0, res.output
     assert "select_candidates" in runner.invoke(app, ["campaign", "log", str(out)]).output
+    assert "audit MAE" in runner.invoke(app, ["campaign", "status", str(out)]).output
 
 
 @pytest.mark.slow
@@ -103,7 +108,8 @@ def test_kill_9_mid_campaign_then_resume_loses_nothing_and_computes_nothing_twic
     campaign = run_campaign(None, out, resume=True)  # type: ignore[arg-type]
     assert campaign.state.meta("status") == "finished"
     assert len(campaign.state.labels()) >= n_before
-    assert len(campaign.state.labels("formation_energy_per_atom", "chgnet")) == 4 + 3 + 3
+    assert len(campaign.own_labels()) == 4 + 3 + 3
+    assert campaign.audit.ids() == before.audit.ids() and campaign.audit.summary().labelled == 4
     _assert_consistent(campaign)
     notes = [r["rationale"] for r in campaign.log.records() if r["phase"] == "note"]
     assert any(n.startswith("resumed") for n in notes)

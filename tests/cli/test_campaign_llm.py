@@ -22,7 +22,8 @@ SMALL = {
     "batch_size": 2,
     "rounds": 1,
     "model": {"epochs": 2},
-    "budget": {"calculations": 5, "llm_tokens": 50_000},
+    "budget": {"calculations": 7, "llm_tokens": 50_000},
+    "audit": {"fraction": 0.1, "min_items": 2},
 }
 
 
@@ -83,9 +84,13 @@ def test_a_model_that_only_talks_hands_the_campaign_over_and_the_counts_match(
     )
     assert len(server.requests) == 3
     assert campaign.state.meta("status") == "finished"
-    assert len(campaign.state.labels("band_gap", "lookup")) == 5  # seed 3 + round 1
+    assert len(campaign.own_labels()) == 5 and campaign.audit.summary().labelled == 2  # seed 3 + round 1
     planners = {r["planner"] for r in records if r["phase"] == "planned"}
-    assert planners == {"llm", "rules (fallback)"}  # the status call at start, then the rules planner
+    assert planners == {
+        "audit",
+        "llm",
+        "rules (fallback)",
+    }  # the status call at start, then the rules planner
     counts = re.search(r"\d+ steps: .*records\)", run.output).group(0)
     log = runner.invoke(app, ["campaign", "log", str(out_dir)])
     assert counts in log.output  # the terminal and the log say the same
@@ -109,4 +114,4 @@ def test_a_server_that_refuses_the_request_mid_campaign_hands_over(
     assert any("HTTP 400" in n and "--n_ctx" in n and "falling back" in n for n in notes)
     assert len(server.requests) == 1  # a refusal is not retried
     assert campaign.state.meta("status") == "finished"
-    assert len(campaign.state.labels("band_gap", "lookup")) == 5
+    assert len(campaign.own_labels()) == 5

@@ -20,10 +20,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from matloop.acquisition import Strategy
+from matloop.agent.audit import Audit
 from matloop.agent.decisions import Decision, DecisionLog
 from matloop.agent.guardrails import Approver, Budget, Guardrails, PoolLimits
 from matloop.agent.registry import Context, Toolbox, summarize
 from matloop.agent.state import CampaignState
+from matloop.audit import in_window
 from matloop.data.prototypes import Family
 from matloop.errors import CampaignStop, ToolInputError
 from matloop.models.inputs import Backbone
@@ -128,6 +130,25 @@ class ModelSpec(_Strict):
         return base.model_copy(update={k: getattr(self, k) for k in keys if getattr(self, k) is not None})
 
 
+class AuditSpec(_Strict):
+    """The random audit set: a share of the calculation budget spent on pool items drawn uniformly
+    at random, at the campaign's level, never trained on — an unbiased test of every round's model
+    and of the campaign against random selection. ``audit: off`` in YAML turns it off."""
+
+    enabled: bool = True
+    fraction: float = Field(0.15, gt=0, lt=1, description="Share of the calculation budget.")
+    min_items: int = Field(8, ge=0, description="At least this many items (at most half the budget).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _on_off(cls, value: Any) -> Any:
+        if value in (False, "off", "no"):  # YAML reads a bare `off` as False
+            return {"enabled": False}
+        if value in (True, "on", "yes", None):
+            return {}
+        return value
+
+
 class StopSpec(_Strict):
     target_mae: float | None = Field(None, gt=0, description="Stop when the model's test MAE is below this.")
     found: int | None = Field(None, gt=0, description="Stop when this many labelled items are in the window.")
@@ -158,6 +179,7 @@ class CampaignSpec(_Strict):
     batch_size: int = Field(6, gt=0)
     rounds: int = Field(4, ge=1)
     budget: Budget = Field(default_factory=Budget)
+    audit: AuditSpec = Field(default_factory=AuditSpec)
     stop: StopSpec = Field(default_factory=StopSpec)
     elements: ElementsSpec = Field(default_factory=ElementsSpec)
     planner: Planner = "auto"
@@ -249,6 +271,8 @@ class Campaign:
         self.toolbox = Toolbox(
             self.ws, self.state, self.guardrails, self.log, self.context, progress=self._progress
         )
+        self.audit = Audit(self)
+        self.guardrails.reserved = self.audit.reserved
         self.started = time.monotonic()
 
     @property
@@ -257,7 +281,9 @@ class Campaign:
 
     @round.setter
     def round(self, value: int) -> None:
+        """A new round (either planner sets it): the audit set releases this round's batch."""
         self.context.round = value
+        self.audit.on_round(value)
 
     def _progress(self, message: str) -> None:
         self.say(f"[round {self.round}] {message}")
@@ -309,21 +335,26 @@ class Campaign:
         return {}
 
     def used_ids(self) -> list[str]:
-        """Items already labelled or sent to a calculation (never selected again)."""
+        """Items already labelled, sent to a calculation or in the audit set (never selected)."""
         return sorted(
-            {c["item_id"] for c in self.state.calcs()} | {lb["item_id"] for lb in self.state.labels()}
+            {c["item_id"] for c in self.state.calcs()}
+            | {lb["item_id"] for lb in self.state.labels()}
+            | set(self.audit.ids())
         )
 
+    def own_labels(self) -> list[dict[str, Any]]:
+        """The campaign's labels of its target at its level, audit items excluded."""
+        audit = set(self.audit.ids())
+        labels = self.state.labels(self.spec.target.property, self.spec.level)
+        return [lb for lb in labels if lb["item_id"] not in audit]
+
     def found(self) -> list[dict[str, Any]]:
-        """Labelled items inside the target window."""
+        """Labelled items inside the target window (audit items included)."""
         t = self.spec.target
         if t.window is None:
             return []
-        lo, hi = t.window
         return [
-            lb
-            for lb in self.state.labels(t.property, self.spec.level)
-            if (lo is None or lb["value"] >= lo) and (hi is None or lb["value"] <= hi)
+            lb for lb in self.state.labels(t.property, self.spec.level) if in_window(lb["value"], t.window)
         ]
 
     def stop_reason(self, model_id: str | None) -> str | None:
@@ -399,6 +430,12 @@ def choose_planner(name: Planner):
     return RulesPlanner()
 
 
+def _failed(campaign: Campaign, exc: BaseException) -> None:
+    campaign.state.set_meta("status", "failed")
+    campaign.state.set_meta("reason", f"{type(exc).__name__}: {exc}")
+    campaign.note(f"campaign failed: {type(exc).__name__}: {exc}")
+
+
 def run_campaign(
     spec: CampaignSpec | str | Path,
     directory: str | Path,
@@ -434,14 +471,20 @@ def run_campaign(
         f"{'resumed' if resume else 'started'} campaign {spec.name} with the {planner.name} planner"
     )
     try:
+        campaign.audit.start()
         reason = planner.run(campaign)
         status = "finished"
     except CampaignStop as exc:
         reason, status = str(exc), "stopped"
     except BaseException as exc:  # a crash or Ctrl-C: never leave the status "running"
-        campaign.state.set_meta("status", "failed")
-        campaign.state.set_meta("reason", f"{type(exc).__name__}: {exc}")
-        campaign.note(f"campaign failed: {type(exc).__name__}: {exc}")
+        _failed(campaign, exc)
+        raise
+    try:
+        campaign.audit.finish()
+    except CampaignStop as exc:
+        campaign.note(f"audit set not completed: {exc}")
+    except BaseException as exc:
+        _failed(campaign, exc)
         raise
     campaign.state.set_meta("status", status)
     campaign.state.set_meta("reason", reason)

@@ -110,6 +110,8 @@ class Guardrails:
         #: ledger-key prefix of the LLM tokens this budget covers (a campaign, or one request)
         self.token_scope = token_scope
         self._approved: set[str] = set()
+        #: items no planner may have calculated (the campaign's audit set until it releases them)
+        self.reserved: Callable[[], set[str]] = set
         self.new_request()
 
     def new_request(self) -> None:
@@ -224,6 +226,13 @@ class Guardrails:
                     "approve_expensive: true in the campaign spec)",
                 )
         ids = list(dict.fromkeys(args.get("item_ids") or []))
+        if held := self.reserved() & set(ids):
+            ids = [i for i in ids if i not in held]
+            verdicts.append(
+                Verdict("audit", True, f"left out {sorted(held)[:5]}: reserved for the random audit set")
+            )
+            if not ids:
+                self._reject(verdicts, "audit", "every item asked for is reserved for the random audit set")
         data = load_slice(self.ws, args["slice_id"])
         known = set(data.ids)
         unknown = [i for i in ids if i not in known]

@@ -11,6 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from matloop.agent.audit import AuditSummary
+from matloop.audit import N_BOOTSTRAP, in_window
+
 if TYPE_CHECKING:
     from matloop.agent.campaign import Campaign
 
@@ -35,51 +38,124 @@ def prospective_pairs(campaign: Campaign) -> list[dict[str, Any]]:
     ]
 
 
-def _learning_curve(campaign: Campaign, pairs: list[dict[str, Any]]) -> str:
+def _plt() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    models = [m for m in campaign.state.models() if m["round"] > 0 and m["metrics"].get("mae") is not None]
-    by_round: dict[int, list[float]] = defaultdict(list)
-    for p in pairs:
-        by_round[p["round"]].append(abs(p["mean"] - p["label"]))
-    labels_before = defaultdict(int)
-    for lb in campaign.state.labels(campaign.spec.target.property, campaign.spec.level):
-        for r in range(lb["round"] + 1, campaign.spec.rounds + 2):
-            labels_before[r] += 1
-    if not models and not by_round:
-        return "<p>No trained model yet.</p>"
+    return plt
+
+
+def _audit_curve(summary: AuditSummary, unit: str) -> str:
+    if not summary.rounds:
+        return "<p>No model has been tested on the audit set yet (it needs two labelled audit items).</p>"
+    plt = _plt()
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    if models:
-        ax.plot(
-            [labels_before[m["round"]] for m in models],
-            [m["metrics"]["mae"] for m in models],
-            "o-",
-            label="model MAE on its held-out split (few items: noisy)",
+    for name, colour in (("mae", "C0"), ("rmse", "C1")):
+        est = [getattr(r.metrics, name) for r in summary.rounds]
+        x = [r.labels for r in summary.rounds]
+        y = [e.value for e in est]
+        ax.errorbar(
+            x,
+            y,
+            yerr=[
+                [v - e.low for v, e in zip(y, est, strict=True)],
+                [e.high - v for v, e in zip(y, est, strict=True)],
+            ],
+            fmt="o-",
+            color=colour,
+            capsize=3,
+            label=f"{name.upper()} on {summary.labelled} audit items (95 % bootstrap)",
         )
-    if by_round:
-        rounds = sorted(by_round)
-        ax.plot(
-            [labels_before[r] for r in rounds],
-            [float(np.mean(by_round[r])) for r in rounds],
-            "s--",
-            label="MAE on the next batch (before its labels)",
-        )
-    ax.set_xlabel("labels")
-    ax.set_ylabel(f"MAE ({_unit(campaign)})")
+    ax.set_xlabel("campaign labels the model was trained with")
+    ax.set_ylabel(f"error ({unit})")
+    ax.set_ylim(bottom=0)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     return _png(fig)
 
 
+def _calibration(summary: AuditSummary) -> str:
+    if not summary.calibration:
+        return "<p>No calibration yet.</p>"
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(4.2, 4.0))
+    nominal, observed = zip(*summary.calibration, strict=True)
+    ax.plot([0, 1], [0, 1], "k:", lw=1, label="ideal")
+    ax.plot(nominal, observed, "o-", label=f"final model, {summary.labelled} audit items")
+    ax.set_xlabel("nominal coverage of μ ± zσ")
+    ax.set_ylabel("observed share of audit labels inside")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def _found_vs_random(campaign: Campaign, summary: AuditSummary, unit: str) -> str:
+    own = campaign.own_labels()
+    t = campaign.spec.target
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    n = np.arange(1, len(own) + 1)
+    if summary.informativeness is not None:
+        picked: dict[int, list[float]] = defaultdict(list)
+        for p in prospective_pairs(campaign):
+            picked[p["round"]].append(abs(p["mean"] - p["label"]))
+        rounds = [r for r in summary.rounds if r.round in picked]
+        x = np.array([r.round for r in rounds], dtype=float)
+        mae = [r.metrics.mae for r in rounds]
+        ax.bar(
+            x - 0.2, [np.mean(picked[r.round]) for r in rounds], 0.4, label="picks (μ when picked vs label)"
+        )
+        ax.bar(
+            x + 0.2,
+            [m.value for m in mae],
+            0.4,
+            yerr=[[m.value - m.low for m in mae], [m.high - m.value for m in mae]],
+            capsize=3,
+            color="grey",
+            label="random picks: audit items, same model (95 %)",
+        )
+        ax.set_xticks(x)
+        ax.set_xlabel("round")
+        ax.set_ylabel(f"mean |error| ({unit})")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+        return _png(fig)
+    if (e := summary.enrichment) is not None and t.window is not None:
+        hits = np.cumsum([in_window(lb["value"], t.window) for lb in own])
+        ax.step(n, hits, where="post", label="campaign: hits found")
+        rate = e.hit_rate
+        ax.plot(n, n * rate.value, "k--", lw=1, label=f"random: n × {rate.value:.2g} (audit hit rate)")
+        ax.fill_between(
+            n, n * rate.low, n * rate.high, color="grey", alpha=0.25, label="random: 95 % interval"
+        )
+        ax.set_ylabel("hits")
+    else:
+        values = np.array([lb["value"] for lb in own])
+        best = np.minimum.accumulate(values) if t.goal == "minimise" else np.maximum.accumulate(values)
+        ax.step(n, best, where="post", label="campaign: best so far")
+        for k, value in enumerate(_audit_values(campaign).values()):
+            ax.axhline(
+                value, color="grey", lw=0.6, alpha=0.6, label="audit items (random)" if k == 0 else None
+            )
+        ax.set_ylabel(f"{t.property} ({unit})")
+    ax.set_xlabel("campaign calculations (audit excluded)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def _audit_values(campaign: Campaign) -> dict[str, float]:
+    ids = set(campaign.audit.ids())
+    labels = campaign.state.labels(campaign.spec.target.property, campaign.spec.level)
+    return {lb["item_id"]: lb["value"] for lb in labels if lb["item_id"] in ids}
+
+
 def _parity(campaign: Campaign, pairs: list[dict[str, Any]]) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _plt()
     if not pairs:
         return "<p>No prediction/label pairs yet.</p>"
     fig, ax = plt.subplots(figsize=(4.5, 4.2))
@@ -117,6 +193,66 @@ def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return "" if value is None else str(value)
+
+
+def _audit_section(campaign: Campaign, summary: AuditSummary) -> str:
+    """The report's lead: headline numbers, learning curve and calibration on the audit set, and
+    found vs random."""
+    unit = _unit(campaign)
+    head = "<h2>What the random audit set says</h2>" + _table(summary.headline(unit), ["", "value"])
+    if not summary.enabled:
+        return head + (
+            "<p>This campaign ran without an audit set (<code>audit: off</code>): no unbiased test of its"
+            " models and no comparison with random selection.</p>"
+        )
+    m = summary.labelled
+    how = (
+        f"<p>{summary.size} items ({', '.join(map(str, summary.schedule))} per round) were drawn"
+        f" uniformly at random, with the campaign seed, from the {summary.eligible} pool items that passed"
+        " the same element, sanity and duplicate filters as candidates, computed at level"
+        f" <code>{campaign.spec.level}</code> like every label, charged to the budget, and never used"
+        " for training — the final model is <b>not</b>"
+        " retrained with them, so the numbers below stay an unbiased test. Intervals are 95 %.</p>"
+    )
+    curve = (
+        "<h3>Learning curve on the audit set</h3>"
+        + _audit_curve(summary, unit)
+        + f"<p><i>How:</i> every round's model predicts the same {m} labelled audit items; the points are"
+        f" its MAE and RMSE, the bars their percentile-bootstrap interval ({N_BOOTSTRAP} resamples of the"
+        " audit items).</p>"
+    )
+    calibration = (
+        "<h3>Calibration on the audit set</h3>"
+        + _calibration(summary)
+        + "<p><i>How:</i> for each nominal level q, the share of audit labels inside the final model's"
+        " central Gaussian interval μ ± z<sub>q</sub>σ; on the diagonal σ is honest, below it σ is too"
+        " small.</p>"
+    )
+    found = ""
+    if summary.informativeness is not None:
+        what = (
+            "per round, the mean |error| of the items the model picked (its μ when it picked them vs the"
+            " label) against its mean |error| on the audit items — what random picks would have had —"
+            " with its bootstrap interval; the table's ratio pools the rounds (joint bootstrap)"
+        )
+    elif summary.enrichment is not None:
+        what = (
+            "cumulative hits among the campaign's own calculations in the order they were made, against"
+            " n × the pool hit rate estimated from the audit items, shaded by its Clopper–Pearson interval"
+        )
+    else:
+        what = (
+            "the campaign's best value so far against the audit items' values (a random sample of the"
+            " pool); the table gives the chance that as many random picks would have reached the best"
+        )
+    if summary.informativeness is not None or summary.enrichment is not None or summary.best is not None:
+        found = (
+            "<h3>Found vs expected under random selection</h3>"
+            + _found_vs_random(campaign, summary, unit)
+            + f"<p><i>How:</i> {what}. Assumes the audit items are a uniform sample of the same filtered"
+            " pool the campaign picks from.</p>"
+        )
+    return head + how + curve + calibration + found
 
 
 def render_report(campaign: Campaign) -> str:
@@ -166,8 +302,13 @@ def render_report(campaign: Campaign) -> str:
             " initialise the model.</p>"
         )
     mae = [abs(p["mean"] - p["label"]) for p in pairs]
-    summary = f"{len(labels)} labels at level {spec.level}; {campaign.log.steps()} planner steps logged" + (
-        f"; prospective MAE over all rounds {np.mean(mae):.4g} {_unit(campaign)}" if mae else ""
+    audit = _audit_values(campaign)
+    audit_table = _table([[i, v] for i, v in audit.items()], ["item", "label"]) if audit else "<p>None.</p>"
+    own = len(labels) - len(audit)
+    summary = (
+        f"{own} campaign labels and {len(audit)} audit labels at level {spec.level}; "
+        f"{campaign.log.steps()} planner steps logged"
+        + (f"; prospective MAE over all rounds {np.mean(mae):.4g} {_unit(campaign)}" if mae else "")
     )
     found = ""
     if spec.target.window is not None:
@@ -199,14 +340,18 @@ def render_report(campaign: Campaign) -> str:
 ({spec.target.goal}{" " + html.escape(str(spec.target.window)) if spec.target.window else ""});
 level: {spec.level}; executor: {spec.executor}; selection: {campaign.strategy()}. {html.escape(summary)}.</p>
 {pretrain}
-<h2>Learning curve</h2>{_learning_curve(campaign, pairs)}
-<p>Random-sampling reference: not available — labels exist only for the candidates this campaign computed
-(the active-learning benchmark compares strategies against random sampling on fully labelled data).</p>
+{_audit_section(campaign, campaign.audit.summary())}
 <h2>Parity (prediction when selected vs computed label)</h2>{_parity(campaign, pairs)}
+<p><i>How:</i> every candidate the campaign picked, its μ ± σ from the model that picked it against the
+label computed afterwards (picked items, not a random sample: the audit set above is the unbiased test).</p>
 {found}
 <h2>Candidates per round and why</h2>
 {_table(cands, ["round", "item", "strategy", "μ", "σ", "score", "label", "reason"])}
-<h2>Models</h2>{_table(models, ["round", "model", "kind", "parent", "n_train", "MAE", "R²", "coverage 95%"])}
+<h2>Audit items (random, never trained on)</h2>{audit_table}
+<h2>Models</h2>
+<p>MAE, R² and coverage here are on each model's own small held-out split of the campaign's labels
+(noisy); the audit set above is the unbiased test.</p>
+{_table(models, ["round", "model", "kind", "parent", "n_train", "MAE", "R²", "coverage 95%"])}
 <h2>Failed or rejected calculations</h2>{fail_table}
 <h2>Budget</h2>{_table(budget, ["kind", "used", "limit"])}
 <h2>Decisions by planner</h2>{decisions}

@@ -222,12 +222,10 @@ class RulesPlanner:
     name = "rules"
 
     def run(self, campaign: Campaign) -> str:
-        spec, state = campaign.spec, campaign.state
-        pool_slice, pool_fs = self._setup(campaign)
+        spec = campaign.spec
+        pool_slice, pool_fs = self.setup(campaign)
         base_model = self._pretrain(campaign)
-        target = spec.target.property
-        level = spec.level
-        if not state.labels(target, level):
+        if not campaign.own_labels():
             seed_ids = self._seed_ids(campaign, pool_fs)
             campaign.round = 0
             self._validate(campaign, "r0", pool_slice, seed_ids, "seed set: random sample of the pool")
@@ -259,7 +257,8 @@ class RulesPlanner:
         model_id = self._train(campaign, f"r{spec.rounds + 1}", pool_slice, base_model, model_id)
         return campaign.stop_reason(model_id) or f"completed {spec.rounds} rounds"
 
-    def _setup(self, campaign: Campaign) -> tuple[str, str]:
+    def setup(self, campaign: Campaign) -> tuple[str, str]:
+        """The candidate pool's slice and feature set (memoised steps)."""
         pool = campaign.spec.pool
         if pool.slice_id is not None:
             res: dict[str, Any] = {"slice_id": pool.slice_id}
@@ -310,7 +309,8 @@ class RulesPlanner:
     def _seed_ids(self, campaign: Campaign, pool_fs: str) -> list[str]:
         from matloop.tools.featurize import load_graphs
 
-        ids = load_graphs(pool_fs, workspace=campaign.ws).ids
+        used = set(campaign.used_ids())  # the audit set's items are never seed items
+        ids = [i for i in load_graphs(pool_fs, workspace=campaign.ws).ids if i not in used]
         rng = np.random.default_rng(campaign.spec.seed)
         n = min(campaign.spec.seed_size, len(ids))
         picked = [ids[i] for i in sorted(rng.choice(len(ids), size=n, replace=False))]

@@ -59,6 +59,17 @@ class CampaignState:
             row = db.execute("SELECT value FROM campaign_meta WHERE key = ?", (key,)).fetchone()
         return default if row is None else json.loads(row[0])
 
+    def audit_plan(self) -> dict[str, Any] | None:
+        """The campaign's random audit set as drawn (see :mod:`matloop.agent.audit`), or ``None``."""
+        return self.meta("audit")
+
+    def set_audit_plan(self, plan: dict[str, Any]) -> None:
+        self.set_meta("audit", plan)
+
+    def audit_ids(self) -> set[str]:
+        """Items of the campaign's random audit set."""
+        return set((self.audit_plan() or {}).get("ids", []))
+
     # -- memoised steps (what makes resume exact) -----------------------------------------
     def step(self, key: str) -> dict[str, Any] | None:
         """The stored record of a step (``status`` is ``started`` or ``done``), or ``None``."""

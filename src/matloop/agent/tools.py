@@ -82,14 +82,16 @@ def _symbols(structure) -> set[str]:
 def training_set(
     slice_id: str, target: str, level: str, *, workspace: Workspace, state: CampaignState
 ) -> TrainingSetResult:
-    """Gather every label computed in this campaign for one property and level into a new slice.
+    """Gather every label computed in this campaign for one property and level into a new slice
+    (the random audit set's labels excepted: they stay an unbiased test).
 
     Args:
         slice_id: the pool slice the labelled items came from.
         target: property name, e.g. 'formation_energy_per_atom'.
         level: validation level the labels were computed at, e.g. 'chgnet' (levels are never mixed).
     """
-    labels = state.labels(target, level)
+    audit = state.audit_ids()
+    labels = [lb for lb in state.labels(target, level) if lb["item_id"] not in audit]
     pool = load_slice(workspace, slice_id)
     known = set(pool.ids)
     labels = [lb for lb in labels if lb["item_id"] in known]

@@ -138,7 +138,19 @@ def resume(
     _summary(campaign, time.monotonic() - start)
 
 
+def _audit_table(campaign) -> Table:
+    """The audit set's headline numbers (the report's first table)."""
+    labels = campaign.state.labels(campaign.spec.target.property, campaign.spec.level)
+    table = Table(title="random audit set (95 % intervals)")
+    table.add_column("")
+    table.add_column("value")
+    for name, value in campaign.audit.summary().headline(labels[0]["unit"] if labels else ""):
+        table.add_row(name, escape(value))
+    return table
+
+
 def _summary(campaign, seconds: float) -> None:
+    console.print(_audit_table(campaign))
     st = campaign.state
     labels = st.labels(campaign.spec.target.property, campaign.spec.level)
     text = (
@@ -174,6 +186,7 @@ def status(directory: Dir) -> None:
     for k, v in rows.items():
         table.add_row(k, v)
     console.print(table)
+    console.print(_audit_table(c))
 
 
 @campaign_app.command("report")
