@@ -43,7 +43,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 import time
 from collections.abc import Callable
@@ -53,9 +52,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from ase.build import bulk
-from pymatgen.core import Element, Structure
-from pymatgen.io.ase import AseAtomsAdaptor
 
 from _common import RESULTS_DIR, git_commit, write_result
 from matloop.active_learning import ALData, load_dataset
@@ -63,11 +59,11 @@ from matloop.data.composition import magpie_statistics
 from matloop.data.embedding_cache import EmbeddingCache
 from matloop.data.sources import load_source
 from matloop.models import TrainOptions, fit_uq_model, uq_metrics
+from matloop.models.cheap_level import chgnet_formation_energy
 from matloop.models.forest import ForestUQ
-from matloop.models.foundation import embed_structures, formation_energy, get_pretrained
+from matloop.models.foundation import embed_structures, get_pretrained
 from matloop.models.vector_uq import fit_vector_model
 from matloop.settings import get_settings
-from matloop.validation.references import NOBLE_GASES, reference_structure
 
 log = logging.getLogger("surrogates")
 
@@ -131,35 +127,11 @@ def sevennet(name: str, quick: bool) -> np.ndarray:
     return embed_structures("sevennet_0", structures(name, quick), cache_path=embedding_cache())
 
 
-def chgnet_references(elements: set[str]) -> dict[str, Structure]:
-    """Elemental reference phases relaxed with CHGNet (as the validation level's references), cached
-    as JSON; noble gases as an fcc solid at twice the van der Waals radius (an isolated atom has no
-    CHGNet graph)."""
-    path = get_settings().cache_dir / "chgnet_references.json"
-    stored = json.loads(path.read_text()) if path.exists() else {}
-    missing = sorted(elements - set(stored))
-    if missing:
-        from chgnet.model import StructOptimizer
-
-        optimizer = StructOptimizer(use_device="cpu")
-        for el in missing:
-            start, relax_cell = reference_structure(el)
-            if el in NOBLE_GASES:
-                a = 2.0 * math.sqrt(2.0) * float(Element(el).van_der_waals_radius)
-                start, relax_cell = AseAtomsAdaptor.get_structure(bulk(el, "fcc", a=a)), True
-            result = optimizer.relax(start, relax_cell=relax_cell, fmax=0.05, steps=300, verbose=False)
-            stored[el] = result["final_structure"].as_dict()
-            path.write_text(json.dumps(stored))
-            log.info("CHGNet reference %s relaxed", el)
-    return {el: Structure.from_dict(stored[el]) for el in elements}
-
-
 @cache
-def chgnet_formation_energy(name: str, quick: bool) -> np.ndarray:
+def chgnet_formation_energy_of(name: str, quick: bool) -> np.ndarray:
     """The cheap level: CHGNet static formation energy per atom against CHGNet-relaxed references."""
-    items = structures(name, quick)
-    refs = chgnet_references({el.symbol for s in items for el in s.composition})
-    return formation_energy("chgnet", items, chgnet(name, quick)[:, -1], refs, cache_path=embedding_cache())
+    numbers = [g.z.numpy() for g in task_data(name, quick).graphs]
+    return chgnet_formation_energy(structures(name, quick), numbers, embedding_cache())
 
 
 # --- surrogates ---------------------------------------------------------------------------------
@@ -213,7 +185,7 @@ def _delta(head: str) -> Callable[..., Fitted]:
     """Δ-learning on the cheap level: a head on CHGNet vectors learns y − (CHGNet formation energy)."""
 
     def fit(name: str, quick: bool, tr: np.ndarray, va: np.ndarray, seed: int) -> Fitted:
-        x, cheap = chgnet(name, quick), chgnet_formation_energy(name, quick)
+        x, cheap = chgnet(name, quick), chgnet_formation_energy_of(name, quick)
         resid = task_data(name, quick).y - cheap
         model = fit_vector_model(x[tr], resid[tr], x[va], resid[va], method=head, seed=seed)
 
@@ -228,7 +200,7 @@ def _delta(head: str) -> Callable[..., Fitted]:
 
 def _cheap_level(name: str, quick: bool, tr: np.ndarray, va: np.ndarray, seed: int) -> Fitted:
     """The cheap level alone, shifted by its mean training residual; σ = residual spread (constant)."""
-    cheap = chgnet_formation_energy(name, quick)
+    cheap = chgnet_formation_energy_of(name, quick)
     resid = task_data(name, quick).y[np.concatenate([tr, va])] - cheap[np.concatenate([tr, va])]
     return lambda idx: (cheap[idx] + resid.mean(), np.full(len(idx), resid.std()))
 
@@ -263,9 +235,9 @@ FEATURES: dict[str, tuple[Callable[[str, bool], np.ndarray], ...]] = {
     "chgnet_gp": (chgnet,),
     "chgnet_magpie_mlp": (chgnet, magpie),
     "sevennet_mlp": (sevennet,),
-    "chgnet_level_fe": (chgnet_formation_energy,),
-    "chgnet_delta_mlp": (chgnet_formation_energy,),
-    "chgnet_delta_gp": (chgnet_formation_energy,),
+    "chgnet_level_fe": (chgnet_formation_energy_of,),
+    "chgnet_delta_mlp": (chgnet_formation_energy_of,),
+    "chgnet_delta_gp": (chgnet_formation_energy_of,),
 }
 #: Seconds of the first (uncached in memory) computation of each feature per task in this run.
 FEATURE_SECONDS: dict[str, dict[str, float]] = {}

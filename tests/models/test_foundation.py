@@ -13,7 +13,8 @@ import sevenn
 from pymatgen.core import Lattice, Molecule, Structure
 
 from matloop.errors import ToolInputError
-from matloop.models.foundation import PRETRAINED, embed_structures, formation_energy, get_pretrained
+from matloop.models.cheap_level import formation_energy
+from matloop.models.foundation import PRETRAINED, embed_structures, get_pretrained
 from matloop.validation.references import reference_structure
 
 
@@ -79,7 +80,8 @@ def test_cheap_level_formation_energy(tmp_path):
     refs = {el: reference_structure(el)[0] for el in ("Mg", "O")}
     mgo = [_rocksalt(4.21, "Mg", "O")]
     energies = embed_structures("chgnet", mgo, cache_path=tmp_path / "emb.sqlite")[:, -1]
-    fe = formation_energy("chgnet", mgo, energies, refs, cache_path=tmp_path / "emb.sqlite")
+    numbers = [np.array([12, 8])]
+    fe = formation_energy("chgnet", numbers, energies, refs, cache_path=tmp_path / "emb.sqlite")
     assert -3.6 < fe[0] < -2.4
-    with pytest.raises(ToolInputError, match=r"no reference.*\['O'\]|none for \['O'\]"):
-        formation_energy("chgnet", mgo, energies, {"Mg": refs["Mg"]})
+    with pytest.raises(ToolInputError, match=r"none for \['O'\]"):
+        formation_energy("chgnet", numbers, energies, {"Mg": refs["Mg"]})

@@ -10,7 +10,9 @@ from pymatgen.core import Element, Lattice, Structure
 from matloop.data.slices import DatasetSlice, save_slice
 from matloop.errors import ToolInputError
 from matloop.models import load_model
+from matloop.models.inputs import backbone_baseline, backbone_vectors
 from matloop.tools import featurize, fine_tune, predict, select_candidates, train_uq_gnn
+from matloop.tools.featurize import load_graphs
 
 PAIRS = [(a, b) for a in ("Li", "Na", "K", "Mg", "Ca", "Sr") for b in ("F", "Cl", "Br", "O", "S")]
 
@@ -31,8 +33,9 @@ def feature_set(workspace):
         y.append(abs(Element(a_el).X - Element(b_el).X) + 0.1 * s.volume / 2)
     y = np.array(y)
     y[[5, 17]] = np.nan  # unlabelled rows are skipped
-    props = pd.DataFrame({"y": y, "y2": 3.0 - 2.0 * y})
-    data = DatasetSlice(ids, structures, props, {"y": "eV", "y2": "eV/atom"}, "crystal", "test")
+    props = pd.DataFrame({"y": y, "y2": 3.0 - 2.0 * y, "formation_energy_per_atom": -0.5 * y})
+    units = {"y": "eV", "y2": "eV/atom", "formation_energy_per_atom": "eV/atom"}
+    data = DatasetSlice(ids, structures, props, units, "crystal", "test")
     workspace.settings.train.ensemble_size = 2
     return featurize(save_slice(workspace, data), workspace=workspace).feature_set_id
 
@@ -79,7 +82,7 @@ def test_train_ids_and_methods(workspace, feature_set):
 
 
 def test_bad_tool_inputs(workspace, feature_set):
-    with pytest.raises(ToolInputError, match=r"valid values are \['y', 'y2'\]"):
+    with pytest.raises(ToolInputError, match=r"valid values are \['formation_energy_per_atom', 'y', 'y2'\]"):
         train_uq_gnn(feature_set, "band_gap", workspace=workspace)
     with pytest.raises(ToolInputError, match="uncertainty method"):
         train_uq_gnn(feature_set, "y", method="bnn", workspace=workspace)
@@ -130,3 +133,19 @@ def test_frozen_backbone_heads_train_predict_select_and_reload(workspace, featur
         train_uq_gnn(feature_set, "y", backbone="mace", workspace=workspace)
     with pytest.raises(ToolInputError, match="train a new one"):
         fine_tune(res.model_id, feature_set, workspace=workspace)
+
+
+def test_delta_backbone_adds_chgnet_formation_energy_back(workspace, feature_set):
+    """Δ-learning: the head learns the label minus CHGNet's formation energy, which every
+    prediction adds back; only formation-energy targets qualify."""
+    target = "formation_energy_per_atom"
+    res = train_uq_gnn(feature_set, target, backbone="chgnet_delta", seed=0, workspace=workspace)
+    model = load_model(workspace, res.model_id)
+    items = load_graphs(feature_set, workspace=workspace).items(workspace).take(range(6))
+    baseline = backbone_baseline("chgnet_delta", items)
+    assert np.isfinite(baseline).all() and baseline.min() < -1.0  # ionic rock salts are stable
+    head = model.predict(backbone_vectors("chgnet_delta", items)).mean
+    np.testing.assert_allclose(model.predict_items(items).mean, head + baseline, rtol=1e-9)
+    assert np.isfinite(res.metrics.mae)
+    with pytest.raises(ToolInputError, match="formation-energy target"):
+        train_uq_gnn(feature_set, "y", backbone="chgnet_delta", workspace=workspace)

@@ -215,34 +215,3 @@ def embed_structures(
     log.info("%s embeddings: %d items, %d from cache", name, len(keys), len(keys) - len(missing))
     nan = np.full(spec.dim, np.nan)
     return np.stack([found.get(k, nan) for k in keys]).astype(np.float64) if keys else np.zeros((0, spec.dim))
-
-
-def formation_energy(
-    name: str,
-    structures: Sequence[Structure],
-    energies: np.ndarray,
-    references: dict[str, Structure],
-    *,
-    cache_path: Path | None = None,
-) -> np.ndarray:
-    """Formation energy per atom at the pretrained model's level, from its energies per atom.
-
-    The cheap level of a multi-fidelity surrogate: E/atom − Σ_el x_el μ_el with μ_el the
-    model's energy per atom of the elemental reference ``references[el]`` (static, cached).
-    Elements without a reference raise :class:`ToolInputError`.
-    """
-    elements = sorted({el.symbol for s in structures for el in s.composition})
-    missing = [el for el in elements if el not in references]
-    if missing:
-        raise ToolInputError(f"expected a reference structure for every element, got none for {missing}")
-    mu = dict(
-        zip(
-            elements,
-            embed_structures(name, [references[el] for el in elements], cache_path=cache_path)[:, -1],
-            strict=True,
-        )
-    )
-    ref = np.array(
-        [sum(mu[el.symbol] * x for el, x in s.composition.fractional_composition.items()) for s in structures]
-    )
-    return np.asarray(energies, dtype=np.float64) - ref

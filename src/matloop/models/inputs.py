@@ -9,6 +9,9 @@ A *backbone* names the input side of a surrogate:
 ``sevennet_0``     frozen SevenNet-0 last-layer scalars + its energy per atom
 ``magpie``         Magpie composition statistics (mean/std/min/max over sites)
 ``chgnet+magpie``  both vectors side by side
+``chgnet_delta``   Δ-learning for formation energies: ``chgnet+magpie`` vectors, and the head
+                   learns the label minus CHGNet's own static formation energy per atom
+                   (:mod:`matloop.models.cheap_level`), which is added back when predicting
 =================  ===========================================================================
 
 ``auto`` picks by the kind of items (:func:`resolve_backbone`). Every backbone but ``gnn``
@@ -29,10 +32,13 @@ from torch_geometric.data import Data
 
 from matloop.data.composition import magpie_statistics
 from matloop.errors import ToolInputError, invalid_choice
+from matloop.models.cheap_level import chgnet_formation_energy
 from matloop.models.foundation import embed_structures
 
-Backbone = Literal["gnn", "chgnet", "sevennet_0", "magpie", "chgnet+magpie"]
+Backbone = Literal["gnn", "chgnet", "sevennet_0", "magpie", "chgnet+magpie", "chgnet_delta"]
 BACKBONES: tuple[str, ...] = get_args(Backbone)
+#: Backbones whose head learns a residual: name → (vector parts, the cheap level added back).
+DELTA_BACKBONES = {"chgnet_delta": ("chgnet+magpie", "chgnet_formation_energy")}
 #: What ``auto`` stands for, per kind of item: in the active-learning suite the frozen-backbone
 #: head beat the graph network on crystals (formation-energy discovery, band-gap learning) at a
 #: fraction of the time; only the graph network reads molecules.
@@ -74,13 +80,20 @@ def resolve_backbone(backbone: str, kind: str) -> str:
     return check_backbone(backbone)
 
 
+def backbone_parts(backbone: str) -> list[str]:
+    """The featurizers whose vectors a backbone concatenates (``gnn``: none of them)."""
+    if check_backbone(backbone) == "gnn":
+        return []
+    return DELTA_BACKBONES.get(backbone, (backbone,))[0].split("+")
+
+
 def backbone_vectors(backbone: str, items: Items) -> np.ndarray:
     """[n, d] float64 input vectors of a vector backbone; rows the pretrained model cannot
     handle are NaN."""
+    if backbone == "gnn":
+        raise ToolInputError("expected a vector backbone, got 'gnn' (it reads graphs)")
     parts = []
-    for part in check_backbone(backbone).split("+"):
-        if part == "gnn":
-            raise ToolInputError("expected a vector backbone, got 'gnn' (it reads graphs)")
+    for part in backbone_parts(backbone):
         if part == "magpie":
             parts.append(magpie_statistics([g.z.numpy() for g in items.graphs]))
             continue
@@ -88,3 +101,14 @@ def backbone_vectors(backbone: str, items: Items) -> np.ndarray:
             raise ToolInputError(f"expected the items' structures for backbone {backbone!r}, got graphs only")
         parts.append(embed_structures(part, items.structures, cache_path=items.cache_path))
     return np.concatenate(parts, axis=1)
+
+
+def backbone_baseline(backbone: str, items: Items) -> np.ndarray | None:
+    """The cheap level a Δ backbone's head adds to its output (NaN where it cannot be computed),
+    or None for other backbones."""
+    if backbone not in DELTA_BACKBONES:
+        return None
+    if items.structures is None or items.cache_path is None:
+        raise ToolInputError(f"expected the items' structures and a cache for backbone {backbone!r}")
+    numbers = [g.z.numpy() for g in items.graphs]
+    return chgnet_formation_energy(items.structures, numbers, items.cache_path)

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from matloop.errors import ToolInputError, invalid_choice
 from matloop.models.checkpoint import CheckpointError, read_checkpoint, split_gp_state, write_checkpoint
 from matloop.models.gp import EmbeddingGP
-from matloop.models.inputs import Items, backbone_vectors
+from matloop.models.inputs import Items, backbone_baseline, backbone_vectors
 from matloop.models.model import UQPrediction
 from matloop.models.training import GP_EXACT_MAX, sigma_scale
 from matloop.models.uq import Ensemble, mixture
@@ -145,11 +145,18 @@ class VectorUQModel(nn.Module):
         return UQPrediction(mean=mean, std=std, embedding=emb, epistemic_std=epi)
 
     def predict_items(self, items: Items) -> UQPrediction:
-        """:meth:`predict` on the items' vectors from this model's backbone."""
+        """:meth:`predict` on the items' vectors from this model's backbone; a Δ backbone's cheap
+        level is added to the mean (items without it get the training labels' mean)."""
         backbone = self.config["backbone"]
         if backbone is None:
             raise ToolInputError("expected a model that records its backbone, got one trained on raw vectors")
-        return self.predict(backbone_vectors(backbone, items))
+        pred = self.predict(backbone_vectors(backbone, items))
+        baseline = backbone_baseline(backbone, items)
+        if baseline is not None:
+            known = np.isfinite(baseline)
+            pred.mean[known] += baseline[known]
+            pred.mean[~known] = self.meta["label_mean"]
+        return pred
 
 
 def check_vectors(x: np.ndarray, dim: int | None = None, *, allow_nan: bool = False) -> np.ndarray:

@@ -24,7 +24,14 @@ from matloop.models import (
 )
 from matloop.models.checkpoint import data_hash
 from matloop.models.foundation import PRETRAINED
-from matloop.models.inputs import Backbone, backbone_vectors, resolve_backbone
+from matloop.models.inputs import (
+    DELTA_BACKBONES,
+    Backbone,
+    backbone_baseline,
+    backbone_parts,
+    backbone_vectors,
+    resolve_backbone,
+)
 from matloop.models.training import ProgressCallback
 from matloop.models.vector_uq import fit_vector_model
 from matloop.tools.featurize import GraphSet, load_graphs
@@ -230,6 +237,11 @@ def train_uq_gnn(
     backbone = resolve_backbone(backbone, data.kind)
     if backbone != "gnn" and method not in VECTOR_HEADS:
         raise ToolInputError(f"expected method 'ensemble' or 'gp' on backbone {backbone!r}, got {method!r}")
+    if backbone in DELTA_BACKBONES and not target.startswith("formation_energy"):
+        raise ToolInputError(
+            f"expected a formation-energy target for backbone {backbone!r} (it learns the label minus "
+            f"CHGNet's formation energy), got {target!r}"
+        )
     start = time.perf_counter()
     if backbone == "gnn":
         model: Surrogate = fit_uq_model(
@@ -286,24 +298,30 @@ def _fit_vector(
     """A vector head on the backbone's vectors; items the backbone cannot embed are left out of
     training (they keep the prior when predicted)."""
     x = {name: backbone_vectors(backbone, items) for name, items in data.items.items()}
+    y = dict(data.y)
+    for name, items in data.items.items():
+        baseline = backbone_baseline(backbone, items)
+        if baseline is not None:
+            x[name][~np.isfinite(baseline)] = np.nan
+            y[name] = y[name] - baseline
     ok = {name: np.isfinite(v).all(axis=1) for name, v in x.items()}
     if ok["train"].sum() < 2:
         raise ToolInputError(
             f"expected ≥ 2 training items that {backbone} can embed, got {int(ok['train'].sum())}"
         )
     cfg = ws.settings.train
-    provenance = [PRETRAINED[p].provenance() for p in backbone.split("+") if p in PRETRAINED]
+    provenance = [PRETRAINED[p].provenance() for p in backbone_parts(backbone) if p in PRETRAINED]
     return fit_vector_model(
         x["train"][ok["train"]],
-        data.y["train"][ok["train"]],
+        y["train"][ok["train"]],
         x["val"][ok["val"]],
-        data.y["val"][ok["val"]],
+        y["val"][ok["val"]],
         method=head,
         seed=seed,
         bootstrap=True,
         ensemble_size=cfg.ensemble_size,
         backbone=backbone,
-        meta={"pretrained": provenance},
+        meta={"pretrained": provenance, "label_mean": float(data.y["train"].mean())},
         **({"epochs": epochs} if epochs is not None else {}),
     )
 

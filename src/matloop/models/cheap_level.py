@@ -1,0 +1,87 @@
+"""A pretrained model's own formation energy per atom: the cheap level of a Δ-learning surrogate.
+
+CHGNet's static energy per atom of a structure minus Σ_el x_el μ_el, with μ_el its energy per
+atom of the elemental reference phase (:func:`matloop.validation.references.reference_structure`)
+relaxed with CHGNet itself, so that systematic errors of the force field partly cancel. The
+relaxed references are cached as JSON in the cache directory; the static energies come from the
+same pass as the embedding (:func:`matloop.models.foundation.embed_structures`), so the cheap
+level costs nothing beyond the backbone's vectors.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from ase.build import bulk
+from pymatgen.core import Element, Structure
+from pymatgen.io.ase import AseAtomsAdaptor
+
+from matloop.errors import ToolInputError
+from matloop.models.foundation import embed_structures
+from matloop.validation.references import NOBLE_GASES, reference_structure
+
+log = logging.getLogger(__name__)
+
+REFERENCES_FILE = "chgnet_references.json"
+
+
+def chgnet_references(elements: set[str], cache_dir: Path) -> dict[str, Structure]:
+    """Elemental reference phases relaxed with CHGNet (cached in ``cache_dir``); noble gases as an
+    fcc solid at twice the van der Waals radius (an isolated atom has no CHGNet graph)."""
+    path = cache_dir / REFERENCES_FILE
+    stored = json.loads(path.read_text()) if path.exists() else {}
+    missing = sorted(elements - set(stored))
+    if missing:
+        from chgnet.model import StructOptimizer
+
+        optimizer = StructOptimizer(use_device="cpu")
+        for el in missing:
+            start, relax_cell = reference_structure(el)
+            if el in NOBLE_GASES:
+                a = 2.0 * math.sqrt(2.0) * float(Element(el).van_der_waals_radius)
+                start, relax_cell = AseAtomsAdaptor.get_structure(bulk(el, "fcc", a=a)), True
+            result = optimizer.relax(start, relax_cell=relax_cell, fmax=0.05, steps=300, verbose=False)
+            stored[el] = result["final_structure"].as_dict()
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(stored))
+            log.info("CHGNet reference %s relaxed", el)
+    return {el: Structure.from_dict(stored[el]) for el in elements}
+
+
+def formation_energy(
+    name: str,
+    numbers: Sequence[np.ndarray],
+    energies: np.ndarray,
+    references: dict[str, Structure],
+    *,
+    cache_path: Path | None = None,
+) -> np.ndarray:
+    """Formation energy per atom at the pretrained model's level, from its energies per atom of
+    items with atomic numbers ``numbers``: E/atom − Σ_el x_el μ_el with μ_el the model's energy per
+    atom of ``references[el]`` (static, cached). Elements without a reference raise
+    :class:`ToolInputError`."""
+    present = sorted({int(z) for zs in numbers for z in np.unique(zs)})
+    elements = [Element.from_Z(z).symbol for z in present]
+    missing = [el for el in elements if el not in references]
+    if missing:
+        raise ToolInputError(f"expected a reference structure for every element, got none for {missing}")
+    mu = np.zeros(max(present, default=0) + 1)
+    mu[present] = embed_structures(name, [references[el] for el in elements], cache_path=cache_path)[:, -1]
+    ref = np.array([mu[np.asarray(zs, dtype=np.int64)].mean() for zs in numbers])
+    return np.asarray(energies, dtype=np.float64) - ref
+
+
+def chgnet_formation_energy(
+    structures: Sequence[Structure], numbers: Sequence[np.ndarray], cache_path: Path
+) -> np.ndarray:
+    """CHGNet's static formation energy per atom of ``structures`` (atomic numbers ``numbers``;
+    NaN where CHGNet fails); references are relaxed once and kept next to ``cache_path``."""
+    energies = embed_structures("chgnet", structures, cache_path=cache_path)[:, -1]
+    elements = {Element.from_Z(int(z)).symbol for zs in numbers for z in np.unique(zs)}
+    refs = chgnet_references(elements, cache_path.parent)
+    return formation_energy("chgnet", numbers, energies, refs, cache_path=cache_path)
