@@ -38,8 +38,9 @@ from matloop.agent.decisions import DecisionLog
 from matloop.agent.rules import RulesPlanner
 from matloop.agent.state import CampaignState
 from matloop.al_summary import plot_curves, summarise
+from matloop.data.featurizer import featurize_items
 from matloop.data.graph_cache import GraphCache
-from matloop.data.graphs import GraphParams, featurize_items
+from matloop.data.graphs import GraphParams
 from matloop.data.slices import DatasetSlice, save_slice
 from matloop.data.sources import load_source
 from matloop.errors import ToolInputError, invalid_choice

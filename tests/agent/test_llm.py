@@ -242,6 +242,7 @@ def test_ask_answers_with_numbers_and_ids_through_a_chat_model(settings, tmp_pat
 def test_llm_outage_mid_campaign_falls_back_to_the_rules_planner(settings, tmp_path):
     from matloop.agent.campaign import CampaignSpec, run_campaign
     from matloop.agent.llm import LLMPlanner
+    from matloop.agent.rules import RulesPlanner
 
     def down(messages):
         raise ConnectionError("server unreachable")
@@ -256,9 +257,8 @@ def test_llm_outage_mid_campaign_falls_back_to_the_rules_planner(settings, tmp_p
         model={"epochs": 2},
         budget={"calculations": 3},
     )
-    campaign = run_campaign(
-        spec, tmp_path / "outage", planner=LLMPlanner(ScriptedChatModel(script=down), backoff_s=0.0)
-    )
+    planner = LLMPlanner(ScriptedChatModel(script=down), fallback=RulesPlanner(), backoff_s=0.0)
+    campaign = run_campaign(spec, tmp_path / "outage", planner=planner)
     notes = [r["rationale"] for r in campaign.log.records() if r["phase"] == "note"]
     assert any("falling back to the rules planner" in n for n in notes)
     assert campaign.context.planner == "rules (fallback)"

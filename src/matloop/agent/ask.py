@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 
 from matloop.agent.campaign import Campaign, CampaignSpec, llm_configured, run_campaign
 from matloop.agent.guardrails import Approver, Budget
-from matloop.agent.rules import ParsedRequest, parse_request
+from matloop.agent.request import ParsedRequest, parse_request
 from matloop.errors import CampaignStop
 from matloop.settings import get_settings
 from matloop.workspace import Workspace

@@ -42,7 +42,7 @@ from matloop.prompts import load_prompt
 from matloop.settings import LLMSettings, get_settings
 
 if TYPE_CHECKING:
-    from matloop.agent.campaign import Campaign
+    from matloop.agent.session import Planner, Session
 
 #: smallest completion worth asking for; a call that cannot afford it is not made
 MIN_COMPLETION_TOKENS = 32
@@ -414,7 +414,7 @@ class Conversation:
         return progress
 
 
-def campaign_goal(campaign: Campaign) -> str:
+def campaign_goal(campaign: Session) -> str:
     spec = campaign.spec
     t = spec.target
     goal = {
@@ -429,7 +429,7 @@ def campaign_goal(campaign: Campaign) -> str:
     return (spec.request or goal) + f"; {pool}; batch size {spec.batch_size}; up to {spec.rounds} rounds"
 
 
-def campaign_unfinished(campaign: Campaign) -> str | None:
+def campaign_unfinished(campaign: Session) -> str | None:
     """What is left of a campaign (rounds with budget to spend them), or ``None`` when it is done."""
     if campaign.stop_reason(None) is not None:
         return None
@@ -441,15 +441,23 @@ def campaign_unfinished(campaign: Campaign) -> str | None:
 
 
 class LLMPlanner:
-    """Planner driven by a chat model; hands over to the rules planner when the model fails."""
+    """Planner driven by a chat model; hands over to ``fallback`` when the model fails (without
+    one, the campaign stops there)."""
 
     name = "llm"
 
-    def __init__(self, model: BaseChatModel | None = None, *, backoff_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        model: BaseChatModel | None = None,
+        *,
+        fallback: Planner | None = None,
+        backoff_s: float = 1.0,
+    ) -> None:
         self.model = model
+        self.fallback = fallback
         self.backoff_s = backoff_s
 
-    def system_prompt(self, campaign: Campaign, goal: str | None = None) -> str:
+    def system_prompt(self, campaign: Session, goal: str | None = None) -> str:
         spec = campaign.spec
         return (
             load_prompt(
@@ -464,7 +472,7 @@ class LLMPlanner:
             + load_prompt("tools")
         )
 
-    def run(self, campaign: Campaign) -> str:
+    def run(self, campaign: Session) -> str:
         settings = get_settings().llm
         try:
             conv = Conversation(
@@ -481,18 +489,17 @@ class LLMPlanner:
             request = campaign_goal(campaign) + f"\nCampaign status: {json.dumps(status)}"
             answer = conv.run(self.system_prompt(campaign), request)
         except (LLMUnavailable, NoProgress, TokenBudgetExhausted) as exc:
-            return hand_over(campaign, f"LLM planner: {exc}")
+            return self.hand_over(campaign, f"LLM planner: {exc}")
         if (left := campaign_unfinished(campaign)) is not None:
-            return hand_over(campaign, f"the LLM planner stopped with {left} ({one_line(answer, 120)})")
+            return self.hand_over(campaign, f"the LLM planner stopped with {left} ({one_line(answer, 120)})")
         campaign.state.set_meta("answer", answer)
         return f"LLM planner finished: {one_line(answer)}"
 
-
-def hand_over(campaign: Campaign, why: str) -> str:
-    """Log why the LLM planner stops, then let the rules planner finish the campaign."""
-    from matloop.agent.rules import RulesPlanner
-
-    campaign.note(f"{why}; falling back to the rules planner")
-    campaign.context.planner = "rules (fallback)"
-    campaign.guardrails.new_request()
-    return RulesPlanner().run(campaign)
+    def hand_over(self, campaign: Session, why: str) -> str:
+        """Log why the LLM planner stops, then let the fallback planner finish the campaign."""
+        if self.fallback is None:
+            raise CampaignStop(f"{why}; no fallback planner")
+        campaign.note(f"{why}; falling back to the {self.fallback.name} planner")
+        campaign.context.planner = f"{self.fallback.name} (fallback)"
+        campaign.guardrails.new_request()
+        return self.fallback.run(campaign)

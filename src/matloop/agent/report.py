@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from matloop.agent.campaign import Campaign
+    from matloop.agent.session import Session
 
 
 def _png(fig: Any) -> str:
@@ -24,7 +24,7 @@ def _png(fig: Any) -> str:
     return f'<img src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}"/>'
 
 
-def prospective_pairs(campaign: Campaign) -> list[dict[str, Any]]:
+def prospective_pairs(campaign: Session) -> list[dict[str, Any]]:
     """Selected candidates whose label came back: the prediction made when they were picked vs the label."""
     spec = campaign.spec
     labels = {lb["item_id"]: lb for lb in campaign.state.labels(spec.target.property, spec.level)}
@@ -35,7 +35,7 @@ def prospective_pairs(campaign: Campaign) -> list[dict[str, Any]]:
     ]
 
 
-def _learning_curve(campaign: Campaign, pairs: list[dict[str, Any]]) -> str:
+def _learning_curve(campaign: Session, pairs: list[dict[str, Any]]) -> str:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -74,7 +74,7 @@ def _learning_curve(campaign: Campaign, pairs: list[dict[str, Any]]) -> str:
     return _png(fig)
 
 
-def _parity(campaign: Campaign, pairs: list[dict[str, Any]]) -> str:
+def _parity(campaign: Session, pairs: list[dict[str, Any]]) -> str:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -102,7 +102,7 @@ def _parity(campaign: Campaign, pairs: list[dict[str, Any]]) -> str:
     return _png(fig)
 
 
-def _unit(campaign: Campaign) -> str:
+def _unit(campaign: Session) -> str:
     labels = campaign.state.labels(campaign.spec.target.property, campaign.spec.level)
     return labels[0]["unit"] if labels else ""
 
@@ -119,7 +119,7 @@ def _fmt(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def render_report(campaign: Campaign) -> str:
+def render_report(campaign: Session) -> str:
     spec, state = campaign.spec, campaign.state
     pairs = prospective_pairs(campaign)
     labels = {lb["item_id"]: lb["value"] for lb in state.labels(spec.target.property, spec.level)}
@@ -214,7 +214,7 @@ level: {spec.level}; executor: {spec.executor}; selection: {campaign.strategy()}
 </body></html>"""
 
 
-def write_report(campaign: Campaign, path: str | Path | None = None) -> Path:
+def write_report(campaign: Session, path: str | Path | None = None) -> Path:
     """Write ``report.html`` in the campaign directory (or ``path``)."""
     out = Path(path) if path else campaign.ws.root / "report.html"
     out.write_text(render_report(campaign), encoding="utf-8")

@@ -17,15 +17,9 @@ import numpy as np
 from pydantic import BaseModel, Field
 from torch_geometric.data import Data
 
+from matloop.data.featurizer import Progress, featurize_arrays
 from matloop.data.graph_cache import GraphCache
-from matloop.data.graphs import (
-    GraphArrays,
-    GraphParams,
-    Progress,
-    element_table,
-    featurize_arrays,
-    to_data,
-)
+from matloop.data.graphs import GraphArrays, GraphParams, element_table, to_data
 from matloop.data.slices import load_slice
 from matloop.errors import ToolInputError
 from matloop.settings import Settings

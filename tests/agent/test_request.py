@@ -1,10 +1,10 @@
-"""The rules planner's reading of common request shapes."""
+"""Reading common request shapes in plain words."""
 
 from __future__ import annotations
 
 import pytest
 
-from matloop.agent.rules import parse_request
+from matloop.agent.request import parse_request
 
 CASES = [
     (

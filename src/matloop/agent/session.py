@@ -1,0 +1,66 @@
+"""What a planner and the report see of a running campaign: a :class:`Session` protocol.
+
+Planners depend on this protocol, never on the campaign runner (:mod:`matloop.agent.campaign`),
+which implements it and wires the concrete pieces together.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from matloop.agent.decisions import DecisionLog
+    from matloop.agent.guardrails import Guardrails
+    from matloop.agent.registry import Context, Toolbox
+    from matloop.agent.spec import CampaignSpec
+    from matloop.agent.state import CampaignState
+    from matloop.workspace import Workspace
+
+
+class Session(Protocol):
+    """A running campaign: its spec and state, the tools behind guardrails, and the round."""
+
+    spec: CampaignSpec
+    state: CampaignState
+    guardrails: Guardrails
+    toolbox: Toolbox
+    log: DecisionLog
+    context: Context
+    ws: Workspace
+    round: int
+
+    def step(self, key: str, tool: str, args: dict[str, Any], rationale: str) -> dict[str, Any]:
+        """Run one keyed tool call, or return its stored result when it already finished."""
+        ...
+
+    def note(self, message: str, **extra: Any) -> None:
+        """A non-tool entry in the decision log."""
+        ...
+
+    def strategy(self) -> str:
+        """The acquisition strategy of the campaign."""
+        ...
+
+    def goal_args(self) -> dict[str, Any]:
+        """The acquisition arguments of the campaign's goal (window or direction)."""
+        ...
+
+    def used_ids(self) -> list[str]:
+        """Items already labelled or sent to a calculation."""
+        ...
+
+    def found(self) -> list[dict[str, Any]]:
+        """Labelled items inside the target window."""
+        ...
+
+    def stop_reason(self, model_id: str | None) -> str | None:
+        """Why the campaign should stop now, or ``None``."""
+        ...
+
+
+class Planner(Protocol):
+    """Drives a campaign to its end through a :class:`Session`; returns why it stopped."""
+
+    name: str
+
+    def run(self, session: Session) -> str: ...
