@@ -68,42 +68,49 @@ def test_a_model_that_keeps_calling_tools_is_stopped_by_the_step_cap(campaign):
 
 def test_ten_times_the_budget_is_trimmed_and_an_exhausted_budget_refused(campaign):
     pool = campaign.toolbox.call("build_candidate_pool", {"families": ["rocksalt"], "max_items": 12}).result
-    ids = _pool_ids(campaign, pool["slice_id"])
+    ids = _pool_ids(campaign, pool.slice_id)
     budget = campaign.spec.budget.calculations
     args, verdicts = campaign.guardrails.check(
-        "queue_validation", {"slice_id": pool["slice_id"], "item_ids": ids * 10, "level": "chgnet"}
+        campaign.toolbox.specs["queue_validation"],
+        {"slice_id": pool.slice_id, "item_ids": ids * 10, "level": "chgnet"},
     )
     assert len(args["item_ids"]) == budget
     assert any("trimmed" in v.message for v in verdicts)
     campaign.state.charge("used", "calculations", budget)
     with pytest.raises(GuardrailViolation, match="budget"):
-        campaign.guardrails.check("queue_validation", {"slice_id": pool["slice_id"], "item_ids": ids[:1]})
+        campaign.guardrails.check(
+            campaign.toolbox.specs["queue_validation"], {"slice_id": pool.slice_id, "item_ids": ids[:1]}
+        )
 
 
 def test_expensive_levels_and_forbidden_elements(campaign):
     from matloop.agent.tools import build_candidate_pool
 
     guarded = campaign.toolbox.call("build_candidate_pool", {"families": ["rocksalt"]}).result
-    assert not [i for i in _pool_ids(campaign, guarded["slice_id"]) if "Pb" in i]  # forbidden: left out
-    pool = build_candidate_pool(families=["rocksalt"], workspace=campaign.ws).model_dump()  # unguarded
-    ids = _pool_ids(campaign, pool["slice_id"])
+    assert not [i for i in _pool_ids(campaign, guarded.slice_id) if "Pb" in i]  # forbidden: left out
+    pool = build_candidate_pool(families=["rocksalt"], workspace=campaign.ws)  # unguarded
+    ids = _pool_ids(campaign, pool.slice_id)
     campaign.guardrails.allowed_levels = ["chgnet", "cp2k"]
     with pytest.raises(GuardrailViolation, match="needs approval"):
         campaign.guardrails.check(
-            "queue_validation", {"slice_id": pool["slice_id"], "item_ids": ids[:2], "level": "cp2k"}
+            campaign.toolbox.specs["queue_validation"],
+            {"slice_id": pool.slice_id, "item_ids": ids[:2], "level": "cp2k"},
         )
     with pytest.raises(GuardrailViolation, match="expected a level among"):
         campaign.guardrails.check(
-            "queue_validation", {"slice_id": pool["slice_id"], "item_ids": ids[:2], "level": "vasp"}
+            campaign.toolbox.specs["queue_validation"],
+            {"slice_id": pool.slice_id, "item_ids": ids[:2], "level": "vasp"},
         )
     campaign.guardrails.approver = lambda level, n: level == "cp2k"
     args, _ = campaign.guardrails.check(
-        "queue_validation", {"slice_id": pool["slice_id"], "item_ids": ids[:2], "level": "cp2k"}
+        campaign.toolbox.specs["queue_validation"],
+        {"slice_id": pool.slice_id, "item_ids": ids[:2], "level": "cp2k"},
     )
     assert args["level"] == "cp2k"
     lead = [i for i in ids if "Pb" in i]
     args, verdicts = campaign.guardrails.check(
-        "queue_validation", {"slice_id": pool["slice_id"], "item_ids": [*lead[:2], ids[0]]}
+        campaign.toolbox.specs["queue_validation"],
+        {"slice_id": pool.slice_id, "item_ids": [*lead[:2], ids[0]]},
     )
     assert args["item_ids"] == [ids[0]] and lead
     assert any("forbidden elements ['Pb']" in v.message for v in verdicts)
@@ -409,8 +416,8 @@ def test_limits_stated_in_the_request_and_the_spec_bind_the_llm_before_it_sees_a
 
     greedy = {"families": ["perovskite", "rocksalt", "zincblende"], "max_items": 2000}
     out = campaign.toolbox.call("build_candidate_pool", greedy)
-    assert out.ok and out.result["count"] <= 12 and set(out.result["families"]) == {"rocksalt"}
-    assert not [i for i in load_slice(campaign.ws, out.result["slice_id"]).ids if i.endswith("O")]
+    assert out.ok and out.result.count <= 12 and set(out.result.families) == {"rocksalt"}
+    assert not [i for i in load_slice(campaign.ws, out.result.slice_id).ids if i.endswith("O")]
     assert any("max_items 2000 → 12" in v["message"] for v in out.verdicts)
     refused = campaign.toolbox.call("build_candidate_pool", {"families": ["perovskite"]})
     assert not refused.ok and "expected families among ['rocksalt']" in refused.message

@@ -67,7 +67,7 @@ def test_cap_fields_tool_choice_and_no_null_content(campaign, fake_openai):
     native = fake_openai(lambda body, n: Text(tokens=3))
     _conv(campaign, native, tool_calling="native").run("system", "hi")
     body = native.requests[0]
-    assert body["tool_choice"] == "auto" and len(body["tools"]) == len(campaign.toolbox.functions)
+    assert body["tool_choice"] == "auto" and len(body["tools"]) == len(campaign.toolbox.specs)
 
     openai = LLMSettings(base_url=None)  # OpenAI itself refuses both fields at once
     from matloop.agent.llm import cap_request

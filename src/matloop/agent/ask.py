@@ -20,7 +20,7 @@ from matloop.agent.campaign import Campaign, CampaignSpec, llm_configured, run_c
 from matloop.agent.guardrails import Approver, Budget
 from matloop.agent.request import ParsedRequest, parse_request
 from matloop.errors import CampaignStop
-from matloop.settings import get_settings
+from matloop.settings import Settings, get_settings
 from matloop.workspace import Workspace
 
 COMPUTED = {"formation_energy_per_atom"}
@@ -80,33 +80,35 @@ def _answer_by_rules(campaign: Campaign, req: ParsedRequest, text: str) -> str:
     q = campaign.toolbox.call("query_dataset", args, rationale=f"rules: {req.understood()}")
     if not q.ok:
         raise CampaignStop(q.message)
-    nan = float("nan")
-    stats = q.result.get("properties", {}).get(req.target, {})
-    head = f"{q.result['count']} items in {dataset} (slice {q.result['slice_id']})"
+    stats = q.result.properties.get(req.target)
+    head = f"{q.result.count} items in {dataset} (slice {q.result.slice_id})"
     stat = (
-        f"; {req.target}: mean {stats.get('mean', nan):.3g}, min {stats.get('min', nan):.3g}, "
-        f"max {stats.get('max', nan):.3g} {stats.get('unit', '')}"
+        f"; {req.target}: mean {_num(stats.mean)}, min {_num(stats.min)}, max {_num(stats.max)} {stats.unit}"
         if stats
         else ""
     )
     if req.goal != "learn":
         return head + stat
-    fs = campaign.toolbox.call("featurize", {"slice_id": q.result["slice_id"]}, rationale="rules: graphs")
+    fs = campaign.toolbox.call("featurize", {"slice_id": q.result.slice_id}, rationale="rules: graphs")
     if not fs.ok:
         raise CampaignStop(fs.message)
     model = campaign.toolbox.call(
         "train_uq_gnn",
-        {"feature_set_id": fs.result["feature_set_id"], "target": req.target},
+        {"feature_set_id": fs.result.feature_set_id, "target": req.target},
         rationale="rules: learn the target",
     )
     if not model.ok:
         raise CampaignStop(model.message)
-    m = model.result["metrics"]
+    trained, m = model.result, model.result.metrics
     return (
-        head + stat + f". Model {model.result['model_id']} ({model.result['method']}, "
-        f"{model.result['n_train']} training items): test MAE {m['mae']:.3g} {model.result.get('unit', '')}, "
-        f"R² {m['r2']:.3f}, 95% coverage {m['coverage_95']:.2f}"
+        head + stat + f". Model {trained.model_id} ({trained.method}, "
+        f"{trained.n_train} training items): test MAE {m.mae:.3g} {trained.unit}, "
+        f"R² {m.r2:.3f}, 95% coverage {m.coverage_95:.2f}"
     )
+
+
+def _num(value: float | None) -> str:
+    return "nan" if value is None else f"{value:.3g}"
 
 
 def ask(
@@ -126,21 +128,25 @@ def ask(
     requests in the same workspace). If the model is unreachable, refuses the request or makes
     no valid progress, the rules planner answers and ``notice`` says why.
     """
-    root = Path(workspace or get_settings().workspace)
-    use_llm = model is not None or planner == "llm" or (planner == "auto" and llm_configured())
+    settings = get_settings()
+    root = Path(workspace or settings.workspace)
+    use_llm = model is not None or planner == "llm" or (planner == "auto" and llm_configured(settings.llm))
     if not use_llm:
-        return _ask_rules(request, root, budget, max_steps, approver, progress)
+        return _ask_rules(request, root, budget, max_steps, approver, progress, settings)
     from matloop.agent.llm import Conversation, LLMPlanner, LLMUnavailable, NoProgress, make_chat_model
 
     spec = CampaignSpec(name="ask", request=request, budget=budget or Budget(), max_steps=max_steps)
-    campaign = Campaign(root, spec, approver=approver, progress=progress)
+    campaign = Campaign(root, spec, approver=approver, progress=progress, settings=settings)
     campaign.guardrails.token_scope = f"llm:{Workspace.new_id('ask')}:"
     campaign.context.planner = "llm"
     first = campaign.log.next_step()
     system = LLMPlanner().system_prompt(campaign, goal=f"answer the request: {request}")
     try:
         conv = Conversation(
-            model or make_chat_model(), campaign.toolbox, campaign.guardrails, note=campaign.note
+            model or make_chat_model(campaign.ws.settings.llm),
+            campaign.toolbox,
+            campaign.guardrails,
+            note=campaign.note,
         )
         conv.unfinished = lambda: None if conv.progressed else "no tool has given you data yet"
         answer = conv.run(system, request)
@@ -148,7 +154,7 @@ def ask(
         answer = f"stopped: {exc}"
     except (LLMUnavailable, NoProgress) as exc:
         campaign.note(f"LLM planner: {exc}; falling back to the rules planner")
-        result = _ask_rules(request, root, budget, max_steps, approver, progress)
+        result = _ask_rules(request, root, budget, max_steps, approver, progress, settings)
         notice = f"{'LLM unavailable' if isinstance(exc, LLMUnavailable) else 'LLM made no progress'}: {exc}"
         return result.model_copy(update={"planner": "rules (fallback)", "notice": notice})
     tokens = int(campaign.guardrails.budget.llm_tokens - campaign.guardrails.remaining()["llm_tokens"])
@@ -169,6 +175,7 @@ def _ask_rules(
     max_steps: int,
     approver: Approver | None,
     progress: Callable[[str], None] | None,
+    settings: Settings,
 ) -> AskResult:
     """``ask`` answered by the rules planner."""
     req = parse_request(request)
@@ -185,7 +192,7 @@ def _ask_rules(
         if budget is not None:
             spec.budget = budget
         directory = root / Workspace.new_id("campaign")
-        campaign = run_campaign(spec, directory, approver=approver, progress=progress)
+        campaign = run_campaign(spec, directory, approver=approver, progress=progress, settings=settings)
         st = campaign.state
         labels = st.labels(spec.target.property, spec.level)
         best = sorted(labels, key=lambda lb: lb["value"])[:3]
@@ -211,7 +218,7 @@ def _ask_rules(
         max_steps=max_steps,
         elements={"forbidden": req.elements_exclude},
     )
-    campaign = Campaign(root, spec, approver=approver, progress=progress)
+    campaign = Campaign(root, spec, approver=approver, progress=progress, settings=settings)
     first = campaign.log.next_step()
     try:
         answer = f"Understood: {req.understood()}. " + _answer_by_rules(campaign, req, request)

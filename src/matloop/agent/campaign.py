@@ -9,6 +9,7 @@ so after a crash nothing is lost and no calculation runs twice.
 from __future__ import annotations
 
 import math
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,28 +19,27 @@ from typing import Any
 
 from matloop.agent.decisions import Decision, DecisionLog
 from matloop.agent.guardrails import Approver, Guardrails, PoolLimits
-from matloop.agent.registry import Context, Toolbox, summarize
 from matloop.agent.report import write_report
 from matloop.agent.rules import RulesPlanner
 from matloop.agent.session import Planner
 from matloop.agent.spec import CampaignSpec, PlannerName, default_strategy, hard_limits
 from matloop.agent.state import CampaignState
+from matloop.agent.toolbox import Context, Toolbox, summarize, to_json
+from matloop.agent.toolset import TOOLS
 from matloop.errors import CampaignStop, ToolInputError
-from matloop.settings import Settings, get_settings
+from matloop.names import DIRECTIONS, JOB_STATUSES
+from matloop.settings import LLMSettings, Settings, get_settings
+from matloop.validation.store import ValidationStore
 from matloop.workspace import Workspace
 
 
-def llm_configured() -> bool:
-    import os
-
-    llm = get_settings().llm
+def llm_configured(llm: LLMSettings) -> bool:
+    """Whether these settings (or ``OPENAI_API_KEY``) name a language model to plan with."""
     return bool(llm.api_key or llm.base_url or os.environ.get("OPENAI_API_KEY"))
 
 
-def _settings(spec: CampaignSpec) -> Settings:
-    """Settings from the environment, with the spec's training overrides and its Slurm resources
-    when it gives them."""
-    settings = get_settings()
+def _settings(spec: CampaignSpec, settings: Settings) -> Settings:
+    """``settings`` with the spec's training overrides and its Slurm resources when it gives them."""
     update: dict[str, Any] = {"train": spec.model.train_settings(settings.train)}
     if spec.slurm is not None:
         update["validation"] = settings.validation.model_copy(update={"slurm": spec.slurm})
@@ -56,9 +56,11 @@ class Campaign:
         *,
         approver: Approver | None = None,
         progress: Callable[[str], None] | None = None,
+        settings: Settings | None = None,
     ) -> None:
+        """Open the campaign in ``root``; ``settings`` default to the environment's."""
         self.spec = spec
-        self.ws = Workspace(root, settings=_settings(spec))
+        self.ws = Workspace(root, settings=_settings(spec, settings or get_settings()))
         self.state = CampaignState(self.ws)
         self.log = DecisionLog(self.ws.root / "decisions.jsonl")
         budget, forbidden = hard_limits(spec)
@@ -79,7 +81,7 @@ class Campaign:
         self.context = Context(campaign=spec.name)
         self.say = progress or (lambda _m: None)
         self.toolbox = Toolbox(
-            self.ws, self.state, self.guardrails, self.log, self.context, progress=self._progress
+            self.ws, self.state, self.guardrails, self.log, self.context, TOOLS, progress=self._progress
         )
         self.started = time.monotonic()
 
@@ -111,18 +113,18 @@ class Campaign:
         )
         self.say(message)
 
-    def step(self, key: str, tool: str, args: dict[str, Any], rationale: str) -> dict[str, Any]:
-        """Run one keyed step through the toolbox, or return its stored result if it already finished."""
+    def step(self, key: str, tool: str, args: dict[str, Any], rationale: str) -> Any:
+        """Run one keyed step through the toolbox, or rebuild its stored result if it already finished."""
         done = self.state.step(key)
         if done is not None and done["status"] == "done":
-            return done["result"]
+            return self.toolbox.specs[tool].rebuild(done["result"])
         self.state.begin_step(key, self.round, tool, args)
         with _heartbeat(self.say, f"[round {self.round}]   … {tool} still running"):
             out = self.toolbox.call(tool, args, rationale=rationale, key=key)
         if not out.ok:
             raise CampaignStop(f"{tool} failed: {out.message}")
-        self.state.finish_step(key, out.result)
-        self.say(f"[round {self.round}]   → {_brief(tool, out.result)}")
+        self.state.finish_step(key, to_json(out.result))
+        self.say(f"[round {self.round}]   → {_brief(tool, to_json(out.result))}")
         return out.result
 
     # -- helpers the planners share -----------------------------------------------------
@@ -136,15 +138,13 @@ class Campaign:
         if t.goal == "window" and t.window is not None:
             lo, hi = t.window
             return {"window": (-math.inf if lo is None else lo, math.inf if hi is None else hi)}
-        if t.goal in ("minimise", "maximise"):
-            return {"goal": "minimize" if t.goal == "minimise" else "maximize"}
+        if t.goal in DIRECTIONS:
+            return {"goal": t.goal}
         return {}
 
     def used_ids(self) -> list[str]:
-        """Items already labelled or sent to a calculation (never selected again)."""
-        return sorted(
-            {c["item_id"] for c in self.state.calcs()} | {lb["item_id"] for lb in self.state.labels()}
-        )
+        """Items already labelled or sent to a calculation, failed ones too (never selected again)."""
+        return sorted(ValidationStore(self.ws).taken_ids(JOB_STATUSES))
 
     def found(self) -> list[dict[str, Any]]:
         """Labelled items inside the target window."""
@@ -220,10 +220,10 @@ def _brief(tool: str, result: dict[str, Any]) -> str:
     return f"{tool}: {summarize(short, 6)}"
 
 
-def choose_planner(name: PlannerName) -> Planner:
-    """The planner object for a name (``auto``: the LLM when one is configured, else rules); the
-    LLM planner falls back on the rules planner."""
-    if name == "llm" or (name == "auto" and llm_configured()):
+def choose_planner(name: PlannerName, llm: LLMSettings) -> Planner:
+    """The planner object for a name (``auto``: the LLM when ``llm`` configures one, else rules);
+    the LLM planner falls back on the rules planner."""
+    if name == "llm" or (name == "auto" and llm_configured(llm)):
         from matloop.agent.llm import LLMPlanner  # LangChain: imported only when an LLM plans
 
         return LLMPlanner(fallback=RulesPlanner())
@@ -238,8 +238,10 @@ def run_campaign(
     approver: Approver | None = None,
     progress: Callable[[str], None] | None = None,
     planner: Planner | None = None,
+    settings: Settings | None = None,
 ) -> Campaign:
-    """Run (or resume) a campaign in ``directory``; writes the report at the end."""
+    """Run (or resume) a campaign in ``directory``; writes the report at the end. ``settings``
+    default to the environment's."""
     directory = Path(directory)
     spec_file = directory / "campaign.yaml"
     if resume:
@@ -255,8 +257,8 @@ def run_campaign(
             )
         directory.mkdir(parents=True, exist_ok=True)
         spec_file.write_text(spec.to_yaml())
-    campaign = Campaign(directory, spec, approver=approver, progress=progress)
-    planner = planner or choose_planner(spec.planner)
+    campaign = Campaign(directory, spec, approver=approver, progress=progress, settings=settings)
+    planner = planner or choose_planner(spec.planner, campaign.ws.settings.llm)
     campaign.context.planner = planner.name
     campaign.state.set_meta("status", "running")
     campaign.note(

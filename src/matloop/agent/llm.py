@@ -36,10 +36,11 @@ from langchain_core.tools import StructuredTool
 from pydantic import Field, create_model
 
 from matloop.agent.guardrails import Guardrails, StepCapReached, TokenBudgetExhausted
-from matloop.agent.registry import Toolbox, tool_description
+from matloop.agent.toolbox import Toolbox, to_json
+from matloop.agent.toolspec import tool_guide
 from matloop.errors import CampaignStop, MatloopError
 from matloop.prompts import load_prompt
-from matloop.settings import LLMSettings, get_settings
+from matloop.settings import LLMSettings
 
 if TYPE_CHECKING:
     from matloop.agent.session import Planner, Session
@@ -48,8 +49,6 @@ if TYPE_CHECKING:
 MIN_COMPLETION_TOKENS = 32
 #: prompt characters per token assumed before the server reports usage (conservative)
 CHARS_PER_TOKEN = 2.5
-#: reading the state is not progress
-READ_ONLY_TOOLS = frozenset({"campaign_status", "validation_status"})
 NEXT_STEP = "next_step"
 Retry = Literal["no", "once", "yes"]
 
@@ -74,11 +73,10 @@ def tool_calling_mode(settings: LLMSettings) -> Literal["native", "forced"]:
     return settings.tool_calling
 
 
-def make_chat_model(settings: LLMSettings | None = None) -> BaseChatModel:
+def make_chat_model(s: LLMSettings) -> BaseChatModel:
     """A streaming ``ChatOpenAI`` client from the settings (the key is passed, never logged)."""
     from langchain_openai import ChatOpenAI
 
-    s = settings or get_settings().llm
     key = s.api_key or os.environ.get("OPENAI_API_KEY") or ("not-needed" if s.base_url else None)
     if key is None:
         raise LLMUnavailable(
@@ -192,7 +190,7 @@ class Reply:
 
 def next_step_tool(toolbox: Toolbox) -> StructuredTool:
     """The one tool a model gets in forced mode: a tool name from a fixed list and its arguments."""
-    choice = Literal[(*toolbox.functions, "finish")]  # type: ignore[valid-type]
+    choice = Literal[(*toolbox.specs, "finish")]  # type: ignore[valid-type]
     schema = create_model(
         NEXT_STEP,
         tool=(choice, Field(description="The tool to call next, or 'finish' to give the final answer.")),
@@ -213,10 +211,10 @@ def forced_guide(toolbox: Toolbox) -> str:
         f"Answer every turn with one call of {NEXT_STEP}: 'tool' is one of the tools below and "
         "'arguments' its arguments; when you are done, tool 'finish' with your answer in 'answer'."
     ]
-    for name, func in toolbox.functions.items():
-        fields = toolbox.schemas[name].model_fields
+    for name, spec in toolbox.specs.items():
+        fields = spec.schema.model_fields
         args = ", ".join(k + ("" if f.is_required() else "?") for k, f in fields.items())
-        lines.append(f"- {name}({args}): {tool_description(func)}")
+        lines.append(f"- {name}({args}): {spec.description}")
     return "\n".join(lines)
 
 
@@ -231,17 +229,17 @@ class Conversation:
         *,
         settings: LLMSettings | None = None,
         backoff_s: float = 1.0,
-        on_collect: Callable[[], None] | None = None,
+        on_round_end: Callable[[], None] | None = None,
         unfinished: Callable[[], str | None] | None = None,
         note: Callable[..., None] | None = None,
     ) -> None:
         self.toolbox, self.guardrails = toolbox, guardrails
-        self.settings = settings or get_settings().llm
+        self.settings = settings or toolbox.ws.settings.llm
         self.forced = tool_calling_mode(self.settings) == "forced"
         tools = [next_step_tool(toolbox)] if self.forced else toolbox.langchain_tools()
         self.bound = model.bind_tools(tools, tool_choice=NEXT_STEP if self.forced else "auto")
         self.backoff_s = backoff_s
-        self.on_collect = on_collect
+        self.on_round_end = on_round_end
         self.unfinished = unfinished or (lambda: None)
         self.note = note or (lambda *_a, **_k: None)
         self._schema_chars = len(json.dumps([t.args for t in tools], default=str))
@@ -407,9 +405,10 @@ class Conversation:
                 continue
             if not out.ok:
                 self.toolbox.progress(f"refused {call['name']}: {one_line(out.message)}")
-            progress |= out.ok and call["name"] not in READ_ONLY_TOOLS
-            if out.ok and call["name"] == "collect_validation" and self.on_collect:
-                self.on_collect()
+            spec = self.toolbox.specs[call["name"]] if out.ok else None
+            progress |= spec is not None and not spec.reads_only
+            if spec is not None and spec.ends_round and self.on_round_end:
+                self.on_round_end()
             messages.append(ToolMessage(out.for_llm(), tool_call_id=call["id"]))
         return progress
 
@@ -420,8 +419,8 @@ def campaign_goal(campaign: Session) -> str:
     goal = {
         "learn": f"learn {t.property} accurately",
         "window": f"find items with {t.property} in {t.window}",
-        "minimise": f"find the lowest {t.property}",
-        "maximise": f"find the highest {t.property}",
+        "minimize": f"find the lowest {t.property}",
+        "maximize": f"find the highest {t.property}",
     }[t.goal]
     pool = f"pool: {spec.pool.source}" + (
         f" (max {spec.pool.max_items} items)" if spec.pool.max_items else ""
@@ -469,11 +468,11 @@ class LLMPlanner:
                 limits=campaign.guardrails.limits(),
             )
             + "\n\n"
-            + load_prompt("tools")
+            + tool_guide(campaign.toolbox.specs.values())
         )
 
     def run(self, campaign: Session) -> str:
-        settings = get_settings().llm
+        settings = campaign.ws.settings.llm
         try:
             conv = Conversation(
                 self.model or make_chat_model(settings),
@@ -481,12 +480,12 @@ class LLMPlanner:
                 campaign.guardrails,
                 settings=settings,
                 backoff_s=self.backoff_s,
-                on_collect=lambda: setattr(campaign, "round", campaign.round + 1),
+                on_round_end=lambda: setattr(campaign, "round", campaign.round + 1),
                 unfinished=lambda: campaign_unfinished(campaign),
                 note=campaign.note,
             )
             status = campaign.toolbox.call("campaign_status", {}, rationale="state at start").result
-            request = campaign_goal(campaign) + f"\nCampaign status: {json.dumps(status)}"
+            request = campaign_goal(campaign) + f"\nCampaign status: {json.dumps(to_json(status))}"
             answer = conv.run(self.system_prompt(campaign), request)
         except (LLMUnavailable, NoProgress, TokenBudgetExhausted) as exc:
             return self.hand_over(campaign, f"LLM planner: {exc}")

@@ -4,12 +4,11 @@ to include or exclude, dataset, calculation budget and validation level."""
 from __future__ import annotations
 
 import re
-from typing import Literal
 
 from pydantic import BaseModel, Field
 from pymatgen.core.periodic_table import Element
 
-Goal = Literal["learn", "window", "minimise", "maximise"]
+from matloop.names import LEVEL_NAMES, SOURCE_NAMES, GoalName
 
 # phrase → (property, dataset where it lives); longest phrases are tried first
 PROPERTIES: dict[str, tuple[str, str | None]] = {
@@ -29,16 +28,10 @@ PROPERTIES: dict[str, tuple[str, str | None]] = {
     "piezoelectric": ("eij_max", "mp_piezo"),
     "gap": ("gap", None),
 }
-DATASETS = (
-    "qm9",
-    "mp_formation_energy",
-    "mp_dielectric",
-    "mp_elastic",
-    "mp_piezo",
-    "matbench",
-    "materials_project",
-)
-LEVELS = {"chgnet": "chgnet", "sevenn": "sevenn", "cp2k": "cp2k", "dft": "cp2k", "vasp": "vasp", "xtb": "xtb"}
+#: sources a request can name in words (those read from a user's file need its path)
+DATASETS = tuple(name for name in SOURCE_NAMES if name not in ("table", "cif_folder", "ase_db"))
+#: words for a validation level: each level's name, and "dft" for CP2K
+LEVELS = {**{name: name for name in LEVEL_NAMES if name != "lookup"}, "dft": "cp2k"}
 ANION_WORDS = {
     "oxide": "O",
     "nitride": "N",
@@ -64,7 +57,7 @@ class ParsedRequest(BaseModel):
     """What the rules planner understood of a request, and what it still needs."""
 
     target: str | None = Field(None, description="Property to learn or search on.")
-    goal: Goal | None = None
+    goal: GoalName | None = None
     window: tuple[float | None, float | None] | None = Field(None, description="Target range (None = open).")
     elements_include: list[str] = Field(default_factory=list)
     elements_exclude: list[str] = Field(default_factory=list)
@@ -161,9 +154,9 @@ def parse_request(text: str) -> ParsedRequest:
         req.window = (req.window[1], req.window[0])
 
     if re.search(r"minimi[sz]e|lowest|smallest|most negative|most stable|minimum", low):
-        req.goal = "minimise"
+        req.goal = "minimize"
     elif re.search(r"maximi[sz]e|highest|largest|maximum", low):
-        req.goal = "maximise"
+        req.goal = "maximize"
     elif req.window:
         req.goal = "window"
     elif req.target:

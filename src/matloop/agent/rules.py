@@ -54,7 +54,7 @@ class RulesPlanner:
                 },
                 f"round {rnd}: pick the next batch by {campaign.strategy()} with the round-{rnd} model",
             )
-            ids = [c["item_id"] for c in selection["candidates"]]
+            ids = [c.item_id for c in selection.candidates]
             if not ids:
                 return "no candidates left in the pool"
             self._validate(campaign, f"r{rnd}", pool_slice, ids, f"round {rnd}: validate the selected batch")
@@ -65,7 +65,7 @@ class RulesPlanner:
     def _setup(self, campaign: Session) -> tuple[str, str]:
         pool = campaign.spec.pool
         if pool.slice_id is not None:
-            res: dict[str, Any] = {"slice_id": pool.slice_id}
+            slice_id = pool.slice_id
         elif pool.source == "prototypes":
             args: dict[str, Any] = {
                 "families": pool.families,
@@ -73,12 +73,12 @@ class RulesPlanner:
                 "max_items": pool.max_items,
                 "seed": campaign.spec.seed,
             }
-            res = campaign.step("setup:pool", "build_candidate_pool", args, "build the candidate pool")
+            slice_id = campaign.step("setup:pool", "build_candidate_pool", args, "build the pool").slice_id
         else:
             args = {"source": pool.source, "limit": pool.max_items, "seed": campaign.spec.seed, **pool.query}
-            res = campaign.step("setup:pool", "query_dataset", args, "query the candidate pool")
-        fs = campaign.step("setup:featurize", "featurize", {"slice_id": res["slice_id"]}, "pool → graphs")
-        return res["slice_id"], fs["feature_set_id"]
+            slice_id = campaign.step("setup:pool", "query_dataset", args, "query the candidate pool").slice_id
+        fs = campaign.step("setup:featurize", "featurize", {"slice_id": slice_id}, "pool → graphs")
+        return slice_id, fs.feature_set_id
 
     def _pretrain(self, campaign: Session) -> str | None:
         pre = campaign.spec.pretrained
@@ -95,12 +95,12 @@ class RulesPlanner:
             },
             f"reference data ({pre.source}) to pretrain the GNN (initialisation only, never labels)",
         )
-        fs = campaign.step("setup:pretrain-featurize", "featurize", {"slice_id": q["slice_id"]}, "graphs")
+        fs = campaign.step("setup:pretrain-featurize", "featurize", {"slice_id": q.slice_id}, "graphs")
         model = campaign.step(
             "setup:pretrain",
             "train_uq_gnn",
             {
-                "feature_set_id": fs["feature_set_id"],
+                "feature_set_id": fs.feature_set_id,
                 "target": pre.property,
                 "method": campaign.spec.model.method,
                 "epochs": pre.epochs,
@@ -108,10 +108,10 @@ class RulesPlanner:
             },
             f"pretrain on {pre.source} {pre.property}",
         )
-        return model["model_id"]
+        return model.model_id
 
     def _seed_ids(self, campaign: Session, pool_fs: str) -> list[str]:
-        from matloop.tools.featurize import load_graphs
+        from matloop.data.feature_sets import load_graphs
 
         ids = load_graphs(pool_fs, workspace=campaign.ws).ids
         rng = np.random.default_rng(campaign.spec.seed)
@@ -133,7 +133,7 @@ class RulesPlanner:
         campaign.step(
             f"{key}:collect",
             "collect_validation",
-            {"batch_id": batch["batch_id"], "wait": True},
+            {"batch_id": batch.batch_id, "wait": True},
             "wait for the calculations and store the labels",
         )
 
@@ -149,12 +149,12 @@ class RulesPlanner:
             {"slice_id": pool_slice, "target": spec.target.property, "level": spec.level},
             "all labels so far, one level",
         )
-        fs = campaign.step(f"{key}:featurize", "featurize", {"slice_id": ts["slice_id"]}, "training graphs")
-        if ts["count"] < 3:
-            raise CampaignStop(f"only {ts['count']} labels: too few to train")
+        fs = campaign.step(f"{key}:featurize", "featurize", {"slice_id": ts.slice_id}, "training graphs")
+        if ts.count < 3:
+            raise CampaignStop(f"only {ts.count} labels: too few to train")
         args = {
-            "feature_set_id": fs["feature_set_id"],
-            "target": ts["column"],
+            "feature_set_id": fs.feature_set_id,
+            "target": ts.column,
             "seed": spec.seed,
             "val_fraction": m.val_fraction,
             "test_fraction": m.test_fraction,
@@ -165,7 +165,7 @@ class RulesPlanner:
                 f"{key}:train",
                 "train_uq_gnn",
                 {**args, "method": m.method, "epochs": m.epochs},
-                f"train on {ts['count']} labels",
+                f"train on {ts.count} labels",
             )
         else:
             what = "the previous round's" if start == previous else "the pretrained"
@@ -174,6 +174,6 @@ class RulesPlanner:
                 f"{key}:fine-tune",
                 "fine_tune",
                 {**args, "model_id": start, "epochs": epochs},
-                f"fine-tune {what} model on {ts['count']} labels",
+                f"fine-tune {what} model on {ts.count} labels",
             )
-        return res["model_id"]
+        return res.model_id

@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from matloop.agent.decisions import DecisionLog
     from matloop.agent.guardrails import Guardrails
-    from matloop.agent.registry import Context, Toolbox
     from matloop.agent.spec import CampaignSpec
     from matloop.agent.state import CampaignState
+    from matloop.agent.toolbox import Context, Toolbox
     from matloop.workspace import Workspace
 
 

@@ -9,28 +9,24 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from matloop.acquisition import Strategy
 from matloop.agent.guardrails import Budget
 from matloop.agent.request import parse_request
 from matloop.data.prototypes import Family
+from matloop.names import ExecutorName, Goal, GoalName, LevelName, Strategy, UQMethod
 from matloop.settings import SlurmSettings, TrainSettings
 
-Level = Literal["chgnet", "sevenn", "cp2k", "xtb", "vasp", "lookup"]
 PlannerName = Literal["auto", "llm", "rules"]
 
-
-Goal = Literal["learn", "window", "minimise", "maximise"]
-
 #: The acquisition strategy of a campaign whose spec says ``strategy: auto``, per goal.
-DEFAULT_STRATEGIES: dict[Goal, str] = {
+DEFAULT_STRATEGIES: dict[GoalName, Strategy] = {
     "learn": "batch_entropy",
     "window": "in_window",
-    "minimise": "ei",
-    "maximise": "ei",
+    "minimize": "ei",
+    "maximize": "ei",
 }
 
 
-def default_strategy(goal: Goal) -> str:
+def default_strategy(goal: GoalName) -> Strategy:
     """The strategy ``auto`` stands for when the campaign's goal is ``goal``."""
     return DEFAULT_STRATEGIES[goal]
 
@@ -75,7 +71,7 @@ class PretrainSpec(_Strict):
 class ModelSpec(_Strict):
     """The surrogate of every round; unset fields keep the workspace's training settings."""
 
-    method: Literal["ensemble", "mc_dropout", "evidential", "gp"] = "ensemble"
+    method: UQMethod = "ensemble"
     epochs: int | None = Field(None, gt=0, description="Epochs per (fine-)training round.")
     warm_start: bool = Field(False, description="Fine-tune the previous round's model instead of retraining.")
     finetune_epochs: int | None = Field(None, gt=0, description="Epochs of a warm-start fine-tune.")
@@ -89,7 +85,7 @@ class ModelSpec(_Strict):
 
     def train_settings(self, base: TrainSettings) -> TrainSettings:
         """``base`` with this spec's overrides."""
-        keys = ("method", "patience", "ensemble_size", "hidden", "conv", "bootstrap")
+        keys = ("patience", "ensemble_size", "hidden", "conv", "bootstrap")
         return base.model_copy(update={k: getattr(self, k) for k in keys if getattr(self, k) is not None})
 
 
@@ -111,8 +107,8 @@ class CampaignSpec(_Strict):
     description: str = ""
     pool: PoolSpec = Field(default_factory=PoolSpec)
     target: TargetSpec = Field(default_factory=TargetSpec)
-    level: Level = "chgnet"
-    executor: Literal["local", "dask", "jobflow-remote", "slurm"] = "local"
+    level: LevelName = "chgnet"
+    executor: ExecutorName = "local"
     slurm: SlurmSettings | None = Field(
         None, description="Worker-job resources for executor slurm (replaces settings.validation.slurm)."
     )

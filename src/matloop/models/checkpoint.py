@@ -122,8 +122,6 @@ def load_checkpoint(path: str | Path) -> UQModel:
 
 def save_model(workspace: Workspace, model: UQModel, meta: dict[str, Any] | None = None) -> str:
     """Save ``model`` under ``workspace/models`` and register it (kind ``model``); returns its id."""
-    model_id = workspace.new_id("model")
-    path = save_checkpoint(model, workspace.dir("models") / f"{model_id}.pt", meta)
     full = {**model.meta, **(meta or {})}
     summary_keys = (
         "target",
@@ -135,7 +133,10 @@ def save_model(workspace: Workspace, model: UQModel, meta: dict[str, Any] | None
         "seed",
         "metrics",
     )
-    workspace.register("model", model_id, path, {k: full[k] for k in summary_keys if k in full})
+    summary = {k: full[k] for k in summary_keys if k in full}
+    model_id = workspace.save_artifact(
+        "model", ".pt", lambda path: save_checkpoint(model, path, meta), summary
+    ).id
     model.meta = full
     return model_id
 

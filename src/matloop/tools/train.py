@@ -9,6 +9,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
+from matloop.data.feature_sets import GraphSet, load_graphs
 from matloop.data.slices import load_slice
 from matloop.errors import ToolInputError, invalid_choice
 from matloop.models import (
@@ -23,10 +24,8 @@ from matloop.models import (
 )
 from matloop.models.checkpoint import data_hash
 from matloop.models.training import ProgressCallback
-from matloop.tools.featurize import GraphSet, load_graphs
+from matloop.names import UQMethod
 from matloop.workspace import Workspace, resolve_workspace
-
-Method = Literal["ensemble", "mc_dropout", "evidential", "gp"]
 
 
 class _FitSummary(BaseModel):
@@ -175,7 +174,7 @@ def _options(ws: Workspace) -> TrainOptions:
 def train_uq_gnn(
     feature_set_id: str,
     target: str,
-    method: Method = "ensemble",
+    method: UQMethod = "ensemble",
     epochs: int | None = None,
     seed: int = 0,
     val_fraction: float = 0.1,
