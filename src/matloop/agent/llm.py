@@ -441,7 +441,11 @@ def campaign_unfinished(campaign: Session) -> str | None:
 
 class LLMPlanner:
     """Planner driven by a chat model; hands over to ``fallback`` when the model fails (without
-    one, the campaign stops there)."""
+    one, the campaign stops there).
+
+    It runs the campaign to its end, or, given a ``question``, answers that one request: done
+    once a tool has given the model data and it answers; its answer is the planner's result.
+    """
 
     name = "llm"
 
@@ -450,11 +454,15 @@ class LLMPlanner:
         model: BaseChatModel | None = None,
         *,
         fallback: Planner | None = None,
+        question: str | None = None,
         backoff_s: float = 1.0,
     ) -> None:
         self.model = model
         self.fallback = fallback
+        self.question = question
         self.backoff_s = backoff_s
+        #: why the model's work went to the fallback planner, if it did
+        self.handed_over = ""
 
     def system_prompt(self, campaign: Session, goal: str | None = None) -> str:
         spec = campaign.spec
@@ -472,6 +480,8 @@ class LLMPlanner:
         )
 
     def run(self, campaign: Session) -> str:
+        if self.question is not None:
+            return self._answer(campaign, self.question)
         settings = campaign.ws.settings.llm
         try:
             conv = Conversation(
@@ -494,8 +504,27 @@ class LLMPlanner:
         campaign.state.set_meta("answer", answer)
         return f"LLM planner finished: {one_line(answer)}"
 
+    def _answer(self, campaign: Session, question: str) -> str:
+        """The model's answer to one request (a spent token budget stops it, as a campaign stop)."""
+        settings = campaign.ws.settings.llm
+        system = self.system_prompt(campaign, goal=f"answer the request: {question}")
+        try:
+            conv = Conversation(
+                self.model or make_chat_model(settings),
+                campaign.toolbox,
+                campaign.guardrails,
+                settings=settings,
+                backoff_s=self.backoff_s,
+                note=campaign.note,
+            )
+            conv.unfinished = lambda: None if conv.progressed else "no tool has given you data yet"
+            return conv.run(system, question)
+        except (LLMUnavailable, NoProgress) as exc:
+            return self.hand_over(campaign, f"LLM planner: {exc}")
+
     def hand_over(self, campaign: Session, why: str) -> str:
         """Log why the LLM planner stops, then let the fallback planner finish the campaign."""
+        self.handed_over = why
         if self.fallback is None:
             raise CampaignStop(f"{why}; no fallback planner")
         campaign.note(f"{why}; falling back to the {self.fallback.name} planner")
