@@ -8,8 +8,9 @@ import pytest
 from langchain_core.messages import AIMessage
 from tests.agent.conftest import ScriptedChatModel, call, tool_messages
 
+from matloop.agent.chat_model import LLMUnavailable
+from matloop.agent.conversation import Conversation, NoProgress
 from matloop.agent.guardrails import GuardrailViolation
-from matloop.agent.llm import Conversation, LLMUnavailable, NoProgress
 from matloop.errors import CampaignStop
 
 

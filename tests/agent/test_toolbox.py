@@ -5,7 +5,7 @@ import json
 import pytest
 from pydantic import BaseModel, Field
 
-from matloop.agent.llm import forced_guide, next_step_tool
+from matloop.agent.conversation import forced_guide, next_step_tool
 from matloop.agent.toolbox import Toolbox, wrap_for_llm
 from matloop.agent.toolset import TOOLS
 from matloop.agent.toolspec import ToolSpec, tool_guide
