@@ -33,9 +33,10 @@ from pydantic import ValidationError
 from torch_geometric.data import Data
 
 from matloop.acquisition import check_strategy
-from matloop.agent.campaign import CampaignSpec, ModelSpec, run_campaign
+from matloop.agent.campaign import run_campaign
 from matloop.agent.decisions import DecisionLog
 from matloop.agent.rules import RulesPlanner
+from matloop.agent.spec import CampaignSpec, ModelSpec
 from matloop.agent.state import CampaignState
 from matloop.al_summary import plot_curves, summarise
 from matloop.data.featurizer import featurize_items
@@ -93,7 +94,7 @@ class ALData:
 @dataclass
 class ALConfig:
     """Settings of one simulation (stored in every output file); ``model`` holds
-    :class:`matloop.agent.campaign.ModelSpec` fields."""
+    :class:`matloop.agent.spec.ModelSpec` fields."""
 
     strategies: list[str]
     init: int = 50

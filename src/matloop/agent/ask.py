@@ -13,10 +13,11 @@ from typing import Any, Literal
 from langchain_core.language_models import BaseChatModel
 from pydantic import BaseModel, Field
 
-from matloop.agent.campaign import Campaign, CampaignSpec, llm_configured, run_campaign
+from matloop.agent.campaign import Campaign, llm_configured, run_campaign
 from matloop.agent.guardrails import Approver, Budget
 from matloop.agent.request import ParsedRequest, parse_request
 from matloop.agent.session import Planner, Session
+from matloop.agent.spec import CampaignSpec
 from matloop.errors import CampaignStop
 from matloop.settings import get_settings
 from matloop.workspace import Workspace

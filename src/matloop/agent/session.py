@@ -29,8 +29,9 @@ class Session(Protocol):
     ws: Workspace
     round: int
 
-    def step(self, key: str, tool: str, args: dict[str, Any], rationale: str) -> dict[str, Any]:
-        """Run one keyed tool call, or return its stored result when it already finished."""
+    def step(self, key: str, tool: str, args: dict[str, Any], rationale: str) -> Any:
+        """Run one keyed tool call, or rebuild its stored result when it already finished; the
+        result is the tool's typed result model."""
         ...
 
     def note(self, message: str, **extra: Any) -> None:

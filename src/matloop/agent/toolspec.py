@@ -77,7 +77,7 @@ class ToolSpec:
         result = typing.get_type_hints(self.func)["return"]
         if not (isinstance(result, type) and issubclass(result, BaseModel)):
             raise TypeError(f"expected tool {self.name} to return a pydantic model, got {result!r}")
-        return result
+        return typing.cast(type[BaseModel], result)
 
     @cached_property
     def hidden(self) -> tuple[str, ...]:
@@ -88,9 +88,10 @@ class ToolSpec:
     @cached_property
     def schema(self) -> type[BaseModel]:
         """The argument model the LLM sees: visible parameters with their docstring descriptions."""
-        return create_schema_from_function(
+        schema = create_schema_from_function(
             self.name, self.func, filter_args=list(self.hidden), parse_docstring=True
         )
+        return typing.cast(type[BaseModel], schema)
 
     @property
     def description(self) -> str:
