@@ -8,7 +8,7 @@ campaign runner gives it the rules planner).
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from langchain_core.language_models import BaseChatModel
 
@@ -90,20 +90,27 @@ class LLMPlanner:
             + tool_guide(campaign.toolbox.specs.values())
         )
 
+    def _conversation(self, campaign: Session, **hooks: Any) -> Conversation:
+        settings = campaign.ws.settings.llm
+        model = self.model or make_chat_model(settings)
+        return Conversation(
+            model,
+            campaign.toolbox,
+            campaign.guardrails,
+            settings=settings,
+            backoff_s=self.backoff_s,
+            note=campaign.note,
+            **hooks,
+        )
+
     def run(self, campaign: Session) -> str:
         if self.question is not None:
             return self._answer(campaign, self.question)
-        settings = campaign.ws.settings.llm
         try:
-            conv = Conversation(
-                self.model or make_chat_model(settings),
-                campaign.toolbox,
-                campaign.guardrails,
-                settings=settings,
-                backoff_s=self.backoff_s,
+            conv = self._conversation(
+                campaign,
                 on_round_end=lambda: setattr(campaign, "round", campaign.round + 1),
                 unfinished=lambda: campaign_unfinished(campaign),
-                note=campaign.note,
             )
             status = campaign.toolbox.call("campaign_status", {}, rationale="state at start").result
             request = campaign_goal(campaign) + f"\nCampaign status: {json.dumps(to_json(status))}"
@@ -117,17 +124,9 @@ class LLMPlanner:
 
     def _answer(self, campaign: Session, question: str) -> str:
         """The model's answer to one request (a spent token budget stops it, as a campaign stop)."""
-        settings = campaign.ws.settings.llm
         system = self.system_prompt(campaign, goal=f"answer the request: {question}")
         try:
-            conv = Conversation(
-                self.model or make_chat_model(settings),
-                campaign.toolbox,
-                campaign.guardrails,
-                settings=settings,
-                backoff_s=self.backoff_s,
-                note=campaign.note,
-            )
+            conv = self._conversation(campaign)
             conv.unfinished = lambda: None if conv.progressed else "no tool has given you data yet"
             return conv.run(system, question)
         except (LLMUnavailable, NoProgress) as exc:
