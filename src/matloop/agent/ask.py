@@ -208,7 +208,7 @@ def ask(
     spec = CampaignSpec(name="ask", request=request, budget=budget or Budget(), max_steps=max_steps)
     campaign = Campaign(root, spec, approver=approver, progress=progress, settings=settings)
     campaign.guardrails.token_scope = f"llm:{Workspace.new_id('ask')}:"
-    campaign.context.planner = chosen.name
+    campaign.planner = chosen.name
     first = campaign.log.next_step()
     try:
         answer = chosen.run(campaign)
@@ -218,7 +218,7 @@ def ask(
     ran, first = (rules.campaign, 0) if rules.campaign is not None else (campaign, first)
     return AskResult(
         answer=answer,
-        planner=campaign.context.planner,
+        planner=campaign.planner,
         workspace=str(ran.ws.root),
         ids=_ids(ran, first),
         steps=ran.log.steps(),

@@ -93,6 +93,14 @@ class Campaign:
     def round(self, value: int) -> None:
         self.context.round = value
 
+    @property
+    def planner(self) -> str:
+        return self.context.planner
+
+    @planner.setter
+    def planner(self, value: str) -> None:
+        self.context.planner = value
+
     def _progress(self, message: str) -> None:
         self.say(f"[round {self.round}] {message}")
 
@@ -259,7 +267,7 @@ def run_campaign(
         spec_file.write_text(spec.to_yaml())
     campaign = Campaign(directory, spec, approver=approver, progress=progress, settings=settings)
     planner = planner or choose_planner(spec.planner, campaign.ws.settings.llm)
-    campaign.context.planner = planner.name
+    campaign.planner = planner.name
     campaign.state.set_meta("status", "running")
     campaign.note(
         f"{'resumed' if resume else 'started'} campaign {spec.name} with the {planner.name} planner"

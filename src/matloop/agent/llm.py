@@ -138,6 +138,6 @@ class LLMPlanner:
         if self.fallback is None:
             raise CampaignStop(f"{why}; no fallback planner")
         campaign.note(f"{why}; falling back to the {self.fallback.name} planner")
-        campaign.context.planner = f"{self.fallback.name} (fallback)"
+        campaign.planner = f"{self.fallback.name} (fallback)"
         campaign.guardrails.new_request()
         return self.fallback.run(campaign)

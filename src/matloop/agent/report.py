@@ -7,12 +7,20 @@ import html
 import io
 from collections import defaultdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from matloop.agent.session import Session
+
 if TYPE_CHECKING:
-    from matloop.agent.session import Session
+    from matloop.agent.decisions import DecisionLog
+
+
+class Reported(Session, Protocol):
+    """What the report reads: a session and its decision log."""
+
+    log: DecisionLog
 
 
 def _png(fig: Any) -> str:
@@ -24,7 +32,7 @@ def _png(fig: Any) -> str:
     return f'<img src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}"/>'
 
 
-def prospective_pairs(campaign: Session) -> list[dict[str, Any]]:
+def prospective_pairs(campaign: Reported) -> list[dict[str, Any]]:
     """Selected candidates whose label came back: the prediction made when they were picked vs the label."""
     spec = campaign.spec
     labels = {lb["item_id"]: lb for lb in campaign.state.labels(spec.target.property, spec.level)}
@@ -35,7 +43,7 @@ def prospective_pairs(campaign: Session) -> list[dict[str, Any]]:
     ]
 
 
-def _learning_curve(campaign: Session, pairs: list[dict[str, Any]]) -> str:
+def _learning_curve(campaign: Reported, pairs: list[dict[str, Any]]) -> str:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -74,7 +82,7 @@ def _learning_curve(campaign: Session, pairs: list[dict[str, Any]]) -> str:
     return _png(fig)
 
 
-def _parity(campaign: Session, pairs: list[dict[str, Any]]) -> str:
+def _parity(campaign: Reported, pairs: list[dict[str, Any]]) -> str:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -102,7 +110,7 @@ def _parity(campaign: Session, pairs: list[dict[str, Any]]) -> str:
     return _png(fig)
 
 
-def _unit(campaign: Session) -> str:
+def _unit(campaign: Reported) -> str:
     labels = campaign.state.labels(campaign.spec.target.property, campaign.spec.level)
     return labels[0]["unit"] if labels else ""
 
@@ -119,7 +127,7 @@ def _fmt(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def render_report(campaign: Session) -> str:
+def render_report(campaign: Reported) -> str:
     spec, state = campaign.spec, campaign.state
     pairs = prospective_pairs(campaign)
     labels = {lb["item_id"]: lb["value"] for lb in state.labels(spec.target.property, spec.level)}
@@ -195,7 +203,7 @@ def render_report(campaign: Session) -> str:
 <style>{style}</style></head><body>
 <h1>Campaign {html.escape(spec.name)}</h1>
 <p>Status: <b>{status}</b> — {reason}</p>
-<p>Planner: {html.escape(campaign.context.planner)}; target: {html.escape(spec.target.property)}
+<p>Planner: {html.escape(campaign.planner)}; target: {html.escape(spec.target.property)}
 ({spec.target.goal}{" " + html.escape(str(spec.target.window)) if spec.target.window else ""});
 level: {spec.level}; executor: {spec.executor}; selection: {campaign.strategy()}. {html.escape(summary)}.</p>
 {pretrain}
@@ -214,7 +222,7 @@ level: {spec.level}; executor: {spec.executor}; selection: {campaign.strategy()}
 </body></html>"""
 
 
-def write_report(campaign: Session, path: str | Path | None = None) -> Path:
+def write_report(campaign: Reported, path: str | Path | None = None) -> Path:
     """Write ``report.html`` in the campaign directory (or ``path``)."""
     out = Path(path) if path else campaign.ws.root / "report.html"
     out.write_text(render_report(campaign), encoding="utf-8")

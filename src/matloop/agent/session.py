@@ -9,25 +9,25 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from matloop.agent.decisions import DecisionLog
     from matloop.agent.guardrails import Guardrails
     from matloop.agent.spec import CampaignSpec
     from matloop.agent.state import CampaignState
-    from matloop.agent.toolbox import Context, Toolbox
+    from matloop.agent.toolbox import Toolbox
     from matloop.workspace import Workspace
 
 
 class Session(Protocol):
-    """A running campaign: its spec and state, the tools behind guardrails, and the round."""
+    """A running campaign as a planner sees it: its spec, workspace and state (read), the tools
+    behind guardrails (call), the round and the planner's name (written with every decision),
+    and when to stop."""
 
     spec: CampaignSpec
+    ws: Workspace
     state: CampaignState
     guardrails: Guardrails
     toolbox: Toolbox
-    log: DecisionLog
-    context: Context
-    ws: Workspace
     round: int
+    planner: str
 
     def step(self, key: str, tool: str, args: dict[str, Any], rationale: str) -> Any:
         """Run one keyed tool call, or rebuild its stored result when it already finished; the
