@@ -61,10 +61,10 @@ class Task:
 
 FE, GAP = ("mp_formation_energy", "formation_energy_per_atom"), ("mp_dielectric", "band_gap")
 TASKS = {
-    "fe_min": Task("discovery", *FE, "minimise", 20, 10, 200, 5, fraction=0.05),
-    "n_max": Task("discovery", "mp_dielectric", "n", "maximise", 20, 10, 120, 5, fraction=0.05),
+    "fe_min": Task("discovery", *FE, "minimize", 20, 10, 200, 5, fraction=0.05),
+    "n_max": Task("discovery", "mp_dielectric", "n", "maximize", 20, 10, 120, 5, fraction=0.05),
     "gap_window": Task("discovery", *GAP, "window", 20, 10, 120, 5, window=(1.1, 1.4)),
-    "qm9_gap_min": Task("discovery", "qm9", "gap", "minimise", 20, 10, 300, 5, pool=10_000, fraction=0.02),
+    "qm9_gap_min": Task("discovery", "qm9", "gap", "minimize", 20, 10, 300, 5, pool=10_000, fraction=0.02),
     "fe_learn": Task("learning", *FE, "learn", 50, 25, 500, 5, pool=2938, test=1000),
     "gap_learn": Task("learning", *GAP, "learn", 50, 25, 400, 5, pool=756, test=300),
     "n_learn": Task("learning", "mp_dielectric", "n", "learn", 50, 25, 400, 5, pool=756, test=300),
@@ -108,7 +108,7 @@ def hit_window(data: ALData, task: Task) -> tuple[float, float] | None:
         return task.window
     y = np.sort(data.y[data.pool])
     k = max(1, round(task.fraction * len(y)))
-    if task.goal == "minimise":
+    if task.goal == "minimize":
         return (-np.inf, float(y[k - 1]))
     return (float(y[-k]), np.inf)
 

@@ -33,8 +33,9 @@ from pymatgen.core import Molecule, Structure
 from pymatgen.optimization.neighbors import find_points_in_spheres
 
 from _common import peak_rss_mib, timed, write_result
+from matloop.data.featurizer import featurize_items
 from matloop.data.graph_cache import GraphCache
-from matloop.data.graphs import GraphParams, element_table, featurize_items
+from matloop.data.graphs import GraphParams, element_table
 from matloop.data.prototypes import build_prototype_pool
 from matloop.data.slices import DatasetSlice, load_slice, save_slice
 from matloop.data.sources import load_source
@@ -50,7 +51,7 @@ import json, time
 t0 = time.perf_counter()
 import torch_geometric.data, pymatgen.core  # noqa: F401
 t1 = time.perf_counter()
-from matloop.data.graphs import featurize_items
+from matloop.data.featurizer import featurize_items
 from pymatgen.core import Molecule
 t2 = time.perf_counter()
 featurize_items([Molecule(["C", "O"], [[0, 0, 0], [1.13, 0, 0]])], ["co"])

@@ -31,19 +31,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, get_args
 
 import numpy as np
 from scipy.special import ndtr
 
 from matloop.errors import ToolInputError, invalid_choice
-
-Strategy = Literal[
-    "entropy", "batch_entropy", "bald", "random", "max_std", "ucb", "greedy", "ei", "in_window"
-]
-Goal = Literal["minimize", "maximize"]
-STRATEGIES: tuple[str, ...] = get_args(Strategy)
-GOALS: tuple[str, ...] = get_args(Goal)
+from matloop.names import DIRECTIONS, STRATEGIES, Direction
 
 #: Strategies that pick a batch greedily away from labelled and already-picked items.
 BATCH_AWARE = ("batch_entropy", "bald")
@@ -66,7 +59,7 @@ class _Context:
     mean: np.ndarray
     std: np.ndarray
     epistemic_std: np.ndarray | None
-    goal: Goal | None
+    goal: Direction | None
     best: float | None
     window: tuple[float, float] | None
     kappa: float
@@ -87,7 +80,7 @@ def probability_in_window(mean: np.ndarray, std: np.ndarray, lo: float, hi: floa
 
 
 def expected_improvement(
-    mean: np.ndarray, std: np.ndarray, best: float, goal: Goal, xi: float = 0.0
+    mean: np.ndarray, std: np.ndarray, best: float, goal: Direction, xi: float = 0.0
 ) -> np.ndarray:
     """E[max(0, improvement over ``best``)] under N(mean, std²); improvement is y − best
     for ``maximize`` and best − y for ``minimize`` (minus a margin ``xi``)."""
@@ -99,7 +92,9 @@ def expected_improvement(
     return np.maximum(gain * ndtr(z) + std * pdf, 0.0)
 
 
-def upper_confidence_bound(mean: np.ndarray, std: np.ndarray, goal: Goal, kappa: float = 2.0) -> np.ndarray:
+def upper_confidence_bound(
+    mean: np.ndarray, std: np.ndarray, goal: Direction, kappa: float = 2.0
+) -> np.ndarray:
     """Optimistic score μ + κσ (maximize) or −μ + κσ (minimize); higher is better."""
     sign = 1.0 if goal == "maximize" else -1.0
     return sign * np.asarray(mean, dtype=np.float64) + kappa * np.asarray(std, dtype=np.float64)
@@ -108,9 +103,9 @@ def upper_confidence_bound(mean: np.ndarray, std: np.ndarray, goal: Goal, kappa:
 # --- per-item scores ----------------------------------------------------------------------------
 
 
-def _need_goal(ctx: _Context, strategy: str) -> Goal:
-    if ctx.goal not in GOALS:
-        raise invalid_choice(f"a goal for strategy {strategy!r}", ctx.goal, GOALS)
+def _need_goal(ctx: _Context, strategy: str) -> Direction:
+    if ctx.goal not in DIRECTIONS:
+        raise invalid_choice(f"a goal for strategy {strategy!r}", ctx.goal, DIRECTIONS)
     return ctx.goal
 
 
@@ -193,7 +188,7 @@ def acquisition_scores(
     std: np.ndarray,
     *,
     epistemic_std: np.ndarray | None = None,
-    goal: Goal | None = None,
+    goal: Direction | None = None,
     best: float | None = None,
     window: tuple[float, float] | None = None,
     kappa: float = 2.0,
@@ -214,7 +209,7 @@ def select(
     embedding: np.ndarray | None = None,
     *,
     epistemic_std: np.ndarray | None = None,
-    goal: Goal | None = None,
+    goal: Direction | None = None,
     best: float | None = None,
     window: tuple[float, float] | None = None,
     kappa: float = 2.0,
@@ -365,8 +360,8 @@ def _context(mean, std, epistemic_std, goal, best, window, kappa, unit) -> _Cont
         raise ValueError("predicted mean/std must be finite and std ≥ 0")
     if epistemic_std is not None:
         epistemic_std = np.asarray(epistemic_std, dtype=np.float64).reshape(-1)
-    if goal is not None and goal not in GOALS:
-        raise invalid_choice("a goal", goal, GOALS)
+    if goal is not None and goal not in DIRECTIONS:
+        raise invalid_choice("a goal", goal, DIRECTIONS)
     return _Context(mean, std, epistemic_std, goal, best, window, kappa, unit)
 
 

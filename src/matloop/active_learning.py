@@ -26,34 +26,36 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from pydantic import ValidationError
 from torch_geometric.data import Data
 
 from matloop.acquisition import check_strategy
-from matloop.agent.campaign import CampaignSpec, ModelSpec, run_campaign
+from matloop.agent.campaign import run_campaign
 from matloop.agent.decisions import DecisionLog
 from matloop.agent.rules import RulesPlanner
+from matloop.agent.spec import CampaignSpec, ModelSpec
 from matloop.agent.state import CampaignState
 from matloop.al_summary import plot_curves, summarise
 from matloop.data.embedding_cache import EmbeddingCache
+from matloop.data.featurizer import featurize_items
 from matloop.data.graph_cache import GraphCache
-from matloop.data.graphs import GraphParams, featurize_items
+from matloop.data.graphs import GraphParams
 from matloop.data.slices import DatasetSlice, save_slice
 from matloop.data.sources import load_source
 from matloop.errors import ToolInputError, invalid_choice
 from matloop.models import Surrogate, load_model
 from matloop.models.inputs import Items
 from matloop.models.metrics import uq_metrics
+from matloop.names import GOALS, GoalName, normalise_goal
 from matloop.settings import Settings, get_settings
 from matloop.tools.featurize import graph_params
 from matloop.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
-Goal = Literal["learn", "minimise", "maximise", "window"]
 ProgressCallback = Callable[[str, int, int, dict[str, Any]], None]
 """Called after each evaluated round with (strategy, seed, round, record)."""
 
@@ -100,16 +102,19 @@ class ALData:
 @dataclass
 class ALConfig:
     """Settings of one simulation (stored in every output file); ``model`` holds
-    :class:`matloop.agent.campaign.ModelSpec` fields."""
+    :class:`matloop.agent.spec.ModelSpec` fields."""
 
     strategies: list[str]
     init: int = 50
     batch: int = 25
     rounds: int = 10
     seeds: int = 3
-    goal: Goal = "learn"
+    goal: GoalName = "learn"
     window: tuple[float, float] | None = None
     model: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.goal = normalise_goal(self.goal)  # type: ignore[assignment]
 
     def validate(self, data: ALData) -> None:
         if not self.strategies:
@@ -124,8 +129,8 @@ class ALConfig:
         need = self.init + self.batch * self.rounds
         if need > len(data.pool):
             raise ToolInputError(f"expected init + batch·rounds ≤ pool size {len(data.pool)}, got {need}")
-        if self.goal not in ("learn", "minimise", "maximise", "window"):
-            raise invalid_choice("a goal", self.goal, ("learn", "minimise", "maximise", "window"))
+        if self.goal not in GOALS:
+            raise invalid_choice("a goal", self.goal, GOALS)
         if (self.goal == "window" or "in_window" in self.strategies) and self.window is None:
             raise ToolInputError(
                 "expected a window lo,hi for goal 'window' or strategy 'in_window', got none"

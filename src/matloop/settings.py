@@ -1,7 +1,9 @@
 """One settings object for matloop: environment (``MATLOOP_`` prefix) and optional YAML.
 
-Nothing is read or created at import time: call :func:`get_settings` when a value is needed.
+Nothing is read or created at import time: call :func:`get_settings` at an entry point (the CLI,
+``run_campaign``, ``ask``) and hand the object on; components read the workspace's settings.
 Nested fields use ``__`` in environment variables, e.g. ``MATLOOP_FEATURIZE__CUTOFF=6``.
+Precedence, highest first: arguments, environment, the YAML file, defaults.
 """
 
 from __future__ import annotations
@@ -10,9 +12,15 @@ import os
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from matloop.names import LevelName
 
 
 def _default_cache_dir() -> Path:
@@ -38,7 +46,6 @@ class TrainSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    method: Literal["ensemble", "mc_dropout", "evidential", "gp"] = "ensemble"
     epochs: int = Field(100, gt=0, description="Maximum epochs per network (early stopping may end sooner).")
     batch_size: int = Field(64, gt=0)
     learning_rate: float = Field(2e-3, gt=0)
@@ -94,9 +101,6 @@ class LLMSettings(BaseModel):
     )
 
 
-ValidationLevel = Literal["chgnet", "sevenn", "cp2k", "xtb", "vasp", "lookup"]
-
-
 class SlurmResources(BaseModel):
     """What one Slurm worker job asks for; a worker job runs calculations one after another."""
 
@@ -123,7 +127,7 @@ class SlurmSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     default: SlurmResources = Field(default_factory=SlurmResources, description="Resources of every level.")
-    levels: dict[ValidationLevel, SlurmResources] = Field(
+    levels: dict[LevelName, SlurmResources] = Field(
         default_factory=dict,
         description="Per-level changes to the defaults; only the fields given here replace them.",
     )
@@ -147,8 +151,6 @@ class ValidationSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    level: ValidationLevel = "chgnet"
-    executor: Literal["local", "dask", "jobflow-remote", "slurm"] = "local"
     max_sites: int = Field(64, gt=0, description="Largest cell accepted for validation.")
     min_distance: float = Field(0.5, gt=0, description="Smallest interatomic distance in Å.")
     cp2k_threads: int = Field(2, gt=0)
@@ -171,7 +173,6 @@ class Settings(BaseSettings):
 
     workspace: Path = Field(Path("matloop-workspace"), description="Default workspace directory.")
     cache_dir: Path = Field(default_factory=_default_cache_dir, description="Dataset/graph cache.")
-    seed: int = Field(0, description="Global seed for anything random.")
     featurize: FeaturizeSettings = Field(default_factory=FeaturizeSettings)
     train: TrainSettings = Field(default_factory=TrainSettings)
     llm: LLMSettings = Field(default_factory=LLMSettings)
@@ -179,9 +180,22 @@ class Settings(BaseSettings):
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> Settings:
-        """Settings from a YAML file (its values take precedence over the environment)."""
-        data = yaml.safe_load(Path(path).read_text()) or {}
-        return cls(**data)
+        """Settings from a YAML file; the environment's ``MATLOOP_`` variables take precedence."""
+
+        class FromYaml(cls):  # type: ignore[valid-type,misc]
+            @classmethod
+            def settings_customise_sources(
+                cls,
+                settings_cls: type[BaseSettings],
+                init_settings: PydanticBaseSettingsSource,
+                env_settings: PydanticBaseSettingsSource,
+                dotenv_settings: PydanticBaseSettingsSource,
+                file_secret_settings: PydanticBaseSettingsSource,
+            ) -> tuple[PydanticBaseSettingsSource, ...]:
+                yaml_settings = YamlConfigSettingsSource(settings_cls, yaml_file=Path(path))
+                return init_settings, env_settings, yaml_settings, dotenv_settings, file_secret_settings
+
+        return cls.model_validate(FromYaml().model_dump())
 
 
 def get_settings() -> Settings:

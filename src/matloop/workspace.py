@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -89,6 +89,24 @@ class Workspace:
     def new_id(kind: str) -> str:
         """A fresh id such as ``slice-3f9a1c2e``."""
         return f"{kind}-{uuid.uuid4().hex[:8]}"
+
+    def save_artifact(
+        self,
+        kind: str,
+        suffix: str,
+        write: Callable[[Path], object],
+        meta: dict[str, Any],
+        *,
+        artifact_id: str | None = None,
+    ) -> Artifact:
+        """Write a new artefact with ``write(path)`` (when it returns a path, that is the file it
+        wrote) under the kind's folder (``slices``, ``features``, ``models``, ``selections`` ...) and
+        record it; ``artifact_id`` defaults to a fresh ``<kind>-…`` id."""
+        artifact_id = artifact_id or self.new_id(kind)
+        folder = kind if kind.endswith("s") else f"{kind}s"
+        path = self.dir(folder) / f"{artifact_id}{suffix}"
+        written = write(path)
+        return self.register(kind, artifact_id, written if isinstance(written, Path) else path, meta)
 
     def register(self, kind: str, artifact_id: str, path: Path, meta: dict[str, Any]) -> Artifact:
         """Record an artefact whose file has already been written."""

@@ -14,9 +14,9 @@ from typer.testing import CliRunner
 from matloop.agent.campaign import Campaign, CampaignSpec, run_campaign
 from matloop.audit import audit_size, draw_audit, error_metrics, in_window, proportion_interval
 from matloop.cli import app
+from matloop.data.feature_sets import load_graphs
 from matloop.data.slices import load_slice
 from matloop.models import load_model
-from matloop.tools.featurize import load_graphs
 
 WINDOW = (None, -2.0)  # ~10 % of the bundled formation energies
 

@@ -8,8 +8,9 @@ import pytest
 from langchain_core.messages import AIMessage
 from tests.agent.conftest import ScriptedChatModel, call, tool_messages
 
+from matloop.agent.chat_model import LLMUnavailable
+from matloop.agent.conversation import Conversation, NoProgress
 from matloop.agent.guardrails import GuardrailViolation
-from matloop.agent.llm import Conversation, LLMUnavailable, NoProgress
 from matloop.errors import CampaignStop
 
 
@@ -68,42 +69,49 @@ def test_a_model_that_keeps_calling_tools_is_stopped_by_the_step_cap(campaign):
 
 def test_ten_times_the_budget_is_trimmed_and_an_exhausted_budget_refused(campaign):
     pool = campaign.toolbox.call("build_candidate_pool", {"families": ["rocksalt"], "max_items": 12}).result
-    ids = _pool_ids(campaign, pool["slice_id"])
+    ids = _pool_ids(campaign, pool.slice_id)
     budget = campaign.spec.budget.calculations
     args, verdicts = campaign.guardrails.check(
-        "queue_validation", {"slice_id": pool["slice_id"], "item_ids": ids * 10, "level": "chgnet"}
+        campaign.toolbox.specs["queue_validation"],
+        {"slice_id": pool.slice_id, "item_ids": ids * 10, "level": "chgnet"},
     )
     assert len(args["item_ids"]) == budget
     assert any("trimmed" in v.message for v in verdicts)
     campaign.state.charge("used", "calculations", budget)
     with pytest.raises(GuardrailViolation, match="budget"):
-        campaign.guardrails.check("queue_validation", {"slice_id": pool["slice_id"], "item_ids": ids[:1]})
+        campaign.guardrails.check(
+            campaign.toolbox.specs["queue_validation"], {"slice_id": pool.slice_id, "item_ids": ids[:1]}
+        )
 
 
 def test_expensive_levels_and_forbidden_elements(campaign):
     from matloop.agent.tools import build_candidate_pool
 
     guarded = campaign.toolbox.call("build_candidate_pool", {"families": ["rocksalt"]}).result
-    assert not [i for i in _pool_ids(campaign, guarded["slice_id"]) if "Pb" in i]  # forbidden: left out
-    pool = build_candidate_pool(families=["rocksalt"], workspace=campaign.ws).model_dump()  # unguarded
-    ids = _pool_ids(campaign, pool["slice_id"])
+    assert not [i for i in _pool_ids(campaign, guarded.slice_id) if "Pb" in i]  # forbidden: left out
+    pool = build_candidate_pool(families=["rocksalt"], workspace=campaign.ws)  # unguarded
+    ids = _pool_ids(campaign, pool.slice_id)
     campaign.guardrails.allowed_levels = ["chgnet", "cp2k"]
     with pytest.raises(GuardrailViolation, match="needs approval"):
         campaign.guardrails.check(
-            "queue_validation", {"slice_id": pool["slice_id"], "item_ids": ids[:2], "level": "cp2k"}
+            campaign.toolbox.specs["queue_validation"],
+            {"slice_id": pool.slice_id, "item_ids": ids[:2], "level": "cp2k"},
         )
     with pytest.raises(GuardrailViolation, match="expected a level among"):
         campaign.guardrails.check(
-            "queue_validation", {"slice_id": pool["slice_id"], "item_ids": ids[:2], "level": "vasp"}
+            campaign.toolbox.specs["queue_validation"],
+            {"slice_id": pool.slice_id, "item_ids": ids[:2], "level": "vasp"},
         )
     campaign.guardrails.approver = lambda level, n: level == "cp2k"
     args, _ = campaign.guardrails.check(
-        "queue_validation", {"slice_id": pool["slice_id"], "item_ids": ids[:2], "level": "cp2k"}
+        campaign.toolbox.specs["queue_validation"],
+        {"slice_id": pool.slice_id, "item_ids": ids[:2], "level": "cp2k"},
     )
     assert args["level"] == "cp2k"
     lead = [i for i in ids if "Pb" in i]
     args, verdicts = campaign.guardrails.check(
-        "queue_validation", {"slice_id": pool["slice_id"], "item_ids": [*lead[:2], ids[0]]}
+        campaign.toolbox.specs["queue_validation"],
+        {"slice_id": pool.slice_id, "item_ids": [*lead[:2], ids[0]]},
     )
     assert args["item_ids"] == [ids[0]] and lead
     assert any("forbidden elements ['Pb']" in v.message for v in verdicts)
@@ -242,6 +250,7 @@ def test_ask_answers_with_numbers_and_ids_through_a_chat_model(settings, tmp_pat
 def test_llm_outage_mid_campaign_falls_back_to_the_rules_planner(settings, tmp_path):
     from matloop.agent.campaign import CampaignSpec, run_campaign
     from matloop.agent.llm import LLMPlanner
+    from matloop.agent.rules import RulesPlanner
 
     def down(messages):
         raise ConnectionError("server unreachable")
@@ -256,9 +265,8 @@ def test_llm_outage_mid_campaign_falls_back_to_the_rules_planner(settings, tmp_p
         model={"epochs": 2},
         budget={"calculations": 6},  # 3 for the random audit set, whatever the planner
     )
-    campaign = run_campaign(
-        spec, tmp_path / "outage", planner=LLMPlanner(ScriptedChatModel(script=down), backoff_s=0.0)
-    )
+    planner = LLMPlanner(ScriptedChatModel(script=down), fallback=RulesPlanner(), backoff_s=0.0)
+    campaign = run_campaign(spec, tmp_path / "outage", planner=planner)
     notes = [r["rationale"] for r in campaign.log.records() if r["phase"] == "note"]
     assert any("falling back to the rules planner" in n for n in notes)
     assert campaign.context.planner == "rules (fallback)"
@@ -409,8 +417,8 @@ def test_limits_stated_in_the_request_and_the_spec_bind_the_llm_before_it_sees_a
 
     greedy = {"families": ["perovskite", "rocksalt", "zincblende"], "max_items": 2000}
     out = campaign.toolbox.call("build_candidate_pool", greedy)
-    assert out.ok and out.result["count"] <= 12 and set(out.result["families"]) == {"rocksalt"}
-    assert not [i for i in load_slice(campaign.ws, out.result["slice_id"]).ids if i.endswith("O")]
+    assert out.ok and out.result.count <= 12 and set(out.result.families) == {"rocksalt"}
+    assert not [i for i in load_slice(campaign.ws, out.result.slice_id).ids if i.endswith("O")]
     assert any("max_items 2000 → 12" in v["message"] for v in out.verdicts)
     refused = campaign.toolbox.call("build_candidate_pool", {"families": ["perovskite"]})
     assert not refused.ok and "expected families among ['rocksalt']" in refused.message

@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 from tests.agent.fake_openai import Sleep, Status, Text, ToolCall
 
+from matloop.agent.chat_model import LLMUnavailable, make_chat_model
+from matloop.agent.conversation import Conversation
 from matloop.agent.guardrails import TokenBudgetExhausted
-from matloop.agent.llm import Conversation, LLMUnavailable, make_chat_model
 from matloop.settings import LLMSettings
 
 
@@ -67,10 +68,10 @@ def test_cap_fields_tool_choice_and_no_null_content(campaign, fake_openai):
     native = fake_openai(lambda body, n: Text(tokens=3))
     _conv(campaign, native, tool_calling="native").run("system", "hi")
     body = native.requests[0]
-    assert body["tool_choice"] == "auto" and len(body["tools"]) == len(campaign.toolbox.functions)
+    assert body["tool_choice"] == "auto" and len(body["tools"]) == len(campaign.toolbox.specs)
 
     openai = LLMSettings(base_url=None)  # OpenAI itself refuses both fields at once
-    from matloop.agent.llm import cap_request
+    from matloop.agent.chat_model import cap_request
 
     assert cap_request(openai, 100) == {"max_tokens": 100}  # LangChain sends it as max_completion_tokens
     assert cap_request(LLMSettings(base_url="http://x/v1", cap_parameter="max_tokens"), 7) == {

@@ -7,6 +7,7 @@ import pytest
 import torch
 from pymatgen.core import DummySpecies, Lattice, Molecule, Structure
 
+from matloop.data.featurizer import featurize_items
 from matloop.data.graph_cache import GraphCache, decode, encode
 from matloop.data.graphs import (
     MAX_Z,
@@ -14,7 +15,6 @@ from matloop.data.graphs import (
     GraphParams,
     build_graph,
     element_table,
-    featurize_items,
     gaussian_expansion,
     graph_arrays,
     structure_hash,

@@ -7,12 +7,12 @@ import pandas as pd
 import pytest
 from pymatgen.core import Element, Lattice, Structure
 
+from matloop.data.feature_sets import load_graphs
 from matloop.data.slices import DatasetSlice, save_slice
 from matloop.errors import ToolInputError
 from matloop.models import load_model
 from matloop.models.inputs import backbone_baseline, backbone_vectors
 from matloop.tools import featurize, fine_tune, predict, select_candidates, train_uq_gnn
-from matloop.tools.featurize import load_graphs
 
 PAIRS = [(a, b) for a in ("Li", "Na", "K", "Mg", "Ca", "Sr") for b in ("F", "Cl", "Br", "O", "S")]
 

@@ -1,10 +1,7 @@
 """``matloop.agent.ask``: answer a natural-language request by planning and calling tools.
 
-With an LLM configured (or a chat model passed in) the LLM planner answers; otherwise the rules
-planner parses the request: a property that the validation level computes (formation energy)
-starts a small campaign on a prototype pool, a property held by a dataset is answered by
-querying (range/search goals) or training a model on it (learn goals). A request it cannot
-parse is answered with what it understood and what it needs.
+With an LLM configured (or a chat model passed in) the LLM planner answers; otherwise (and when
+the model fails) :class:`QuestionRulesPlanner` does.
 """
 
 from __future__ import annotations
@@ -16,9 +13,11 @@ from typing import Any, Literal
 from langchain_core.language_models import BaseChatModel
 from pydantic import BaseModel, Field
 
-from matloop.agent.campaign import Campaign, CampaignSpec, llm_configured, run_campaign
+from matloop.agent.campaign import Campaign, llm_configured, run_campaign
 from matloop.agent.guardrails import Approver, Budget
-from matloop.agent.rules import ParsedRequest, parse_request
+from matloop.agent.request import ParsedRequest, parse_request
+from matloop.agent.session import Planner, Session
+from matloop.agent.spec import CampaignSpec
 from matloop.errors import CampaignStop
 from matloop.settings import get_settings
 from matloop.workspace import Workspace
@@ -66,7 +65,72 @@ def spec_from_request(req: ParsedRequest, text: str) -> CampaignSpec:
     return CampaignSpec.model_validate(spec)
 
 
-def _answer_by_rules(campaign: Campaign, req: ParsedRequest, text: str) -> str:
+class QuestionRulesPlanner:
+    """The rules answer to one request: a property the validation level computes starts a small
+    campaign of its own on a prototype pool; a property held by a dataset is answered by querying
+    it (range/search goals) or training a model on it (learn goals); a request it cannot parse is
+    answered with what it understood and what it needs."""
+
+    name = "rules"
+
+    def __init__(
+        self,
+        request: str,
+        *,
+        budget: Budget | None = None,
+        approver: Approver | None = None,
+        progress: Callable[[str], None] | None = None,
+    ) -> None:
+        self.request = request
+        self.parsed = parse_request(request)
+        self.budget = budget
+        self.approver, self.progress = approver, progress
+        #: the campaign started for a computed property, if one was
+        self.campaign: Campaign | None = None
+
+    def not_understood(self) -> str | None:
+        """The answer to a request this planner cannot act on, or ``None``."""
+        req = self.parsed
+        if not req.missing:
+            return None
+        return f"I understood: {req.understood()}. I need: {'; '.join(req.missing)}."
+
+    def run(self, session: Session) -> str:
+        req = self.parsed
+        if (answer := self.not_understood()) is not None:
+            return answer
+        if req.target in COMPUTED and req.dataset in (None, "prototypes"):
+            return self._campaign(session)
+        session.guardrails.new_request()
+        try:
+            return f"Understood: {req.understood()}. " + _answer_from_data(session, req)
+        except CampaignStop as exc:
+            return f"Understood: {req.understood()}. Could not answer: {exc}"
+
+    def _campaign(self, session: Session) -> str:
+        req = self.parsed
+        spec = spec_from_request(req, self.request)
+        if self.budget is not None:
+            spec.budget = self.budget
+        directory = session.ws.root / Workspace.new_id("campaign")
+        self.campaign = campaign = run_campaign(
+            spec, directory, approver=self.approver, progress=self.progress, settings=session.ws.settings
+        )
+        st = campaign.state
+        labels = st.labels(spec.target.property, spec.level)
+        best = sorted(labels, key=lambda lb: lb["value"])[:3]
+        found = campaign.found()
+        return (
+            f"Understood: {req.understood()}. Campaign {st.meta('status')} ({st.meta('reason')}): "
+            f"{len(labels)} {spec.target.property}@{spec.level} labels; lowest: "
+            + ", ".join(f"{b['item_id']} {b['value']:.3f} {b['unit']}" for b in best)
+            + (f"; {len(found)} in the window {spec.target.window}" if spec.target.window else "")
+            + f". Report: {campaign.ws.root / 'report.html'}"
+        )
+
+
+def _answer_from_data(campaign: Session, req: ParsedRequest) -> str:
+    """Query the dataset holding the target; for a learn goal, also train a model on it."""
     dataset = req.dataset or "mp_formation_energy"
     window = req.window
     campaign.guardrails.new_request()
@@ -80,33 +144,35 @@ def _answer_by_rules(campaign: Campaign, req: ParsedRequest, text: str) -> str:
     q = campaign.toolbox.call("query_dataset", args, rationale=f"rules: {req.understood()}")
     if not q.ok:
         raise CampaignStop(q.message)
-    nan = float("nan")
-    stats = q.result.get("properties", {}).get(req.target, {})
-    head = f"{q.result['count']} items in {dataset} (slice {q.result['slice_id']})"
+    stats = q.result.properties.get(req.target)
+    head = f"{q.result.count} items in {dataset} (slice {q.result.slice_id})"
     stat = (
-        f"; {req.target}: mean {stats.get('mean', nan):.3g}, min {stats.get('min', nan):.3g}, "
-        f"max {stats.get('max', nan):.3g} {stats.get('unit', '')}"
+        f"; {req.target}: mean {_num(stats.mean)}, min {_num(stats.min)}, max {_num(stats.max)} {stats.unit}"
         if stats
         else ""
     )
     if req.goal != "learn":
         return head + stat
-    fs = campaign.toolbox.call("featurize", {"slice_id": q.result["slice_id"]}, rationale="rules: graphs")
+    fs = campaign.toolbox.call("featurize", {"slice_id": q.result.slice_id}, rationale="rules: graphs")
     if not fs.ok:
         raise CampaignStop(fs.message)
     model = campaign.toolbox.call(
         "train_uq_gnn",
-        {"feature_set_id": fs.result["feature_set_id"], "target": req.target},
+        {"feature_set_id": fs.result.feature_set_id, "target": req.target},
         rationale="rules: learn the target",
     )
     if not model.ok:
         raise CampaignStop(model.message)
-    m = model.result["metrics"]
+    trained, m = model.result, model.result.metrics
     return (
-        head + stat + f". Model {model.result['model_id']} ({model.result['method']}, "
-        f"{model.result['n_train']} training items): test MAE {m['mae']:.3g} {model.result.get('unit', '')}, "
-        f"R² {m['r2']:.3f}, 95% coverage {m['coverage_95']:.2f}"
+        head + stat + f". Model {trained.model_id} ({trained.method}, "
+        f"{trained.n_train} training items): test MAE {m.mae:.3g} {trained.unit}, "
+        f"R² {m.r2:.3f}, 95% coverage {m.coverage_95:.2f}"
     )
+
+
+def _num(value: float | None) -> str:
+    return "nan" if value is None else f"{value:.3g}"
 
 
 def ask(
@@ -122,105 +188,40 @@ def ask(
 ) -> AskResult:
     """Answer ``request`` by planning and calling tools in ``workspace`` (settings default).
 
-    The budget applies to this request alone (its LLM tokens are counted apart from earlier
-    requests in the same workspace). If the model is unreachable, refuses the request or makes
-    no valid progress, the rules planner answers and ``notice`` says why.
+    The planners are those of campaigns: the LLM planner answering one request, falling back on
+    the rules planner for requests. The budget applies to this request alone (its LLM tokens are
+    counted apart from earlier requests in the same workspace). If the model is unreachable,
+    refuses the request or makes no valid progress, the rules planner answers and ``notice``
+    says why.
     """
-    root = Path(workspace or get_settings().workspace)
-    use_llm = model is not None or planner == "llm" or (planner == "auto" and llm_configured())
-    if not use_llm:
-        return _ask_rules(request, root, budget, max_steps, approver, progress)
-    from matloop.agent.llm import Conversation, LLMPlanner, LLMUnavailable, NoProgress, make_chat_model
+    settings = get_settings()
+    root = Path(workspace or settings.workspace)
+    rules = QuestionRulesPlanner(request, budget=budget, approver=approver, progress=progress)
+    use_llm = model is not None or planner == "llm" or (planner == "auto" and llm_configured(settings.llm))
+    if not use_llm and (answer := rules.not_understood()) is not None:
+        return AskResult(answer=answer, planner=rules.name, workspace=str(root), ids=[], steps=0)
+    chosen: Planner = rules
+    if use_llm:
+        from matloop.agent.llm import LLMPlanner  # LangChain: imported only when an LLM plans
 
+        chosen = LLMPlanner(model, fallback=rules, question=request)
     spec = CampaignSpec(name="ask", request=request, budget=budget or Budget(), max_steps=max_steps)
-    campaign = Campaign(root, spec, approver=approver, progress=progress)
+    campaign = Campaign(root, spec, approver=approver, progress=progress, settings=settings)
     campaign.guardrails.token_scope = f"llm:{Workspace.new_id('ask')}:"
-    campaign.context.planner = "llm"
+    campaign.planner = chosen.name
     first = campaign.log.next_step()
-    system = LLMPlanner().system_prompt(campaign, goal=f"answer the request: {request}")
     try:
-        conv = Conversation(
-            model or make_chat_model(), campaign.toolbox, campaign.guardrails, note=campaign.note
-        )
-        conv.unfinished = lambda: None if conv.progressed else "no tool has given you data yet"
-        answer = conv.run(system, request)
+        answer = chosen.run(campaign)
     except CampaignStop as exc:
         answer = f"stopped: {exc}"
-    except (LLMUnavailable, NoProgress) as exc:
-        campaign.note(f"LLM planner: {exc}; falling back to the rules planner")
-        result = _ask_rules(request, root, budget, max_steps, approver, progress)
-        notice = f"{'LLM unavailable' if isinstance(exc, LLMUnavailable) else 'LLM made no progress'}: {exc}"
-        return result.model_copy(update={"planner": "rules (fallback)", "notice": notice})
     tokens = int(campaign.guardrails.budget.llm_tokens - campaign.guardrails.remaining()["llm_tokens"])
+    ran, first = (rules.campaign, 0) if rules.campaign is not None else (campaign, first)
     return AskResult(
         answer=answer,
-        planner="llm",
-        workspace=str(campaign.ws.root),
-        ids=_ids(campaign, first),
-        steps=campaign.log.steps(),
+        planner=campaign.planner,
+        workspace=str(ran.ws.root),
+        ids=_ids(ran, first),
+        steps=ran.log.steps(),
         tokens=tokens,
-    )
-
-
-def _ask_rules(
-    request: str,
-    root: Path,
-    budget: Budget | None,
-    max_steps: int,
-    approver: Approver | None,
-    progress: Callable[[str], None] | None,
-) -> AskResult:
-    """``ask`` answered by the rules planner."""
-    req = parse_request(request)
-    if req.missing:
-        return AskResult(
-            answer=f"I understood: {req.understood()}. I need: {'; '.join(req.missing)}.",
-            planner="rules",
-            workspace=str(root),
-            ids=[],
-            steps=0,
-        )
-    if req.target in COMPUTED and req.dataset in (None, "prototypes"):
-        spec = spec_from_request(req, request)
-        if budget is not None:
-            spec.budget = budget
-        directory = root / Workspace.new_id("campaign")
-        campaign = run_campaign(spec, directory, approver=approver, progress=progress)
-        st = campaign.state
-        labels = st.labels(spec.target.property, spec.level)
-        best = sorted(labels, key=lambda lb: lb["value"])[:3]
-        found = campaign.found()
-        answer = (
-            f"Understood: {req.understood()}. Campaign {st.meta('status')} ({st.meta('reason')}): "
-            f"{len(labels)} {spec.target.property}@{spec.level} labels; lowest: "
-            + ", ".join(f"{b['item_id']} {b['value']:.3f} {b['unit']}" for b in best)
-            + (f"; {len(found)} in the window {spec.target.window}" if spec.target.window else "")
-            + f". Report: {campaign.ws.root / 'report.html'}"
-        )
-        return AskResult(
-            answer=answer,
-            planner="rules",
-            workspace=str(campaign.ws.root),
-            ids=_ids(campaign, 0),
-            steps=campaign.log.steps(),
-        )
-    spec = CampaignSpec(
-        name="ask",
-        request=request,
-        budget=budget or Budget(),
-        max_steps=max_steps,
-        elements={"forbidden": req.elements_exclude},
-    )
-    campaign = Campaign(root, spec, approver=approver, progress=progress)
-    first = campaign.log.next_step()
-    try:
-        answer = f"Understood: {req.understood()}. " + _answer_by_rules(campaign, req, request)
-    except CampaignStop as exc:
-        answer = f"Understood: {req.understood()}. Could not answer: {exc}"
-    return AskResult(
-        answer=answer,
-        planner="rules",
-        workspace=str(campaign.ws.root),
-        ids=_ids(campaign, first),
-        steps=campaign.log.steps(),
+        notice=getattr(chosen, "handed_over", ""),
     )

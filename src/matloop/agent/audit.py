@@ -44,7 +44,7 @@ from matloop.errors import CampaignStop
 from matloop.validation.sanity import check_structure
 
 if TYPE_CHECKING:
-    from matloop.agent.campaign import Campaign
+    from matloop.agent.session import Session
 
 
 class RoundAudit(BaseModel):
@@ -126,7 +126,7 @@ class AuditSummary(BaseModel):
 class Audit:
     """The audit set of one campaign."""
 
-    def __init__(self, campaign: Campaign) -> None:
+    def __init__(self, campaign: Session) -> None:
         self.campaign = campaign
         self.live = False  # set by start(): round changes then release audit batches
 
@@ -237,12 +237,12 @@ class Audit:
     @contextmanager
     def _deciding(self) -> Iterator[None]:
         """Log the audit's own steps as decided by ``audit``, not by the planner."""
-        context = self.campaign.context
-        planner, context.planner = context.planner, "audit"
+        c = self.campaign
+        planner, c.planner = c.planner, "audit"
         try:
             yield
         finally:
-            context.planner = planner
+            c.planner = planner
 
     def _queue(self, rnd: int, batch: list[str]) -> None:
         c = self.campaign
@@ -293,8 +293,8 @@ class Audit:
     def _predictions(self, model_id: str, ids: list[str]) -> dict[str, tuple[float, float]] | None:
         """μ and σ of a model on the audit items (cached in the state); ``None`` if the model does
         not predict the campaign's labels."""
+        from matloop.data.feature_sets import load_graphs
         from matloop.models import load_model
-        from matloop.tools.featurize import load_graphs
 
         c = self.campaign
         key = f"audit:predictions:{model_id}"
@@ -308,7 +308,7 @@ class Audit:
         graphs = load_graphs(self.plan["pool_feature_set"], workspace=c.ws)  # type: ignore[index]
         pos = {item_id: k for k, item_id in enumerate(graphs.ids)}
         ids = [i for i in ids if i in pos]
-        pred = model.predict([graphs.graphs[pos[i]] for i in ids])
+        pred = model.predict_items(graphs.items(c.ws).take([pos[i] for i in ids]))
         out = {i: (float(m), float(s)) for i, m, s in zip(ids, pred.mean, pred.std, strict=True)}
         c.state.set_meta(key, {"pred": out})
         return out

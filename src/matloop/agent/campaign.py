@@ -9,227 +9,39 @@ so after a crash nothing is lost and no calculation runs twice.
 from __future__ import annotations
 
 import math
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-
-from matloop.acquisition import Strategy
 from matloop.agent.audit import Audit
 from matloop.agent.decisions import Decision, DecisionLog
-from matloop.agent.guardrails import Approver, Budget, Guardrails, PoolLimits
-from matloop.agent.registry import Context, Toolbox, summarize
+from matloop.agent.guardrails import Approver, Guardrails, PoolLimits
+from matloop.agent.report import write_report
+from matloop.agent.rules import RulesPlanner
+from matloop.agent.session import Planner
+from matloop.agent.spec import CampaignSpec, PlannerName, default_strategy, hard_limits
 from matloop.agent.state import CampaignState
+from matloop.agent.toolbox import Context, Toolbox, summarize, to_json
+from matloop.agent.toolset import TOOLS
 from matloop.audit import in_window
-from matloop.data.prototypes import Family
 from matloop.errors import CampaignStop, ToolInputError
-from matloop.models.inputs import Backbone
-from matloop.settings import Settings, SlurmSettings, TrainSettings, get_settings
+from matloop.names import DIRECTIONS, JOB_STATUSES
+from matloop.settings import LLMSettings, Settings, get_settings
+from matloop.validation.store import ValidationStore
 from matloop.workspace import Workspace
 
-Level = Literal["chgnet", "sevenn", "cp2k", "xtb", "vasp", "lookup"]
-Planner = Literal["auto", "llm", "rules"]
 
-
-Goal = Literal["learn", "window", "minimise", "maximise"]
-
-#: The acquisition strategy of a campaign whose spec says ``strategy: auto``, per goal.
-DEFAULT_STRATEGIES: dict[Goal, str] = {
-    "learn": "batch_entropy",
-    "window": "in_window",
-    "minimise": "ei",
-    "maximise": "ei",
-}
-
-
-def default_strategy(goal: Goal) -> str:
-    """The strategy ``auto`` stands for when the campaign's goal is ``goal``."""
-    return DEFAULT_STRATEGIES[goal]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class PoolSpec(_Strict):
-    """Where candidates come from: a prototype pool, a dataset queried with ``query``, or a slice
-    already stored in the campaign's workspace (made with the tools from Python)."""
-
-    source: str = Field("prototypes", description="'prototypes' or a query_dataset source name.")
-    slice_id: str | None = Field(None, description="An existing slice of the workspace (overrides source).")
-    families: list[Family] | None = None
-    elements: list[str] | None = None
-    max_items: int | None = Field(None, gt=0)
-    query: dict[str, Any] = Field(default_factory=dict, description="Extra query_dataset arguments.")
-
-
-class TargetSpec(_Strict):
-    property: str = Field("formation_energy_per_atom", description="Property computed by the level.")
-    goal: Goal = "learn"
-    window: tuple[float | None, float | None] | None = None
-
-    @model_validator(mode="after")
-    def _window_given(self) -> TargetSpec:
-        if self.goal == "window" and self.window is None:
-            raise ValueError("goal 'window' needs window: [low, high] (null for an open end)")
-        return self
-
-
-class PretrainSpec(_Strict):
-    """A reference dataset the GNN is pretrained on; an initialisation only, never mixed into labels."""
-
-    source: str = "mp_formation_energy"
-    property: str = "formation_energy_per_atom"
-    limit: int | None = Field(600, gt=0)
-    epochs: int | None = Field(None, gt=0)
-
-
-class ModelSpec(_Strict):
-    """The surrogate of every round; unset fields keep the workspace's training settings."""
-
-    method: Literal["ensemble", "mc_dropout", "evidential", "gp"] = "ensemble"
-    backbone: Literal["auto"] | Backbone = Field(
-        "auto",
-        description="'gnn' (trained graph network), a frozen featurizer under a small head, or 'auto' "
-        "(chgnet+magpie for crystals, gnn for molecules; gnn whenever the spec needs a graph network).",
-    )
-    epochs: int | None = Field(None, gt=0, description="Epochs per (fine-)training round.")
-    warm_start: bool = Field(False, description="Fine-tune the previous round's model instead of retraining.")
-    finetune_epochs: int | None = Field(None, gt=0, description="Epochs of a warm-start fine-tune.")
-    val_fraction: float = Field(0.1, ge=0, lt=1, description="Labels kept for early stopping and σ scale.")
-    test_fraction: float = Field(0.1, ge=0, lt=1, description="Labels held out for the reported metrics.")
-    patience: int | None = Field(None, gt=0, description="Early-stopping patience in epochs.")
-    ensemble_size: int | None = Field(None, gt=0, description="Members of a deep ensemble.")
-    hidden: int | None = Field(None, gt=0, description="Width of the graph network.")
-    conv: Literal["cgcnn", "schnet"] | None = Field(None, description="Graph convolution of the backbone.")
-    bootstrap: bool | None = Field(None, description="Train each ensemble member on a bootstrap resample.")
-
-    @property
-    def needs_graph_network(self) -> bool:
-        """Whether the spec asks for what only the graph network does (warm starts, dropout or
-        evidential heads)."""
-        return self.warm_start or self.method not in ("ensemble", "gp")
-
-    @model_validator(mode="after")
-    def _backbone_fits(self) -> ModelSpec:
-        if self.backbone not in ("auto", "gnn") and self.needs_graph_network:
-            raise ValueError(
-                f"backbone {self.backbone!r} takes method 'ensemble' or 'gp' and no warm_start "
-                f"(its head retrains in seconds), got method {self.method!r}, warm_start {self.warm_start}"
-            )
-        return self
-
-    def train_settings(self, base: TrainSettings) -> TrainSettings:
-        """``base`` with this spec's overrides."""
-        keys = ("method", "patience", "ensemble_size", "hidden", "conv", "bootstrap")
-        return base.model_copy(update={k: getattr(self, k) for k in keys if getattr(self, k) is not None})
-
-
-class AuditSpec(_Strict):
-    """The random audit set: a share of the calculation budget spent on pool items drawn uniformly
-    at random, at the campaign's level, never trained on — an unbiased test of every round's model
-    and of the campaign against random selection. ``audit: off`` in YAML turns it off."""
-
-    enabled: bool = True
-    fraction: float = Field(0.15, gt=0, lt=1, description="Share of the calculation budget.")
-    min_items: int = Field(8, ge=0, description="At least this many items (at most half the budget).")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _on_off(cls, value: Any) -> Any:
-        if value in (False, "off", "no"):  # YAML reads a bare `off` as False
-            return {"enabled": False}
-        if value in (True, "on", "yes", None):
-            return {}
-        return value
-
-
-class StopSpec(_Strict):
-    target_mae: float | None = Field(None, gt=0, description="Stop when the model's test MAE is below this.")
-    found: int | None = Field(None, gt=0, description="Stop when this many labelled items are in the window.")
-    max_hours: float | None = Field(None, gt=0, description="Wall-clock limit of the campaign.")
-
-
-class ElementsSpec(_Strict):
-    allowed: list[str] = Field(default_factory=list)
-    forbidden: list[str] = Field(default_factory=list)
-
-
-class CampaignSpec(_Strict):
-    """Everything a campaign needs; read from YAML."""
-
-    name: str = "campaign"
-    description: str = ""
-    pool: PoolSpec = Field(default_factory=PoolSpec)
-    target: TargetSpec = Field(default_factory=TargetSpec)
-    level: Level = "chgnet"
-    executor: Literal["local", "dask", "jobflow-remote", "slurm"] = "local"
-    slurm: SlurmSettings | None = Field(
-        None, description="Worker-job resources for executor slurm (replaces settings.validation.slurm)."
-    )
-    pretrained: PretrainSpec | None = None
-    model: ModelSpec = Field(default_factory=ModelSpec)
-    strategy: Literal["auto"] | Strategy = "auto"
-    seed_size: int = Field(8, gt=0)
-    batch_size: int = Field(6, gt=0)
-    rounds: int = Field(4, ge=1)
-    budget: Budget = Field(default_factory=Budget)
-    audit: AuditSpec = Field(default_factory=AuditSpec)
-    stop: StopSpec = Field(default_factory=StopSpec)
-    elements: ElementsSpec = Field(default_factory=ElementsSpec)
-    planner: Planner = "auto"
-    request: str | None = Field(None, description="Natural-language goal given to the LLM planner.")
-    approve_expensive: bool = Field(False, description="Allow cp2k/vasp without an interactive prompt.")
-    max_steps: int = Field(200, gt=0, description="Tool calls allowed in one run of the planner.")
-    seed: int = 0
-
-    @model_validator(mode="after")
-    def _pretrained_needs_gnn(self) -> CampaignSpec:
-        if self.pretrained is not None and self.model.backbone not in ("auto", "gnn"):
-            raise ValueError(
-                f"pretrained: initialises the graph network; backbone {self.model.backbone!r} is "
-                "already pretrained — drop one of them"
-            )
-        return self
-
-    @classmethod
-    def from_yaml(cls, path: str | Path) -> CampaignSpec:
-        return cls.model_validate(yaml.safe_load(Path(path).read_text()) or {})
-
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
-
-
-def hard_limits(spec: CampaignSpec) -> tuple[Budget, list[str]]:
-    """The spec's budget and forbidden elements, tightened by the limits its request states in words
-    ("at most 5 calculations", "excluding oxygen"), so every planner gets them as guardrails."""
-    from matloop.agent.rules import parse_request
-
-    budget, forbidden = spec.budget, set(spec.elements.forbidden)
-    if spec.request:
-        req = parse_request(spec.request)
-        forbidden |= set(req.elements_exclude)
-        if req.budget is not None and req.budget < budget.calculations:
-            budget = budget.model_copy(update={"calculations": req.budget})
-    return budget, sorted(forbidden)
-
-
-def llm_configured() -> bool:
-    import os
-
-    llm = get_settings().llm
+def llm_configured(llm: LLMSettings) -> bool:
+    """Whether these settings (or ``OPENAI_API_KEY``) name a language model to plan with."""
     return bool(llm.api_key or llm.base_url or os.environ.get("OPENAI_API_KEY"))
 
 
-def _settings(spec: CampaignSpec) -> Settings:
-    """Settings from the environment, with the spec's training overrides and its Slurm resources
-    when it gives them."""
-    settings = get_settings()
+def _settings(spec: CampaignSpec, settings: Settings) -> Settings:
+    """``settings`` with the spec's training overrides and its Slurm resources when it gives them."""
     update: dict[str, Any] = {"train": spec.model.train_settings(settings.train)}
     if spec.slurm is not None:
         update["validation"] = settings.validation.model_copy(update={"slurm": spec.slurm})
@@ -246,9 +58,11 @@ class Campaign:
         *,
         approver: Approver | None = None,
         progress: Callable[[str], None] | None = None,
+        settings: Settings | None = None,
     ) -> None:
+        """Open the campaign in ``root``; ``settings`` default to the environment's."""
         self.spec = spec
-        self.ws = Workspace(root, settings=_settings(spec))
+        self.ws = Workspace(root, settings=_settings(spec, settings or get_settings()))
         self.state = CampaignState(self.ws)
         self.log = DecisionLog(self.ws.root / "decisions.jsonl")
         budget, forbidden = hard_limits(spec)
@@ -269,7 +83,7 @@ class Campaign:
         self.context = Context(campaign=spec.name)
         self.say = progress or (lambda _m: None)
         self.toolbox = Toolbox(
-            self.ws, self.state, self.guardrails, self.log, self.context, progress=self._progress
+            self.ws, self.state, self.guardrails, self.log, self.context, TOOLS, progress=self._progress
         )
         self.audit = Audit(self)
         self.guardrails.reserved = self.audit.reserved
@@ -284,6 +98,14 @@ class Campaign:
         """A new round (either planner sets it): the audit set releases this round's batch."""
         self.context.round = value
         self.audit.on_round(value)
+
+    @property
+    def planner(self) -> str:
+        return self.context.planner
+
+    @planner.setter
+    def planner(self, value: str) -> None:
+        self.context.planner = value
 
     def _progress(self, message: str) -> None:
         self.say(f"[round {self.round}] {message}")
@@ -305,18 +127,18 @@ class Campaign:
         )
         self.say(message)
 
-    def step(self, key: str, tool: str, args: dict[str, Any], rationale: str) -> dict[str, Any]:
-        """Run one keyed step through the toolbox, or return its stored result if it already finished."""
+    def step(self, key: str, tool: str, args: dict[str, Any], rationale: str) -> Any:
+        """Run one keyed step through the toolbox, or rebuild its stored result if it already finished."""
         done = self.state.step(key)
         if done is not None and done["status"] == "done":
-            return done["result"]
+            return self.toolbox.specs[tool].rebuild(done["result"])
         self.state.begin_step(key, self.round, tool, args)
         with _heartbeat(self.say, f"[round {self.round}]   … {tool} still running"):
             out = self.toolbox.call(tool, args, rationale=rationale, key=key)
         if not out.ok:
             raise CampaignStop(f"{tool} failed: {out.message}")
-        self.state.finish_step(key, out.result)
-        self.say(f"[round {self.round}]   → {_brief(tool, out.result)}")
+        self.state.finish_step(key, to_json(out.result))
+        self.say(f"[round {self.round}]   → {_brief(tool, to_json(out.result))}")
         return out.result
 
     # -- helpers the planners share -----------------------------------------------------
@@ -330,17 +152,14 @@ class Campaign:
         if t.goal == "window" and t.window is not None:
             lo, hi = t.window
             return {"window": (-math.inf if lo is None else lo, math.inf if hi is None else hi)}
-        if t.goal in ("minimise", "maximise"):
-            return {"goal": "minimize" if t.goal == "minimise" else "maximize"}
+        if t.goal in DIRECTIONS:
+            return {"goal": t.goal}
         return {}
 
     def used_ids(self) -> list[str]:
-        """Items already labelled, sent to a calculation or in the audit set (never selected)."""
-        return sorted(
-            {c["item_id"] for c in self.state.calcs()}
-            | {lb["item_id"] for lb in self.state.labels()}
-            | set(self.audit.ids())
-        )
+        """Items already labelled, sent to a calculation (failed ones too) or in the audit set
+        (never selected again)."""
+        return sorted(ValidationStore(self.ws).taken_ids(JOB_STATUSES) | set(self.audit.ids()))
 
     def own_labels(self) -> list[dict[str, Any]]:
         """The campaign's labels of its target at its level, audit items excluded."""
@@ -419,14 +238,13 @@ def _brief(tool: str, result: dict[str, Any]) -> str:
     return f"{tool}: {summarize(short, 6)}"
 
 
-def choose_planner(name: Planner):
-    """The planner object for a name (``auto``: the LLM when one is configured, else rules)."""
-    from matloop.agent.rules import RulesPlanner
+def choose_planner(name: PlannerName, llm: LLMSettings) -> Planner:
+    """The planner object for a name (``auto``: the LLM when ``llm`` configures one, else rules);
+    the LLM planner falls back on the rules planner."""
+    if name == "llm" or (name == "auto" and llm_configured(llm)):
+        from matloop.agent.llm import LLMPlanner  # LangChain: imported only when an LLM plans
 
-    if name == "llm" or (name == "auto" and llm_configured()):
-        from matloop.agent.llm import LLMPlanner
-
-        return LLMPlanner()
+        return LLMPlanner(fallback=RulesPlanner())
     return RulesPlanner()
 
 
@@ -443,11 +261,11 @@ def run_campaign(
     resume: bool = False,
     approver: Approver | None = None,
     progress: Callable[[str], None] | None = None,
-    planner: Any = None,
+    planner: Planner | None = None,
+    settings: Settings | None = None,
 ) -> Campaign:
-    """Run (or resume) a campaign in ``directory``; writes the report at the end."""
-    from matloop.agent.report import write_report
-
+    """Run (or resume) a campaign in ``directory``; writes the report at the end. ``settings``
+    default to the environment's."""
     directory = Path(directory)
     spec_file = directory / "campaign.yaml"
     if resume:
@@ -463,9 +281,9 @@ def run_campaign(
             )
         directory.mkdir(parents=True, exist_ok=True)
         spec_file.write_text(spec.to_yaml())
-    campaign = Campaign(directory, spec, approver=approver, progress=progress)
-    planner = planner or choose_planner(spec.planner)
-    campaign.context.planner = planner.name
+    campaign = Campaign(directory, spec, approver=approver, progress=progress, settings=settings)
+    planner = planner or choose_planner(spec.planner, campaign.ws.settings.llm)
+    campaign.planner = planner.name
     campaign.state.set_meta("status", "running")
     campaign.note(
         f"{'resumed' if resume else 'started'} campaign {spec.name} with the {planner.name} planner"

@@ -18,14 +18,13 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from matloop.agent.state import CampaignState
+from matloop.agent.toolspec import GuardrailCheck, ToolSpec
 from matloop.data.slices import load_slice
 from matloop.errors import CampaignStop, ToolInputError
+from matloop.validation.levels import get_level
 from matloop.validation.sanity import check_structure
 from matloop.workspace import Workspace
 
-EXPENSIVE_LEVELS = frozenset({"cp2k", "vasp"})
-COMPUTE_TOOLS = frozenset({"train_uq_gnn", "fine_tune", "queue_validation"})
-POLLING_TOOLS = frozenset({"validation_status"})
 Approver = Callable[[str, int], bool]
 
 
@@ -145,8 +144,10 @@ class Guardrails:
                 f"needs about {prompt} prompt + {completion} completion tokens"
             )
 
-    def check(self, tool: str, args: dict[str, Any]) -> tuple[dict[str, Any], list[Verdict]]:
-        """Amend or refuse one call; returns the arguments to run with and the verdicts."""
+    def check(self, spec: ToolSpec, args: dict[str, Any]) -> tuple[dict[str, Any], list[Verdict]]:
+        """Amend or refuse one call of the tool ``spec`` registers; returns the arguments to run
+        with and the verdicts."""
+        tool = spec.name
         verdicts: list[Verdict] = []
         self.steps += 1
         if self.steps > self.max_steps:
@@ -157,7 +158,7 @@ class Guardrails:
         world = (len(self.state.labels()), len(self.state.calcs()), len(self.state.models()))
         signature = tool + json.dumps([args, world], sort_keys=True, default=str)
         self._calls[signature] += 1
-        if self._calls[signature] > self.max_repeats and tool not in POLLING_TOOLS:
+        if self._calls[signature] > self.max_repeats and not spec.polls:
             self._reject(
                 verdicts,
                 "repeat",
@@ -167,27 +168,35 @@ class Guardrails:
         verdicts.append(Verdict("repeat", True))
 
         left = self.remaining()
-        if tool in COMPUTE_TOOLS and left["cpu_hours"] <= 0:
+        if spec.compute and left["cpu_hours"] <= 0:
             self._reject(
                 verdicts, "budget_cpu_hours", f"CPU-hour budget of {self.budget.cpu_hours} is used up"
             )
         args = dict(args)
-        if tool in ("query_dataset", "build_candidate_pool") and self.forbidden:
-            none = sorted(set(args.get("elements_none") or []) | self.forbidden)
-            if none != sorted(args.get("elements_none") or []):
-                verdicts.append(
-                    Verdict("elements", True, f"added forbidden elements {sorted(self.forbidden)}")
-                )
-            args["elements_none"] = none
-        if tool == "build_candidate_pool":
-            args = self._check_pool(args, verdicts)
-        if tool == "queue_validation":
-            args = self._check_validation(args, verdicts)
+        for check in spec.checks:
+            args = self._checks[check](args, verdicts)
         return args, verdicts
+
+    @property
+    def _checks(self) -> dict[GuardrailCheck, Callable[[dict[str, Any], list[Verdict]], dict[str, Any]]]:
+        return {
+            "forbidden_elements": self._check_forbidden,
+            "pool": self._check_pool,
+            "validation": self._check_validation,
+        }
 
     def _reject(self, verdicts: list[Verdict], check: str, message: str) -> None:
         verdicts.append(Verdict(check, False, message))
         raise GuardrailViolation(f"refused by guardrail '{check}': {message}", verdicts)
+
+    def _check_forbidden(self, args: dict[str, Any], verdicts: list[Verdict]) -> dict[str, Any]:
+        """Add the forbidden elements to a query's ``elements_none``."""
+        if not self.forbidden:
+            return args
+        none = sorted(set(args.get("elements_none") or []) | self.forbidden)
+        if none != sorted(args.get("elements_none") or []):
+            verdicts.append(Verdict("elements", True, f"added forbidden elements {sorted(self.forbidden)}"))
+        return {**args, "elements_none": none}
 
     def _check_pool(self, args: dict[str, Any], verdicts: list[Verdict]) -> dict[str, Any]:
         """Keep a pool inside the spec's families, elements and size."""
@@ -213,7 +222,7 @@ class Guardrails:
         level = args.get("level", "chgnet")
         if level not in self.allowed_levels:
             self._reject(verdicts, "level", f"expected a level among {self.allowed_levels}, got {level!r}")
-        if level in EXPENSIVE_LEVELS and level not in self._approved:
+        if get_level(level).needs_approval and level not in self._approved:
             n = len(args.get("item_ids") or [])
             if self.approve_expensive or (self.approver is not None and self.approver(level, n)):
                 self._approved.add(level)
@@ -222,8 +231,8 @@ class Guardrails:
                 self._reject(
                     verdicts,
                     "approval",
-                    f"level {level!r} is expensive and needs approval (interactive confirmation, or "
-                    "approve_expensive: true in the campaign spec)",
+                    f"level {level!r} costs {get_level(level).cost:g}× CHGNet per structure and needs "
+                    "approval (interactive confirmation, or approve_expensive: true in the campaign spec)",
                 )
         ids = list(dict.fromkeys(args.get("item_ids") or []))
         if held := self.reserved() & set(ids):

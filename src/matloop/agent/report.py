@@ -7,15 +7,24 @@ import html
 import io
 from collections import defaultdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from matloop.agent.audit import AuditSummary
+from matloop.agent.session import Session
 from matloop.audit import N_BOOTSTRAP, in_window
 
 if TYPE_CHECKING:
-    from matloop.agent.campaign import Campaign
+    from matloop.agent.audit import Audit
+    from matloop.agent.decisions import DecisionLog
+
+
+class Reported(Session, Protocol):
+    """What the report reads: a session, its decision log and its audit set."""
+
+    log: DecisionLog
+    audit: Audit
 
 
 def _png(fig: Any) -> str:
@@ -27,7 +36,7 @@ def _png(fig: Any) -> str:
     return f'<img src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}"/>'
 
 
-def prospective_pairs(campaign: Campaign) -> list[dict[str, Any]]:
+def prospective_pairs(campaign: Reported) -> list[dict[str, Any]]:
     """Selected candidates whose label came back: the prediction made when they were picked vs the label."""
     spec = campaign.spec
     labels = {lb["item_id"]: lb for lb in campaign.state.labels(spec.target.property, spec.level)}
@@ -93,7 +102,7 @@ def _calibration(summary: AuditSummary) -> str:
     return _png(fig)
 
 
-def _found_vs_random(campaign: Campaign, summary: AuditSummary, unit: str) -> str:
+def _found_vs_random(campaign: Reported, summary: AuditSummary, unit: str) -> str:
     own = campaign.own_labels()
     t = campaign.spec.target
     plt = _plt()
@@ -148,13 +157,13 @@ def _found_vs_random(campaign: Campaign, summary: AuditSummary, unit: str) -> st
     return _png(fig)
 
 
-def _audit_values(campaign: Campaign) -> dict[str, float]:
+def _audit_values(campaign: Reported) -> dict[str, float]:
     ids = set(campaign.audit.ids())
     labels = campaign.state.labels(campaign.spec.target.property, campaign.spec.level)
     return {lb["item_id"]: lb["value"] for lb in labels if lb["item_id"] in ids}
 
 
-def _parity(campaign: Campaign, pairs: list[dict[str, Any]]) -> str:
+def _parity(campaign: Reported, pairs: list[dict[str, Any]]) -> str:
     plt = _plt()
     if not pairs:
         return "<p>No prediction/label pairs yet.</p>"
@@ -178,7 +187,7 @@ def _parity(campaign: Campaign, pairs: list[dict[str, Any]]) -> str:
     return _png(fig)
 
 
-def _unit(campaign: Campaign) -> str:
+def _unit(campaign: Reported) -> str:
     labels = campaign.state.labels(campaign.spec.target.property, campaign.spec.level)
     return labels[0]["unit"] if labels else ""
 
@@ -195,7 +204,7 @@ def _fmt(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def _audit_section(campaign: Campaign, summary: AuditSummary) -> str:
+def _audit_section(campaign: Reported, summary: AuditSummary) -> str:
     """The report's lead: headline numbers, learning curve and calibration on the audit set, and
     found vs random."""
     unit = _unit(campaign)
@@ -255,7 +264,7 @@ def _audit_section(campaign: Campaign, summary: AuditSummary) -> str:
     return head + how + curve + calibration + found
 
 
-def render_report(campaign: Campaign) -> str:
+def render_report(campaign: Reported) -> str:
     spec, state = campaign.spec, campaign.state
     pairs = prospective_pairs(campaign)
     labels = {lb["item_id"]: lb["value"] for lb in state.labels(spec.target.property, spec.level)}
@@ -336,7 +345,7 @@ def render_report(campaign: Campaign) -> str:
 <style>{style}</style></head><body>
 <h1>Campaign {html.escape(spec.name)}</h1>
 <p>Status: <b>{status}</b> — {reason}</p>
-<p>Planner: {html.escape(campaign.context.planner)}; target: {html.escape(spec.target.property)}
+<p>Planner: {html.escape(campaign.planner)}; target: {html.escape(spec.target.property)}
 ({spec.target.goal}{" " + html.escape(str(spec.target.window)) if spec.target.window else ""});
 level: {spec.level}; executor: {spec.executor}; selection: {campaign.strategy()}. {html.escape(summary)}.</p>
 {pretrain}
@@ -359,7 +368,7 @@ label computed afterwards (picked items, not a random sample: the audit set abov
 </body></html>"""
 
 
-def write_report(campaign: Campaign, path: str | Path | None = None) -> Path:
+def write_report(campaign: Reported, path: str | Path | None = None) -> Path:
     """Write ``report.html`` in the campaign directory (or ``path``)."""
     out = Path(path) if path else campaign.ws.root / "report.html"
     out.write_text(render_report(campaign), encoding="utf-8")

@@ -1,4 +1,4 @@
-"""The rules planner: no LLM. It parses common request shapes and runs the standard loop
+"""The rules planner: no LLM. It runs the standard loop
 
     pool → featurize → (pretrain) → seed labels → [train/fine-tune → select → validate → collect]×n
 
@@ -9,211 +9,14 @@ which is what makes ``resume`` exact after a crash.
 
 from __future__ import annotations
 
-import re
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from pydantic import BaseModel, Field
-from pymatgen.core.periodic_table import Element
 
 from matloop.errors import CampaignStop
 
 if TYPE_CHECKING:
-    from matloop.agent.campaign import Campaign
-
-Goal = Literal["learn", "window", "minimise", "maximise"]
-
-# phrase → (property, dataset where it lives); longest phrases are tried first
-PROPERTIES: dict[str, tuple[str, str | None]] = {
-    "homo-lumo gap": ("gap", "qm9"),
-    "homo lumo gap": ("gap", "qm9"),
-    "homo": ("homo", "qm9"),
-    "lumo": ("lumo", "qm9"),
-    "formation energy": ("formation_energy_per_atom", None),
-    "formation enthalpy": ("formation_energy_per_atom", None),
-    "energy above hull": ("e_above_hull", "mp_formation_energy"),
-    "hull distance": ("e_above_hull", "mp_formation_energy"),
-    "band gap": ("band_gap", "mp_dielectric"),
-    "bandgap": ("band_gap", "mp_dielectric"),
-    "refractive index": ("n", "mp_dielectric"),
-    "bulk modulus": ("K_VRH", "mp_elastic"),
-    "shear modulus": ("G_VRH", "mp_elastic"),
-    "piezoelectric": ("eij_max", "mp_piezo"),
-    "gap": ("gap", None),
-}
-DATASETS = (
-    "qm9",
-    "mp_formation_energy",
-    "mp_dielectric",
-    "mp_elastic",
-    "mp_piezo",
-    "matbench",
-    "materials_project",
-)
-LEVELS = {"chgnet": "chgnet", "sevenn": "sevenn", "cp2k": "cp2k", "dft": "cp2k", "vasp": "vasp", "xtb": "xtb"}
-ANION_WORDS = {
-    "oxide": "O",
-    "nitride": "N",
-    "sulfide": "S",
-    "sulphide": "S",
-    "fluoride": "F",
-    "chloride": "Cl",
-    "bromide": "Br",
-    "iodide": "I",
-    "selenide": "Se",
-    "telluride": "Te",
-    "carbide": "C",
-    "phosphide": "P",
-    "hydride": "H",
-}
-_NAMES = {Element(s).long_name.lower(): s for s in (e.symbol for e in Element) if Element(s).Z <= 94}
-_NAMES.update({"sulphur": "S", "aluminum": "Al", "caesium": "Cs"})
-_SYMBOLS = {e.symbol for e in Element if e.Z <= 94}
-_NUM = r"([-+−]?\d+(?:\.\d+)?(?:e[-+]?\d+)?)"
-
-
-class ParsedRequest(BaseModel):
-    """What the rules planner understood of a request, and what it still needs."""
-
-    target: str | None = Field(None, description="Property to learn or search on.")
-    goal: Goal | None = None
-    window: tuple[float | None, float | None] | None = Field(None, description="Target range (None = open).")
-    elements_include: list[str] = Field(default_factory=list)
-    elements_exclude: list[str] = Field(default_factory=list)
-    dataset: str | None = None
-    budget: int | None = Field(None, description="Number of calculations allowed.")
-    level: str | None = None
-    missing: list[str] = Field(default_factory=list)
-
-    def understood(self) -> str:
-        parts = []
-        if self.target:
-            parts.append(f"target {self.target}")
-        if self.goal:
-            parts.append(f"goal {self.goal}" + (f" {self.window}" if self.window else ""))
-        if self.elements_include:
-            parts.append(f"with {', '.join(self.elements_include)}")
-        if self.elements_exclude:
-            parts.append(f"without {', '.join(self.elements_exclude)}")
-        for label, value in (("dataset", self.dataset), ("budget", self.budget), ("level", self.level)):
-            if value is not None:
-                parts.append(f"{label} {value}")
-        return "; ".join(parts) or "nothing I can act on"
-
-
-def _float(text: str) -> float:
-    return float(text.replace("−", "-"))
-
-
-def _element(token: str) -> str | None:
-    token = token.strip(" .,;:()")
-    if token in _SYMBOLS:
-        return token
-    return _NAMES.get(token.lower())
-
-
-def _elements_after(text: str, keywords: str) -> list[str]:
-    found: list[str] = []
-    for m in re.finditer(
-        rf"\b(?:{keywords})\s+((?:[A-Za-z]+(?:\s*,\s*|\s+(?:and|or|nor)\s+|\s+)?){{1,6}})", text
-    ):
-        for token in re.split(r"\s*,\s*|\s+(?:and|or|nor)\s+|\s+", m.group(1)):
-            el = _element(token)
-            if el is None:
-                if token.lower() in {"any", "the", "elements", "element"}:
-                    continue
-                break
-            found.append(el)
-    return found
-
-
-def parse_request(text: str) -> ParsedRequest:
-    """Read target, goal/range, elements, dataset, budget and level from a request."""
-    low = text.lower().replace("–", "-").replace("≤", "<=").replace("≥", ">=")
-    req = ParsedRequest()
-    for phrase in sorted(PROPERTIES, key=len, reverse=True):
-        if re.search(rf"\b{re.escape(phrase)}\b", low):
-            req.target, dataset = PROPERTIES[phrase]
-            req.dataset = dataset
-            break
-    if req.target == "gap" and "qm9" not in low and "molecul" not in low and "homo" not in low:
-        req.target, req.dataset = "band_gap", "mp_dielectric"
-    for name in DATASETS:
-        if name in low or (name == "materials_project" and "materials project" in low):
-            req.dataset = name
-    if "qm9" in low or "molecul" in low:
-        req.dataset = "qm9"
-    if "perovskite" in low or "rock-salt" in low or "rocksalt" in low or "zinc-blende" in low:
-        req.dataset = req.dataset if req.dataset == "qm9" else "prototypes"
-    for word, level in LEVELS.items():
-        if re.search(rf"\b{word}\b", low):
-            req.level = level
-
-    unit = r"\s*(?:ev/atom|ev|mev/atom|gpa|%|kj/mol)?"
-    if (m := re.search(rf"(?:between|from)\s+{_NUM}{unit}\s+(?:and|to)\s+{_NUM}", low)) or (
-        m := re.search(rf"{_NUM}{unit}\s*(?:-|to)\s*{_NUM}{unit}", low)
-    ):
-        req.window = (_float(m.group(1)), _float(m.group(2)))
-    elif m := re.search(rf"(?:around|about|near|close to|≈|~)\s*{_NUM}", low):
-        v = _float(m.group(1))
-        req.window = (v - 0.1 * abs(v) - 0.05, v + 0.1 * abs(v) + 0.05)
-    else:
-        lo = re.search(
-            rf"(?:above|over|greater than|more than|higher than|at least|exceeding|>=?)\s*{_NUM}", low
-        )
-        hi = re.search(rf"(?:below|under|less than|lower than|smaller than|at most|<=?)\s*{_NUM}", low)
-        hi = (
-            None
-            if hi and re.search(r"calculation|calcs|evaluation|label|dft run", low[hi.end() : hi.end() + 25])
-            else hi
-        )
-        if lo or hi:
-            req.window = (_float(lo.group(1)) if lo else None, _float(hi.group(1)) if hi else None)
-    if req.window and None not in req.window and req.window[0] > req.window[1]:  # type: ignore[operator]
-        req.window = (req.window[1], req.window[0])
-
-    if re.search(r"minimi[sz]e|lowest|smallest|most negative|most stable|minimum", low):
-        req.goal = "minimise"
-    elif re.search(r"maximi[sz]e|highest|largest|maximum", low):
-        req.goal = "maximise"
-    elif req.window:
-        req.goal = "window"
-    elif req.target:
-        req.goal = "learn"
-
-    if (
-        m := re.search(
-            r"(\d+)\s*(?:dft\s+|chgnet\s+|cp2k\s+)?(?:calculations|calcs|evaluations|labels|dft runs)", low
-        )
-    ) or (m := re.search(r"budget\s*(?:of|:|=)?\s*(\d+)", low)):
-        req.budget = int(m.group(1))
-
-    exclude = _elements_after(text, r"without|excluding|exclude|except|no|not|avoid|avoiding|free of")
-    exclude += [
-        el
-        for word, el in (
-            ("lead-free", "Pb"),
-            ("lead free", "Pb"),
-            ("non-toxic", "Pb"),
-            ("cadmium-free", "Cd"),
-            ("mercury-free", "Hg"),
-        )
-        if word in low
-    ]
-    if "non-toxic" in low or "nontoxic" in low:
-        exclude += ["Cd", "Hg", "As", "Tl"]
-    include = _elements_after(text, r"with|containing|contain|including|include|made of|based on")
-    include += [el for word, el in ANION_WORDS.items() if re.search(rf"\b{word}s?\b", low)]
-    req.elements_exclude = sorted(set(exclude))
-    req.elements_include = sorted(set(include) - set(exclude))
-
-    if req.target is None:
-        req.missing.append(
-            f"a target property (one of: {', '.join(sorted({p for p, _ in PROPERTIES.values()}))})"
-        )
-    if req.goal == "window" and req.window is None:
-        req.missing.append("a value range for the target")
-    return req
+    from matloop.agent.session import Session
 
 
 class RulesPlanner:
@@ -221,7 +24,7 @@ class RulesPlanner:
 
     name = "rules"
 
-    def run(self, campaign: Campaign) -> str:
+    def run(self, campaign: Session) -> str:
         spec = campaign.spec
         pool_slice, pool_fs = self.setup(campaign)
         base_model = self._pretrain(campaign)
@@ -249,7 +52,7 @@ class RulesPlanner:
                 },
                 f"round {rnd}: pick the next batch by {campaign.strategy()} with the round-{rnd} model",
             )
-            ids = [c["item_id"] for c in selection["candidates"]]
+            ids = [c.item_id for c in selection.candidates]
             if not ids:
                 return "no candidates left in the pool"
             self._validate(campaign, f"r{rnd}", pool_slice, ids, f"round {rnd}: validate the selected batch")
@@ -257,11 +60,11 @@ class RulesPlanner:
         model_id = self._train(campaign, f"r{spec.rounds + 1}", pool_slice, base_model, model_id)
         return campaign.stop_reason(model_id) or f"completed {spec.rounds} rounds"
 
-    def setup(self, campaign: Campaign) -> tuple[str, str]:
+    def setup(self, campaign: Session) -> tuple[str, str]:
         """The candidate pool's slice and feature set (memoised steps)."""
         pool = campaign.spec.pool
         if pool.slice_id is not None:
-            res: dict[str, Any] = {"slice_id": pool.slice_id}
+            slice_id = pool.slice_id
         elif pool.source == "prototypes":
             args: dict[str, Any] = {
                 "families": pool.families,
@@ -269,14 +72,14 @@ class RulesPlanner:
                 "max_items": pool.max_items,
                 "seed": campaign.spec.seed,
             }
-            res = campaign.step("setup:pool", "build_candidate_pool", args, "build the candidate pool")
+            slice_id = campaign.step("setup:pool", "build_candidate_pool", args, "build the pool").slice_id
         else:
             args = {"source": pool.source, "limit": pool.max_items, "seed": campaign.spec.seed, **pool.query}
-            res = campaign.step("setup:pool", "query_dataset", args, "query the candidate pool")
-        fs = campaign.step("setup:featurize", "featurize", {"slice_id": res["slice_id"]}, "pool → graphs")
-        return res["slice_id"], fs["feature_set_id"]
+            slice_id = campaign.step("setup:pool", "query_dataset", args, "query the candidate pool").slice_id
+        fs = campaign.step("setup:featurize", "featurize", {"slice_id": slice_id}, "pool → graphs")
+        return slice_id, fs.feature_set_id
 
-    def _pretrain(self, campaign: Campaign) -> str | None:
+    def _pretrain(self, campaign: Session) -> str | None:
         pre = campaign.spec.pretrained
         if pre is None:
             return None
@@ -291,12 +94,12 @@ class RulesPlanner:
             },
             f"reference data ({pre.source}) to pretrain the GNN (initialisation only, never labels)",
         )
-        fs = campaign.step("setup:pretrain-featurize", "featurize", {"slice_id": q["slice_id"]}, "graphs")
+        fs = campaign.step("setup:pretrain-featurize", "featurize", {"slice_id": q.slice_id}, "graphs")
         model = campaign.step(
             "setup:pretrain",
             "train_uq_gnn",
             {
-                "feature_set_id": fs["feature_set_id"],
+                "feature_set_id": fs.feature_set_id,
                 "target": pre.property,
                 "method": campaign.spec.model.method,
                 "epochs": pre.epochs,
@@ -304,10 +107,10 @@ class RulesPlanner:
             },
             f"pretrain on {pre.source} {pre.property}",
         )
-        return model["model_id"]
+        return model.model_id
 
-    def _seed_ids(self, campaign: Campaign, pool_fs: str) -> list[str]:
-        from matloop.tools.featurize import load_graphs
+    def _seed_ids(self, campaign: Session, pool_fs: str) -> list[str]:
+        from matloop.data.feature_sets import load_graphs
 
         used = set(campaign.used_ids())  # the audit set's items are never seed items
         ids = [i for i in load_graphs(pool_fs, workspace=campaign.ws).ids if i not in used]
@@ -319,7 +122,7 @@ class RulesPlanner:
         )
         return picked
 
-    def _validate(self, campaign: Campaign, key: str, pool_slice: str, ids: list[str], why: str) -> None:
+    def _validate(self, campaign: Session, key: str, pool_slice: str, ids: list[str], why: str) -> None:
         spec = campaign.spec
         batch = campaign.step(
             f"{key}:queue",
@@ -330,12 +133,12 @@ class RulesPlanner:
         campaign.step(
             f"{key}:collect",
             "collect_validation",
-            {"batch_id": batch["batch_id"], "wait": True},
+            {"batch_id": batch.batch_id, "wait": True},
             "wait for the calculations and store the labels",
         )
 
     @staticmethod
-    def _backbone(campaign: Campaign) -> str:
+    def _backbone(campaign: Session) -> str:
         """The spec's backbone; ``auto`` means the graph network where the spec needs one (warm
         starts, other heads, a pretrained initialisation), else the tool's choice by item kind."""
         m = campaign.spec.model
@@ -344,7 +147,7 @@ class RulesPlanner:
         return m.backbone
 
     def _train(
-        self, campaign: Campaign, key: str, pool_slice: str, base_model: str | None, previous: str | None
+        self, campaign: Session, key: str, pool_slice: str, base_model: str | None, previous: str | None
     ) -> str:
         """Train the round's model: fine-tune the previous round's model (warm start) or the
         pretrained one, else train from scratch."""
@@ -355,12 +158,12 @@ class RulesPlanner:
             {"slice_id": pool_slice, "target": spec.target.property, "level": spec.level},
             "all labels so far, one level",
         )
-        fs = campaign.step(f"{key}:featurize", "featurize", {"slice_id": ts["slice_id"]}, "training graphs")
-        if ts["count"] < 3:
-            raise CampaignStop(f"only {ts['count']} labels: too few to train")
+        fs = campaign.step(f"{key}:featurize", "featurize", {"slice_id": ts.slice_id}, "training graphs")
+        if ts.count < 3:
+            raise CampaignStop(f"only {ts.count} labels: too few to train")
         args = {
-            "feature_set_id": fs["feature_set_id"],
-            "target": ts["column"],
+            "feature_set_id": fs.feature_set_id,
+            "target": ts.column,
             "seed": spec.seed,
             "val_fraction": m.val_fraction,
             "test_fraction": m.test_fraction,
@@ -371,7 +174,7 @@ class RulesPlanner:
                 f"{key}:train",
                 "train_uq_gnn",
                 {**args, "method": m.method, "epochs": m.epochs, "backbone": self._backbone(campaign)},
-                f"train on {ts['count']} labels",
+                f"train on {ts.count} labels",
             )
         else:
             what = "the previous round's" if start == previous else "the pretrained"
@@ -380,6 +183,6 @@ class RulesPlanner:
                 f"{key}:fine-tune",
                 "fine_tune",
                 {**args, "model_id": start, "epochs": epochs},
-                f"fine-tune {what} model on {ts['count']} labels",
+                f"fine-tune {what} model on {ts.count} labels",
             )
-        return res["model_id"]
+        return res.model_id

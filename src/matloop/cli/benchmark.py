@@ -50,7 +50,9 @@ def active_learning(
     warm_start: bool = typer.Option(
         False, "--warm-start", help="Fine-tune the previous round's model instead of retraining."
     ),
-    goal: str = typer.Option("learn", help="learn, minimise, maximise or window (the campaign's goal)."),
+    goal: str = typer.Option(
+        "learn", help="learn, window, minimize or maximize (the campaign's goal; minimise/maximise work too)."
+    ),
     window: str | None = typer.Option(None, help="lo,hi target window (goal window; also counts hits)."),
     data_seed: int = typer.Option(0, help="Seed of the pool/test split."),
     out: str | None = typer.Option(None, help="Output directory (default al-<dataset>-<target>)."),

@@ -90,7 +90,8 @@ def _approver(assume_yes: bool):
 
 
 def _open(directory: Path):
-    from matloop.agent.campaign import Campaign, CampaignSpec
+    from matloop.agent.campaign import Campaign
+    from matloop.agent.spec import CampaignSpec
 
     spec_file = directory / "campaign.yaml"
     if not spec_file.exists():
@@ -107,7 +108,8 @@ def run(
     yes: Yes = False,
 ) -> None:
     """Create a campaign directory from SPEC and run it to the end (writes report.html)."""
-    from matloop.agent.campaign import CampaignSpec, run_campaign
+    from matloop.agent.campaign import run_campaign
+    from matloop.agent.spec import CampaignSpec
 
     parsed = CampaignSpec.from_yaml(spec)
     directory = directory or Path("campaigns") / parsed.name

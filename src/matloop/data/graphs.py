@@ -24,11 +24,11 @@ import hashlib
 import importlib.util
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -37,9 +37,6 @@ from pymatgen.optimization.neighbors import find_points_in_spheres
 from torch_geometric.data import Data
 
 from matloop.errors import MissingExtraError
-
-if TYPE_CHECKING:
-    from matloop.data.graph_cache import GraphCache
 
 MAX_Z = 100
 #: Molecules up to this size use a dense distance matrix instead of the cell list.
@@ -85,21 +82,6 @@ class GraphArrays(NamedTuple):
     z: np.ndarray  # int64 [n]
     edge_index: np.ndarray  # int64 [2, E]
     edge_dist: np.ndarray  # float32 [E]
-
-
-class Failure(NamedTuple):
-    """An item that was skipped, with the reason."""
-
-    item_id: str
-    reason: str
-
-
-class Featurized(NamedTuple):
-    """Result of :func:`featurize_items`: graphs in input order (failures left out)."""
-
-    graphs: list[Data]
-    failures: list[Failure]
-    cache_hits: int
 
 
 @cache
@@ -163,7 +145,7 @@ def structure_hash(item: Structure | Molecule) -> str:
     cache's key, which dataset rows give without building the object (:func:`structure_hashes`).
     Items with disordered or unknown species hash their species strings instead."""
     try:
-        return _content_key(item, atomic_numbers(item))
+        return content_key(item, atomic_numbers(item))
     except GraphError:
         h = hashlib.sha256(" ".join(site.species_string for site in item).encode())
         h.update(np.round(item.cart_coords, 6).tobytes())
@@ -175,7 +157,7 @@ def structure_hash(item: Structure | Molecule) -> str:
 def structure_hashes(structures: Sequence[Structure | Molecule]) -> list[str]:
     """Content hashes of many items: read from compact rows without building pymatgen objects
     where the sequence allows it (dataset sources), else :func:`structure_hash` per item."""
-    compact = _compact_keys(structures) or [None] * len(structures)
+    compact = compact_keys(structures) or [None] * len(structures)
     return [key if key is not None else structure_hash(structures[k]) for k, key in enumerate(compact)]
 
 
@@ -258,7 +240,7 @@ def _hash_arrays(z: np.ndarray, cart: np.ndarray, lattice: np.ndarray | None) ->
     return h.hexdigest()
 
 
-def _content_key(item: Structure | Molecule, z: np.ndarray) -> str:
+def content_key(item: Structure | Molecule, z: np.ndarray) -> str:
     """Hash of what a graph depends on: atomic numbers, coordinates (1e-6 Å), lattice."""
     if isinstance(item, Structure):
         pbc = np.asarray(item.pbc, dtype=np.int64)
@@ -272,7 +254,7 @@ def _symbol_z(symbol: str) -> int:
     return Element(symbol).Z
 
 
-def _compact_keys(structures: Sequence[Structure | Molecule]) -> list[str | None] | None:
+def compact_keys(structures: Sequence[Structure | Molecule]) -> list[str | None] | None:
     """Content keys read from compact rows without building pymatgen objects, when available.
 
     Sequences that expose ``columns()`` -> ``{"species", "coords", "lattice"}`` (element
@@ -328,7 +310,7 @@ def _dense_molecule_edges(coords: np.ndarray, z: np.ndarray, params: GraphParams
     return GraphArrays(z, np.stack([src, dst]).astype(np.int64), dist[dst, src].astype(np.float32))
 
 
-def _edges(item: Structure | Molecule, z: np.ndarray, params: GraphParams) -> GraphArrays:
+def checked_graph_arrays(item: Structure | Molecule, z: np.ndarray, params: GraphParams) -> GraphArrays:
     """Compact graph of an item that passed :func:`check_item`."""
     if isinstance(item, Molecule) and len(item) <= DENSE_MAX_ATOMS:
         return _dense_molecule_edges(np.asarray(item.cart_coords, dtype=float), z, params)
@@ -360,7 +342,7 @@ def _edges(item: Structure | Molecule, z: np.ndarray, params: GraphParams) -> Gr
 
 def graph_arrays(item: Structure | Molecule, params: GraphParams) -> GraphArrays:
     """Compact graph of one item; raises :class:`GraphError` with the reason when unusable."""
-    return _edges(item, check_item(item, params), params)
+    return checked_graph_arrays(item, check_item(item, params), params)
 
 
 def to_data(arrays: GraphArrays, params: GraphParams, item_id: str = "") -> Data:
@@ -380,120 +362,3 @@ def to_data(arrays: GraphArrays, params: GraphParams, item_id: str = "") -> Data
 def build_graph(item: Structure | Molecule, params: GraphParams, item_id: str = "") -> Data:
     """One graph; raises :class:`GraphError` with the reason when the item is unusable."""
     return to_data(graph_arrays(item, params), params, item_id)
-
-
-Progress = Callable[[int, int], None]
-
-
-def featurize_arrays(
-    structures: Sequence[Structure | Molecule],
-    ids: Sequence[str],
-    params: GraphParams,
-    *,
-    cache: GraphCache | None = None,
-    progress: Progress | None = None,
-) -> tuple[dict[str, GraphArrays], list[Failure], int]:
-    """Compact graphs of many items (id → arrays, input order), failures, and cache hits.
-
-    One bad item never stops the rest: its reason goes to the failures. With a ``cache``,
-    items are looked up by content hash + params in one batch (straight from compact rows,
-    without building pymatgen objects, when ``structures`` offers them: see
-    :func:`_compact_keys`), and new results (failures found by the neighbour search too) are
-    written back in batched transactions. ``progress(done, total)`` is called about a
-    hundred times over the run when given; long runs also log a line every 10 %.
-    """
-    if len(structures) != len(ids):
-        raise ValueError(f"got {len(structures)} structures but {len(ids)} ids")
-    if len(set(ids)) != len(ids):
-        raise ValueError("item ids must be unique")
-    total = len(ids)
-    param_key = hashlib.sha256(f"{GRAPH_VERSION}:{params.key()}".encode()).hexdigest()[:16]
-    result: dict[str, GraphArrays | str] = {}  # id -> graph or reason, gathered in input order below
-    hits = 0
-    todo: Sequence[int] = range(total)
-    compact = _compact_keys(structures) if cache is not None else None
-    if cache is not None and compact is not None:
-        keys = {pos: f"{key}:{param_key}" for pos, key in enumerate(compact) if key is not None}
-        found = cache.get_many(list(keys.values()))
-        for pos, key in keys.items():
-            if key in found:
-                result[ids[pos]] = found[key]
-                hits += 1
-        todo = [pos for pos in range(total) if ids[pos] not in result]
-    checked: list[tuple[str, Structure | Molecule, np.ndarray, str]] = []
-    for pos in todo:
-        item_id, item = ids[pos], structures[pos]
-        try:
-            z = check_item(item, params)
-        except Exception as exc:  # a malformed item must not stop the others
-            result[item_id] = _reason(exc)
-            continue
-        key = f"{_content_key(item, z)}:{param_key}" if cache is not None else ""
-        checked.append((item_id, item, z, key))
-    cached = cache.get_many([c[3] for c in checked]) if cache is not None else {}
-    new: list[tuple[str, GraphArrays | str]] = []
-    step = max(1, total // 100)
-    log_step = max(2000, total // 10)
-    for n, (item_id, item, z, key) in enumerate(checked, start=total - len(checked) + 1):
-        entry = cached.get(key)
-        if entry is not None:
-            hits += 1
-        else:
-            try:
-                entry = _edges(item, z, params)
-            except Exception as exc:
-                entry = _reason(exc)
-            if cache is not None:
-                new.append((key, entry))
-                if len(new) >= 1000:
-                    cache.put_many(new)
-                    new = []
-        result[item_id] = entry
-        if progress is not None and (n % step == 0 or n == total):
-            progress(n, total)
-        if n % log_step == 0:
-            logger.info("featurized %d/%d items", n, total)
-    if cache is not None and new:
-        cache.put_many(new)
-    out: dict[str, GraphArrays] = {}
-    failures: list[Failure] = []
-    for item_id in ids:
-        entry = result[item_id]
-        if isinstance(entry, str):
-            failures.append(Failure(item_id, entry))
-            logger.debug("skipped %s: %s", item_id, entry)
-        else:
-            out[item_id] = entry
-    if progress is not None and not checked:
-        progress(total, total)
-    logger.info(
-        "featurized %d items: %d graphs, %d failures, %d cache hits", total, len(out), len(failures), hits
-    )
-    return out, failures, hits
-
-
-def _reason(exc: Exception) -> str:
-    return str(exc) if isinstance(exc, GraphError) else f"unexpected error: {type(exc).__name__}: {exc}"
-
-
-def featurize_items(
-    structures: Sequence[Structure | Molecule],
-    ids: Sequence[str],
-    params: GraphParams | None = None,
-    *,
-    cache: GraphCache | None = None,
-    progress: Progress | None = None,
-) -> Featurized:
-    """Graphs of many items without a workspace: ``(graphs, failures, cache_hits)``.
-
-    Args:
-        structures: pymatgen ``Structure`` (periodic) or ``Molecule`` objects.
-        ids: one id per item, stored as ``Data.item_id``.
-        params: graph parameters (defaults: 6 Å cutoff, 12 neighbours, 40 Gaussians).
-        cache: optional on-disk :class:`~matloop.data.graph_cache.GraphCache`.
-        progress: optional ``progress(done, total)`` callback.
-    """
-    params = params or GraphParams()
-    arrays, failures, hits = featurize_arrays(structures, ids, params, cache=cache, progress=progress)
-    graphs = [to_data(a, params, item_id) for item_id, a in arrays.items()]
-    return Featurized(graphs, failures, hits)

@@ -78,7 +78,6 @@ def save_slice(workspace: Workspace, data: DatasetSlice, *, slice_id: str | None
     Structures are stored as pymatgen JSON, or as compact arrays when they come from a
     dataset source (:class:`~matloop.data.compact.LazyStructures`), which loses nothing there.
     """
-    slice_id = slice_id or workspace.new_id("slice")
     table = data.properties.reset_index(drop=True).copy()
     if isinstance(data.structures, LazyStructures):
         structure_format = "arrays"
@@ -88,8 +87,6 @@ def save_slice(workspace: Workspace, data: DatasetSlice, *, slice_id: str | None
         structure_format = "pymatgen-json"
         table.insert(0, "structure", [json.dumps(s.as_dict()) for s in data.structures])
     table.insert(0, "id", data.ids)
-    path = workspace.dir("slices") / f"{slice_id}.parquet"
-    table.to_parquet(path, index=False)
     meta = {
         "count": len(data),
         "kind": data.kind,
@@ -99,8 +96,9 @@ def save_slice(workspace: Workspace, data: DatasetSlice, *, slice_id: str | None
         **data.meta,
         "structure_format": structure_format,
     }
-    workspace.register("slice", slice_id, path, meta)
-    return slice_id
+    return workspace.save_artifact(
+        "slice", ".parquet", lambda path: table.to_parquet(path, index=False), meta, artifact_id=slice_id
+    ).id
 
 
 def load_slice(workspace: Workspace, slice_id: str) -> DatasetSlice:

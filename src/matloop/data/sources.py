@@ -29,7 +29,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -47,20 +47,9 @@ from matloop.data.readers import read_ase_db, read_cif_folder, read_matbench, re
 from matloop.data.slices import DatasetSlice
 from matloop.data.table import SourceTable, read_table, write_table
 from matloop.errors import ToolInputError, invalid_choice
+from matloop.names import SourceName
 from matloop.settings import Settings, get_settings
 
-SourceName = Literal[
-    "qm9",
-    "mp_formation_energy",
-    "mp_dielectric",
-    "mp_elastic",
-    "mp_piezo",
-    "matbench",
-    "table",
-    "cif_folder",
-    "ase_db",
-    "materials_project",
-]
 CACHE_VERSION = 2
 
 

@@ -21,49 +21,22 @@ vectors are cached on disk by structure hash.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import Literal, get_args
-
 import numpy as np
-from pymatgen.core import Molecule, Structure
-from torch_geometric.data import Data
 
 from matloop.data.composition import magpie_statistics
+from matloop.data.items import Items
 from matloop.errors import ToolInputError, invalid_choice
 from matloop.models.cheap_level import chgnet_formation_energy
 from matloop.models.foundation import embed_structures
+from matloop.names import BACKBONES, BackboneName
 
-Backbone = Literal["gnn", "chgnet", "sevennet_0", "magpie", "chgnet+magpie", "chgnet_delta"]
-BACKBONES: tuple[str, ...] = get_args(Backbone)
+Backbone = BackboneName
 #: Backbones whose head learns a residual: name → (vector parts, the cheap level added back).
 DELTA_BACKBONES = {"chgnet_delta": ("chgnet+magpie", "chgnet_formation_energy")}
 #: What ``auto`` stands for, per kind of item: in the active-learning suite the frozen-backbone
 #: head beat the graph network on crystals (formation-energy discovery, band-gap learning) at a
 #: fraction of the time; only the graph network reads molecules.
 AUTO_BACKBONES = {"crystal": "chgnet+magpie", "molecule": "gnn"}
-
-
-@dataclass(frozen=True)
-class Items:
-    """Items to train on or predict, aligned: their graphs and, for pretrained backbones, their
-    structures (any sequence; dataset slices keep them lazy) and the embedding cache."""
-
-    graphs: Sequence[Data]
-    structures: Sequence[Structure | Molecule] | None = None
-    cache_path: Path | None = None
-
-    def __len__(self) -> int:
-        return len(self.graphs)
-
-    def take(self, positions: Sequence[int]) -> Items:
-        """The items at ``positions``, in that order."""
-        structures = self.structures
-        if structures is not None:
-            take = getattr(structures, "take", None)
-            structures = take(positions) if take is not None else [structures[i] for i in positions]
-        return replace(self, graphs=[self.graphs[i] for i in positions], structures=structures)
 
 
 def check_backbone(backbone: str) -> str:

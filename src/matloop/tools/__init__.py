@@ -1,8 +1,9 @@
 """The tools: plain typed functions, usable from Python and exposed to the planner."""
 
+from matloop.data.feature_sets import load_graphs
 from matloop.tools.acquire import select_candidates
 from matloop.tools.dataset import query_dataset
-from matloop.tools.featurize import featurize, load_graphs
+from matloop.tools.featurize import featurize
 from matloop.tools.train import fine_tune, predict, train_uq_gnn
 from matloop.tools.validate import collect_validation, queue_validation, validation_status
 

@@ -10,13 +10,15 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, Field
 
-from matloop.acquisition import BATCH_AWARE, Goal, Strategy, check_strategy, gaussian_entropy, select
+from matloop.acquisition import BATCH_AWARE, check_strategy, gaussian_entropy, select
+from matloop.data.feature_sets import load_graphs
 from matloop.data.graphs import structure_hashes
+from matloop.data.items import Items
 from matloop.data.slices import load_slice
 from matloop.errors import ToolInputError
 from matloop.models import Surrogate, load_model
-from matloop.models.inputs import Items
-from matloop.tools.featurize import load_graphs
+from matloop.names import Direction, Strategy
+from matloop.validation.store import ValidationStore
 from matloop.workspace import Workspace, resolve_workspace
 
 log = logging.getLogger(__name__)
@@ -24,7 +26,6 @@ log = logging.getLogger(__name__)
 #: Graphs per prediction call, so a 100k-item pool never holds all batches' activations at once.
 PREDICT_CHUNK = 4096
 #: Validation job states that mean "already labelled or on its way".
-_TAKEN_STATES = ("queued", "running", "done", "duplicate")
 
 
 class Candidate(BaseModel):
@@ -56,7 +57,7 @@ def select_candidates(
     pool_feature_set_id: str,
     n: int,
     strategy: Strategy = "batch_entropy",
-    goal: Goal | None = None,
+    goal: Direction | None = None,
     window: tuple[float, float] | None = None,
     exclude_ids: list[str] | None = None,
     seed: int = 0,
@@ -94,7 +95,7 @@ def select_candidates(
     meta = model.meta
     graphs = load_graphs(pool_feature_set_id, workspace=ws)
     pool_size = len(graphs.ids)
-    taken = set(exclude_ids or []) | _labelled_ids(ws) | _model_ids(meta)
+    taken = set(exclude_ids or []) | ValidationStore(ws).taken_ids() | _model_ids(meta)
     keep, n_excluded, n_dup = _eligible(ws, graphs.ids, graphs.meta.get("slice_id"), taken)
     if isinstance(n, int) and not isinstance(n, bool) and n > len(keep) > 0:
         raise ToolInputError(
@@ -131,7 +132,6 @@ def select_candidates(
         )
         for i, s, reason in zip(picked.indices, picked.scores, picked.reasons, strict=True)
     ]
-    selection_id = ws.new_id("selection")
     record = {
         "model_id": model_id,
         "pool_feature_set_id": pool_feature_set_id,
@@ -144,9 +144,8 @@ def select_candidates(
         "n": n,
         "item_ids": [c.item_id for c in candidates],
     }
-    path = ws.dir("selections") / f"{selection_id}.json"
-    path.write_text(json.dumps({**record, "candidates": [c.model_dump() for c in candidates]}, indent=1))
-    ws.register("selection", selection_id, path, record)
+    text = json.dumps({**record, "candidates": [c.model_dump() for c in candidates]}, indent=1)
+    selection_id = ws.save_artifact("selection", ".json", lambda path: path.write_text(text), record).id
     log.info("selection %s: %d of %d items by %s", selection_id, len(candidates), len(keep), strategy)
     return Selection(
         selection_id=selection_id,
@@ -162,20 +161,6 @@ def select_candidates(
         duplicates=n_dup,
         candidates=candidates,
     )
-
-
-def _labelled_ids(ws: Workspace) -> set[str]:
-    """Item ids with a label, or queued/running/done validation, in this workspace."""
-    marks = ",".join("?" * len(_TAKEN_STATES))
-    with ws.connect() as db:
-        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        ids: set[str] = set()
-        if "labels" in tables:
-            ids |= {r[0] for r in db.execute("SELECT DISTINCT item_id FROM labels")}
-        if "validation_jobs" in tables:
-            query = f"SELECT DISTINCT item_id FROM validation_jobs WHERE status IN ({marks})"
-            ids |= {r[0] for r in db.execute(query, _TAKEN_STATES)}
-    return ids
 
 
 def _model_ids(meta: dict[str, Any]) -> set[str]:
@@ -233,7 +218,7 @@ def _labelled_embedding(ws: Workspace, model: Surrogate) -> np.ndarray | None:
     return _predict(model, graphs.items(ws).take(positions))[3]
 
 
-def _best_label(ws: Workspace, meta: dict[str, Any], goal: Goal | None) -> float | None:
+def _best_label(ws: Workspace, meta: dict[str, Any], goal: Direction | None) -> float | None:
     """Best training target of the model (its feature set's slice), for expected improvement."""
     target, fs_id = meta.get("target"), meta.get("feature_set_id")
     if goal is None or target is None or fs_id is None:

@@ -9,27 +9,17 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 from pydantic import BaseModel, Field
-from torch_geometric.data import Data
 
-from matloop.data.embedding_cache import EmbeddingCache
+from matloop.data.feature_sets import save_feature_set
+from matloop.data.featurizer import Progress, featurize_arrays
 from matloop.data.graph_cache import GraphCache
-from matloop.data.graphs import (
-    GraphArrays,
-    GraphParams,
-    Progress,
-    element_table,
-    featurize_arrays,
-    to_data,
-)
+from matloop.data.graphs import GraphParams, element_table
 from matloop.data.slices import load_slice
 from matloop.errors import ToolInputError
-from matloop.models.inputs import Items
 from matloop.settings import Settings
 from matloop.workspace import Workspace, resolve_workspace
 
@@ -62,20 +52,6 @@ class FeaturizeResult(BaseModel):
     seconds: float = Field(description="Wall time of the call.")
 
 
-@dataclass
-class GraphSet:
-    """Graphs loaded back from a feature set, aligned with ``ids``."""
-
-    ids: list[str]
-    graphs: list[Data]
-    meta: dict[str, Any]
-
-    def items(self, workspace: Workspace) -> Items:
-        """What a surrogate reads for these graphs: the graphs and, lazily, their structures."""
-        data = load_slice(workspace, self.meta["slice_id"]).subset(self.ids)
-        return Items(self.graphs, data.structures, workspace.settings.cache_dir / EmbeddingCache.FILE)
-
-
 def graph_params(
     settings: Settings, cutoff: float | None = None, max_neighbors: int | None = None
 ) -> GraphParams:
@@ -95,25 +71,6 @@ def graph_params(
         n_gaussians=cfg.n_gaussians,
         node_features=cfg.node_features,
         min_distance=settings.validation.min_distance,
-    )
-
-
-def _save_arrays(path: Path, arrays: dict[str, GraphArrays]) -> None:
-    graphs = list(arrays.values())
-    atom_ptr = np.cumsum([0] + [len(g.z) for g in graphs])
-    edge_ptr = np.cumsum([0] + [len(g.edge_dist) for g in graphs])
-
-    def cat(parts: list[np.ndarray], dtype: type, axis: int = 0) -> np.ndarray:
-        return np.concatenate(parts, axis=axis).astype(dtype) if parts else np.zeros(0, dtype)
-
-    np.savez(
-        path,
-        ids=np.array(list(arrays), dtype=str),
-        atom_ptr=atom_ptr,
-        edge_ptr=edge_ptr,
-        z=cat([g.z for g in graphs], np.int16),
-        edge_index=cat([g.edge_index for g in graphs], np.int32, axis=1).reshape(2, -1),
-        edge_dist=cat([g.edge_dist for g in graphs], np.float32),
     )
 
 
@@ -144,9 +101,6 @@ def featurize(
         arrays, failures, hits = featurize_arrays(
             data.structures, data.ids, params, cache=cache, progress=progress
         )
-    feature_set_id = ws.new_id("features")
-    path = ws.dir("features") / f"{feature_set_id}.npz"
-    _save_arrays(path, arrays)
     n_atoms = sum(len(a.z) for a in arrays.values())
     n_edges = sum(len(a.edge_dist) for a in arrays.values())
     node_dim = int(element_table(params.node_features).shape[1]) if arrays else 0
@@ -160,7 +114,7 @@ def featurize(
         "kind": data.kind,
         "failures": [f._asdict() for f in failures],
     }
-    ws.register("features", feature_set_id, path, meta)
+    feature_set_id = save_feature_set(ws, arrays, meta)
     seconds = time.perf_counter() - start
     logger.info("feature set %s: %d graphs in %.1f s", feature_set_id, len(arrays), seconds)
     return FeaturizeResult(
@@ -177,27 +131,3 @@ def featurize(
         cache_hits=hits,
         seconds=round(seconds, 3),
     )
-
-
-def load_graphs(feature_set_id: str, *, workspace: Workspace | str | Path | None = None) -> GraphSet:
-    """Load a stored feature set as a list of ``Data`` graphs."""
-    ws = resolve_workspace(workspace)
-    art = ws.artifact(feature_set_id, kind="features")
-    params = GraphParams(**art.meta["params"])
-    with np.load(art.path) as stored:
-        ids = [str(i) for i in stored["ids"]]
-        atom_ptr, edge_ptr = stored["atom_ptr"], stored["edge_ptr"]
-        z, edge_index, edge_dist = stored["z"], stored["edge_index"], stored["edge_dist"]
-    graphs = [
-        to_data(
-            GraphArrays(
-                z[atom_ptr[k] : atom_ptr[k + 1]].astype(np.int64),
-                edge_index[:, edge_ptr[k] : edge_ptr[k + 1]].astype(np.int64),
-                edge_dist[edge_ptr[k] : edge_ptr[k + 1]].copy(),
-            ),
-            params,
-            item_id,
-        )
-        for k, item_id in enumerate(ids)
-    ]
-    return GraphSet(ids=ids, graphs=graphs, meta=art.meta)

@@ -9,6 +9,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
+from matloop.data.feature_sets import GraphSet, load_graphs
 from matloop.data.slices import load_slice
 from matloop.errors import ToolInputError, invalid_choice
 from matloop.models import (
@@ -34,10 +35,9 @@ from matloop.models.inputs import (
 )
 from matloop.models.training import ProgressCallback
 from matloop.models.vector_uq import fit_vector_model
-from matloop.tools.featurize import GraphSet, load_graphs
+from matloop.names import UQMethod
 from matloop.workspace import Workspace, resolve_workspace
 
-Method = Literal["ensemble", "mc_dropout", "evidential", "gp"]
 #: The vector head standing for each method a vector backbone takes.
 VECTOR_HEADS = {"ensemble": "mlp_ensemble", "gp": "gp"}
 
@@ -190,7 +190,7 @@ def _options(ws: Workspace) -> TrainOptions:
 def train_uq_gnn(
     feature_set_id: str,
     target: str,
-    method: Method = "ensemble",
+    method: UQMethod = "ensemble",
     epochs: int | None = None,
     seed: int = 0,
     val_fraction: float = 0.1,

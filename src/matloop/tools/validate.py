@@ -12,27 +12,26 @@ import math
 import numbers
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pandas as pd
 from pydantic import BaseModel, Field
 
 from matloop.data.slices import DatasetSlice, load_slice, save_slice
 from matloop.errors import ToolInputError
-from matloop.validation.executors import ExecutorName, get_executor
-from matloop.validation.levels import LEVELS, LevelName, get_level
+from matloop.names import FINISHED_STATUSES, ExecutorName, JobStatus, LevelName
+from matloop.validation.executors import get_executor
+from matloop.validation.levels import LEVELS, get_level
 from matloop.validation.sanity import check_structure, same_structure
-from matloop.validation.store import FINISHED, JobRecord, ValidationStore
+from matloop.validation.store import JobRecord, ValidationStore
 from matloop.workspace import Workspace, resolve_workspace
-
-StatusName = Literal["queued", "running", "done", "failed", "rejected", "duplicate"]
 
 
 class CandidateStatus(BaseModel):
     """State of one candidate's calculation."""
 
     item_id: str = Field(description="Candidate id in the slice.")
-    status: StatusName = Field(description="queued, running, done, failed, rejected or duplicate.")
+    status: JobStatus = Field(description="queued, running, done, failed, rejected or duplicate.")
     reason: str | None = Field(None, description="Why it was rejected/failed, or what it duplicates.")
 
 
@@ -203,7 +202,8 @@ def _unfinished(store: ValidationStore, jobs: list[JobRecord]) -> list[JobRecord
     return [
         j
         for j in jobs
-        if j.status not in FINISHED or (j.duplicate_of and originals[j.duplicate_of].status not in FINISHED)
+        if j.status not in FINISHED_STATUSES
+        or (j.duplicate_of and originals[j.duplicate_of].status not in FINISHED_STATUSES)
     ]
 
 
@@ -309,8 +309,5 @@ def _save_label_slice(ws: Workspace, store: ValidationStore, row: dict[str, Any]
     )
     slice_id = save_slice(ws, labelled)
     meta[key] = slice_id
-    with ws.connect() as db:
-        db.execute(
-            "UPDATE validation_batches SET meta = ? WHERE batch_id = ?", (json.dumps(meta), row["batch_id"])
-        )
+    store.set_batch_meta(row["batch_id"], meta)
     return slice_id

@@ -28,19 +28,18 @@ import os
 import subprocess
 import sys
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from jobflow import Flow, Job
 
 from matloop.errors import MissingExtraError, invalid_choice
+from matloop.names import ExecutorName
 from matloop.settings import Settings
 from matloop.validation.levels import LevelContext, get_level
 from matloop.validation.slurm import SlurmExecutor
 from matloop.validation.store import JobRecord, ValidationStore
 from matloop.validation.worker import SETTINGS_FILE, try_lock
 from matloop.workspace import Workspace
-
-ExecutorName = Literal["local", "dask", "jobflow-remote", "slurm"]
 
 
 class Executor(Protocol):
@@ -245,7 +244,7 @@ class JobflowRemoteExecutor:
 
 def get_executor(name: str) -> Executor:
     """The executor called ``name``; unknown names raise a ToolInputError listing valid ones."""
-    executors: dict[str, type] = {
+    executors: dict[ExecutorName, type] = {
         "local": LocalExecutor,
         "dask": DaskExecutor,
         "jobflow-remote": JobflowRemoteExecutor,

@@ -13,9 +13,11 @@ from jobflow import Flow, Job
 from pymatgen.core import Molecule, Structure
 
 from matloop.errors import invalid_choice
+from matloop.names import LevelName
 from matloop.settings import Settings
 
-LevelName = Literal["chgnet", "sevenn", "cp2k", "xtb", "vasp", "lookup"]
+#: Levels costing more than this per structure (relative to CHGNet) run only when approved.
+APPROVAL_COST = 10.0
 
 
 @dataclass(frozen=True)
@@ -42,15 +44,21 @@ class Level:
         cost: Relative cost per structure, for budgets and approval gates.
     """
 
-    name: str
+    name: LevelName
     kind: Literal["crystal", "molecule"] | None
     description: str
     build: FlowBuilder | None
     runs_locally: bool = True
     cost: float = 1.0
 
+    @property
+    def needs_approval(self) -> bool:
+        """Whether a campaign may run this level only after approval (its cost is above
+        :data:`APPROVAL_COST`)."""
+        return self.cost > APPROVAL_COST
 
-def _force_field(level: str, force_field: str) -> FlowBuilder:
+
+def _force_field(level: LevelName, force_field: str) -> FlowBuilder:
     def build(structure: Structure | Molecule, ctx: LevelContext) -> Flow:
         from atomate2.forcefields.jobs import ForceFieldRelaxMaker
 
@@ -83,7 +91,7 @@ def _vasp(structure: Structure | Molecule, ctx: LevelContext) -> Flow:
     return VaspLabelMaker().make(structure)
 
 
-LEVELS: dict[str, Level] = {
+LEVELS: dict[LevelName, Level] = {
     level.name: level
     for level in (
         Level(

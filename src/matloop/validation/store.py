@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from monty.json import MontyDecoder, MontyEncoder
 from pymatgen.core import Molecule, Structure
 
 from matloop.errors import ToolInputError
+from matloop.names import FINISHED_STATUSES, TAKEN_STATUSES, JobStatus
 from matloop.workspace import Workspace
-
-Status = Literal["queued", "running", "done", "failed", "rejected", "duplicate"]
-FINISHED: frozenset[str] = frozenset({"done", "failed", "rejected", "duplicate"})
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS validation_batches (
@@ -136,7 +135,7 @@ class ValidationStore:
                         structure.composition.reduced_formula,
                         now,
                         job.get("duplicate_of"),
-                        now if job["status"] in FINISHED else None,
+                        now if job["status"] in FINISHED_STATUSES else None,
                     ),
                 )
 
@@ -156,6 +155,23 @@ class ValidationStore:
                 )
         return dict(row)
 
+    def set_batch_meta(self, batch_id: str, meta: dict[str, Any]) -> None:
+        """Replace the batch's metadata (what was derived from it, e.g. its labelled slice)."""
+        with self.workspace.connect() as db:
+            db.execute(
+                "UPDATE validation_batches SET meta = ? WHERE batch_id = ?", (json.dumps(meta), batch_id)
+            )
+
+    def taken_ids(self, statuses: Collection[str] = TAKEN_STATUSES) -> set[str]:
+        """Items of this workspace with a label, or with a job in one of ``statuses`` (by default
+        queued, running, done or a duplicate): the items not to select or queue again."""
+        marks = ",".join("?" * len(statuses))
+        with self.workspace.connect() as db:
+            ids = {r[0] for r in db.execute("SELECT DISTINCT item_id FROM labels")}
+            query = f"SELECT DISTINCT item_id FROM validation_jobs WHERE status IN ({marks})"
+            ids |= {r[0] for r in db.execute(query, sorted(statuses))}
+        return ids
+
     def jobs(self, *, batch_id: str | None = None, job_ids: list[str] | None = None) -> list[JobRecord]:
         """Jobs of a batch (insertion order) or with the given ids."""
         with self.workspace.connect() as db:
@@ -169,7 +185,7 @@ class ValidationStore:
                 rows = db.execute(f"SELECT * FROM validation_jobs WHERE job_id IN ({marks})", ids).fetchall()
         return [_job(r) for r in rows]
 
-    def jobs_with_status(self, status: Status, *, executor: str) -> list[JobRecord]:
+    def jobs_with_status(self, status: JobStatus, *, executor: str) -> list[JobRecord]:
         """All jobs of ``executor`` in state ``status``."""
         with self.workspace.connect() as db:
             rows = db.execute(
@@ -235,11 +251,11 @@ class ValidationStore:
         return self.jobs(job_ids=[job_id])[0]
 
     def transition(
-        self, job_id: str, old: Status, new: Status, reason: str | None, *, remote_id: str | None = None
+        self, job_id: str, old: JobStatus, new: JobStatus, reason: str | None, *, remote_id: str | None = None
     ) -> bool:
         """Move a job from ``old`` to ``new`` only if it is still ``old`` (and held by ``remote_id``
         when given); returns whether it moved. Never overwrites a state someone else just set."""
-        finished = time.time() if new in FINISHED else None
+        finished = time.time() if new in FINISHED_STATUSES else None
         held = " AND remote_id = ?" if remote_id is not None else ""
         with self.workspace.connect() as db:
             cur = db.execute(
@@ -269,10 +285,10 @@ class ValidationStore:
             )
         return cur.rowcount
 
-    def set_status(self, job_id: str, status: Status, reason: str | None = None, **fields: Any) -> None:
+    def set_status(self, job_id: str, status: JobStatus, reason: str | None = None, **fields: Any) -> None:
         """Update a job's state (and optional columns such as ``remote_id``)."""
         extra = "".join(f", {k} = ?" for k in fields)
-        finished = time.time() if status in FINISHED else None
+        finished = time.time() if status in FINISHED_STATUSES else None
         with self.workspace.connect() as db:
             db.execute(
                 f"UPDATE validation_jobs SET status = ?, reason = ?, finished_at = ?{extra} WHERE job_id = ?",

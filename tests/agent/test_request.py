@@ -1,10 +1,10 @@
-"""The rules planner's reading of common request shapes."""
+"""Reading common request shapes in plain words."""
 
 from __future__ import annotations
 
 import pytest
 
-from matloop.agent.rules import parse_request
+from matloop.agent.request import parse_request
 
 CASES = [
     (
@@ -23,7 +23,7 @@ CASES = [
     ),
     (
         "minimise the formation energy of compounds containing Ti and O",
-        {"target": "formation_energy_per_atom", "goal": "minimise", "elements_include": ["O", "Ti"]},
+        {"target": "formation_energy_per_atom", "goal": "minimize", "elements_include": ["O", "Ti"]},
     ),
     (
         "find materials with bulk modulus above 200 GPa",
@@ -35,7 +35,7 @@ CASES = [
     ),
     (
         "maximize the refractive index, exclude Cd and Hg",
-        {"target": "n", "goal": "maximise", "elements_exclude": ["Cd", "Hg"]},
+        {"target": "n", "goal": "maximize", "elements_exclude": ["Cd", "Hg"]},
     ),
     (
         "Which compounds have formation energy < -1 eV/atom? use at most 20 DFT calculations",
@@ -45,7 +45,7 @@ CASES = [
     ("band gap around 2 eV with cp2k", {"target": "band_gap", "window": (1.75, 2.25), "level": "cp2k"}),
     (
         "lead-free perovskites with the lowest formation energy",
-        {"target": "formation_energy_per_atom", "goal": "minimise", "elements_exclude": ["Pb"]},
+        {"target": "formation_energy_per_atom", "goal": "minimize", "elements_exclude": ["Pb"]},
     ),
     (
         "predict the shear modulus of nitrides, no beryllium",

@@ -1,0 +1,196 @@
+"""The campaign spec: what a campaign computes, on which pool, with which model, within which
+limits. Read from YAML (``campaign.yaml``); every field is checked, unknown keys are refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from matloop.agent.guardrails import Budget
+from matloop.agent.request import parse_request
+from matloop.data.prototypes import Family
+from matloop.names import BackboneName, ExecutorName, Goal, GoalName, LevelName, Strategy, UQMethod
+from matloop.settings import SlurmSettings, TrainSettings
+
+PlannerName = Literal["auto", "llm", "rules"]
+
+#: The acquisition strategy of a campaign whose spec says ``strategy: auto``, per goal.
+DEFAULT_STRATEGIES: dict[GoalName, Strategy] = {
+    "learn": "batch_entropy",
+    "window": "in_window",
+    "minimize": "ei",
+    "maximize": "ei",
+}
+
+
+def default_strategy(goal: GoalName) -> Strategy:
+    """The strategy ``auto`` stands for when the campaign's goal is ``goal``."""
+    return DEFAULT_STRATEGIES[goal]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PoolSpec(_Strict):
+    """Where candidates come from: a prototype pool, a dataset queried with ``query``, or a slice
+    already stored in the campaign's workspace (made with the tools from Python)."""
+
+    source: str = Field("prototypes", description="'prototypes' or a query_dataset source name.")
+    slice_id: str | None = Field(None, description="An existing slice of the workspace (overrides source).")
+    families: list[Family] | None = None
+    elements: list[str] | None = None
+    max_items: int | None = Field(None, gt=0)
+    query: dict[str, Any] = Field(default_factory=dict, description="Extra query_dataset arguments.")
+
+
+class TargetSpec(_Strict):
+    property: str = Field("formation_energy_per_atom", description="Property computed by the level.")
+    goal: Goal = "learn"
+    window: tuple[float | None, float | None] | None = None
+
+    @model_validator(mode="after")
+    def _window_given(self) -> TargetSpec:
+        if self.goal == "window" and self.window is None:
+            raise ValueError("goal 'window' needs window: [low, high] (null for an open end)")
+        return self
+
+
+class PretrainSpec(_Strict):
+    """A reference dataset the GNN is pretrained on; an initialisation only, never mixed into labels."""
+
+    source: str = "mp_formation_energy"
+    property: str = "formation_energy_per_atom"
+    limit: int | None = Field(600, gt=0)
+    epochs: int | None = Field(None, gt=0)
+
+
+class ModelSpec(_Strict):
+    """The surrogate of every round; unset fields keep the workspace's training settings."""
+
+    method: UQMethod = "ensemble"
+    backbone: Literal["auto"] | BackboneName = Field(
+        "auto",
+        description="'gnn' (trained graph network), a frozen featurizer under a small head, or 'auto' "
+        "(chgnet+magpie for crystals, gnn for molecules; gnn whenever the spec needs a graph network).",
+    )
+    epochs: int | None = Field(None, gt=0, description="Epochs per (fine-)training round.")
+    warm_start: bool = Field(False, description="Fine-tune the previous round's model instead of retraining.")
+    finetune_epochs: int | None = Field(None, gt=0, description="Epochs of a warm-start fine-tune.")
+    val_fraction: float = Field(0.1, ge=0, lt=1, description="Labels kept for early stopping and σ scale.")
+    test_fraction: float = Field(0.1, ge=0, lt=1, description="Labels held out for the reported metrics.")
+    patience: int | None = Field(None, gt=0, description="Early-stopping patience in epochs.")
+    ensemble_size: int | None = Field(None, gt=0, description="Members of a deep ensemble.")
+    hidden: int | None = Field(None, gt=0, description="Width of the graph network.")
+    conv: Literal["cgcnn", "schnet"] | None = Field(None, description="Graph convolution of the backbone.")
+    bootstrap: bool | None = Field(None, description="Train each ensemble member on a bootstrap resample.")
+
+    @property
+    def needs_graph_network(self) -> bool:
+        """Whether the spec asks for what only the graph network does (warm starts, dropout or
+        evidential heads)."""
+        return self.warm_start or self.method not in ("ensemble", "gp")
+
+    @model_validator(mode="after")
+    def _backbone_fits(self) -> ModelSpec:
+        if self.backbone not in ("auto", "gnn") and self.needs_graph_network:
+            raise ValueError(
+                f"backbone {self.backbone!r} takes method 'ensemble' or 'gp' and no warm_start "
+                f"(its head retrains in seconds), got method {self.method!r}, warm_start {self.warm_start}"
+            )
+        return self
+
+    def train_settings(self, base: TrainSettings) -> TrainSettings:
+        """``base`` with this spec's overrides."""
+        keys = ("patience", "ensemble_size", "hidden", "conv", "bootstrap")
+        return base.model_copy(update={k: getattr(self, k) for k in keys if getattr(self, k) is not None})
+
+
+class AuditSpec(_Strict):
+    """The random audit set: a share of the calculation budget spent on pool items drawn uniformly
+    at random, at the campaign's level, never trained on — an unbiased test of every round's model
+    and of the campaign against random selection. ``audit: off`` in YAML turns it off."""
+
+    enabled: bool = True
+    fraction: float = Field(0.15, gt=0, lt=1, description="Share of the calculation budget.")
+    min_items: int = Field(8, ge=0, description="At least this many items (at most half the budget).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _on_off(cls, value: Any) -> Any:
+        if value in (False, "off", "no"):  # YAML reads a bare `off` as False
+            return {"enabled": False}
+        if value in (True, "on", "yes", None):
+            return {}
+        return value
+
+
+class StopSpec(_Strict):
+    target_mae: float | None = Field(None, gt=0, description="Stop when the model's test MAE is below this.")
+    found: int | None = Field(None, gt=0, description="Stop when this many labelled items are in the window.")
+    max_hours: float | None = Field(None, gt=0, description="Wall-clock limit of the campaign.")
+
+
+class ElementsSpec(_Strict):
+    allowed: list[str] = Field(default_factory=list)
+    forbidden: list[str] = Field(default_factory=list)
+
+
+class CampaignSpec(_Strict):
+    """Everything a campaign needs; read from YAML."""
+
+    name: str = "campaign"
+    description: str = ""
+    pool: PoolSpec = Field(default_factory=PoolSpec)
+    target: TargetSpec = Field(default_factory=TargetSpec)
+    level: LevelName = "chgnet"
+    executor: ExecutorName = "local"
+    slurm: SlurmSettings | None = Field(
+        None, description="Worker-job resources for executor slurm (replaces settings.validation.slurm)."
+    )
+    pretrained: PretrainSpec | None = None
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    strategy: Literal["auto"] | Strategy = "auto"
+    seed_size: int = Field(8, gt=0)
+    batch_size: int = Field(6, gt=0)
+    rounds: int = Field(4, ge=1)
+    budget: Budget = Field(default_factory=Budget)
+    audit: AuditSpec = Field(default_factory=AuditSpec)
+    stop: StopSpec = Field(default_factory=StopSpec)
+    elements: ElementsSpec = Field(default_factory=ElementsSpec)
+    planner: PlannerName = "auto"
+    request: str | None = Field(None, description="Natural-language goal given to the LLM planner.")
+    approve_expensive: bool = Field(False, description="Allow cp2k/vasp without an interactive prompt.")
+    max_steps: int = Field(200, gt=0, description="Tool calls allowed in one run of the planner.")
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _pretrained_needs_gnn(self) -> CampaignSpec:
+        if self.pretrained is not None and self.model.backbone not in ("auto", "gnn"):
+            raise ValueError(
+                f"pretrained: initialises the graph network; backbone {self.model.backbone!r} is "
+                "already pretrained — drop one of them"
+            )
+        return self
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> CampaignSpec:
+        return cls.model_validate(yaml.safe_load(Path(path).read_text()) or {})
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def hard_limits(spec: CampaignSpec) -> tuple[Budget, list[str]]:
+    """The spec's budget and forbidden elements, tightened by the limits its request states in words
+    ("at most 5 calculations", "excluding oxygen"), so every planner gets them as guardrails."""
+    budget, forbidden = spec.budget, set(spec.elements.forbidden)
+    if spec.request:
+        req = parse_request(spec.request)
+        forbidden |= set(req.elements_exclude)
+        if req.budget is not None and req.budget < budget.calculations:
+            budget = budget.model_copy(update={"calculations": req.budget})
+    return budget, sorted(forbidden)
