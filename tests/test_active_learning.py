@@ -14,7 +14,7 @@ from matloop.al_summary import expected_random_labels, labels_to_reach, summaris
 from matloop.cli import app
 from matloop.data.slices import save_slice
 from matloop.errors import ToolInputError
-from matloop.models.checkpoint import load_checkpoint
+from matloop.models.model import load_checkpoint
 from matloop.workspace import Workspace
 
 MODEL = {"ensemble_size": 2, "hidden": 16, "epochs": 3, "patience": 2, "test_fraction": 0.0}

@@ -1,8 +1,8 @@
 """Graph neural networks with calibrated uncertainty: backbone, UQ methods, training, checkpoints."""
 
-from matloop.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from matloop.models.checkpoint import CheckpointError
 from matloop.models.metrics import UQMetrics, uq_metrics
-from matloop.models.model import UQModel, UQPrediction
+from matloop.models.model import UQModel, UQPrediction, load_checkpoint, save_checkpoint
 from matloop.models.network import CrystalGNN
 from matloop.models.saved import Surrogate, load_model, save_model
 from matloop.models.training import EpochLog, TrainOptions, fine_tune_uq_model, fit_uq_model

@@ -13,11 +13,6 @@ import torch
 from torch_geometric.data import Data
 
 from matloop.errors import MatloopError
-from matloop.models.gp import EmbeddingGP
-from matloop.models.model import UQModel
-
-FORMAT = "matloop.uq_gnn"
-VERSION = 1
 
 
 class CheckpointError(MatloopError, ValueError):
@@ -94,26 +89,3 @@ def split_gp_state(state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any
     state = dict(state)
     gp_state = {k[3:]: state.pop(k) for k in list(state) if k.startswith("gp.")}
     return state, gp_state
-
-
-def save_checkpoint(model: UQModel, path: str | Path, meta: dict[str, Any] | None = None) -> Path:
-    """Write ``model`` (init args, weights, metadata) to ``path``."""
-    return write_checkpoint(path, FORMAT, VERSION, model, {**model.meta, **(meta or {})})
-
-
-def load_checkpoint(path: str | Path) -> UQModel:
-    """Read a checkpoint written by :func:`save_checkpoint`; problems raise :class:`CheckpointError`."""
-    blob = read_checkpoint(path, FORMAT, VERSION)
-    try:
-        model = UQModel(**blob["init_args"])
-        state, gp_state = split_gp_state(blob["state_dict"])
-        model.load_state_dict(state)
-        if gp_state:
-            model.gp = EmbeddingGP.from_state_dict(gp_state)
-        elif model.method == "gp":
-            raise KeyError("the GP state is missing")
-        model.meta = json.loads(blob["meta_json"])
-    except (KeyError, TypeError, RuntimeError, ValueError) as exc:
-        raise CheckpointError(f"checkpoint {path} does not match its model arguments: {exc}") from exc
-    model.eval()
-    return model

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -11,13 +12,16 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.data import Batch, Data
 
+from matloop.data.items import Items
 from matloop.errors import ToolInputError
-from matloop.models.gp import EmbeddingGP
-from matloop.models.inputs import Items
+from matloop.models.calibrated import CalibratedModel
+from matloop.models.checkpoint import write_checkpoint
 from matloop.models.layers import Conv, Norm
 from matloop.models.network import CrystalGNN, Pooling
 from matloop.models.uq import get_method, mixture
 
+FORMAT = "matloop.uq_gnn"
+VERSION = 1
 #: Fixed seed of the dropout masks at prediction time, so predictions are reproducible.
 PREDICT_SEED = 12345
 _TINY = 1e-30
@@ -50,7 +54,7 @@ def iter_batches(graphs: Sequence[Data], batch_size: int) -> Iterator[Batch]:
         yield Batch.from_data_list(list(graphs[start : start + batch_size]))
 
 
-class UQModel(nn.Module):
+class UQModel(CalibratedModel):
     """GNN regressor(s) with a predictive distribution, selected by ``method``.
 
     Args:
@@ -117,15 +121,6 @@ class UQModel(nn.Module):
             )
             for _ in range(n_members)
         )
-        self.register_buffer("y_mean", torch.zeros((), dtype=torch.float64))
-        self.register_buffer("y_std", torch.ones((), dtype=torch.float64))
-        self.register_buffer("sigma_scale", torch.ones((), dtype=torch.float64))
-        self.gp: EmbeddingGP | None = None
-        self.meta: dict[str, Any] = {}
-
-    @property
-    def method(self) -> str:
-        return str(self.config["method"])
 
     def check_graphs(self, graphs: Sequence[Data]) -> None:
         """Raise :class:`ToolInputError` for graphs whose feature sizes differ from the model's."""
@@ -195,3 +190,13 @@ class UQModel(nn.Module):
             embedding=emb.double().numpy(),
             epistemic_std=(epi.clamp_min(0).sqrt() * scale).numpy(),
         )
+
+
+def save_checkpoint(model: UQModel, path: str | Path, meta: dict[str, Any] | None = None) -> Path:
+    """Write ``model`` (init args, weights, metadata) to ``path``."""
+    return write_checkpoint(path, FORMAT, VERSION, model, {**model.meta, **(meta or {})})
+
+
+def load_checkpoint(path: str | Path) -> UQModel:
+    """Read a checkpoint written by :func:`save_checkpoint`; problems raise :class:`CheckpointError`."""
+    return UQModel.load(path, FORMAT, VERSION)

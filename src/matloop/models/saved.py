@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from matloop.models.checkpoint import load_checkpoint, save_checkpoint
-from matloop.models.model import UQModel
+from matloop.models.model import UQModel, load_checkpoint, save_checkpoint
 from matloop.models.vector_uq import VectorUQModel, load_vector_model, save_vector_model
 from matloop.workspace import Workspace
 

@@ -15,7 +15,6 @@ A :class:`VectorUQModel` saves to a checkpoint with its init args, weights and m
 from __future__ import annotations
 
 import copy
-import json
 import math
 import time
 from pathlib import Path
@@ -26,7 +25,8 @@ import torch
 from torch import Tensor, nn
 
 from matloop.errors import ToolInputError, invalid_choice
-from matloop.models.checkpoint import CheckpointError, read_checkpoint, split_gp_state, write_checkpoint
+from matloop.models.calibrated import CalibratedModel
+from matloop.models.checkpoint import write_checkpoint
 from matloop.models.gp import EmbeddingGP
 from matloop.models.inputs import Items, backbone_baseline, backbone_vectors
 from matloop.models.model import UQPrediction
@@ -49,7 +49,7 @@ def _mlp(in_dim: int, hidden: int, layers: int, n_out: int) -> nn.Sequential:
     return nn.Sequential(*parts)
 
 
-class VectorUQModel(nn.Module):
+class VectorUQModel(CalibratedModel):
     """μ and σ from a fixed-length vector per item.
 
     Args:
@@ -88,15 +88,6 @@ class VectorUQModel(nn.Module):
         self.uq = Ensemble()
         self.register_buffer("x_mean", torch.zeros(in_dim, dtype=torch.float64))
         self.register_buffer("x_std", torch.ones(in_dim, dtype=torch.float64))
-        self.register_buffer("y_mean", torch.zeros((), dtype=torch.float64))
-        self.register_buffer("y_std", torch.ones((), dtype=torch.float64))
-        self.register_buffer("sigma_scale", torch.ones((), dtype=torch.float64))
-        self.gp: EmbeddingGP | None = None
-        self.meta: dict[str, Any] = {}
-
-    @property
-    def method(self) -> str:
-        return str(self.config["method"])
 
     def __repr__(self) -> str:
         c = self.config
@@ -314,15 +305,4 @@ def save_vector_model(model: VectorUQModel, path: str | Path) -> Path:
 
 def load_vector_model(path: str | Path) -> VectorUQModel:
     """Read a checkpoint of :func:`save_vector_model`; problems raise :class:`CheckpointError`."""
-    blob = read_checkpoint(path, FORMAT, VERSION)
-    try:
-        model = VectorUQModel(**blob["init_args"])
-        state, gp_state = split_gp_state(blob["state_dict"])
-        model.load_state_dict(state)
-        if gp_state:
-            model.gp = EmbeddingGP.from_state_dict(gp_state)
-        model.meta = json.loads(blob["meta_json"])
-    except (KeyError, TypeError, RuntimeError, ValueError, StopIteration) as exc:
-        raise CheckpointError(f"checkpoint {path} does not match its model arguments: {exc}") from exc
-    model.eval()
-    return model
+    return VectorUQModel.load(path, FORMAT, VERSION)
