@@ -154,7 +154,7 @@ def test_benchmark_and_a_lookup_campaign_pick_the_same_items(settings, tmp_path)
     args = ["benchmark", "al", "--dataset", "mp_dielectric", "--target", "band_gap", "--strategies",
             "batch_entropy", "--init", "8", "--batch", "4", "--rounds", "3", "--seeds", "1",
             "--pool", "40", "--test", "10", "--ensemble-size", "2", "--hidden", "16", "--epochs", "4",
-            "--patience", "3", "--out", str(out)]  # fmt: skip
+            "--patience", "3", "--backbone", "gnn", "--out", str(out)]  # fmt: skip
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "strategies vs random sampling" in result.output
@@ -170,8 +170,8 @@ def test_benchmark_and_a_lookup_campaign_pick_the_same_items(settings, tmp_path)
         "pool": {"slice_id": "my-pool"},
         "target": {"property": "band_gap"},
         "level": "lookup",
-        "model": {"method": "ensemble", "epochs": 4, "finetune_epochs": 30, "patience": 3,
-                  "ensemble_size": 2, "hidden": 16, "test_fraction": 0.0},
+        "model": {"method": "ensemble", "backbone": "gnn", "epochs": 4, "finetune_epochs": 30,
+                  "patience": 3, "ensemble_size": 2, "hidden": 16, "test_fraction": 0.0},
         "strategy": "batch_entropy",
         "seed_size": 8,
         "batch_size": 4,
@@ -196,3 +196,5 @@ def test_benchmark_and_a_lookup_campaign_pick_the_same_items(settings, tmp_path)
 
     bad = CliRunner().invoke(app, [*args[:7], "maxvar", "--out", str(out)])
     assert bad.exit_code == 1 and "valid values are" in bad.output
+    bad = CliRunner().invoke(app, [*args[:-2], "--backbone", "mace", "--out", str(tmp_path / "b")])
+    assert bad.exit_code == 1 and "expected valid model settings" in bad.output and "backbone" in bad.output

@@ -125,12 +125,12 @@ def test_hit_rate_interval_covers_the_true_rate_in_simulated_audits():
 
 def test_best_vs_random_counts_the_audit_items_at_least_as_good():
     audit = np.array([-1.0, -2.0, -0.5, -3.0, 0.0])
-    b = best_vs_random(-2.5, audit, n=20, minimise=True)
+    b = best_vs_random(-2.5, audit, n=20, minimize=True)
     assert b.audit_as_good == 1 and b.share_as_good.value == pytest.approx(0.2)
     assert b.p_random_as_good.value == pytest.approx(1 - 0.8**20)
-    top = best_vs_random(-3.5, audit, n=5, minimise=True)
+    top = best_vs_random(-3.5, audit, n=5, minimize=True)
     assert top.audit_as_good == 0 and top.p_random_as_good.low == 0
-    assert best_vs_random(-0.2, audit, n=5, minimise=False).audit_as_good == 1
+    assert best_vs_random(-0.2, audit, n=5, minimize=False).audit_as_good == 1
 
 
 def test_informativeness_weights_rounds_by_their_picks_and_finds_high_error_picks():

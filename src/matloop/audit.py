@@ -8,7 +8,7 @@ the campaign's level and never used for training. It gives
 - the pool's hit rate ``p`` for a target window (:func:`proportion_interval`, Clopper–Pearson), hence
   the hits random selection would be expected to find with the campaign's ``n`` calculations
   (``n·p``) and the campaign's enhancement over random (:func:`enrichment`);
-- for minimise/maximise goals, the share of the pool at least as good as the campaign's best and
+- for minimize/maximize goals, the share of the pool at least as good as the campaign's best and
   the chance that ``n`` random picks would have matched it (:func:`best_vs_random`);
 - for learning goals, how much more error the campaign's picks carried than random picks would have
   under the same round models (:func:`informativeness`) — what uncertainty sampling is for.
@@ -224,7 +224,7 @@ def enrichment(found: int, n: int, audit_hits: int, audit_n: int, level: float =
 
 
 class BestVsRandom(BaseModel):
-    """The campaign's best value against random selection, for minimise/maximise goals."""
+    """The campaign's best value against random selection, for minimize/maximize goals."""
 
     best: float = Field(description="Best value among the campaign's own calculations.")
     n: int = Field(description="The campaign's own calculations with a label.")
@@ -238,12 +238,12 @@ class BestVsRandom(BaseModel):
 
 
 def best_vs_random(
-    best: float, audit_values: np.ndarray, n: int, *, minimise: bool, level: float = LEVEL
+    best: float, audit_values: np.ndarray, n: int, *, minimize: bool, level: float = LEVEL
 ) -> BestVsRandom:
     """How rare the campaign's best value is in the pool (from the audit), and the chance that ``n``
     random picks would have reached it."""
     values = np.asarray(audit_values, dtype=float)
-    k = int((values <= best).sum() if minimise else (values >= best).sum())
+    k = int((values <= best).sum() if minimize else (values >= best).sum())
     share = proportion_interval(k, len(values), level)
 
     def chance(p: float) -> float:

@@ -55,7 +55,7 @@ def _truth(campaign: Campaign) -> tuple[float, float, dict[str, Any]]:
     rest = [i for i in eligible if i not in trained]
     graphs = load_graphs(plan["pool_feature_set"], workspace=campaign.ws)
     pos = {item_id: k for k, item_id in enumerate(graphs.ids)}
-    pred = model.predict([graphs.graphs[pos[i]] for i in rest])
+    pred = model.predict_items(graphs.items(campaign.ws).take([pos[i] for i in rest]))
     mae = float(np.mean(np.abs(pred.mean - np.array([y[i] for i in rest]))))
     return rate, mae, {"model": model, "rest": rest, "pred": pred, "y": y, "eligible": eligible}
 
@@ -134,7 +134,7 @@ class GreedyPlanner:
             "queue_validation",
             {"slice_id": plan["pool_slice"], "item_ids": [*plan["ids"][-2:], *pool[:100]], "level": "lookup"},
         )
-        self.queued = [s["item_id"] for s in out.result["statuses"]]
+        self.queued = [s.item_id for s in out.result.statuses]
         self.verdicts = out.verdicts
         return "spent what it could"
 
@@ -158,7 +158,7 @@ def test_audit_off_in_yaml_and_a_discovery_report_with_found_vs_random(settings,
     assert CampaignSpec.from_yaml(path).audit.enabled is False
     assert CampaignSpec.model_validate(yaml.safe_load("audit: {fraction: 0.2}")).audit.min_items == 8
 
-    target = {"property": "formation_energy_per_atom", "goal": "minimise", "window": list(WINDOW)}
+    target = {"property": "formation_energy_per_atom", "goal": "minimize", "window": list(WINDOW)}
     out = tmp_path / "min"
     campaign = run_campaign(_spec(1, target=target), out)  # the shape of examples/discover.yaml
     summary = campaign.audit.summary()
@@ -180,7 +180,7 @@ def test_audit_off_in_yaml_and_a_discovery_report_with_found_vs_random(settings,
 
 def test_the_discovery_example_leaves_its_rounds_their_budget():
     spec = CampaignSpec.from_yaml(Path(__file__).parents[2] / "examples" / "discover.yaml")
-    assert spec.audit.enabled and spec.target.goal == "minimise" and spec.target.window is not None
+    assert spec.audit.enabled and spec.target.goal == "minimize" and spec.target.window is not None
     audit = audit_size(
         spec.budget.calculations, spec.pool.max_items or 0, fraction=spec.audit.fraction, min_items=8
     )

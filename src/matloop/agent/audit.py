@@ -41,6 +41,7 @@ from matloop.audit import (
 from matloop.data.graphs import structure_hashes
 from matloop.data.slices import load_slice
 from matloop.errors import CampaignStop
+from matloop.names import DIRECTIONS
 from matloop.validation.sanity import check_structure
 
 if TYPE_CHECKING:
@@ -69,7 +70,7 @@ class AuditSummary(BaseModel):
         default_factory=list, description="Final model: (nominal, observed) coverage of central intervals."
     )
     enrichment: Enrichment | None = Field(None, description="Hits found vs random (goals with a window).")
-    best: BestVsRandom | None = Field(None, description="Best value vs random (minimise/maximise goals).")
+    best: BestVsRandom | None = Field(None, description="Best value vs random (minimize/maximize goals).")
     informativeness: Informativeness | None = Field(
         None, description="Learning goals: error of the picks vs error of random picks, same models."
     )
@@ -333,7 +334,7 @@ class Audit:
 
     def summary(self, *, calibration: bool = True, discovery: bool = True) -> AuditSummary:
         """Every round's model on the audit items, the final model's calibration, and (for goals
-        with a window, or minimise/maximise) what the campaign found against random selection."""
+        with a window, or minimize/maximize) what the campaign found against random selection."""
         c = self.campaign
         plan = self.plan
         if not c.spec.audit.enabled or plan is None:
@@ -385,8 +386,8 @@ class Audit:
                     sum(in_window(v, t.window) for v in y),
                     len(y),
                 )
-            if t.goal in ("minimise", "maximise"):
-                minimise = t.goal == "minimise"
-                best = float(values.min() if minimise else values.max())
-                out.best = best_vs_random(best, y, len(values), minimise=minimise)
+            if t.goal in DIRECTIONS:
+                minimize = t.goal == "minimize"
+                best = float(values.min() if minimize else values.max())
+                out.best = best_vs_random(best, y, len(values), minimize=minimize)
         return out

@@ -144,7 +144,7 @@ def _found_vs_random(campaign: Reported, summary: AuditSummary, unit: str) -> st
         ax.set_ylabel("hits")
     else:
         values = np.array([lb["value"] for lb in own])
-        best = np.minimum.accumulate(values) if t.goal == "minimise" else np.maximum.accumulate(values)
+        best = np.minimum.accumulate(values) if t.goal == "minimize" else np.maximum.accumulate(values)
         ax.step(n, best, where="post", label="campaign: best so far")
         for k, value in enumerate(_audit_values(campaign).values()):
             ax.axhline(

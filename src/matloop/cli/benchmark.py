@@ -42,6 +42,9 @@ def active_learning(
     pool: int = typer.Option(3000, help="Selectable pool size."),
     test: int = typer.Option(1000, help="Fixed test-set size (never selectable)."),
     method: str = typer.Option("ensemble", help="UQ method: ensemble, mc_dropout, evidential, gp."),
+    backbone: str = typer.Option(
+        "auto", help="Surrogate backbone: auto, gnn, chgnet, sevennet_0, magpie, chgnet+magpie, chgnet_delta."
+    ),
     ensemble_size: int = typer.Option(3, help="Members of a deep ensemble."),
     hidden: int = typer.Option(64, help="GNN width."),
     epochs: int = typer.Option(100, help="Maximum epochs when training from scratch."),
@@ -73,6 +76,7 @@ def active_learning(
         window=_window(window),
         model={
             "method": method,
+            "backbone": backbone,
             "epochs": epochs,
             "finetune_epochs": finetune_epochs,
             "patience": patience,
