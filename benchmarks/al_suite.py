@@ -36,7 +36,8 @@ import numpy as np
 
 from _common import RESULTS_DIR, git_commit, machine_info
 from matloop.active_learning import ALConfig, ALData, load_dataset, run_simulation
-from matloop.agent.campaign import default_strategy
+from matloop.agent.spec import default_strategy
+from matloop.models.inputs import resolve_backbone
 from matloop.settings import get_settings
 
 
@@ -83,9 +84,11 @@ MODEL: dict[str, Any] = {
 QUICK_MODEL = {**MODEL, "epochs": 6, "patience": 3, "ensemble_size": 2, "hidden": 16}
 
 
-def surrogate(backbone: str, quick: bool) -> dict[str, Any]:
-    """The campaigns' ``model:`` section: :data:`MODEL` for the graph network, else a bootstrapped
-    ensemble of 5 small MLPs on the frozen backbone's vectors, retrained each round."""
+def surrogate(backbone: str, kind: str, quick: bool) -> dict[str, Any]:
+    """The campaigns' ``model:`` section for items of ``kind``: :data:`MODEL` for the graph network,
+    else a bootstrapped ensemble of 5 small MLPs on the frozen backbone's vectors, retrained each
+    round; ``auto`` is what a campaign picks (:func:`matloop.models.inputs.resolve_backbone`)."""
+    backbone = resolve_backbone(backbone, kind)
     if backbone == "gnn":
         return QUICK_MODEL if quick else MODEL
     return {"method": "ensemble", "backbone": backbone, "ensemble_size": 5, "test_fraction": 0.0}
@@ -113,9 +116,10 @@ def hit_window(data: ALData, task: Task) -> tuple[float, float] | None:
     return (float(y[-k]), np.inf)
 
 
-def run_task(name: str, task: Task, state: Path, model: dict[str, Any], stem: str) -> dict[str, Any]:
+def run_task(name: str, task: Task, state: Path, backbone: str, quick: bool, stem: str) -> dict[str, Any]:
     start = time.perf_counter()
     data = load_dataset(task.dataset, task.target, pool_size=task.pool, test_size=task.test, data_seed=0)
+    model = surrogate(backbone, data.source.kind if data.source else "", quick)
     window = hit_window(data, task)
     default = default_strategy(task.goal)  # type: ignore[arg-type]
     strategies = [default if s == "default" else s for s in task.strategies]
@@ -143,6 +147,7 @@ def run_task(name: str, task: Task, state: Path, model: dict[str, Any], stem: st
         "unit": data.unit,
         "goal": task.goal,
         "default_strategy": default,
+        "model": model,
         "config": {
             **asdict(config),
             "pool_size": len(data.pool),
@@ -203,8 +208,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--backbone",
-        default="gnn",
-        help="Surrogate backbone (models.inputs.BACKBONES); not 'gnn' → results in al_suite_<backbone>.json.",
+        default="auto",
+        help="Surrogate backbone (auto: as campaigns pick it, or one of models.inputs.BACKBONES → results "
+        "in al_suite_<backbone>.json).",
     )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
@@ -212,9 +218,8 @@ def main() -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     mode = "quick" if args.quick else "full"
     name = "al_suite" + ("_quick" if args.quick else "")
-    if args.backbone != "gnn":
+    if args.backbone != "auto":
         name += "_" + args.backbone.replace("+", "_")
-    model = surrogate(args.backbone, args.quick)
     state = args.state or get_settings().cache_dir / "benchmarks" / name
     out = RESULTS_DIR / f"{name}.json"
     result = json.loads(out.read_text()) if out.exists() else {"tasks": {}}
@@ -228,14 +233,14 @@ def main() -> None:
         protocol_seeds = task.seeds
         if args.seeds:
             task = replace(task, seeds=args.seeds)
-        result["tasks"][task_name] = run_task(task_name, task, state, model, name)
+        result["tasks"][task_name] = run_task(task_name, task, state, args.backbone, args.quick, name)
         result["tasks"][task_name]["seeds_of_protocol"] = protocol_seeds
         result.update(
             git_commit=git_commit(),
             machine=machine_info(),
             mode=mode,
             command="python benchmarks/al_suite.py " + " ".join(f"--{k} {v}" for k, v in vars(args).items()),
-            model=model,
+            backbone=args.backbone,
             overhead=overhead(state),
             date_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         )
