@@ -12,10 +12,10 @@ import pytest
 import sevenn
 from pymatgen.core import Lattice, Molecule, Structure
 
+from matloop.data.references import reference_structure
 from matloop.errors import ToolInputError
 from matloop.models.cheap_level import formation_energy
 from matloop.models.foundation import PRETRAINED, embed_structures, get_pretrained
-from matloop.validation.references import reference_structure
 
 
 def _rocksalt(a: float, cation: str, anion: str) -> Structure:

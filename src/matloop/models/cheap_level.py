@@ -1,7 +1,7 @@
 """A pretrained model's own formation energy per atom: the cheap level of a Δ-learning surrogate.
 
 CHGNet's static energy per atom of a structure minus Σ_el x_el μ_el, with μ_el its energy per
-atom of the elemental reference phase (:func:`matloop.validation.references.reference_structure`)
+atom of the elemental reference phase (:func:`matloop.data.references.reference_structure`)
 relaxed with CHGNet itself, so that systematic errors of the force field partly cancel. The
 relaxed references are cached as JSON in the cache directory; the static energies come from the
 same pass as the embedding (:func:`matloop.models.foundation.embed_structures`), so the cheap
@@ -21,9 +21,9 @@ from ase.build import bulk
 from pymatgen.core import Element, Structure
 from pymatgen.io.ase import AseAtomsAdaptor
 
+from matloop.data.references import NOBLE_GASES, reference_structure
 from matloop.errors import ToolInputError
 from matloop.models.foundation import embed_structures
-from matloop.validation.references import NOBLE_GASES, reference_structure
 
 log = logging.getLogger(__name__)
 

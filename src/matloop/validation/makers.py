@@ -19,8 +19,8 @@ from atomate2.forcefields.jobs import ForceFieldRelaxMaker
 from jobflow import Flow, Maker, job
 from pymatgen.core import Molecule, Structure
 
+from matloop.data.references import reference_structure
 from matloop.validation.documents import ValidationDocument
-from matloop.validation.references import reference_structure
 
 
 def _field(doc: Any, *path: str) -> Any:
@@ -75,7 +75,7 @@ class FormationEnergyMaker(Maker):
 
     Elements missing from ``references`` (eV/atom, from an earlier run at the same level) get
     a reference relaxation job of their own in the Flow (see
-    :func:`~matloop.validation.references.reference_structure`).
+    :func:`~matloop.data.references.reference_structure`).
 
     Args:
         name: Flow name.
