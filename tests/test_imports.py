@@ -86,3 +86,24 @@ def test_the_graph_sees_type_checking_and_function_level_imports() -> None:
 def test_matloop_has_no_import_cycle() -> None:
     cycle = find_cycle(import_graph())
     assert cycle is None, "import cycle: " + " → ".join(cycle or [])
+
+
+LAYERS = ("data", "models", "acquisition", "validation", "tools", "agent", "cli")
+
+
+def _layer(module: str) -> int | None:
+    part = module.split(".")[1] if module.count(".") else ""
+    return LAYERS.index(part) if part in LAYERS else None
+
+
+def test_layers_import_only_downwards() -> None:
+    """A module of one layer imports nothing from a layer above it (e.g. models never import
+    validation, tools never import agent)."""
+    upward = [
+        f"{module} → {dep}"
+        for module, deps in import_graph().items()
+        if (low := _layer(module)) is not None
+        for dep in deps
+        if (high := _layer(dep)) is not None and high > low
+    ]
+    assert not upward, upward
