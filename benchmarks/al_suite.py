@@ -84,11 +84,11 @@ MODEL: dict[str, Any] = {
 QUICK_MODEL = {**MODEL, "epochs": 6, "patience": 3, "ensemble_size": 2, "hidden": 16}
 
 
-def surrogate(backbone: str, kind: str, quick: bool) -> dict[str, Any]:
+def surrogate(backbone: str, kind: str, target: str, quick: bool) -> dict[str, Any]:
     """The campaigns' ``model:`` section for items of ``kind``: :data:`MODEL` for the graph network,
     else a bootstrapped ensemble of 5 small MLPs on the frozen backbone's vectors, retrained each
     round; ``auto`` is what a campaign picks (:func:`matloop.models.inputs.resolve_backbone`)."""
-    backbone = resolve_backbone(backbone, kind)
+    backbone = resolve_backbone(backbone, kind, target)
     if backbone == "gnn":
         return QUICK_MODEL if quick else MODEL
     return {"method": "ensemble", "backbone": backbone, "ensemble_size": 5, "test_fraction": 0.0}
@@ -119,7 +119,7 @@ def hit_window(data: ALData, task: Task) -> tuple[float, float] | None:
 def run_task(name: str, task: Task, state: Path, backbone: str, quick: bool, stem: str) -> dict[str, Any]:
     start = time.perf_counter()
     data = load_dataset(task.dataset, task.target, pool_size=task.pool, test_size=task.test, data_seed=0)
-    model = surrogate(backbone, data.source.kind if data.source else "", quick)
+    model = surrogate(backbone, data.source.kind if data.source else "", task.target, quick)
     window = hit_window(data, task)
     default = default_strategy(task.goal)  # type: ignore[arg-type]
     strategies = [default if s == "default" else s for s in task.strategies]
@@ -162,6 +162,7 @@ def run_task(name: str, task: Task, state: Path, backbone: str, quick: bool, ste
         else None,
         "curves": summary["curves"],
         "seconds": round(time.perf_counter() - start, 1),
+        "campaign_seconds": round(sum(c["seconds"]["wall"] for c in summary["curves"].values()), 1),
         "plot": png.name,
     }
 

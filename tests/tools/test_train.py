@@ -109,11 +109,10 @@ def test_backbone_and_bootstrap_from_settings(workspace, feature_set):
 
 
 def test_frozen_backbone_heads_train_predict_select_and_reload(workspace, feature_set):
-    """A head on frozen CHGNet + Magpie vectors: trained, reloaded by id, used to pick a batch."""
+    """A head on frozen CHGNet + Magpie vectors (what ``auto`` picks for crystals): trained,
+    reloaded by id, used to pick a batch."""
     first = [f"rs-{k}" for k in range(50)]
-    res = train_uq_gnn(
-        feature_set, "y", backbone="chgnet+magpie", seed=1, train_ids=first, workspace=workspace
-    )
+    res = train_uq_gnn(feature_set, "y", backbone="auto", seed=1, train_ids=first, workspace=workspace)
     assert res.metrics_split == "test" and res.metrics.mae < 0.5 and res.epochs_run > 0
     model = load_model(workspace, res.model_id)
     assert model.config["backbone"] == "chgnet+magpie" and model.meta["backbone"] == "chgnet+magpie"
@@ -136,11 +135,13 @@ def test_frozen_backbone_heads_train_predict_select_and_reload(workspace, featur
 
 
 def test_delta_backbone_adds_chgnet_formation_energy_back(workspace, feature_set):
-    """Δ-learning: the head learns the label minus CHGNet's formation energy, which every
-    prediction adds back; only formation-energy targets qualify."""
+    """Δ-learning (what ``auto`` picks for crystal formation energies): the head learns the label
+    minus CHGNet's formation energy, which every prediction adds back; only formation-energy
+    targets qualify."""
     target = "formation_energy_per_atom"
-    res = train_uq_gnn(feature_set, target, backbone="chgnet_delta", seed=0, workspace=workspace)
+    res = train_uq_gnn(feature_set, target, backbone="auto", seed=0, workspace=workspace)
     model = load_model(workspace, res.model_id)
+    assert model.config["backbone"] == "chgnet_delta"  # what auto picks for formation energies
     items = load_graphs(feature_set, workspace=workspace).items(workspace).take(range(6))
     baseline = backbone_baseline("chgnet_delta", items)
     assert np.isfinite(baseline).all() and baseline.min() < -1.0  # ionic rock salts are stable

@@ -17,12 +17,14 @@ from matloop.settings import SlurmSettings, TrainSettings
 
 PlannerName = Literal["auto", "llm", "rules"]
 
-#: The acquisition strategy of a campaign whose spec says ``strategy: auto``, per goal.
+#: The acquisition strategy of a campaign whose spec says ``strategy: auto``, per goal. In the
+#: active-learning suite, ``greedy`` found more of the best 5 % than ``ei`` on every surrogate and
+#: task tried (formation energy minimum, refractive index maximum).
 DEFAULT_STRATEGIES: dict[GoalName, Strategy] = {
     "learn": "batch_entropy",
     "window": "in_window",
-    "minimize": "ei",
-    "maximize": "ei",
+    "minimize": "greedy",
+    "maximize": "greedy",
 }
 
 
@@ -75,7 +77,8 @@ class ModelSpec(_Strict):
     backbone: Literal["auto"] | BackboneName = Field(
         "auto",
         description="'gnn' (trained graph network), a frozen featurizer under a small head, or 'auto' "
-        "(chgnet+magpie for crystals, gnn for molecules; gnn whenever the spec needs a graph network).",
+        "(chgnet_delta for crystal formation energies, chgnet+magpie for other crystal properties, gnn "
+        "for molecules and whenever the spec needs a graph network).",
     )
     epochs: int | None = Field(None, gt=0, description="Epochs per (fine-)training round.")
     warm_start: bool = Field(False, description="Fine-tune the previous round's model instead of retraining.")

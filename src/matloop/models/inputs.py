@@ -34,8 +34,9 @@ Backbone = BackboneName
 #: Backbones whose head learns a residual: name → (vector parts, the cheap level added back).
 DELTA_BACKBONES = {"chgnet_delta": ("chgnet+magpie", "chgnet_formation_energy")}
 #: What ``auto`` stands for, per kind of item: in the active-learning suite the frozen-backbone
-#: head beat the graph network on crystals (formation-energy discovery, band-gap learning) at a
-#: fraction of the time; only the graph network reads molecules.
+#: head beat the graph network on crystals (formation-energy discovery, band-gap learning,
+#: refractive-index discovery with greedy picks) at a fraction of the time; only the graph
+#: network reads molecules. Formation energies get the Δ head (:data:`DELTA_BACKBONES`).
 AUTO_BACKBONES = {"crystal": "chgnet+magpie", "molecule": "gnn"}
 
 
@@ -46,11 +47,20 @@ def check_backbone(backbone: str) -> str:
     return backbone
 
 
-def resolve_backbone(backbone: str, kind: str) -> str:
-    """``backbone``, with ``auto`` replaced by the default for items of ``kind``."""
-    if backbone == "auto":
-        return AUTO_BACKBONES.get(kind, "gnn")
-    return check_backbone(backbone)
+def resolve_backbone(backbone: str, kind: str, target: str = "") -> str:
+    """``backbone``, with ``auto`` replaced by the default for items of ``kind`` and the
+    ``target`` property: ``chgnet_delta`` for crystal formation energies."""
+    if backbone != "auto":
+        return check_backbone(backbone)
+    if kind == "crystal" and is_formation_energy(target):
+        return "chgnet_delta"
+    return AUTO_BACKBONES.get(kind, "gnn")
+
+
+def is_formation_energy(target: str) -> bool:
+    """Whether a property column (``formation_energy_per_atom`` or ``…@<level>``) is a
+    formation energy per atom, the target a Δ backbone's cheap level estimates."""
+    return target.split("@")[0] == "formation_energy_per_atom"
 
 
 def backbone_parts(backbone: str) -> list[str]:

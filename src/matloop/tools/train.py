@@ -31,6 +31,7 @@ from matloop.models.inputs import (
     backbone_baseline,
     backbone_parts,
     backbone_vectors,
+    is_formation_energy,
     resolve_backbone,
 )
 from matloop.models.training import ProgressCallback
@@ -220,7 +221,8 @@ def train_uq_gnn(
         backbone: "gnn" (the graph network, trained from scratch; default) or a frozen
             pretrained/composition featurizer under a small head that trains in seconds:
             "chgnet", "sevennet_0", "magpie", "chgnet+magpie" (method "ensemble" or "gp");
-            "auto" picks "chgnet+magpie" for crystals and "gnn" for molecules.
+            "auto" picks "chgnet_delta" for crystal formation energies, "chgnet+magpie" for
+            other crystal properties and "gnn" for molecules.
     """
     ws = resolve_workspace(workspace)
     if epochs is not None and epochs < 1:
@@ -234,10 +236,10 @@ def train_uq_gnn(
         val_fraction=val_fraction,
         test_fraction=test_fraction,
     )
-    backbone = resolve_backbone(backbone, data.kind)
+    backbone = resolve_backbone(backbone, data.kind, target)
     if backbone != "gnn" and method not in VECTOR_HEADS:
         raise ToolInputError(f"expected method 'ensemble' or 'gp' on backbone {backbone!r}, got {method!r}")
-    if backbone in DELTA_BACKBONES and not target.startswith("formation_energy"):
+    if backbone in DELTA_BACKBONES and not is_formation_energy(target):
         raise ToolInputError(
             f"expected a formation-energy target for backbone {backbone!r} (it learns the label minus "
             f"CHGNet's formation energy), got {target!r}"
