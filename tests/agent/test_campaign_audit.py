@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 import yaml
 from typer.testing import CliRunner
 
@@ -19,6 +20,18 @@ from matloop.data.slices import load_slice
 from matloop.models import load_model
 
 WINDOW = (None, -2.0)  # ~10 % of the bundled formation energies
+
+
+@pytest.fixture(scope="module")
+def shared_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(autouse=True)
+def _one_cache(settings, shared_cache, monkeypatch) -> None:
+    """This module's campaigns share one cache: the pool's graphs, CHGNet vectors and the
+    CHGNet-relaxed elemental references are computed once, not once per test."""
+    monkeypatch.setenv("MATLOOP_CACHE_DIR", str(shared_cache))
 
 
 def _spec(seed: int, **override: Any) -> CampaignSpec:
