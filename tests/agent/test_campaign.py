@@ -19,11 +19,18 @@ from matloop.cli import app
 QUICKSTART = Path(__file__).parents[2] / "examples" / "quickstart.yaml"
 
 
+PRETRAIN = {
+    "source": "mp_formation_energy",
+    "property": "formation_energy_per_atom",
+    "limit": 80,
+    "epochs": 3,
+}
+
+
 def _short_quickstart(tmp_path: Path, **override) -> Path:
     spec = yaml.safe_load(QUICKSTART.read_text())
     spec.update(
         pool={"source": "prototypes", "families": ["rocksalt", "zincblende"], "max_items": 20},
-        pretrained={**spec["pretrained"], "limit": 80, "epochs": 3},
         model={"method": "ensemble", "epochs": 4},
         seed_size=4,
         batch_size=3,
@@ -51,7 +58,7 @@ def _assert_consistent(campaign: Campaign) -> None:
 
 
 def test_quickstart_runs_end_to_end_from_the_cli(settings, tmp_path):
-    spec_path = _short_quickstart(tmp_path)
+    spec_path = _short_quickstart(tmp_path, pretrained=PRETRAIN)  # the transfer path: pretrain, fine-tune
     out = tmp_path / "qs"
     runner = CliRunner()
     result = runner.invoke(app, ["campaign", "run", str(spec_path), "--dir", str(out)])
