@@ -131,7 +131,7 @@ def sevennet(name: str, quick: bool) -> np.ndarray:
 def chgnet_formation_energy_of(name: str, quick: bool) -> np.ndarray:
     """The cheap level: CHGNet static formation energy per atom against CHGNet-relaxed references."""
     numbers = [g.z.numpy() for g in task_data(name, quick).graphs]
-    return chgnet_formation_energy(structures(name, quick), numbers, embedding_cache())
+    return chgnet_formation_energy(chgnet(name, quick)[:, -1], numbers, embedding_cache())
 
 
 # --- surrogates ---------------------------------------------------------------------------------

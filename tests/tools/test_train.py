@@ -143,7 +143,7 @@ def test_delta_backbone_adds_chgnet_formation_energy_back(workspace, feature_set
     model = load_model(workspace, res.model_id)
     assert model.config["backbone"] == "chgnet_delta"  # what auto picks for formation energies
     items = load_graphs(feature_set, workspace=workspace).items(workspace).take(range(6))
-    baseline = backbone_baseline("chgnet_delta", items)
+    baseline = backbone_baseline("chgnet_delta", items, backbone_vectors("chgnet_delta", items))
     assert np.isfinite(baseline).all() and baseline.min() < -1.0  # ionic rock salts are stable
     head = model.predict(backbone_vectors("chgnet_delta", items)).mean
     np.testing.assert_allclose(model.predict_items(items).mean, head + baseline, rtol=1e-9)

@@ -77,11 +77,11 @@ def formation_energy(
 
 
 def chgnet_formation_energy(
-    structures: Sequence[Structure], numbers: Sequence[np.ndarray], cache_path: Path
+    energies: np.ndarray, numbers: Sequence[np.ndarray], cache_path: Path
 ) -> np.ndarray:
-    """CHGNet's static formation energy per atom of ``structures`` (atomic numbers ``numbers``;
-    NaN where CHGNet fails); references are relaxed once and kept next to ``cache_path``."""
-    energies = embed_structures("chgnet", structures, cache_path=cache_path)[:, -1]
+    """CHGNet's static formation energy per atom from its energies per atom (the last column of
+    its vectors; NaN where CHGNet failed) of items with atomic numbers ``numbers``; references
+    are relaxed once and kept next to ``cache_path``."""
     elements = {Element.from_Z(int(z)).symbol for zs in numbers for z in np.unique(zs)}
     refs = chgnet_references(elements, cache_path.parent)
     return formation_energy("chgnet", numbers, energies, refs, cache_path=cache_path)

@@ -27,7 +27,7 @@ from matloop.data.composition import magpie_statistics
 from matloop.data.items import Items
 from matloop.errors import ToolInputError, invalid_choice
 from matloop.models.cheap_level import chgnet_formation_energy
-from matloop.models.foundation import embed_structures
+from matloop.models.foundation import embed_structures, get_pretrained
 from matloop.names import BACKBONES, BackboneName
 
 Backbone = BackboneName
@@ -86,12 +86,13 @@ def backbone_vectors(backbone: str, items: Items) -> np.ndarray:
     return np.concatenate(parts, axis=1)
 
 
-def backbone_baseline(backbone: str, items: Items) -> np.ndarray | None:
+def backbone_baseline(backbone: str, items: Items, vectors: np.ndarray) -> np.ndarray | None:
     """The cheap level a Δ backbone's head adds to its output (NaN where it cannot be computed),
-    or None for other backbones."""
+    from the items' ``vectors`` (:func:`backbone_vectors`), or None for other backbones."""
     if backbone not in DELTA_BACKBONES:
         return None
-    if items.structures is None or items.cache_path is None:
-        raise ToolInputError(f"expected the items' structures and a cache for backbone {backbone!r}")
+    if items.cache_path is None:
+        raise ToolInputError(f"expected an embedding cache for backbone {backbone!r}")
+    energies = vectors[:, get_pretrained("chgnet").dim - 1]  # CHGNet's vector comes first; E/atom last
     numbers = [g.z.numpy() for g in items.graphs]
-    return chgnet_formation_energy(items.structures, numbers, items.cache_path)
+    return chgnet_formation_energy(energies, numbers, items.cache_path)

@@ -141,8 +141,9 @@ class VectorUQModel(CalibratedModel):
         backbone = self.config["backbone"]
         if backbone is None:
             raise ToolInputError("expected a model that records its backbone, got one trained on raw vectors")
-        pred = self.predict(backbone_vectors(backbone, items))
-        baseline = backbone_baseline(backbone, items)
+        x = backbone_vectors(backbone, items)
+        pred = self.predict(x)
+        baseline = backbone_baseline(backbone, items, x)
         if baseline is not None:
             known = np.isfinite(baseline)
             pred.mean[known] += baseline[known]

@@ -302,7 +302,7 @@ def _fit_vector(
     x = {name: backbone_vectors(backbone, items) for name, items in data.items.items()}
     y = dict(data.y)
     for name, items in data.items.items():
-        baseline = backbone_baseline(backbone, items)
+        baseline = backbone_baseline(backbone, items, x[name])
         if baseline is not None:
             x[name][~np.isfinite(baseline)] = np.nan
             y[name] = y[name] - baseline
