@@ -10,7 +10,9 @@ state, guardrails and decision log a user's campaign has. There is no second loo
 - the campaign's random seed set (``init`` items, drawn with the seed) is the same for every
   strategy of a seed;
 - after the campaign, every round's model is scored on the test split (and, transductively, on
-  the pool items not yet labelled when it was trained).
+  the pool items not yet labelled when it was trained); a model that reads a cheap level's
+  results reads those of the test items from a workspace that computed the level for every item
+  once, through the same validation machinery (:func:`level_workspace`).
 
 Campaign directories are resumable, so a rerun continues where it stopped. :func:`summarise`
 turns the curves into the headline figures.
@@ -52,6 +54,8 @@ from matloop.models.metrics import uq_metrics
 from matloop.names import GOALS, GoalName, normalise_goal
 from matloop.settings import Settings, get_settings
 from matloop.tools.featurize import graph_params
+from matloop.tools.validate import collect_validation, queue_validation
+from matloop.validation.level_values import with_level_values
 from matloop.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -61,6 +65,8 @@ ProgressCallback = Callable[[str, int, int, dict[str, Any]], None]
 
 #: Id of the pool slice in every simulated campaign's workspace.
 POOL_SLICE = "slice-pool"
+#: Id of the slice of every item (pool and test split) in the workspace of a cheap level's results.
+ALL_SLICE = "slice-all"
 
 
 @dataclass
@@ -306,6 +312,15 @@ def evaluate_rounds(
     state = CampaignState(ws)
     cache_path = root / "rounds.json"
     cached = {r["model_id"]: r for r in json.loads(cache_path.read_text())} if cache_path.exists() else {}
+
+    def items(model: Surrogate, positions: np.ndarray) -> Items:
+        plain = data.items(positions, ws.settings.cache_dir)
+        level = model.meta.get("cheap_level")
+        if level is None:
+            return plain
+        ids = [data.ids[i] for i in positions]
+        return with_level_values(plain, ids, level_workspace(data, level, root.parent.parent), level)
+
     labels = state.labels(data.target, "lookup")
     picks = state.candidates()
     seconds = _round_seconds(DecisionLog(root / "decisions.jsonl").records())
@@ -327,10 +342,8 @@ def evaluate_rounds(
                 "model_id": m["model_id"],
                 "n_labels": len(known),
                 "hits": len(hits_set & set(known)) if hits_set is not None else None,
-                "test": _metrics(model, data.items(data.test, ws.settings.cache_dir), data.y[data.test]),
-                "transductive": _metrics(
-                    model, data.items(unlabelled, ws.settings.cache_dir), data.y[unlabelled]
-                )
+                "test": _metrics(model, items(model, data.test), data.y[data.test]),
+                "transductive": _metrics(model, items(model, unlabelled), data.y[unlabelled])
                 if learning
                 else None,
                 "selected_ids": [c["item_id"] for c in picks if c["round"] == rnd],
@@ -342,6 +355,23 @@ def evaluate_rounds(
         if progress is not None:
             progress(strategy, seed, k, record)
     return records
+
+
+def level_workspace(data: ALData, level: str, out_dir: Path) -> Workspace:
+    """A workspace holding ``level``'s results for every item of ``data`` (pool and test split),
+    computed once through the validation machinery (resumable)."""
+    ws = Workspace(out_dir / f"level-{level}", settings=get_settings())
+    done = ws.root / "complete"
+    if done.exists():
+        return ws
+    if data.source is None:
+        raise ValueError("ALData without a source slice cannot run a validation level")
+    save_slice(ws, data.source.subset(data.ids), slice_id=ALL_SLICE)
+    log.info("%s: level %s for all %d items", data.name, level, len(data.ids))
+    batch = queue_validation(ALL_SLICE, data.ids, level=level, workspace=ws)  # type: ignore[arg-type]
+    collect_validation(batch.batch_id, wait=True, workspace=ws)
+    done.touch()
+    return ws
 
 
 def _metrics(model: Surrogate, items: Items, y: np.ndarray) -> dict[str, Any] | None:

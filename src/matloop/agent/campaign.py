@@ -23,7 +23,7 @@ from matloop.agent.guardrails import Approver, Guardrails, PoolLimits
 from matloop.agent.report import write_report
 from matloop.agent.rules import RulesPlanner
 from matloop.agent.session import Planner
-from matloop.agent.spec import CampaignSpec, PlannerName, default_strategy, hard_limits
+from matloop.agent.spec import CampaignSpec, PlannerName, cheap_levels, default_strategy, hard_limits
 from matloop.agent.state import CampaignState
 from matloop.agent.toolbox import Context, Toolbox, summarize, to_json
 from matloop.agent.toolset import TOOLS
@@ -31,6 +31,7 @@ from matloop.audit import in_window
 from matloop.errors import CampaignStop, ToolInputError
 from matloop.names import DIRECTIONS, JOB_STATUSES
 from matloop.settings import LLMSettings, Settings, get_settings
+from matloop.validation.levels import get_level
 from matloop.validation.store import ValidationStore
 from matloop.workspace import Workspace
 
@@ -72,7 +73,7 @@ class Campaign:
             budget,
             allowed_elements=spec.elements.allowed,
             forbidden_elements=forbidden,
-            allowed_levels=[spec.level],
+            allowed_levels=[spec.level, *cheap_levels(spec)],
             approve_expensive=spec.approve_expensive,
             approver=approver,
             max_steps=spec.max_steps,
@@ -157,9 +158,10 @@ class Campaign:
         return {}
 
     def used_ids(self) -> list[str]:
-        """Items already labelled, sent to a calculation (failed ones too) or in the audit set
-        (never selected again)."""
-        return sorted(ValidationStore(self.ws).taken_ids(JOB_STATUSES) | set(self.audit.ids()))
+        """Items already labelled at the campaign's level, sent to a calculation at it (failed
+        ones too) or in the audit set (never selected again)."""
+        taken = ValidationStore(self.ws).taken_ids(JOB_STATUSES, level=self.spec.level)
+        return sorted(taken | set(self.audit.ids()))
 
     def own_labels(self) -> list[dict[str, Any]]:
         """The campaign's labels of its target at its level, audit items excluded."""
@@ -189,7 +191,7 @@ class Campaign:
             )
             if mae is not None and mae <= stop.target_mae:
                 return f"model test MAE {mae:.3g} ≤ target {stop.target_mae}"
-        if self.guardrails.remaining()["calculations"] <= 0:
+        if self.guardrails.remaining()["calculations"] < get_level(self.spec.level).charge:
             return "calculation budget used up"
         return None
 

@@ -235,7 +235,7 @@ class Guardrails:
                     "approval (interactive confirmation, or approve_expensive: true in the campaign spec)",
                 )
         ids = list(dict.fromkeys(args.get("item_ids") or []))
-        if held := self.reserved() & set(ids):
+        if level == self.allowed_levels[0] and (held := self.reserved() & set(ids)):
             ids = [i for i in ids if i not in held]
             verdicts.append(
                 Verdict("audit", True, f"left out {sorted(held)[:5]}: reserved for the random audit set")
@@ -263,8 +263,9 @@ class Guardrails:
             else:
                 keep.append(item_id)
         verdicts.append(Verdict("elements+sanity", not dropped, "; ".join(dropped[:10])))
-        left = int(self.remaining()["calculations"])
-        if left <= 0:
+        left = self.remaining()["calculations"]
+        charge = get_level(level).charge
+        if left < charge:
             self._reject(
                 verdicts,
                 "budget_calculations",
@@ -272,15 +273,16 @@ class Guardrails:
             )
         if not keep:
             self._reject(verdicts, "elements+sanity", "no candidate passed: " + "; ".join(dropped[:10]))
-        if len(keep) > left:
+        fits = int(left / charge + 1e-9)
+        if len(keep) > fits:
             verdicts.append(
-                Verdict(
-                    "budget_calculations", True, f"trimmed {len(keep)} → {left} calculations (budget left)"
-                )
+                Verdict("budget_calculations", True, f"trimmed {len(keep)} → {fits} at {level} (budget left)")
             )
-            keep = keep[:left]
+            keep = keep[:fits]
         else:
-            verdicts.append(Verdict("budget_calculations", True, f"{len(keep)} of {left} left"))
+            verdicts.append(
+                Verdict("budget_calculations", True, f"{len(keep) * charge:g} of {left:g} left ({level})")
+            )
         return {**args, "item_ids": keep}
 
 

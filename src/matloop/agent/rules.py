@@ -1,6 +1,7 @@
 """The rules planner: no LLM. It runs the standard loop
 
-    pool → featurize → (pretrain) → seed labels → [train/fine-tune → select → validate → collect]×n
+    pool → featurize → (pretrain) → (cheap level on the whole pool) → seed labels
+         → [train/fine-tune → select → validate → collect]×n
 
 through the same toolbox (guardrails, decision log) as the LLM planner. Every step has a stable
 key, and a finished step's result is read back from the campaign state instead of being redone,
@@ -13,7 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from matloop.data.feature_sets import load_graphs
 from matloop.errors import CampaignStop
+from matloop.validation.levels import screening_level
 
 if TYPE_CHECKING:
     from matloop.agent.session import Session
@@ -28,6 +31,11 @@ class RulesPlanner:
         spec = campaign.spec
         pool_slice, pool_fs = self.setup(campaign)
         base_model = self._pretrain(campaign)
+        cheap = self._cheap_level(campaign, pool_fs)
+        if cheap is not None:
+            ids = load_graphs(pool_fs, workspace=campaign.ws).ids
+            why = f"cheap level {cheap} for the whole pool: an input of the surrogate (multi-fidelity)"
+            self._validate(campaign, "setup:cheap-level", pool_slice, ids, why, level=cheap)
         if not campaign.own_labels():
             seed_ids = self._seed_ids(campaign, pool_fs)
             campaign.round = 0
@@ -35,7 +43,7 @@ class RulesPlanner:
         model_id = None
         for rnd in range(1, spec.rounds + 1):
             campaign.round = rnd
-            model_id = self._train(campaign, f"r{rnd}", pool_slice, base_model, model_id)
+            model_id = self._train(campaign, f"r{rnd}", pool_slice, base_model, model_id, cheap)
             if (reason := campaign.stop_reason(model_id)) is not None:
                 return reason
             selection = campaign.step(
@@ -57,7 +65,7 @@ class RulesPlanner:
                 return "no candidates left in the pool"
             self._validate(campaign, f"r{rnd}", pool_slice, ids, f"round {rnd}: validate the selected batch")
         campaign.round = spec.rounds + 1
-        model_id = self._train(campaign, f"r{spec.rounds + 1}", pool_slice, base_model, model_id)
+        model_id = self._train(campaign, f"r{spec.rounds + 1}", pool_slice, base_model, model_id, cheap)
         return campaign.stop_reason(model_id) or f"completed {spec.rounds} rounds"
 
     def setup(self, campaign: Session) -> tuple[str, str]:
@@ -109,9 +117,18 @@ class RulesPlanner:
         )
         return model.model_id
 
-    def _seed_ids(self, campaign: Session, pool_fs: str) -> list[str]:
-        from matloop.data.feature_sets import load_graphs
+    def _cheap_level(self, campaign: Session, pool_fs: str) -> str | None:
+        """The cheap level the surrogate reads: the spec's, or with ``auto`` the screening level of
+        the pool's kind of items when the surrogate is a vector head (never the campaign's own level)."""
+        m, level = campaign.spec.model, None
+        if m.cheap_level not in ("auto", "none"):
+            level = m.cheap_level
+        elif m.cheap_level == "auto" and self._backbone(campaign) != "gnn":
+            screening = screening_level(str(load_graphs(pool_fs, workspace=campaign.ws).meta.get("kind")))
+            level = screening.name if screening is not None else None
+        return None if level == campaign.spec.level else level
 
+    def _seed_ids(self, campaign: Session, pool_fs: str) -> list[str]:
         used = set(campaign.used_ids())  # the audit set's items are never seed items
         ids = [i for i in load_graphs(pool_fs, workspace=campaign.ws).ids if i not in used]
         rng = np.random.default_rng(campaign.spec.seed)
@@ -122,14 +139,17 @@ class RulesPlanner:
         )
         return picked
 
-    def _validate(self, campaign: Session, key: str, pool_slice: str, ids: list[str], why: str) -> None:
+    def _validate(
+        self, campaign: Session, key: str, pool_slice: str, ids: list[str], why: str, level: str | None = None
+    ) -> None:
         spec = campaign.spec
-        batch = campaign.step(
-            f"{key}:queue",
-            "queue_validation",
-            {"slice_id": pool_slice, "item_ids": ids, "level": spec.level, "executor": spec.executor},
-            why,
-        )
+        args = {
+            "slice_id": pool_slice,
+            "item_ids": ids,
+            "level": level or spec.level,
+            "executor": spec.executor,
+        }
+        batch = campaign.step(f"{key}:queue", "queue_validation", args, why)
         campaign.step(
             f"{key}:collect",
             "collect_validation",
@@ -147,7 +167,13 @@ class RulesPlanner:
         return m.backbone
 
     def _train(
-        self, campaign: Session, key: str, pool_slice: str, base_model: str | None, previous: str | None
+        self,
+        campaign: Session,
+        key: str,
+        pool_slice: str,
+        base_model: str | None,
+        previous: str | None,
+        cheap: str | None,
     ) -> str:
         """Train the round's model: fine-tune the previous round's model (warm start) or the
         pretrained one, else train from scratch."""
@@ -173,7 +199,13 @@ class RulesPlanner:
             res = campaign.step(
                 f"{key}:train",
                 "train_uq_gnn",
-                {**args, "method": m.method, "epochs": m.epochs, "backbone": self._backbone(campaign)},
+                {
+                    **args,
+                    "method": m.method,
+                    "epochs": m.epochs,
+                    "backbone": self._backbone(campaign),
+                    "cheap_level": cheap,
+                },
                 f"train on {ts.count} labels",
             )
         else:

@@ -14,6 +14,7 @@ from matloop.agent.request import parse_request
 from matloop.data.prototypes import Family
 from matloop.names import BackboneName, ExecutorName, Goal, GoalName, LevelName, Strategy, UQMethod
 from matloop.settings import SlurmSettings, TrainSettings
+from matloop.validation.levels import LEVELS
 
 PlannerName = Literal["auto", "llm", "rules"]
 
@@ -90,6 +91,12 @@ class ModelSpec(_Strict):
     hidden: int | None = Field(None, gt=0, description="Width of the graph network.")
     conv: Literal["cgcnn", "schnet"] | None = Field(None, description="Graph convolution of the backbone.")
     bootstrap: bool | None = Field(None, description="Train each ensemble member on a bootstrap resample.")
+    cheap_level: Literal["auto", "none"] | LevelName = Field(
+        "auto",
+        description="A cheap validation level run on the whole pool first (charged to the budget) whose "
+        "results feed the surrogate (multi-fidelity); 'auto': the pool kind's screening level (xtb for "
+        "molecules) where the surrogate is a vector head, else none.",
+    )
 
     @property
     def needs_graph_network(self) -> bool:
@@ -99,6 +106,10 @@ class ModelSpec(_Strict):
 
     @model_validator(mode="after")
     def _backbone_fits(self) -> ModelSpec:
+        if self.backbone == "gnn" and self.cheap_level not in ("auto", "none"):
+            raise ValueError(
+                f"cheap_level {self.cheap_level!r} feeds a vector head; backbone 'gnn' reads graphs only"
+            )
         if self.backbone not in ("auto", "gnn") and self.needs_graph_network:
             raise ValueError(
                 f"backbone {self.backbone!r} takes method 'ensemble' or 'gp' and no warm_start "
@@ -185,6 +196,17 @@ class CampaignSpec(_Strict):
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def cheap_levels(spec: CampaignSpec) -> list[str]:
+    """Levels besides its own that a campaign may run: the spec's cheap level, or with ``auto``
+    every screening level (charged a fraction of a calculation per structure)."""
+    level = spec.model.cheap_level
+    if level == "none":
+        return []
+    if level != "auto":
+        return [level]
+    return [lv.name for lv in LEVELS.values() if lv.charge < 1 and lv.name != spec.level]
 
 
 def hard_limits(spec: CampaignSpec) -> tuple[Budget, list[str]]:

@@ -26,6 +26,7 @@ from matloop.tools import (
 from matloop.tools.acquire import Selection
 from matloop.tools.train import FineTuneResult, TrainResult
 from matloop.tools.validate import CollectResult, ValidationBatch
+from matloop.validation.levels import get_level
 from matloop.validation.store import ValidationStore
 
 
@@ -36,7 +37,8 @@ def _record_queued(call: ToolCall, args: dict[str, Any], result: ValidationBatch
     call.state.add_calcs(result.batch_id, call.round, result.level, statuses)
     rejected = sum(s.status == "rejected" for s in result.statuses)
     if rejected:
-        call.state.charge(f"refund:{call.key}", "calculations", -rejected, "rejected, not run")
+        refund = -rejected * get_level(result.level).charge
+        call.state.charge(f"refund:{call.key}", "calculations", refund, "rejected, not run")
 
 
 def _record_collected(call: ToolCall, args: dict[str, Any], result: CollectResult) -> None:
@@ -104,7 +106,7 @@ TOOLS: tuple[ToolSpec, ...] = (
         queue_validation,
         guidance="then collect_validation(batch_id, wait=true); calculations cost budget: ask for no "
         "more than the budget left (campaign_status tells you).",
-        calculations=lambda args: len(args["item_ids"]),
+        calculations=lambda args: len(args["item_ids"]) * get_level(args.get("level", "chgnet")).charge,
         compute=True,
         checks=("validation",),
         record=_record_queued,

@@ -59,7 +59,7 @@ class ToolSpec:
 
     func: Callable[..., BaseModel]
     guidance: str = ""
-    calculations: Callable[[dict[str, Any]], int] | None = None
+    calculations: Callable[[dict[str, Any]], float] | None = None
     compute: bool = False
     polls: bool = False
     reads_only: bool = False

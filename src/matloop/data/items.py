@@ -1,4 +1,5 @@
-"""Items a surrogate trains on or predicts: their graphs and, lazily, their structures."""
+"""Items a surrogate trains on or predicts: their graphs, lazily their structures, and the values a
+cheap level computed for them (surrogate inputs)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 from pymatgen.core import Molecule, Structure
 from torch_geometric.data import Data
 
@@ -13,11 +15,15 @@ from torch_geometric.data import Data
 @dataclass(frozen=True)
 class Items:
     """Items to train on or predict, aligned: their graphs and, for pretrained backbones, their
-    structures (any sequence; dataset slices keep them lazy) and the embedding cache."""
+    structures (any sequence; dataset slices keep them lazy) and the embedding cache; for a
+    multi-fidelity surrogate, an [items, columns] array of a cheap level's values (NaN: none),
+    columns named ``<property>@<level>``."""
 
     graphs: Sequence[Data]
     structures: Sequence[Structure | Molecule] | None = None
     cache_path: Path | None = None
+    level_values: np.ndarray | None = None
+    level_columns: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.graphs)
@@ -28,4 +34,12 @@ class Items:
         if structures is not None:
             take = getattr(structures, "take", None)
             structures = take(positions) if take is not None else [structures[i] for i in positions]
-        return replace(self, graphs=[self.graphs[i] for i in positions], structures=structures)
+        values = None if self.level_values is None else self.level_values[list(positions)]
+        return replace(
+            self, graphs=[self.graphs[i] for i in positions], structures=structures, level_values=values
+        )
+
+    def with_level_values(self, columns: Sequence[str], values: np.ndarray) -> Items:
+        """These items with a cheap level's ``values`` ([items, columns]) as extra inputs."""
+        values = np.asarray(values, dtype=np.float64).reshape(len(self), len(columns))
+        return replace(self, level_values=values, level_columns=tuple(columns))

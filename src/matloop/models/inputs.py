@@ -17,9 +17,16 @@ A *backbone* names the input side of a surrogate:
 ``auto`` picks by the kind of items (:func:`resolve_backbone`). Every backbone but ``gnn``
 feeds a vector UQ head (:mod:`matloop.models.vector_uq`), which trains in seconds; pretrained
 vectors are cached on disk by structure hash.
+
+Multi-fidelity: a vector head can also read what a cheap validation level computed for each item
+(``Items.level_values``, e.g. GFN2-xTB HOMO, LUMO, gap and energy of a molecule), appended to the
+backbone's vector; when that level computes the target property too, the head learns the label
+minus the cheap value (Δ-learning) and adds it back when predicting (:func:`surrogate_inputs`).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -38,6 +45,9 @@ DELTA_BACKBONES = {"chgnet_delta": ("chgnet+magpie", "chgnet_formation_energy")}
 #: refractive-index discovery with greedy picks) at a fraction of the time; only the graph
 #: network reads molecules. Formation energies get the Δ head (:data:`DELTA_BACKBONES`).
 AUTO_BACKBONES = {"crystal": "chgnet+magpie", "molecule": "gnn"}
+#: ``auto`` for molecules with a cheap level's values as inputs: the head on composition statistics
+#: and the cheap level beat the graph network on the QM9 gap (``benchmarks/surrogates.py``).
+AUTO_WITH_LEVEL_VALUES = {"molecule": "magpie"}
 
 
 def check_backbone(backbone: str) -> str:
@@ -47,13 +57,16 @@ def check_backbone(backbone: str) -> str:
     return backbone
 
 
-def resolve_backbone(backbone: str, kind: str, target: str = "") -> str:
+def resolve_backbone(backbone: str, kind: str, target: str = "", level_values: bool = False) -> str:
     """``backbone``, with ``auto`` replaced by the default for items of ``kind`` and the
-    ``target`` property: ``chgnet_delta`` for crystal formation energies."""
+    ``target`` property: ``chgnet_delta`` for crystal formation energies; with a cheap level's
+    values as inputs (``level_values``), :data:`AUTO_WITH_LEVEL_VALUES`."""
     if backbone != "auto":
         return check_backbone(backbone)
     if kind == "crystal" and is_formation_energy(target):
         return "chgnet_delta"
+    if level_values and kind in AUTO_WITH_LEVEL_VALUES:
+        return AUTO_WITH_LEVEL_VALUES[kind]
     return AUTO_BACKBONES.get(kind, "gnn")
 
 
@@ -96,3 +109,32 @@ def backbone_baseline(backbone: str, items: Items, vectors: np.ndarray) -> np.nd
     energies = vectors[:, get_pretrained("chgnet").dim - 1]  # CHGNet's vector comes first; E/atom last
     numbers = [g.z.numpy() for g in items.graphs]
     return chgnet_formation_energy(energies, numbers, items.cache_path)
+
+
+def delta_column(target: str, columns: Sequence[str]) -> str | None:
+    """The cheap level's column of the ``target`` property (``<property>@<level>``), which a head
+    reading ``columns`` learns the residual to; None when the cheap level does not compute it."""
+    prop = target.split("@")[0]
+    return next((c for c in columns if c.split("@")[0] == prop and c != target), None)
+
+
+def surrogate_inputs(
+    backbone: str, items: Items, level_columns: Sequence[str] = (), delta: str | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The input vectors of a vector head for ``items`` (the backbone's vector, then the cheap
+    level's ``level_columns``) and the baseline added to its output (None: no Δ); rows the
+    backbone cannot embed or without cheap-level values are NaN."""
+    x = backbone_vectors(backbone, items)
+    baseline = backbone_baseline(backbone, items, x)
+    if not level_columns:
+        return x, baseline
+    missing = [c for c in level_columns if c not in items.level_columns]
+    if items.level_values is None or missing:
+        raise ToolInputError(
+            f"expected the items' values of {list(level_columns)} (queue the cheap level for them first), "
+            f"got {list(items.level_columns)}"
+        )
+    extra = items.level_values[:, [items.level_columns.index(c) for c in level_columns]]
+    if delta is not None:
+        baseline = extra[:, list(level_columns).index(delta)]
+    return np.concatenate([x, extra], axis=1), baseline

@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,7 +29,7 @@ from matloop.errors import ToolInputError, invalid_choice
 from matloop.models.calibrated import CalibratedModel
 from matloop.models.checkpoint import write_checkpoint
 from matloop.models.gp import EmbeddingGP
-from matloop.models.inputs import Items, backbone_baseline, backbone_vectors
+from matloop.models.inputs import Items, surrogate_inputs
 from matloop.models.model import UQPrediction
 from matloop.models.training import GP_EXACT_MAX, sigma_scale
 from matloop.models.uq import Ensemble, mixture
@@ -60,6 +61,8 @@ class VectorUQModel(CalibratedModel):
         layers: hidden layers per MLP.
         backbone: where the vectors come from (:data:`matloop.models.inputs.BACKBONES`), so
             that :meth:`predict_items` can compute them; None for vectors given directly.
+        level_columns: a cheap level's columns (``<property>@<level>``) appended to the vectors.
+        delta: the one of them whose value the head's output is added to (Δ-learning).
     """
 
     def __init__(
@@ -71,6 +74,8 @@ class VectorUQModel(CalibratedModel):
         hidden: int = 64,
         layers: int = 2,
         backbone: str | None = None,
+        level_columns: Sequence[str] = (),
+        delta: str | None = None,
     ) -> None:
         super().__init__()
         if method not in VECTOR_METHODS:
@@ -82,6 +87,8 @@ class VectorUQModel(CalibratedModel):
             "hidden": hidden,
             "layers": layers,
             "backbone": backbone,
+            "level_columns": list(level_columns),
+            "delta": delta,
         }
         n_members = ensemble_size if method == "mlp_ensemble" else 0
         self.members = nn.ModuleList(_mlp(in_dim, hidden, layers, 2) for _ in range(n_members))
@@ -136,14 +143,15 @@ class VectorUQModel(CalibratedModel):
         return UQPrediction(mean=mean, std=std, embedding=emb, epistemic_std=epi)
 
     def predict_items(self, items: Items) -> UQPrediction:
-        """:meth:`predict` on the items' vectors from this model's backbone; a Δ backbone's cheap
-        level is added to the mean (items without it get the training labels' mean)."""
+        """:meth:`predict` on the items' vectors from this model's backbone (and cheap level); a Δ
+        head's cheap level is added to the mean (items without it get the training labels' mean)."""
         backbone = self.config["backbone"]
         if backbone is None:
             raise ToolInputError("expected a model that records its backbone, got one trained on raw vectors")
-        x = backbone_vectors(backbone, items)
+        x, baseline = surrogate_inputs(
+            backbone, items, self.config.get("level_columns", ()), self.config.get("delta")
+        )
         pred = self.predict(x)
-        baseline = backbone_baseline(backbone, items, x)
         if baseline is not None:
             known = np.isfinite(baseline)
             pred.mean[known] += baseline[known]

@@ -18,6 +18,7 @@ from matloop.data.slices import load_slice
 from matloop.errors import ToolInputError
 from matloop.models import Surrogate, load_model
 from matloop.names import Direction, Strategy
+from matloop.validation.level_values import model_items
 from matloop.validation.store import ValidationStore
 from matloop.workspace import Workspace, resolve_workspace
 
@@ -95,14 +96,15 @@ def select_candidates(
     meta = model.meta
     graphs = load_graphs(pool_feature_set_id, workspace=ws)
     pool_size = len(graphs.ids)
-    taken = set(exclude_ids or []) | ValidationStore(ws).taken_ids() | _model_ids(meta)
+    level = str(meta.get("target", "")).partition("@")[2] or None  # a cheap level's items stay selectable
+    taken = set(exclude_ids or []) | ValidationStore(ws).taken_ids(level=level) | _model_ids(meta)
     keep, n_excluded, n_dup = _eligible(ws, graphs.ids, graphs.meta.get("slice_id"), taken)
     if isinstance(n, int) and not isinstance(n, bool) and n > len(keep) > 0:
         raise ToolInputError(
             f"expected n ≤ {len(keep)} (pool of {pool_size} minus {n_excluded} excluded and "
             f"{n_dup} duplicates), got n={n}"
         )
-    mean, std, epistemic, emb = _predict(model, graphs.items(ws).take(keep))
+    mean, std, epistemic, emb = _predict(model, model_items(graphs, ws, meta).take(keep))
     if strategy == "ei" and best is None:
         best = _best_label(ws, meta, goal)
     picked = select(
@@ -215,7 +217,7 @@ def _labelled_embedding(ws: Workspace, model: Surrogate) -> np.ndarray | None:
         return None
     graphs = load_graphs(fs_id, workspace=ws)
     positions = [k for k, item_id in enumerate(graphs.ids) if item_id in known]
-    return _predict(model, graphs.items(ws).take(positions))[3]
+    return _predict(model, model_items(graphs, ws, model.meta).take(positions))[3]
 
 
 def _best_label(ws: Workspace, meta: dict[str, Any], goal: Direction | None) -> float | None:

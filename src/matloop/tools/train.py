@@ -28,15 +28,16 @@ from matloop.models.foundation import PRETRAINED
 from matloop.models.inputs import (
     DELTA_BACKBONES,
     Backbone,
-    backbone_baseline,
     backbone_parts,
-    backbone_vectors,
+    delta_column,
     is_formation_energy,
     resolve_backbone,
+    surrogate_inputs,
 )
 from matloop.models.training import ProgressCallback
 from matloop.models.vector_uq import fit_vector_model
-from matloop.names import UQMethod
+from matloop.names import LevelName, UQMethod
+from matloop.validation.level_values import model_items, with_level_values
 from matloop.workspace import Workspace, resolve_workspace
 
 #: The vector head standing for each method a vector backbone takes.
@@ -120,6 +121,7 @@ class _Labelled:
         seed: int,
         val_fraction: float,
         test_fraction: float,
+        cheap_level: str | None = None,
     ) -> None:
         for name, frac in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
             if not 0.0 <= frac < 1.0:
@@ -135,7 +137,7 @@ class _Labelled:
             raise invalid_choice(
                 f"a target property of slice {gs.meta['slice_id']}", target, data.properties.columns
             )
-        self.unit = data.units.get(target, "")
+        self.target, self.unit = target, data.units.get(target, "")
         values = dict(zip(data.ids, data.target(target), strict=True))
         pos = {item_id: k for k, item_id in enumerate(gs.ids)}
         ids = gs.ids
@@ -158,7 +160,7 @@ class _Labelled:
             "train": [labelled[k] for k in order[n_test + n_val :]],
         }
         self.ids = split
-        everything = gs.items(ws)
+        everything = with_level_values(gs.items(ws), gs.ids, ws, cheap_level)
         self.items = {name: everything.take([pos[i] for i in part]) for name, part in split.items()}
         self.y = {name: np.array([values[i] for i in part], dtype=np.float64) for name, part in split.items()}
         self.eval_split: Literal["test", "val", "train"] = "test" if n_test else ("val" if n_val else "train")
@@ -198,6 +200,7 @@ def train_uq_gnn(
     test_fraction: float = 0.1,
     recalibrate: bool = True,
     backbone: Literal["auto"] | Backbone = "gnn",
+    cheap_level: LevelName | None = None,
     *,
     train_ids: list[str] | None = None,
     progress: ProgressCallback | None = None,
@@ -222,7 +225,10 @@ def train_uq_gnn(
             pretrained/composition featurizer under a small head that trains in seconds:
             "chgnet", "sevennet_0", "magpie", "chgnet+magpie" (method "ensemble" or "gp");
             "auto" picks "chgnet_delta" for crystal formation energies, "chgnet+magpie" for
-            other crystal properties and "gnn" for molecules.
+            other crystal properties, "gnn" for molecules ("magpie" with a cheap_level).
+        cheap_level: a cheap validation level (e.g. "xtb") already computed for the items: its
+            results become inputs of a vector head, and the head learns the label minus the cheap
+            level's value of the same property where it computes one (multi-fidelity Δ-learning).
     """
     ws = resolve_workspace(workspace)
     if epochs is not None and epochs < 1:
@@ -235,8 +241,13 @@ def train_uq_gnn(
         seed=seed,
         val_fraction=val_fraction,
         test_fraction=test_fraction,
+        cheap_level=cheap_level,
     )
-    backbone = resolve_backbone(backbone, data.kind, target)
+    backbone = resolve_backbone(backbone, data.kind, target, level_values=cheap_level is not None)
+    if backbone == "gnn" and cheap_level is not None:
+        raise ToolInputError(
+            f"expected a vector backbone to read cheap level {cheap_level!r} (or 'auto'), got 'gnn'"
+        )
     if backbone != "gnn" and method not in VECTOR_HEADS:
         raise ToolInputError(f"expected method 'ensemble' or 'gp' on backbone {backbone!r}, got {method!r}")
     if backbone in DELTA_BACKBONES and not is_formation_energy(target):
@@ -270,6 +281,7 @@ def train_uq_gnn(
         "unit": data.unit,
         "method": method,
         "backbone": backbone,
+        "cheap_level": cheap_level,
         "feature_set_id": feature_set_id,
         "metrics": metrics.model_dump(),
         "metrics_split": data.eval_split,
@@ -297,12 +309,13 @@ def train_uq_gnn(
 def _fit_vector(
     ws: Workspace, data: _Labelled, backbone: str, head: str, seed: int, epochs: int | None
 ) -> Surrogate:
-    """A vector head on the backbone's vectors; items the backbone cannot embed are left out of
-    training (they keep the prior when predicted)."""
-    x = {name: backbone_vectors(backbone, items) for name, items in data.items.items()}
-    y = dict(data.y)
+    """A vector head on the backbone's vectors (and the cheap level's values); items the backbone
+    cannot embed or without cheap values are left out of training (they keep the prior)."""
+    columns = data.items["train"].level_columns
+    delta = delta_column(data.target, columns)
+    x, y = {}, dict(data.y)
     for name, items in data.items.items():
-        baseline = backbone_baseline(backbone, items, x[name])
+        x[name], baseline = surrogate_inputs(backbone, items, columns, delta)
         if baseline is not None:
             x[name][~np.isfinite(baseline)] = np.nan
             y[name] = y[name] - baseline
@@ -323,6 +336,8 @@ def _fit_vector(
         bootstrap=True,
         ensemble_size=cfg.ensemble_size,
         backbone=backbone,
+        level_columns=columns,
+        delta=delta,
         meta={"pretrained": provenance, "label_mean": float(data.y["train"].mean())},
         **({"epochs": epochs} if epochs is not None else {}),
     )
@@ -449,7 +464,7 @@ def predict(
     chosen = list(ids) if ids is not None else list(gs.ids)
     if not chosen:
         raise ToolInputError(f"expected at least one item to predict, got none in {feature_set_id}")
-    pred = model.predict_items(gs.items(ws).take([pos[i] for i in chosen]))
+    pred = model.predict_items(model_items(gs, ws, model.meta).take([pos[i] for i in chosen]))
     order = np.argsort(pred.mean)
 
     def items(idx: np.ndarray) -> list[ItemPrediction]:

@@ -69,14 +69,14 @@ class CollectResult(BaseModel):
     )
 
 
-def _find_duplicate(item, level: str, store: ValidationStore, batch: list[dict[str, Any]]) -> str | None:
+def _find_duplicate(
+    item, level: str, store: ValidationStore, queued: dict[str, list[tuple[str, Any]]]
+) -> str | None:
+    """The calculation already stored or ``queued`` (by reduced formula) in this batch at ``level``
+    that computes the same structure as ``item``, or None."""
     formula = item.composition.reduced_formula
     earlier = [(j.job_id, j.structure) for j in store.comparable_jobs(level, formula)]
-    earlier += [
-        (j["job_id"], j["structure"])
-        for j in batch
-        if j["status"] == "queued" and j["structure"].composition.reduced_formula == formula
-    ]
+    earlier += queued.get(formula, [])
     return next((job_id for job_id, other in earlier if same_structure(item, other)), None)
 
 
@@ -128,7 +128,8 @@ def queue_validation(
             f"valid values are {valid}"
         )
     item_ids = list(dict.fromkeys(item_ids))
-    unknown = [i for i in item_ids if i not in set(data.ids)]
+    position = {item_id: k for k, item_id in enumerate(data.ids)}
+    unknown = [i for i in item_ids if i not in position]
     if not item_ids or unknown:
         raise ToolInputError(
             f"expected item ids of slice {slice_id}, got {unknown or item_ids}; valid values are "
@@ -137,17 +138,20 @@ def queue_validation(
     store = ValidationStore(ws)
     batch_id = ws.new_id("valbatch")
     jobs: list[dict[str, Any]] = []
+    queued: dict[str, list[tuple[str, Any]]] = {}
     for item_id in item_ids:
-        item = data.structures[data.ids.index(item_id)]
+        item = data.structures[position[item_id]]
         job = {"job_id": ws.new_id("calc"), "item_id": item_id, "structure": item, "status": "queued"}
         if level == "lookup":
             job["status"] = "done"
         elif reason := check_structure(item, ws.settings.validation):
             job.update(status="rejected", reason=reason)
-        elif original := _find_duplicate(item, level, store, jobs):
+        elif original := _find_duplicate(item, level, store, queued):
             job.update(
                 status="duplicate", reason=f"same structure as calculation {original}", duplicate_of=original
             )
+        else:
+            queued.setdefault(item.composition.reduced_formula, []).append((job["job_id"], item))
         jobs.append(job)
     store.add_batch(batch_id, level, executor, slice_id, jobs)
     if level == "lookup":
@@ -229,11 +233,13 @@ def collect_validation(
     deadline = time.monotonic() + timeout_s
     while True:
         executor.poll(ws)
-        jobs = store.jobs(batch_id=batch_id)
-        unfinished = _unfinished(store, jobs)
-        if not unfinished or not wait or not executor.finishes_here or time.monotonic() >= deadline:
+        if not wait or not executor.finishes_here or time.monotonic() >= deadline:
+            break
+        if not store.unfinished_count(batch_id):
             break
         time.sleep(0.5)
+    jobs = store.jobs(batch_id=batch_id)
+    unfinished = _unfinished(store, jobs)
     pending_ids = {j.job_id for j in unfinished}
     originals = {j.job_id: j for j in store.jobs(job_ids=[j.duplicate_of for j in jobs if j.duplicate_of])}
     by_job = {}

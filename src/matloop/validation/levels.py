@@ -18,6 +18,9 @@ from matloop.settings import Settings
 
 #: Levels costing more than this per structure (relative to CHGNet) run only when approved.
 APPROVAL_COST = 10.0
+#: Budget charge of one GFN2-xTB single point: about 6 ms on one core for a QM9 molecule, against
+#: CPU-hours for the hybrid-DFT label it helps predict (< 1e-4 of one); charged 1e-3, conservatively.
+XTB_CHARGE = 1e-3
 
 
 @dataclass(frozen=True)
@@ -41,7 +44,11 @@ class Level:
         description: One line for humans and the planner.
         build: Makes the jobflow Flow of one structure (None for ``lookup``).
         runs_locally: False for codes that only run on clusters (VASP).
-        cost: Relative cost per structure, for budgets and approval gates.
+        cost: Relative cost per structure (CHGNet relaxation = 1), for approval gates.
+        charge: Calculations charged per structure against a campaign's calculation budget: 1,
+            or a fraction for a screening level cheap enough to run on a whole pool.
+        package: For a deterministic single point, the package whose version (with the level and
+            the structure) keys its results in the cross-workspace calculation cache; None: no cache.
     """
 
     name: LevelName
@@ -50,6 +57,8 @@ class Level:
     build: FlowBuilder | None
     runs_locally: bool = True
     cost: float = 1.0
+    charge: float = 1.0
+    package: str | None = None
 
     @property
     def needs_approval(self) -> bool:
@@ -109,11 +118,25 @@ LEVELS: dict[LevelName, Level] = {
         Level(
             "cp2k", "crystal", "CP2K PBE static; total energy (eV), band gap when available", _cp2k, cost=20.0
         ),
-        Level("xtb", "molecule", "GFN2-xTB single point; energy, HOMO, LUMO, gap (eV)", _xtb, cost=0.01),
+        Level(
+            "xtb",
+            "molecule",
+            "GFN2-xTB single point; energy, HOMO, LUMO, gap (eV)",
+            _xtb,
+            cost=0.01,
+            charge=XTB_CHARGE,
+            package="tblite",
+        ),
         Level("vasp", "crystal", "VASP PBE relaxation (cluster: slurm, jobflow-remote)", _vasp, False, 100.0),
         Level("lookup", None, "reveal held-out labels of the slice (benchmarks only)", None, cost=0.0),
     )
 }
+
+
+def screening_level(kind: str) -> Level | None:
+    """The level cheap enough to run on a whole pool of ``kind`` items (charged a fraction of a
+    calculation each), used as a surrogate input; None when there is none."""
+    return next((lv for lv in LEVELS.values() if lv.kind == kind and lv.charge < 1), None)
 
 
 def get_level(name: str) -> Level:

@@ -1,5 +1,8 @@
 """Run one stored validation job: build its Flow, run it with jobflow, record labels or the failure.
 
+A level with a deterministic single point reads its result from the calculation cache when that
+structure was computed before, in any workspace (:mod:`matloop.validation.calc_cache`).
+
 Shared by every executor that runs flows itself (the local worker process and Dask workers).
 Task documents of all jobs of the Flow are written to ``calcs/<job_id>/task_docs.json``;
 elemental references computed on the way are cached for the next structures.
@@ -20,8 +23,9 @@ from jobflow import JobStore, run_locally
 from maggma.stores import MemoryStore
 
 from matloop.settings import Settings
+from matloop.validation.calc_cache import CalculationCache
 from matloop.validation.documents import ValidationDocument
-from matloop.validation.levels import LevelContext, get_level
+from matloop.validation.levels import Level, LevelContext, get_level
 from matloop.validation.store import JobRecord, ValidationStore
 from matloop.workspace import Workspace
 
@@ -59,6 +63,22 @@ def _write_task_docs(store: JobStore, path) -> None:
 
 def run_job(workspace: Workspace, job: JobRecord) -> str:
     """Run a claimed (``running``) job to ``done`` or ``failed``; returns the final status."""
+    level = get_level(job.level)
+    if level.package is None:
+        return _run_flow(workspace, job, level, None)
+    cache = CalculationCache(workspace.settings.cache_dir, level)
+    try:
+        if (hit := cache.get(job.structure)) is not None:
+            task_doc = f"{CalculationCache.FILE}:{cache.key(job.structure)}"
+            record_document(workspace, job, hit[0], task_doc, seconds=hit[1])
+            return "done"
+        return _run_flow(workspace, job, level, cache)
+    finally:
+        cache.close()
+
+
+def _run_flow(workspace: Workspace, job: JobRecord, level: Level, cache: CalculationCache | None) -> str:
+    """Build and run the job's Flow; a finished single point goes into ``cache``."""
     settings: Settings = workspace.settings
     store = ValidationStore(workspace)
     calc_dir = workspace.dir("calcs") / job.job_id
@@ -67,7 +87,6 @@ def run_job(workspace: Workspace, job: JobRecord) -> str:
     job_store = JobStore(MemoryStore(), additional_stores={"data": MemoryStore()})
     start = time.perf_counter()
     try:
-        level = get_level(job.level)
         if level.build is None:
             raise ValueError(f"level {job.level!r} has no calculation to run")
         flow = level.build(job.structure, LevelContext(settings, store.references(job.level)))
@@ -88,11 +107,12 @@ def run_job(workspace: Workspace, job: JobRecord) -> str:
         _write_task_docs(job_store, calc_dir / "task_docs.json")
         store.set_status(job.job_id, "failed", reason, calc_seconds=time.perf_counter() - start)
         return "failed"
+    seconds = time.perf_counter() - start
     docs_path = calc_dir / "task_docs.json"
     _write_task_docs(job_store, docs_path)
-    record_document(
-        workspace, job, doc, str(docs_path.relative_to(workspace.root)), time.perf_counter() - start
-    )
+    record_document(workspace, job, doc, str(docs_path.relative_to(workspace.root)), seconds)
+    if cache is not None:
+        cache.put(job.structure, doc.model_copy(update={"final_structure": None}), seconds)
     return "done"
 
 

@@ -13,6 +13,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from monty.json import MontyDecoder, MontyEncoder
 from pymatgen.core import Molecule, Structure
 
@@ -162,15 +163,32 @@ class ValidationStore:
                 "UPDATE validation_batches SET meta = ? WHERE batch_id = ?", (json.dumps(meta), batch_id)
             )
 
-    def taken_ids(self, statuses: Collection[str] = TAKEN_STATUSES) -> set[str]:
+    def taken_ids(self, statuses: Collection[str] = TAKEN_STATUSES, level: str | None = None) -> set[str]:
         """Items of this workspace with a label, or with a job in one of ``statuses`` (by default
-        queued, running, done or a duplicate): the items not to select or queue again."""
+        queued, running, done or a duplicate), at ``level`` or at any: the items not to select or
+        queue again."""
         marks = ",".join("?" * len(statuses))
+        where, params = ("", []) if level is None else (" AND level = ?", [level])
         with self.workspace.connect() as db:
-            ids = {r[0] for r in db.execute("SELECT DISTINCT item_id FROM labels")}
-            query = f"SELECT DISTINCT item_id FROM validation_jobs WHERE status IN ({marks})"
-            ids |= {r[0] for r in db.execute(query, sorted(statuses))}
+            ids = {r[0] for r in db.execute(f"SELECT DISTINCT item_id FROM labels WHERE 1=1{where}", params)}
+            query = f"SELECT DISTINCT item_id FROM validation_jobs WHERE status IN ({marks}){where}"
+            ids |= {r[0] for r in db.execute(query, [*sorted(statuses), *params])}
         return ids
+
+    def level_table(self, level: str, item_ids: list[str]) -> tuple[list[str], np.ndarray]:
+        """Every property computed at ``level`` (sorted) and an [items, properties] array of their
+        values for ``item_ids`` (NaN where an item has none)."""
+        with self.workspace.connect() as db:
+            query = "SELECT item_id, property, value FROM labels WHERE level = ?"
+            rows = db.execute(query, (level,)).fetchall()
+        properties = sorted({r[1] for r in rows})
+        row_of = {item_id: k for k, item_id in enumerate(item_ids)}
+        col_of = {prop: k for k, prop in enumerate(properties)}
+        table = np.full((len(item_ids), len(properties)), np.nan)
+        for item_id, prop, value in rows:
+            if item_id in row_of:
+                table[row_of[item_id], col_of[prop]] = value
+        return properties, table
 
     def jobs(self, *, batch_id: str | None = None, job_ids: list[str] | None = None) -> list[JobRecord]:
         """Jobs of a batch (insertion order) or with the given ids."""
@@ -184,6 +202,20 @@ class ValidationStore:
                 marks = ",".join("?" * len(ids))
                 rows = db.execute(f"SELECT * FROM validation_jobs WHERE job_id IN ({marks})", ids).fetchall()
         return [_job(r) for r in rows]
+
+    def unfinished_count(self, batch_id: str) -> int:
+        """Jobs of a batch not finished yet, or duplicates of an unfinished calculation (read
+        without decoding structures, for polling)."""
+        finished = sorted(FINISHED_STATUSES)
+        marks = ",".join("?" * len(finished))
+        with self.workspace.connect() as db:
+            (n,) = db.execute(
+                "SELECT COUNT(*) FROM validation_jobs j"
+                " LEFT JOIN validation_jobs o ON o.job_id = j.duplicate_of"
+                f" WHERE j.batch_id = ? AND (j.status NOT IN ({marks}) OR o.status NOT IN ({marks}))",
+                (batch_id, *finished, *finished),
+            ).fetchone()
+        return int(n)
 
     def jobs_with_status(self, status: JobStatus, *, executor: str) -> list[JobRecord]:
         """All jobs of ``executor`` in state ``status``."""
