@@ -39,6 +39,7 @@ from matloop.active_learning import ALConfig, ALData, load_dataset, run_simulati
 from matloop.agent.spec import default_strategy
 from matloop.models.inputs import resolve_backbone
 from matloop.settings import get_settings
+from matloop.validation.levels import screening_level
 
 
 @dataclass
@@ -86,12 +87,15 @@ QUICK_MODEL = {**MODEL, "epochs": 6, "patience": 3, "ensemble_size": 2, "hidden"
 
 def surrogate(backbone: str, kind: str, target: str, quick: bool) -> dict[str, Any]:
     """The campaigns' ``model:`` section for items of ``kind``: :data:`MODEL` for the graph network,
-    else a bootstrapped ensemble of 5 small MLPs on the frozen backbone's vectors, retrained each
-    round; ``auto`` is what a campaign picks (:func:`matloop.models.inputs.resolve_backbone`)."""
-    backbone = resolve_backbone(backbone, kind, target)
+    else a bootstrapped ensemble of 5 small MLPs on the frozen backbone's vectors (and, where the
+    kind has a screening level, its results for the whole pool), retrained each round; ``auto`` is
+    what a campaign picks (:func:`matloop.models.inputs.resolve_backbone`)."""
+    screening = screening_level(kind)
+    backbone = resolve_backbone(backbone, kind, target, level_values=screening is not None)
     if backbone == "gnn":
         return QUICK_MODEL if quick else MODEL
-    return {"method": "ensemble", "backbone": backbone, "ensemble_size": 5, "test_fraction": 0.0}
+    model = {"method": "ensemble", "backbone": backbone, "ensemble_size": 5, "test_fraction": 0.0}
+    return model | ({"cheap_level": screening.name} if screening is not None else {})
 
 
 def quick(task: Task) -> Task:
