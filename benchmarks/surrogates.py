@@ -22,6 +22,12 @@ Surrogates (a backbone + a UQ head):
   references, shifted by the mean training residual; σ constant.
 - ``chgnet_delta_mlp`` / ``chgnet_delta_gp``: multi-fidelity Δ-learning (formation energy only):
   a head on the CHGNet vector learns the DFT label minus the cheap level.
+- ``xtb_level_gap``: the molecules' screening level alone (QM9 gap only): the GFN2-xTB HOMO–LUMO
+  gap, shifted by its mean training residual; σ constant.
+- ``xtb_delta_mlp`` / ``xtb_delta_gp``: what a molecule campaign runs by default (QM9 gap only):
+  Magpie statistics ⊕ the GFN2-xTB level's results (energy, gap, HOMO, LUMO) → a head that learns
+  the B3LYP gap minus the xTB gap. The level runs through the validation machinery
+  (:func:`matloop.active_learning.level_workspace`; single points cached across runs).
 - ``rf_magpie``: random forest on Magpie statistics (mean/std/min/max over sites), σ = tree spread.
 - ``gp_magpie``: ARD GP on the same features.
 
@@ -54,7 +60,7 @@ import numpy as np
 import torch
 
 from _common import RESULTS_DIR, git_commit, write_result
-from matloop.active_learning import ALData, load_dataset
+from matloop.active_learning import ALData, level_workspace, load_dataset
 from matloop.data.composition import magpie_statistics
 from matloop.data.embedding_cache import EmbeddingCache
 from matloop.data.sources import load_source
@@ -64,6 +70,7 @@ from matloop.models.forest import ForestUQ
 from matloop.models.foundation import embed_structures, get_pretrained
 from matloop.models.vector_uq import fit_vector_model
 from matloop.settings import get_settings
+from matloop.validation.store import ValidationStore
 
 log = logging.getLogger("surrogates")
 
@@ -134,6 +141,19 @@ def chgnet_formation_energy_of(name: str, quick: bool) -> np.ndarray:
     return chgnet_formation_energy(chgnet(name, quick)[:, -1], numbers, embedding_cache())
 
 
+@cache
+def xtb_values(name: str, quick: bool) -> np.ndarray:
+    """The screening level's results (GFN2-xTB energy, gap, HOMO, LUMO) of every item."""
+    data = task_data(name, quick)
+    out = get_settings().cache_dir / "benchmarks" / ("surrogates_quick" if quick else "surrogates") / name
+    _, values = ValidationStore(level_workspace(data, "xtb", out)).level_table("xtb", data.ids)
+    return values
+
+
+def xtb_gap(name: str, quick: bool) -> np.ndarray:
+    return xtb_values(name, quick)[:, 1]  # columns sorted by property: energy, gap, homo, lumo
+
+
 # --- surrogates ---------------------------------------------------------------------------------
 
 Fitted = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
@@ -181,11 +201,13 @@ def _vector(features: Callable[[str, bool], np.ndarray], head: str) -> Callable[
     return fit
 
 
-def _delta(head: str) -> Callable[..., Fitted]:
-    """Δ-learning on the cheap level: a head on CHGNet vectors learns y − (CHGNet formation energy)."""
+def _delta(
+    features: Callable[[str, bool], np.ndarray], cheap_level: Callable[[str, bool], np.ndarray], head: str
+) -> Callable[..., Fitted]:
+    """Δ-learning on a cheap level: a head on ``features`` learns y − (the cheap level's value)."""
 
     def fit(name: str, quick: bool, tr: np.ndarray, va: np.ndarray, seed: int) -> Fitted:
-        x, cheap = chgnet(name, quick), chgnet_formation_energy_of(name, quick)
+        x, cheap = features(name, quick), cheap_level(name, quick)
         resid = task_data(name, quick).y - cheap
         model = fit_vector_model(x[tr], resid[tr], x[va], resid[va], method=head, seed=seed)
 
@@ -198,11 +220,15 @@ def _delta(head: str) -> Callable[..., Fitted]:
     return fit
 
 
-def _cheap_level(name: str, quick: bool, tr: np.ndarray, va: np.ndarray, seed: int) -> Fitted:
-    """The cheap level alone, shifted by its mean training residual; σ = residual spread (constant)."""
-    cheap = chgnet_formation_energy_of(name, quick)
-    resid = task_data(name, quick).y[np.concatenate([tr, va])] - cheap[np.concatenate([tr, va])]
-    return lambda idx: (cheap[idx] + resid.mean(), np.full(len(idx), resid.std()))
+def _cheap_level(cheap_level: Callable[[str, bool], np.ndarray]) -> Callable[..., Fitted]:
+    """A cheap level alone, shifted by its mean training residual; σ = residual spread (constant)."""
+
+    def fit(name: str, quick: bool, tr: np.ndarray, va: np.ndarray, seed: int) -> Fitted:
+        cheap, seen = cheap_level(name, quick), np.concatenate([tr, va])
+        resid = task_data(name, quick).y[seen] - cheap[seen]
+        return lambda idx: (cheap[idx] + resid.mean(), np.full(len(idx), resid.std()))
+
+    return fit
 
 
 def _concat(*parts: Callable[[str, bool], np.ndarray]) -> Callable[[str, bool], np.ndarray]:
@@ -219,9 +245,16 @@ SURROGATES: dict[str, tuple[Callable[..., Fitted], frozenset[str], int]] = {
     "chgnet_gp": (_vector(chgnet, "gp"), CRYSTAL, 0),
     "chgnet_magpie_mlp": (_vector(_concat(chgnet, magpie), "mlp_ensemble"), CRYSTAL, 0),
     "sevennet_mlp": (_vector(sevennet, "mlp_ensemble"), CRYSTAL, 0),
-    "chgnet_level_fe": (_cheap_level, frozenset({"fe"}), 0),
-    "chgnet_delta_mlp": (_delta("mlp_ensemble"), frozenset({"fe"}), 0),
-    "chgnet_delta_gp": (_delta("gp"), frozenset({"fe"}), 0),
+    "chgnet_level_fe": (_cheap_level(chgnet_formation_energy_of), frozenset({"fe"}), 0),
+    "chgnet_delta_mlp": (_delta(chgnet, chgnet_formation_energy_of, "mlp_ensemble"), frozenset({"fe"}), 0),
+    "chgnet_delta_gp": (_delta(chgnet, chgnet_formation_energy_of, "gp"), frozenset({"fe"}), 0),
+    "xtb_level_gap": (_cheap_level(xtb_gap), frozenset({"qm9_gap"}), 0),
+    "xtb_delta_mlp": (
+        _delta(_concat(magpie, xtb_values), xtb_gap, "mlp_ensemble"),
+        frozenset({"qm9_gap"}),
+        0,
+    ),
+    "xtb_delta_gp": (_delta(_concat(magpie, xtb_values), xtb_gap, "gp"), frozenset({"qm9_gap"}), 0),
     "current_ensemble": (_gnn("ensemble"), ALL, 1),
     "gnn_gp": (_gnn("gp"), ALL, 1),
     "schnet_ensemble": (_gnn("ensemble", conv="schnet"), frozenset({"qm9_gap"}), 1),
@@ -238,6 +271,9 @@ FEATURES: dict[str, tuple[Callable[[str, bool], np.ndarray], ...]] = {
     "chgnet_level_fe": (chgnet_formation_energy_of,),
     "chgnet_delta_mlp": (chgnet_formation_energy_of,),
     "chgnet_delta_gp": (chgnet_formation_energy_of,),
+    "xtb_level_gap": (xtb_values,),
+    "xtb_delta_mlp": (xtb_values, magpie),
+    "xtb_delta_gp": (xtb_values, magpie),
 }
 #: Seconds of the first (uncached in memory) computation of each feature per task in this run.
 FEATURE_SECONDS: dict[str, dict[str, float]] = {}

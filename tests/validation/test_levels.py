@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from jobflow import JobStore, run_locally
 from maggma.stores import MemoryStore
+from validation_helpers import molecule_slice as make_molecule_slice
 from validation_helpers import rocksalt
 
 from matloop.tools import collect_validation, queue_validation
 from matloop.validation.levels import LevelContext, get_level
+from matloop.validation.store import ValidationStore
 from matloop.validation.vasp import write_vasp_inputs
+from matloop.workspace import Workspace
 
 
 def test_xtb_labels_molecules_through_local_worker(workspace, molecule_slice):
@@ -21,6 +24,22 @@ def test_xtb_labels_molecules_through_local_worker(workspace, molecule_slice):
         assert by[(name, "gap")] == by[(name, "lumo")] - by[(name, "homo")] > 0
     assert by[("C6H6", "gap")] < by[("CH4", "gap")]  # conjugation narrows the gap
     assert {lab.provenance["code"] for lab in result.labels} == {"tblite GFN2-xTB"}
+
+
+def test_xtb_single_points_are_reused_across_workspaces(settings, workspace, molecule_slice, tmp_path):
+    ids = ["CH4", "H2O", "NH3"]
+    batch = queue_validation(molecule_slice, ids, level="xtb", workspace=workspace)
+    ran = collect_validation(batch.batch_id, timeout_s=120, workspace=workspace)
+    other = Workspace(tmp_path / "other", settings=settings)
+    batch = queue_validation(make_molecule_slice(other), ids, level="xtb", workspace=other)
+    again = collect_validation(batch.batch_id, timeout_s=120, workspace=other)
+    assert len(ran.labels) == 4 * len(ids) and not again.failures
+    values = {(lb.item_id, lb.property): lb.value for lb in ran.labels}
+    assert {(lb.item_id, lb.property): lb.value for lb in again.labels} == values
+    assert all(lb.provenance["task_doc"].startswith("calculations.sqlite:xtb:tblite-") for lb in again.labels)
+    jobs = ValidationStore(other).jobs(batch_id=batch.batch_id)
+    assert not any((other.root / "calcs" / j.job_id).exists() for j in jobs)
+    assert all(j.calc_seconds > 0 for j in jobs)  # what the calculation cost when it ran
 
 
 def test_sevenn_formation_energy_offline_weights(workspace, tmp_path):
