@@ -316,7 +316,7 @@ def evaluate_rounds(
     def items(model: Surrogate, positions: np.ndarray) -> Items:
         plain = data.items(positions, ws.settings.cache_dir)
         level = model.meta.get("cheap_level")
-        if level is None:
+        if level is None or len(positions) < 2:  # fewer than 2 items are not scored
             return plain
         ids = [data.ids[i] for i in positions]
         return with_level_values(plain, ids, level_workspace(data, level, root.parent.parent), level)

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pandas as pd
+from ase.build import molecule
 from jobflow import JobStore, run_locally
 from maggma.stores import MemoryStore
+from pymatgen.io.ase import AseAtomsAdaptor
 from validation_helpers import molecule_slice as make_molecule_slice
 from validation_helpers import rocksalt
 
+from matloop.data.slices import DatasetSlice, save_slice
 from matloop.tools import collect_validation, queue_validation
 from matloop.validation.levels import LevelContext, get_level
 from matloop.validation.store import ValidationStore
@@ -40,6 +45,27 @@ def test_xtb_single_points_are_reused_across_workspaces(settings, workspace, mol
     jobs = ValidationStore(other).jobs(batch_id=batch.batch_id)
     assert not any((other.root / "calcs" / j.job_id).exists() for j in jobs)
     assert all(j.calc_seconds > 0 for j in jobs)  # what the calculation cost when it ran
+
+
+def test_level_table_gives_a_duplicate_its_originals_values(workspace):
+    methane = AseAtomsAdaptor.get_molecule(molecule("CH4"))
+    ids = ["methane", "CH4", "H2O"]
+    data = DatasetSlice(
+        ids=ids,
+        structures=[methane, methane.copy(), AseAtomsAdaptor.get_molecule(molecule("H2O"))],
+        properties=pd.DataFrame(index=range(3)),
+        units={},
+        kind="molecule",
+        source="test",
+    )
+    batch = queue_validation(save_slice(workspace, data), ids, level="xtb", workspace=workspace)
+    assert [s.status for s in batch.statuses] == ["queued", "duplicate", "queued"]
+    collect_validation(batch.batch_id, timeout_s=120, workspace=workspace)
+    properties, values = ValidationStore(workspace).level_table("xtb", [*ids, "unknown"])
+    assert properties == ["energy", "gap", "homo", "lumo"]
+    np.testing.assert_array_equal(values[0], values[1])
+    assert np.isfinite(values[:3]).all() and np.isnan(values[3]).all()
+    assert not np.array_equal(values[0], values[2])
 
 
 def test_sevenn_formation_energy_offline_weights(workspace, tmp_path):

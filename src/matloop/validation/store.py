@@ -177,10 +177,14 @@ class ValidationStore:
 
     def level_table(self, level: str, item_ids: list[str]) -> tuple[list[str], np.ndarray]:
         """Every property computed at ``level`` (sorted) and an [items, properties] array of their
-        values for ``item_ids`` (NaN where an item has none)."""
+        values for ``item_ids`` (NaN where an item has none; a duplicate has its original's)."""
         with self.workspace.connect() as db:
-            query = "SELECT item_id, property, value FROM labels WHERE level = ?"
-            rows = db.execute(query, (level,)).fetchall()
+            rows = db.execute(
+                "SELECT j.item_id, l.property, l.value FROM validation_jobs j"
+                " JOIN labels l ON l.job_id = COALESCE(j.duplicate_of, j.job_id)"
+                " WHERE j.level = ? AND j.status IN ('done', 'duplicate')",
+                (level,),
+            ).fetchall()
         properties = sorted({r[1] for r in rows})
         row_of = {item_id: k for k, item_id in enumerate(item_ids)}
         col_of = {prop: k for k, prop in enumerate(properties)}
