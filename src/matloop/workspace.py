@@ -43,6 +43,20 @@ class Artifact:
     meta: dict[str, Any]
 
 
+_HELD: dict[Path, sqlite3.Connection] = {}
+
+
+def _hold_open(path: Path) -> None:
+    """Keep one idle connection to ``path`` open for the life of the process, so that closing a
+    short-lived connection is never the last close, which would checkpoint the write-ahead log
+    (and sync the file) after every transaction."""
+    if path not in _HELD and path.parent.exists():
+        held = sqlite3.connect(path, timeout=60.0, check_same_thread=False)
+        held.execute("PRAGMA journal_mode=WAL")
+        held.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+        _HELD[path] = held
+
+
 class Workspace:
     """A directory with ``state.sqlite`` and one sub-directory per artefact kind."""
 
@@ -74,6 +88,7 @@ class Workspace:
         """A SQLite connection in WAL mode; commits on success, rolls back on error. Commits are
         not synced to disk one by one (``synchronous=NORMAL``): a crashed process loses nothing,
         a power cut at most the last transactions, and the file stays consistent either way."""
+        _hold_open(self.db_path)
         db = sqlite3.connect(self.db_path, timeout=60.0)
         db.row_factory = sqlite3.Row
         try:

@@ -14,15 +14,18 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from pydantic import BaseModel, Field
+from pymatgen.core import Molecule
 
 from matloop.data.slices import DatasetSlice, load_slice, save_slice
 from matloop.errors import ToolInputError
 from matloop.names import FINISHED_STATUSES, ExecutorName, JobStatus, LevelName
 from matloop.validation.executors import get_executor
 from matloop.validation.levels import LEVELS, get_level
-from matloop.validation.sanity import check_structure, same_structure
+from matloop.validation.runner import serve_cached
+from matloop.validation.sanity import check_structure, molecule_distances, same_distances, same_structure
 from matloop.validation.store import JobRecord, ValidationStore
 from matloop.workspace import Workspace, resolve_workspace
 
@@ -69,15 +72,32 @@ class CollectResult(BaseModel):
     )
 
 
-def _find_duplicate(
-    item, level: str, store: ValidationStore, queued: dict[str, list[tuple[str, Any]]]
-) -> str | None:
-    """The calculation already stored or ``queued`` (by reduced formula) in this batch at ``level``
-    that computes the same structure as ``item``, or None."""
-    formula = item.composition.reduced_formula
-    earlier = [(j.job_id, j.structure) for j in store.comparable_jobs(level, formula)]
-    earlier += queued.get(formula, [])
-    return next((job_id for job_id, other in earlier if same_structure(item, other)), None)
+class _Queued:
+    """Items queued so far in a batch, by reduced formula; a molecule's sorted interatomic
+    distances are computed once, so that a whole pool of isomers is checked quickly."""
+
+    def __init__(self) -> None:
+        self.by_formula: dict[str, list[tuple[str, Any, np.ndarray | None]]] = {}
+
+    def add(self, job_id: str, item: Any) -> None:
+        signature = molecule_distances(item) if isinstance(item, Molecule) else None
+        self.by_formula.setdefault(item.composition.reduced_formula, []).append((job_id, item, signature))
+
+    def match(self, item: Any) -> str | None:
+        """The queued calculation of the same structure as ``item``, or None."""
+        earlier = self.by_formula.get(item.composition.reduced_formula, [])
+        if isinstance(item, Molecule):
+            signature = molecule_distances(item)
+            return next((j for j, _, other in earlier if same_distances(signature, other)), None)
+        return next((j for j, other, _ in earlier if same_structure(item, other)), None)
+
+
+def _find_duplicate(item, level: str, store: ValidationStore, queued: _Queued) -> str | None:
+    """The calculation already stored at ``level`` or queued in this batch that computes the same
+    structure as ``item``, or None."""
+    stored = store.comparable_jobs(level, item.composition.reduced_formula)
+    found = next((j.job_id for j in stored if same_structure(item, j.structure)), None)
+    return found or queued.match(item)
 
 
 def _lookup_labels(data: DatasetSlice, item_id: str) -> dict[str, tuple[float, str]]:
@@ -138,7 +158,7 @@ def queue_validation(
     store = ValidationStore(ws)
     batch_id = ws.new_id("valbatch")
     jobs: list[dict[str, Any]] = []
-    queued: dict[str, list[tuple[str, Any]]] = {}
+    queued = _Queued()
     for item_id in item_ids:
         item = data.structures[position[item_id]]
         job = {"job_id": ws.new_id("calc"), "item_id": item_id, "structure": item, "status": "queued"}
@@ -151,7 +171,7 @@ def queue_validation(
                 status="duplicate", reason=f"same structure as calculation {original}", duplicate_of=original
             )
         else:
-            queued.setdefault(item.composition.reduced_formula, []).append((job["job_id"], item))
+            queued.add(job["job_id"], item)
         jobs.append(job)
     store.add_batch(batch_id, level, executor, slice_id, jobs)
     if level == "lookup":
@@ -170,7 +190,7 @@ def queue_validation(
             else:
                 store.set_status(job.job_id, "failed", "no label for this item in the slice")
     else:
-        queued = [j for j in store.jobs(batch_id=batch_id) if j.status == "queued"]
+        queued = serve_cached(ws, [j for j in store.jobs(batch_id=batch_id) if j.status == "queued"])
         if queued:
             runner.submit(ws, queued)
     return _batch(store, batch_id)

@@ -10,6 +10,7 @@ elemental references computed on the way are cached for the next structures.
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import signal
@@ -69,12 +70,38 @@ def run_job(workspace: Workspace, job: JobRecord) -> str:
     cache = CalculationCache(workspace.settings.cache_dir, level)
     try:
         if (hit := cache.get(job.structure)) is not None:
-            task_doc = f"{CalculationCache.FILE}:{cache.key(job.structure)}"
-            record_document(workspace, job, hit[0], task_doc, seconds=hit[1])
+            _record_cached(workspace, job, cache, hit)
             return "done"
         return _run_flow(workspace, job, level, cache)
     finally:
         cache.close()
+
+
+def serve_cached(workspace: Workspace, jobs: list[JobRecord]) -> list[JobRecord]:
+    """Finish the queued jobs (of one level) whose result the calculation cache holds, claiming each
+    first; returns the others, which still need to run."""
+    if not jobs or (level := get_level(jobs[0].level)).package is None:
+        return jobs
+    store, rest = ValidationStore(workspace), []
+    cache = CalculationCache(workspace.settings.cache_dir, level)
+    try:
+        for job in jobs:
+            hit = cache.get(job.structure)
+            if hit is None:
+                rest.append(job)
+            elif store.transition(job.job_id, "queued", "running", None):  # claimed: no one runs it now
+                _record_cached(workspace, job, cache, hit)
+    finally:
+        cache.close()
+    return rest
+
+
+def _record_cached(
+    workspace: Workspace, job: JobRecord, cache: CalculationCache, hit: tuple[ValidationDocument, float]
+) -> None:
+    """Store a cached result as the job's, with the seconds it took when it ran."""
+    doc, seconds = hit
+    record_document(workspace, job, doc, f"{CalculationCache.FILE}:{cache.key(job.structure)}", seconds)
 
 
 def _run_flow(workspace: Workspace, job: JobRecord, level: Level, cache: CalculationCache | None) -> str:
@@ -116,6 +143,11 @@ def _run_flow(workspace: Workspace, job: JobRecord, level: Level, cache: Calcula
     return "done"
 
 
+@functools.cache
+def _matloop_version() -> str:
+    return version("matloop")
+
+
 def record_document(
     workspace: Workspace, job: JobRecord, doc: ValidationDocument, task_doc: str, seconds: float
 ) -> None:
@@ -125,7 +157,7 @@ def record_document(
         "level": job.level,
         "code": doc.code,
         "code_version": doc.code_version,
-        "matloop_version": version("matloop"),
+        "matloop_version": _matloop_version(),
         "task_doc": task_doc,
         "job_id": job.job_id,
         "batch_id": job.batch_id,

@@ -49,8 +49,14 @@ def same_structure(a: Structure | Molecule, b: Structure | Molecule) -> bool:
         from pymatgen.analysis.structure_matcher import StructureMatcher
 
         return StructureMatcher().fit(a, b)
-    if len(a) != len(b):
-        return False
-    da = np.sort(np.asarray(a.distance_matrix)[np.triu_indices(len(a), 1)])
-    db = np.sort(np.asarray(b.distance_matrix)[np.triu_indices(len(b), 1)])
-    return bool(np.allclose(da, db, atol=0.01))
+    return same_distances(molecule_distances(a), molecule_distances(b))
+
+
+def molecule_distances(molecule: Molecule) -> np.ndarray:
+    """Sorted interatomic distances of a molecule: what identifies it for :func:`same_structure`."""
+    return np.sort(np.asarray(molecule.distance_matrix)[np.triu_indices(len(molecule), 1)])
+
+
+def same_distances(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two molecules' :func:`molecule_distances` agree within 0.01 Å."""
+    return a.shape == b.shape and bool(np.allclose(a, b, atol=0.01))

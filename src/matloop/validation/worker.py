@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -57,10 +56,6 @@ def serve(workspace: Workspace, lock_fd: int | None = None) -> int:
     fd = lock_fd if lock_fd is not None else try_lock(workspace)
     if fd is None:
         return 0
-    # held open while serving, so that closing each job's connection is not the last close, which
-    # would checkpoint the write-ahead log every time
-    keep = sqlite3.connect(workspace.db_path)
-    keep.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
     try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
@@ -78,7 +73,6 @@ def serve(workspace: Workspace, lock_fd: int | None = None) -> int:
             ran += 1
             idle_since = time.monotonic()
     finally:
-        keep.close()
         os.close(fd)
 
 
