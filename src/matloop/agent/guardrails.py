@@ -276,7 +276,11 @@ class Guardrails:
         fits = int(left / charge + 1e-9)
         if len(keep) > fits:
             verdicts.append(
-                Verdict("budget_calculations", True, f"trimmed {len(keep)} → {fits} at {level} (budget left)")
+                Verdict(
+                    "budget_calculations",
+                    True,
+                    f"trimmed {len(keep)} → {fits} calculations at {level} (budget left)",
+                )
             )
             keep = keep[:fits]
         else:
