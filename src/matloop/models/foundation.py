@@ -66,7 +66,8 @@ class Pretrained:
 
 
 @cache
-def _chgnet(model_name: str) -> Any:
+def chgnet_model(model_name: str) -> Any:
+    """The pretrained CHGNet ``model_name`` from the installed wheel, shared (deep-copy it to train)."""
     from chgnet.model import CHGNet
 
     with contextlib.redirect_stdout(io.StringIO()):  # it prints a banner
@@ -76,7 +77,7 @@ def _chgnet(model_name: str) -> Any:
 def _chgnet_vectors(
     structures: Sequence[Structure], model_name: str, batch_size: int
 ) -> list[np.ndarray | None]:
-    model = _chgnet(model_name)
+    model = chgnet_model(model_name)
     out: list[np.ndarray | None] = [None] * len(structures)
     graphs, where = [], []
     for i, s in enumerate(structures):
@@ -94,7 +95,9 @@ def _chgnet_vectors(
 
 
 @cache
-def _sevennet(model_name: str) -> Any:
+def sevennet_model(model_name: str) -> tuple[Any, float]:
+    """The pretrained SevenNet ``model_name`` (energies only) and its cutoff, from the installed
+    wheel, shared (deep-copy it to train)."""
     from sevenn.calculator import SevenNetCalculator
 
     calc = SevenNetCalculator(model_name, device="cpu")
@@ -105,49 +108,60 @@ def _sevennet(model_name: str) -> Any:
     return model, calc.cutoff
 
 
-def _sevennet_vectors(
-    structures: Sequence[Structure], model_name: str, batch_size: int
-) -> list[np.ndarray | None]:
-    import sevenn._keys as keys
-    import torch
+def sevennet_graph(structure: Structure, cutoff: float) -> Any:
+    """SevenNet's graph of ``structure`` (neighbours within ``cutoff``)."""
     from pymatgen.io.ase import AseAtomsAdaptor
     from sevenn.atom_graph_data import AtomGraphData
     from sevenn.train.dataload import unlabeled_atoms_to_graph
+
+    atoms = AseAtomsAdaptor.get_atoms(structure)
+    return AtomGraphData.from_numpy_dict(unlabeled_atoms_to_graph(atoms, cutoff, with_shift=False))
+
+
+def sevennet_crystal_vectors(model: Any, graphs: Sequence[Any]) -> Any:
+    """[n, 129] tensor: the last layer's scalars, mean over atoms, and the energy per atom of each
+    graph — differentiable with respect to the model's parameters."""
+    import sevenn._keys as keys
+    import torch
     from torch_geometric.data import Batch
     from torch_geometric.utils import scatter
 
-    model, cutoff = _sevennet(model_name)
     last_block = [name for name in model._modules if name.endswith("_equivariant_gate")][-1]
     captured: dict[str, Any] = {}
     hook = model._modules[last_block].register_forward_hook(
-        lambda _m, _i, out: captured.__setitem__("x", out[keys.NODE_FEATURE].detach())
+        lambda _m, _i, out: captured.__setitem__("x", out[keys.NODE_FEATURE])
     )
-    out: list[np.ndarray | None] = [None] * len(structures)
+    batch = Batch.from_data_list([g.clone() for g in graphs])  # the model writes into its input
     try:
-        for start in range(0, len(structures), batch_size):
-            graphs, where = [], []
-            for i in range(start, min(start + batch_size, len(structures))):
-                try:
-                    atoms = AseAtomsAdaptor.get_atoms(structures[i])
-                    graphs.append(
-                        AtomGraphData.from_numpy_dict(
-                            unlabeled_atoms_to_graph(atoms, cutoff, with_shift=False)
-                        )
-                    )
-                    where.append(i)
-                except Exception as exc:  # one bad structure never stops the rest
-                    log.warning("SevenNet cannot make a graph of item %d: %s", i, exc)
-            if not graphs:
-                continue
-            batch = Batch.from_data_list(graphs)
-            with torch.no_grad():
-                result = model(batch)
-            pooled = scatter(captured["x"], batch.batch, dim=0, dim_size=len(graphs), reduce="mean")
-            energy = result[keys.PRED_TOTAL_ENERGY].detach().reshape(-1) / torch.bincount(batch.batch)
-            for row, i in enumerate(where):
-                out[i] = np.append(pooled[row].numpy(), float(energy[row])).astype(np.float32)
+        result = model(batch)
     finally:
         hook.remove()
+    pooled = scatter(captured["x"], batch.batch, dim=0, dim_size=len(graphs), reduce="mean")
+    energy = result[keys.PRED_TOTAL_ENERGY].reshape(-1) / torch.bincount(batch.batch)
+    return torch.cat([pooled, energy.reshape(-1, 1)], dim=1)
+
+
+def _sevennet_vectors(
+    structures: Sequence[Structure], model_name: str, batch_size: int
+) -> list[np.ndarray | None]:
+    import torch
+
+    model, cutoff = sevennet_model(model_name)
+    out: list[np.ndarray | None] = [None] * len(structures)
+    for start in range(0, len(structures), batch_size):
+        graphs, where = [], []
+        for i in range(start, min(start + batch_size, len(structures))):
+            try:
+                graphs.append(sevennet_graph(structures[i], cutoff))
+                where.append(i)
+            except Exception as exc:  # one bad structure never stops the rest
+                log.warning("SevenNet cannot make a graph of item %d: %s", i, exc)
+        if not graphs:
+            continue
+        with torch.no_grad():
+            vectors = sevennet_crystal_vectors(model, graphs).numpy()
+        for row, i in enumerate(where):
+            out[i] = vectors[row].astype(np.float32)
     return out
 
 

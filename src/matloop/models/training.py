@@ -206,10 +206,15 @@ def _normalised(model: UQModel, graphs: Sequence[Data], y: np.ndarray) -> tuple[
     return [strip_graph(g) for g in graphs], z.float()
 
 
+def bootstrap_positions(n: int, seed: int) -> Tensor:
+    """Positions of a resample of ``n`` items with replacement, of the same size (seeded)."""
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randint(n, (n,), generator=gen)
+
+
 def bootstrap_sample(data: tuple[list[Data], Tensor], seed: int) -> tuple[list[Data], Tensor]:
     """A resample of ``data`` with replacement, of the same size (seeded)."""
-    gen = torch.Generator().manual_seed(seed)
-    pick = torch.randint(len(data[0]), (len(data[0]),), generator=gen)
+    pick = bootstrap_positions(len(data[0]), seed)
     return [data[0][int(i)] for i in pick], data[1][pick]
 
 

@@ -31,7 +31,7 @@ from matloop.models.checkpoint import write_checkpoint
 from matloop.models.gp import EmbeddingGP
 from matloop.models.inputs import Items, surrogate_inputs
 from matloop.models.model import UQPrediction
-from matloop.models.training import GP_EXACT_MAX, sigma_scale
+from matloop.models.training import GP_EXACT_MAX, bootstrap_positions, sigma_scale
 from matloop.models.uq import Ensemble, mixture
 
 VectorMethod = Literal["mlp_ensemble", "gp"]
@@ -104,7 +104,11 @@ class VectorUQModel(CalibratedModel):
 
     def _x(self, x: np.ndarray) -> Tensor:
         x = check_vectors(x, self.config["in_dim"])
-        return ((torch.as_tensor(x, dtype=torch.float64) - self.x_mean) / self.x_std).float()
+        return self.standardise(torch.as_tensor(x, dtype=torch.float64))
+
+    def standardise(self, x: Tensor) -> Tensor:
+        """Float32 inputs of the MLPs: ``x`` minus the training mean, over the training spread."""
+        return ((x.double() - self.x_mean) / self.x_std).float()
 
     @torch.no_grad()
     def predict_normalized(self, x: np.ndarray) -> tuple[Tensor, Tensor, Tensor]:
@@ -273,8 +277,7 @@ def fit_vector_model(
         model.gp.fit(iterations=gp_iterations)
     epochs_run = 0
     for k, net in enumerate(model.members):
-        gen = torch.Generator().manual_seed(seed + 1000 * k)
-        pick = torch.randint(len(xt), (len(xt),), generator=gen) if bootstrap else torch.arange(len(xt))
+        pick = bootstrap_positions(len(xt), seed + 1000 * k) if bootstrap else torch.arange(len(xt))
         torch.manual_seed(seed + 1000 * k)
         for layer in net:
             if isinstance(layer, nn.Linear):
