@@ -14,7 +14,7 @@ from matloop.data.slices import DatasetSlice, save_slice
 from matloop.tools import featurize
 
 
-def test_train_predict_fine_tune_commands(workspace):
+def _nacl_feature_set(workspace) -> str:
     rng = np.random.default_rng(0)
     ids, structures, y = [], [], []
     for k in range(30):
@@ -24,7 +24,11 @@ def test_train_predict_fine_tune_commands(workspace):
         ids.append(f"nacl-{k}")
         y.append(0.1 * a**2)
     data = DatasetSlice(ids, structures, pd.DataFrame({"y": y}), {"y": "eV"}, "crystal", "test")
-    fs = featurize(save_slice(workspace, data), workspace=workspace).feature_set_id
+    return featurize(save_slice(workspace, data), workspace=workspace).feature_set_id
+
+
+def test_train_predict_fine_tune_commands(workspace):
+    fs = _nacl_feature_set(workspace)
     ws = ["--workspace", str(workspace.root)]
     out = CliRunner().invoke(app, ["model", "train", fs, "y", "--epochs", "3", *ws])
     assert out.exit_code == 0, out.output
@@ -40,10 +44,29 @@ def test_train_predict_fine_tune_commands(workspace):
     assert bad.exit_code != 0 and "valid values are" in bad.output
 
 
+def test_train_command_fine_tunes_chgnet(workspace):
+    fs = _nacl_feature_set(workspace)
+    ws = ["--workspace", str(workspace.root)]
+    args = ["model", "train", fs, "y", "--backbone", "chgnet", "--epochs", "1", *ws]
+    out = CliRunner().invoke(app, [*args, "--trainable-blocks", "1"])
+    assert out.exit_code == 0, out.output
+    assert re.search(r"checkpoint 1\.\d+ MB", out.output), out.output
+    bad = CliRunner().invoke(app, [*args, "--trainable-blocks", "some"])
+    assert bad.exit_code != 0 and "or 'all'" in bad.output, bad.output
+
+
 def test_backbones_command_lists_graph_networks_and_pretrained_featurizers():
     import chgnet
 
     out = CliRunner().invoke(app, ["model", "backbones"], env={"COLUMNS": "250"})
     assert out.exit_code == 0, out.output
-    for name in ("cgcnn", "schnet", "chgnet", "mlp_ensemble", f"chgnet {chgnet.__version__}"):
+    names = (
+        "cgcnn",
+        "schnet",
+        "chgnet",
+        "mlp_ensemble",
+        f"chgnet {chgnet.__version__}",
+        "fine-tunable pretrained",
+    )
+    for name in names:
         assert name in out.output

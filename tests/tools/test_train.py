@@ -5,12 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from pymatgen.core import Element, Lattice, Structure
 
 from matloop.data.feature_sets import load_graphs
 from matloop.data.slices import DatasetSlice, save_slice
 from matloop.errors import ToolInputError
 from matloop.models import load_model
+from matloop.models.finetuned import FineTunedCHGNet
 from matloop.models.inputs import backbone_baseline, backbone_vectors
 from matloop.tools import featurize, fine_tune, predict, select_candidates, train_uq_gnn
 
@@ -150,3 +152,42 @@ def test_delta_backbone_adds_chgnet_formation_energy_back(workspace, feature_set
     assert np.isfinite(res.metrics.mae)
     with pytest.raises(ToolInputError, match="formation-energy target"):
         train_uq_gnn(feature_set, "y", backbone="chgnet_delta", workspace=workspace)
+
+
+def test_fine_tuned_chgnet_trains_reloads_predicts_and_continues(workspace, feature_set):
+    """CHGNet's last block fine-tuned under the heads: saved with its provenance and size, reloaded
+    by id, continued on new labels (all of its trained layers, or only the heads)."""
+    first = [f"rs-{k}" for k in range(30)]
+    res = train_uq_gnn(
+        feature_set,
+        "y",
+        backbone="chgnet",
+        trainable_blocks=1,
+        epochs=1,
+        train_ids=first,
+        workspace=workspace,
+    )
+    assert 1.0 < res.checkpoint_mb < 3.0 and np.isfinite(res.metrics.mae) and res.epochs_run > 1
+    art = workspace.artifact(res.model_id, kind="model")
+    assert art.meta["trainable_blocks"] == 1 and art.meta["checkpoint_bytes"] == art.path.stat().st_size
+    model = load_model(workspace, res.model_id)
+    assert isinstance(model, FineTunedCHGNet) and model.meta["pretrained"][0]["pretrained_model"] == "0.3.0"
+    pred = predict(res.model_id, feature_set, ids=["rs-40", "rs-41"], workspace=workspace)
+    assert pred.count == 2 and pred.std_avg > 0
+
+    tuned = fine_tune(res.model_id, feature_set, epochs=1, workspace=workspace)
+    child = load_model(workspace, tuned.model_id)
+    assert isinstance(child, FineTunedCHGNet) and child.config["trainable_blocks"] == 1
+    assert tuned.parent_model_id == res.model_id and tuned.n_train > res.n_train
+    heads = fine_tune(tuned.model_id, feature_set, target="y2", freeze_backbone=True, workspace=workspace)
+    frozen = load_model(workspace, heads.model_id)
+    assert frozen.meta["target"] == "y2" and frozen.meta["finetune_epochs"] == 0
+    for name, value in frozen.network.state_dict().items():
+        assert torch.equal(value, child.network.state_dict()[name]), name
+
+    with pytest.raises(
+        ToolInputError, match="backbone 'chgnet' or 'sevennet_0', method 'ensemble' and no cheap level"
+    ):
+        train_uq_gnn(feature_set, "y", backbone="gnn", trainable_blocks=2, workspace=workspace)
+    with pytest.raises(ToolInputError, match="expected trainable_blocks"):
+        train_uq_gnn(feature_set, "y", backbone="chgnet", trainable_blocks=5, workspace=workspace)

@@ -205,6 +205,7 @@ class RulesPlanner:
                     "epochs": m.epochs,
                     "backbone": self._backbone(campaign),
                     "cheap_level": cheap,
+                    "trainable_blocks": m.trainable_blocks,
                 },
                 f"train on {ts.count} labels",
             )

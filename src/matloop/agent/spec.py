@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from matloop.agent.guardrails import Budget
 from matloop.agent.request import parse_request
 from matloop.data.prototypes import Family
+from matloop.models.finetuned import FINE_TUNABLE, TrainableBlocks, check_trainable_blocks
 from matloop.names import BackboneName, ExecutorName, Goal, GoalName, LevelName, Strategy, UQMethod
 from matloop.settings import SlurmSettings, TrainSettings
 from matloop.validation.levels import LEVELS
@@ -77,9 +78,15 @@ class ModelSpec(_Strict):
     method: UQMethod = "ensemble"
     backbone: Literal["auto"] | BackboneName = Field(
         "auto",
-        description="'gnn' (trained graph network), a frozen featurizer under a small head, or 'auto' "
-        "(chgnet_delta for crystal formation energies, chgnet+magpie for other crystal properties, gnn "
-        "for molecules and whenever the spec needs a graph network).",
+        description="'gnn' (trained graph network), a featurizer under a small head (pretrained ones frozen "
+        "unless trainable_blocks says otherwise), or 'auto' (chgnet_delta for crystal formation energies, "
+        "chgnet+magpie for other crystal properties, gnn for molecules and whenever the spec needs a graph "
+        "network).",
+    )
+    trainable_blocks: TrainableBlocks = Field(
+        0,
+        description="With backbone 'chgnet' or 'sevennet_0': 0 keeps it frozen; N fine-tunes its last N "
+        "interaction blocks and read-out under the ensemble heads; 'all' every pretrained parameter.",
     )
     epochs: int | None = Field(None, gt=0, description="Epochs per (fine-)training round.")
     warm_start: bool = Field(False, description="Fine-tune the previous round's model instead of retraining.")
@@ -100,9 +107,9 @@ class ModelSpec(_Strict):
 
     @property
     def needs_graph_network(self) -> bool:
-        """Whether the spec asks for what only the graph network does (warm starts, dropout or
-        evidential heads)."""
-        return self.warm_start or self.method not in ("ensemble", "gp")
+        """Whether the spec asks for what only the graph network does (dropout or evidential heads,
+        warm starts unless CHGNet is fine-tuned)."""
+        return (self.warm_start and self.trainable_blocks == 0) or self.method not in ("ensemble", "gp")
 
     @model_validator(mode="after")
     def _backbone_fits(self) -> ModelSpec:
@@ -110,6 +117,17 @@ class ModelSpec(_Strict):
             raise ValueError(
                 f"cheap_level {self.cheap_level!r} feeds a vector head; backbone 'gnn' reads graphs only"
             )
+        explicit_level = self.cheap_level not in ("auto", "none")
+        if self.trainable_blocks != 0 and (
+            self.backbone not in FINE_TUNABLE or self.method != "ensemble" or explicit_level
+        ):
+            raise ValueError(
+                f"trainable_blocks fine-tunes a pretrained network under the ensemble heads: it needs "
+                f"backbone {' or '.join(map(repr, FINE_TUNABLE))}, method 'ensemble' and no cheap_level, "
+                f"got backbone {self.backbone!r}, method {self.method!r}, cheap_level {self.cheap_level!r}"
+            )
+        if self.backbone in FINE_TUNABLE:
+            check_trainable_blocks(self.trainable_blocks, FINE_TUNABLE[self.backbone].n_blocks)
         if self.backbone not in ("auto", "gnn") and self.needs_graph_network:
             raise ValueError(
                 f"backbone {self.backbone!r} takes method 'ensemble' or 'gp' and no warm_start "

@@ -12,6 +12,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from matloop.errors import MatloopError
+from matloop.names import BACKBONES
 
 model_app = typer.Typer(help="GNN surrogate models with uncertainty.", no_args_is_help=True)
 T = TypeVar("T")
@@ -49,16 +50,32 @@ def train_command(
     method: Annotated[str, typer.Option(help="ensemble, mc_dropout, evidential or gp.")] = "ensemble",
     epochs: Annotated[int | None, typer.Option(help="Maximum epochs per network.")] = None,
     seed: int = 0,
+    backbone: Annotated[str, typer.Option(help=f"auto or one of {', '.join(BACKBONES)}.")] = "gnn",
+    trainable_blocks: Annotated[
+        str, typer.Option(help="With --backbone chgnet: 1-4 or 'all' fine-tunes CHGNet; 0 keeps it frozen.")
+    ] = "0",
     workspace: Workspace = None,
 ) -> None:
-    """Train a GNN with uncertainty on TARGET of a feature set."""
+    """Train a surrogate with uncertainty on TARGET of a feature set."""
     from matloop.tools.train import train_uq_gnn
 
-    res = _run(train_uq_gnn, feature_set_id, target, method, epochs, seed, workspace=workspace)
+    blocks: int | str = int(trainable_blocks) if trainable_blocks.isdigit() else trainable_blocks
+    res = _run(
+        train_uq_gnn,
+        feature_set_id,
+        target,
+        method,
+        epochs,
+        seed,
+        backbone=backbone,
+        trainable_blocks=blocks,
+        workspace=workspace,
+    )
     Console().print(
         f"[bold]{res.model_id}[/bold] {res.method} on {res.target} ({res.unit}): "
         f"{res.n_train}/{res.n_val}/{res.n_test} train/val/test, {res.n_skipped} skipped, "
-        f"{res.seconds:.1f} s\n" + "  ".join(f"{k} {v:.4g}" for k, v in res.metrics.model_dump().items())
+        f"{res.seconds:.1f} s, checkpoint {res.checkpoint_mb:.2f} MB\n"
+        + "  ".join(f"{k} {v:.4g}" for k, v in res.metrics.model_dump().items())
     )
 
 
@@ -108,7 +125,7 @@ def predict_command(
 
 @model_app.command("backbones")
 def backbones() -> None:
-    """List the backbones (graph networks and pretrained featurizers) and the UQ heads each takes."""
+    """List the backbones (graph networks, pretrained featurizers, fine-tunable CHGNet) and their UQ heads."""
     from matloop.models.catalog import available_backbones
 
     table = Table(title="matloop surrogate backbones")

@@ -1,4 +1,5 @@
-"""What surrogates can be built: graph backbones, pretrained featurizers and UQ heads (one list)."""
+"""What surrogates can be built: graph backbones, pretrained featurizers (frozen or fine-tuned)
+and UQ heads (one list)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import get_args
 
 from pydantic import BaseModel, Field
 
+from matloop.models.finetuned import FINE_TUNABLE
 from matloop.models.foundation import PRETRAINED
 from matloop.models.layers import Conv
 from matloop.models.uq import METHODS
@@ -22,7 +24,9 @@ class BackboneInfo(BaseModel):
     """One backbone as listed by ``matloop model backbones``."""
 
     name: str = Field(description="Name to select it (train settings `conv`, or the featurizer name).")
-    kind: str = Field(description="'graph network' (trained) or 'pretrained featurizer' (frozen).")
+    kind: str = Field(
+        description="'graph network' (trained), 'pretrained featurizer' (frozen) or 'fine-tunable pretrained'"
+    )
     heads: list[str] = Field(description="UQ heads that can sit on it.")
     description: str = Field(description="What it is.")
     status: str = Field(description="Whether it can be used now, and the package version it loads from.")
@@ -41,16 +45,29 @@ def available_backbones() -> list[BackboneInfo]:
         for conv in get_args(Conv)
     ]
     for spec in PRETRAINED.values():
-        installed = find_spec(spec.package) is not None
+        status = (
+            f"ready ({spec.package} {spec.version})"
+            if find_spec(spec.package) is not None
+            else f"needs `pip install {spec.package}`"
+        )
         rows.append(
             BackboneInfo(
                 name=spec.name,
                 kind="pretrained featurizer",
                 heads=list(VECTOR_METHODS),
                 description=spec.description,
-                status=f"ready ({spec.package} {spec.version})"
-                if installed
-                else f"needs `pip install {spec.package}`",
+                status=status,
             )
         )
+        if spec.name in FINE_TUNABLE:
+            rows.append(
+                BackboneInfo(
+                    name=f"{spec.name} + trainable_blocks",
+                    kind="fine-tunable pretrained",
+                    heads=["ensemble"],
+                    description=f"{spec.description}, fine-tuned under the MLP ensemble: the last N "
+                    f"interaction blocks (1-{FINE_TUNABLE[spec.name].n_blocks}) and read-out, or 'all' of it",
+                    status=status,
+                )
+            )
     return rows

@@ -24,6 +24,13 @@ from matloop.models import (
     uq_metrics,
 )
 from matloop.models.checkpoint import data_hash
+from matloop.models.finetuned import (
+    FINE_TUNABLE,
+    FineTunedPretrained,
+    TrainableBlocks,
+    check_trainable_blocks,
+    fit_finetuned,
+)
 from matloop.models.foundation import PRETRAINED
 from matloop.models.inputs import (
     DELTA_BACKBONES,
@@ -56,6 +63,7 @@ class _FitSummary(BaseModel):
     n_skipped: int = Field(description="Items skipped because their target is missing (NaN).")
     metrics_split: Literal["test", "val", "train"] = Field(description="Split the metrics come from.")
     epochs_run: int = Field(description="Epochs run, summed over ensemble members.")
+    checkpoint_mb: float = Field(description="Size of the saved model file (MB).")
 
 
 class TrainResult(_FitSummary):
@@ -201,6 +209,7 @@ def train_uq_gnn(
     recalibrate: bool = True,
     backbone: Literal["auto"] | Backbone = "gnn",
     cheap_level: LevelName | None = None,
+    trainable_blocks: TrainableBlocks = 0,
     *,
     train_ids: list[str] | None = None,
     progress: ProgressCallback | None = None,
@@ -229,6 +238,10 @@ def train_uq_gnn(
         cheap_level: a cheap validation level (e.g. "xtb") already computed for the items: its
             results become inputs of a vector head, and the head learns the label minus the cheap
             level's value of the same property where it computes one (multi-fidelity Δ-learning).
+        trainable_blocks: with backbone "chgnet" or "sevennet_0" and method "ensemble", fine-tune
+            the pretrained network under the heads instead of keeping it frozen: N trains its last
+            N interaction blocks (CHGNet has 4, SevenNet-0 5) and its read-out, "all" every
+            pretrained parameter (minutes instead of seconds); 0 (default) keeps it frozen.
     """
     ws = resolve_workspace(workspace)
     if epochs is not None and epochs < 1:
@@ -247,6 +260,13 @@ def train_uq_gnn(
     if backbone == "gnn" and cheap_level is not None:
         raise ToolInputError(
             f"expected a vector backbone to read cheap level {cheap_level!r} (or 'auto'), got 'gnn'"
+        )
+    trainable_blocks = check_trainable_blocks(trainable_blocks)
+    if trainable_blocks != 0 and (backbone not in FINE_TUNABLE or method != "ensemble" or cheap_level):
+        raise ToolInputError(
+            f"expected backbone {' or '.join(map(repr, FINE_TUNABLE))}, method 'ensemble' and no cheap level "
+            f"to fine-tune pretrained layers (trainable_blocks={trainable_blocks!r}), got backbone "
+            f"{backbone!r}, method {method!r}, cheap level {cheap_level!r}"
         )
     if backbone != "gnn" and method not in VECTOR_HEADS:
         raise ToolInputError(f"expected method 'ensemble' or 'gp' on backbone {backbone!r}, got {method!r}")
@@ -272,6 +292,8 @@ def train_uq_gnn(
             hidden=ws.settings.train.hidden,
             conv=ws.settings.train.conv,
         )
+    elif trainable_blocks != 0:
+        model = _fit_finetuned(ws, data, backbone, trainable_blocks, seed, epochs, progress=progress)
     else:
         model = _fit_vector(ws, data, backbone, VECTOR_HEADS[method], seed, epochs)
     seconds = time.perf_counter() - start
@@ -302,7 +324,38 @@ def train_uq_gnn(
         metrics_split=data.eval_split,
         sigma_scale=float(model.sigma_scale),
         epochs_run=int(model.meta["epochs_run"]),
+        checkpoint_mb=round(model.meta["checkpoint_bytes"] / 1e6, 3),
         seconds=round(seconds, 2),
+    )
+
+
+def _fit_finetuned(
+    ws: Workspace,
+    data: _Labelled,
+    backbone: str,
+    trainable_blocks: TrainableBlocks,
+    seed: int,
+    epochs: int | None,
+    *,
+    start: FineTunedPretrained | None = None,
+    progress: ProgressCallback | None = None,
+) -> FineTunedPretrained:
+    """A pretrained network fine-tuned under the ensemble heads (items it cannot handle are left out)."""
+    train, val = data.items["train"].structures, data.items["val"].structures
+    if train is None or val is None:
+        raise ToolInputError(f"expected the items' structures to fine-tune {backbone}, got graphs only")
+    return fit_finetuned(
+        train,
+        data.y["train"],
+        val,
+        data.y["val"],
+        backbone=backbone,
+        trainable_blocks=trainable_blocks,
+        seed=seed,
+        start=start,
+        progress=progress,
+        ensemble_size=ws.settings.train.ensemble_size,
+        **({"epochs": epochs} if epochs is not None else {}),
     )
 
 
@@ -364,7 +417,9 @@ def fine_tune(
         feature_set_id: graphs with the new labels.
         target: property to learn (default: the model's own target). A different property
             re-normalises the output (transfer learning, e.g. pretrain on formation energy).
-        freeze_backbone: keep the graph convolutions fixed and train only the output head.
+        freeze_backbone: keep the graph convolutions (or a fine-tuned pretrained network) fixed and
+            train only the output heads. A fine-tuned pretrained network otherwise keeps training
+            the layers it trained.
         epochs: maximum epochs per network (default from settings).
         seed: random seed for the split and shuffling.
         val_fraction: fraction of labelled items used for validation.
@@ -374,10 +429,11 @@ def fine_tune(
     if epochs is not None and epochs < 1:
         raise ToolInputError(f"expected epochs >= 1, got {epochs}")
     parent = load_model(ws, model_id)
-    if not isinstance(parent, UQModel):
+    if not isinstance(parent, UQModel | FineTunedPretrained):
         raise ToolInputError(
-            f"expected a graph-network model to fine-tune, got {model_id} on the frozen backbone "
-            f"{parent.config['backbone']!r}; train a new one with train_uq_gnn (it takes seconds)"
+            f"expected a graph-network or fine-tuned pretrained model, got {model_id} on the frozen "
+            f"backbone {parent.config['backbone']!r}; train a new one with train_uq_gnn (it takes seconds, "
+            "or pass trainable_blocks to fine-tune the pretrained network)"
         )
     target = target or parent.meta.get("target")
     if not target:
@@ -391,29 +447,37 @@ def fine_tune(
         val_fraction=val_fraction,
         test_fraction=test_fraction,
     )
-    parent.check_graphs(data.items["train"].graphs)
+    if isinstance(parent, UQModel):
+        parent.check_graphs(data.items["train"].graphs)
     before = data.evaluate(parent)
     start = time.perf_counter()
-    tuned = fine_tune_uq_model(
-        parent,
-        data.items["train"].graphs,
-        data.y["train"],
-        data.items["val"].graphs,
-        data.y["val"],
-        freeze_backbone=freeze_backbone,
-        epochs=epochs,
-        seed=seed,
-        new_target=target != parent.meta.get("target"),
-        options=_options(ws),
-        progress=progress,
-    )
+    tuned: Surrogate
+    if isinstance(parent, FineTunedPretrained):
+        blocks = 0 if freeze_backbone else parent.config["trainable_blocks"]
+        backbone = parent.pretrained
+        tuned = _fit_finetuned(ws, data, backbone, blocks, seed, epochs, start=parent, progress=progress)
+    else:
+        tuned = fine_tune_uq_model(
+            parent,
+            data.items["train"].graphs,
+            data.y["train"],
+            data.items["val"].graphs,
+            data.y["val"],
+            freeze_backbone=freeze_backbone,
+            epochs=epochs,
+            seed=seed,
+            new_target=target != parent.meta.get("target"),
+            options=_options(ws),
+            progress=progress,
+        )
     seconds = time.perf_counter() - start
     after = data.evaluate(tuned)
+    method = str(parent.meta.get("method", parent.method))
     meta = {
         "target": target,
         "unit": data.unit,
-        "method": parent.method,
-        "backbone": "gnn",
+        "method": method,
+        "backbone": parent.meta.get("backbone", "gnn"),
         "feature_set_id": feature_set_id,
         "parent_model_id": model_id,
         "metrics": after.model_dump(),
@@ -427,7 +491,7 @@ def fine_tune(
         parent_model_id=model_id,
         target=target,
         unit=data.unit,
-        method=parent.method,
+        method=method,
         freeze_backbone=freeze_backbone,
         n_train=len(data.ids["train"]),
         n_val=len(data.ids["val"]),
@@ -437,6 +501,7 @@ def fine_tune(
         metrics_after=after,
         metrics_split=data.eval_split,
         epochs_run=int(tuned.meta["epochs_run"]),
+        checkpoint_mb=round(tuned.meta["checkpoint_bytes"] / 1e6, 3),
         seconds=round(seconds, 2),
     )
 
