@@ -28,6 +28,10 @@ Surrogates (a backbone + a UQ head):
   Magpie statistics ⊕ the GFN2-xTB level's results (energy, gap, HOMO, LUMO) → a head that learns
   the B3LYP gap minus the xTB gap. The level runs through the validation machinery
   (:func:`matloop.active_learning.level_workspace`; single points cached across runs).
+- ``chgnet_ft_last1`` / ``chgnet_ft_all`` / ``sevennet_ft_last1``: CHGNet (SevenNet-0) fine-tuned
+  under the MLP ensemble (:mod:`matloop.models.finetuned`): its last interaction block and
+  read-out, or all of it, train with the heads after a linear probe (crystal tasks only); rows
+  add the checkpoint size.
 - ``rf_magpie``: random forest on Magpie statistics (mean/std/min/max over sites), σ = tree spread.
 - ``gp_magpie``: ARD GP on the same features.
 
@@ -42,6 +46,8 @@ dielectric set's 756-item pool at N = 1000) is skipped.
     python benchmarks/surrogates.py --quick               # CI-sized
     python benchmarks/surrogates.py --tasks fe,gap --surrogates rf_magpie,chgnet_mlp
     python benchmarks/surrogates.py --summarise           # summary from the finished cells only
+    python benchmarks/surrogates.py --tasks gap --sizes 100,300 --name surrogates_finetuned \
+        --surrogates chgnet_mlp,chgnet_ft_last1,chgnet_ft_all   # another results file
 """
 
 from __future__ import annotations
@@ -50,6 +56,7 @@ import argparse
 import json
 import logging
 import os
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -66,6 +73,7 @@ from matloop.data.embedding_cache import EmbeddingCache
 from matloop.data.sources import load_source
 from matloop.models import TrainOptions, fit_uq_model, uq_metrics
 from matloop.models.cheap_level import chgnet_formation_energy
+from matloop.models.finetuned import fit_finetuned, save_finetuned
 from matloop.models.forest import ForestUQ
 from matloop.models.foundation import embed_structures, get_pretrained
 from matloop.models.vector_uq import fit_vector_model
@@ -220,6 +228,44 @@ def _delta(
     return fit
 
 
+class _Checkpointed:
+    """A fitted surrogate's predictions, with the size of its checkpoint file."""
+
+    def __init__(self, predict: Fitted, checkpoint_bytes: int) -> None:
+        self.predict, self.checkpoint_bytes = predict, checkpoint_bytes
+
+    def __call__(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.predict(idx)
+
+
+def _finetuned(backbone: str, trainable_blocks: int | str) -> Callable[..., Fitted]:
+    """A pretrained network fine-tuned under the MLP ensemble (``trainable_blocks``: the last N
+    blocks, or all)."""
+
+    def fit(name: str, quick: bool, tr: np.ndarray, va: np.ndarray, seed: int) -> Fitted:
+        items, y = structures(name, quick), task_data(name, quick).y
+        model = fit_finetuned(
+            [items[i] for i in tr],
+            y[tr],
+            [items[i] for i in va],
+            y[va],
+            backbone=backbone,
+            trainable_blocks=trainable_blocks,
+            seed=seed,
+            **({"epochs": 3} if quick else {}),
+        )
+        with tempfile.TemporaryDirectory() as tmp:
+            size = save_finetuned(model, os.path.join(tmp, "model.pt")).stat().st_size
+
+        def predict(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            pred = model.predict(model.vectors(model.graphs([items[i] for i in idx])))
+            return pred.mean, pred.std
+
+        return _Checkpointed(predict, size)
+
+    return fit
+
+
 def _cheap_level(cheap_level: Callable[[str, bool], np.ndarray]) -> Callable[..., Fitted]:
     """A cheap level alone, shifted by its mean training residual; σ = residual spread (constant)."""
 
@@ -259,6 +305,9 @@ SURROGATES: dict[str, tuple[Callable[..., Fitted], frozenset[str], int]] = {
     "gnn_gp": (_gnn("gp"), ALL, 1),
     "schnet_ensemble": (_gnn("ensemble", conv="schnet"), frozenset({"qm9_gap"}), 1),
     "bootstrap_ensemble": (_gnn("ensemble", bootstrap=True), ALL, 2),
+    "chgnet_ft_last1": (_finetuned("chgnet", 1), CRYSTAL, 1),
+    "chgnet_ft_all": (_finetuned("chgnet", "all"), CRYSTAL, 1),
+    "sevennet_ft_last1": (_finetuned("sevennet_0", 1), CRYSTAL, 1),
 }
 #: Features a surrogate reads, computed (and timed) before its training clock starts.
 FEATURES: dict[str, tuple[Callable[[str, bool], np.ndarray], ...]] = {
@@ -345,7 +394,10 @@ def run_cell(name: str, surrogate: str, n: int, seed: int, quick: bool) -> dict[
     mean, std = predict(data.test)
     t2 = time.perf_counter()
     metrics = uq_metrics(data.y[data.test], mean, std).model_dump()
-    return {**metrics, "train_s": t1 - t0, "predict_s": t2 - t1, "n_train": n, "n_val": len(parts[1])}
+    row = {**metrics, "train_s": t1 - t0, "predict_s": t2 - t1, "n_train": n, "n_val": len(parts[1])}
+    if isinstance(predict, _Checkpointed):
+        row["checkpoint_mb"] = predict.checkpoint_bytes / 1e6
+    return row
 
 
 def cell_path(root: Any, name: str, surrogate: str, n: int, seed: int) -> Any:
@@ -386,6 +438,8 @@ def summarise(root: Any, tasks: list[str], quick: bool) -> dict[str, Any]:
                     "train_s": stat("train_s").mean(),
                     "predict_s": stat("predict_s").mean(),
                 }
+                if all("checkpoint_mb" in r for r in rows):
+                    by_n[str(n)]["checkpoint_mb"] = stat("checkpoint_mb").mean()
             if by_n:
                 surrogates[surrogate] = {"N": by_n}
         out[name] = {
@@ -439,6 +493,11 @@ def main() -> None:
     parser.add_argument("--surrogates", default=",".join(SURROGATES))
     parser.add_argument("--sizes", default=None, help="Comma-separated N (default: 100,300,1000).")
     parser.add_argument(
+        "--name",
+        default=None,
+        help="Results name: results/<name>.json and cells (default surrogates[_quick]).",
+    )
+    parser.add_argument(
         "--summarise", action="store_true", help="Only rewrite the summary (JSON + PNG) from finished cells."
     )
     args = parser.parse_args()
@@ -455,7 +514,7 @@ def main() -> None:
             parser.error(f"unknown surrogate {s!r}; valid: {sorted(SURROGATES)}")
     cfg = QUICK if args.quick else FULL
     sizes = [int(n) for n in args.sizes.split(",")] if args.sizes else list(cfg["sizes"])
-    name = "surrogates_quick" if args.quick else "surrogates"
+    name = args.name or ("surrogates_quick" if args.quick else "surrogates")
     root = RESULTS_DIR / name
     cells = [
         (n, surrogate, task, seed)
