@@ -27,7 +27,7 @@ frozen featurizer's). σ is recalibrated on the validation split afterwards. Wit
 ``trainable_blocks=0`` only the heads train (``train_uq_gnn`` routes that case to the frozen
 featurizer's cached vectors; ``fine_tune`` uses it to retrain only the heads).
 
-A checkpoint holds the whole fine-tuned network (CHGNet about 1.9 MB, SevenNet-0 about 3.5 MB)
+A checkpoint holds the whole fine-tuned network (CHGNet about 1.9 MB, SevenNet-0 about 3.7 MB)
 and records the pretrained model and the version of the package it started from; it loads
 wherever that package is installed.
 """
