@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from matloop.data.feature_sets import load_graphs
+from matloop.data.feature_sets import GraphSet, load_graphs
 from matloop.errors import CampaignStop
 from matloop.validation.levels import screening_level
 
@@ -31,13 +31,13 @@ class RulesPlanner:
         spec = campaign.spec
         pool_slice, pool_fs = self.setup(campaign)
         base_model = self._pretrain(campaign)
-        cheap = self._cheap_level(campaign, pool_fs)
+        pool = load_graphs(pool_fs, workspace=campaign.ws)
+        cheap = self._cheap_level(campaign, pool)
         if cheap is not None:
-            ids = load_graphs(pool_fs, workspace=campaign.ws).ids
             why = f"cheap level {cheap} for the whole pool: an input of the surrogate (multi-fidelity)"
-            self._validate(campaign, "setup:cheap-level", pool_slice, ids, why, level=cheap)
+            self._validate(campaign, "setup:cheap-level", pool_slice, pool.ids, why, level=cheap)
         if not campaign.own_labels():
-            seed_ids = self._seed_ids(campaign, pool_fs)
+            seed_ids = self._seed_ids(campaign, pool)
             campaign.round = 0
             self._validate(campaign, "r0", pool_slice, seed_ids, "seed set: random sample of the pool")
         model_id = None
@@ -117,20 +117,20 @@ class RulesPlanner:
         )
         return model.model_id
 
-    def _cheap_level(self, campaign: Session, pool_fs: str) -> str | None:
+    def _cheap_level(self, campaign: Session, pool: GraphSet) -> str | None:
         """The cheap level the surrogate reads: the spec's, or with ``auto`` the screening level of
         the pool's kind of items when the surrogate is a vector head (never the campaign's own level)."""
         m, level = campaign.spec.model, None
         if m.cheap_level not in ("auto", "none"):
             level = m.cheap_level
         elif m.cheap_level == "auto" and self._backbone(campaign) != "gnn":
-            screening = screening_level(str(load_graphs(pool_fs, workspace=campaign.ws).meta.get("kind")))
+            screening = screening_level(str(pool.meta.get("kind")))
             level = screening.name if screening is not None else None
         return None if level == campaign.spec.level else level
 
-    def _seed_ids(self, campaign: Session, pool_fs: str) -> list[str]:
+    def _seed_ids(self, campaign: Session, pool: GraphSet) -> list[str]:
         used = set(campaign.used_ids())  # the audit set's items are never seed items
-        ids = [i for i in load_graphs(pool_fs, workspace=campaign.ws).ids if i not in used]
+        ids = [i for i in pool.ids if i not in used]
         rng = np.random.default_rng(campaign.spec.seed)
         n = min(campaign.spec.seed_size, len(ids))
         picked = [ids[i] for i in sorted(rng.choice(len(ids), size=n, replace=False))]
