@@ -91,7 +91,7 @@ def surrogate(backbone: str, kind: str, target: str, quick: bool) -> dict[str, A
     kind has a screening level, its results for the whole pool), retrained each round; ``auto`` is
     what a campaign picks (:func:`matloop.models.inputs.resolve_backbone`)."""
     screening = screening_level(kind)
-    backbone = resolve_backbone(backbone, kind, target, level_values=screening is not None)
+    backbone = resolve_backbone(backbone, kind, level_values=screening is not None)
     if backbone == "gnn":
         return QUICK_MODEL if quick else MODEL
     model = {"method": "ensemble", "backbone": backbone, "ensemble_size": 5, "test_fraction": 0.0}

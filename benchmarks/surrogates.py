@@ -17,17 +17,22 @@ Surrogates (a backbone + a UQ head):
   → a bootstrapped ensemble of small MLPs / an ARD GP (crystal tasks only).
 - ``chgnet_magpie_mlp``: CHGNet vector ⊕ Magpie composition statistics → MLP ensemble.
 - ``sevennet_mlp``: frozen SevenNet-0 (128 last-layer scalars + energy per atom) → MLP ensemble.
-- ``chgnet_level_fe``: the cheap level alone (formation energy only): CHGNet static formation
-  energy per atom of the given (DFT-relaxed) structure against CHGNet-relaxed elemental
-  references, shifted by the mean training residual; σ constant.
+- ``chgnet_level_fe``: the crystals' screening level alone (formation energy only): the
+  ``chgnet_static`` level's formation energy per atom of the given (DFT-relaxed) structure
+  against CHGNet-relaxed elemental references, shifted by the mean training residual; σ constant.
 - ``chgnet_delta_mlp`` / ``chgnet_delta_gp``: multi-fidelity Δ-learning (formation energy only):
-  a head on the CHGNet vector learns the DFT label minus the cheap level.
+  a head on the CHGNet vector learns the DFT label minus the screening level's value.
+- ``chgnet_static_delta_mlp`` (formation energy) / ``chgnet_magpie_static_mlp`` (band gap, n):
+  what a crystal campaign runs by default: CHGNet ⊕ Magpie ⊕ the ``chgnet_static`` level's
+  results (energy and formation energy per atom) → MLP ensemble, learning the label minus the
+  level's formation energy where the target is one.
+- Screening levels run through the validation machinery for every item of the task
+  (:func:`matloop.active_learning.level_workspace`; single points cached across runs).
 - ``xtb_level_gap``: the molecules' screening level alone (QM9 gap only): the GFN2-xTB HOMO–LUMO
   gap, shifted by its mean training residual; σ constant.
 - ``xtb_delta_mlp`` / ``xtb_delta_gp``: what a molecule campaign runs by default (QM9 gap only):
   Magpie statistics ⊕ the GFN2-xTB level's results (energy, gap, HOMO, LUMO) → a head that learns
-  the B3LYP gap minus the xTB gap. The level runs through the validation machinery
-  (:func:`matloop.active_learning.level_workspace`; single points cached across runs).
+  the B3LYP gap minus the xTB gap.
 - ``chgnet_ft_last1`` / ``chgnet_ft_all`` / ``sevennet_ft_last1``: CHGNet (SevenNet-0) fine-tuned
   under the MLP ensemble (:mod:`matloop.models.finetuned`): its last interaction block and
   read-out, or all of it, train with the heads after a linear probe (crystal tasks only); rows
@@ -72,7 +77,6 @@ from matloop.data.composition import magpie_statistics
 from matloop.data.embedding_cache import EmbeddingCache
 from matloop.data.sources import load_source
 from matloop.models import TrainOptions, fit_uq_model, uq_metrics
-from matloop.models.cheap_level import chgnet_formation_energy
 from matloop.models.finetuned import fit_finetuned, save_finetuned
 from matloop.models.forest import ForestUQ
 from matloop.models.foundation import embed_structures, get_pretrained
@@ -143,19 +147,27 @@ def sevennet(name: str, quick: bool) -> np.ndarray:
 
 
 @cache
-def chgnet_formation_energy_of(name: str, quick: bool) -> np.ndarray:
-    """The cheap level: CHGNet static formation energy per atom against CHGNet-relaxed references."""
-    numbers = [g.z.numpy() for g in task_data(name, quick).graphs]
-    return chgnet_formation_energy(chgnet(name, quick)[:, -1], numbers, embedding_cache())
-
-
-@cache
-def xtb_values(name: str, quick: bool) -> np.ndarray:
-    """The screening level's results (GFN2-xTB energy, gap, HOMO, LUMO) of every item."""
+def level_values(name: str, quick: bool, level: str) -> np.ndarray:
+    """A screening level's results (columns sorted by property) for every item, computed once
+    through the validation machinery (:func:`matloop.active_learning.level_workspace`)."""
     data = task_data(name, quick)
     out = get_settings().cache_dir / "benchmarks" / ("surrogates_quick" if quick else "surrogates") / name
-    _, values = ValidationStore(level_workspace(data, "xtb", out)).level_table("xtb", data.ids)
+    _, values = ValidationStore(level_workspace(data, level, out)).level_table(level, data.ids)
     return values
+
+
+def chgnet_static_values(name: str, quick: bool) -> np.ndarray:
+    """The crystals' screening level: CHGNet static energy and formation energy per atom."""
+    return level_values(name, quick, "chgnet_static")
+
+
+def chgnet_static_fe(name: str, quick: bool) -> np.ndarray:
+    return chgnet_static_values(name, quick)[:, 1]  # columns: energy_per_atom, formation_energy_per_atom
+
+
+def xtb_values(name: str, quick: bool) -> np.ndarray:
+    """The molecules' screening level: GFN2-xTB energy, gap, HOMO, LUMO."""
+    return level_values(name, quick, "xtb")
 
 
 def xtb_gap(name: str, quick: bool) -> np.ndarray:
@@ -291,9 +303,19 @@ SURROGATES: dict[str, tuple[Callable[..., Fitted], frozenset[str], int]] = {
     "chgnet_gp": (_vector(chgnet, "gp"), CRYSTAL, 0),
     "chgnet_magpie_mlp": (_vector(_concat(chgnet, magpie), "mlp_ensemble"), CRYSTAL, 0),
     "sevennet_mlp": (_vector(sevennet, "mlp_ensemble"), CRYSTAL, 0),
-    "chgnet_level_fe": (_cheap_level(chgnet_formation_energy_of), frozenset({"fe"}), 0),
-    "chgnet_delta_mlp": (_delta(chgnet, chgnet_formation_energy_of, "mlp_ensemble"), frozenset({"fe"}), 0),
-    "chgnet_delta_gp": (_delta(chgnet, chgnet_formation_energy_of, "gp"), frozenset({"fe"}), 0),
+    "chgnet_level_fe": (_cheap_level(chgnet_static_fe), frozenset({"fe"}), 0),
+    "chgnet_delta_mlp": (_delta(chgnet, chgnet_static_fe, "mlp_ensemble"), frozenset({"fe"}), 0),
+    "chgnet_delta_gp": (_delta(chgnet, chgnet_static_fe, "gp"), frozenset({"fe"}), 0),
+    "chgnet_static_delta_mlp": (
+        _delta(_concat(chgnet, magpie, chgnet_static_values), chgnet_static_fe, "mlp_ensemble"),
+        frozenset({"fe"}),
+        0,
+    ),
+    "chgnet_magpie_static_mlp": (
+        _vector(_concat(chgnet, magpie, chgnet_static_values), "mlp_ensemble"),
+        frozenset({"gap", "n"}),
+        0,
+    ),
     "xtb_level_gap": (_cheap_level(xtb_gap), frozenset({"qm9_gap"}), 0),
     "xtb_delta_mlp": (
         _delta(_concat(magpie, xtb_values), xtb_gap, "mlp_ensemble"),
@@ -317,9 +339,11 @@ FEATURES: dict[str, tuple[Callable[[str, bool], np.ndarray], ...]] = {
     "chgnet_gp": (chgnet,),
     "chgnet_magpie_mlp": (chgnet, magpie),
     "sevennet_mlp": (sevennet,),
-    "chgnet_level_fe": (chgnet_formation_energy_of,),
-    "chgnet_delta_mlp": (chgnet_formation_energy_of,),
-    "chgnet_delta_gp": (chgnet_formation_energy_of,),
+    "chgnet_level_fe": (chgnet_static_values,),
+    "chgnet_delta_mlp": (chgnet_static_values, chgnet),
+    "chgnet_delta_gp": (chgnet_static_values, chgnet),
+    "chgnet_static_delta_mlp": (chgnet_static_values, chgnet, magpie),
+    "chgnet_magpie_static_mlp": (chgnet_static_values, chgnet, magpie),
     "xtb_level_gap": (xtb_values,),
     "xtb_delta_mlp": (xtb_values, magpie),
     "xtb_delta_gp": (xtb_values, magpie),

@@ -13,14 +13,14 @@ from typing import Annotated, Literal, get_args
 
 from pydantic import BeforeValidator
 
-LevelName = Literal["chgnet", "sevenn", "cp2k", "xtb", "vasp", "lookup"]
+LevelName = Literal["chgnet", "chgnet_static", "sevenn", "cp2k", "xtb", "vasp", "lookup"]
 ExecutorName = Literal["local", "dask", "jobflow-remote", "slurm"]
 UQMethod = Literal["ensemble", "mc_dropout", "evidential", "gp"]
 Strategy = Literal[
     "entropy", "batch_entropy", "bald", "random", "max_std", "ucb", "greedy", "ei", "in_window"
 ]
 #: The input side of a surrogate: the trained graph network or a frozen featurizer.
-BackboneName = Literal["gnn", "chgnet", "sevennet_0", "magpie", "chgnet+magpie", "chgnet_delta"]
+BackboneName = Literal["gnn", "chgnet", "sevennet_0", "magpie", "chgnet+magpie"]
 #: The direction of an optimisation (acquisition's ``goal``).
 Direction = Literal["minimize", "maximize"]
 #: What a campaign is for: learn the property, find items in a window, or optimise it.

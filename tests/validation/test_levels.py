@@ -1,4 +1,4 @@
-"""xTB, SevenNet and VASP levels with the real codes (VASP: inputs only)."""
+"""xTB, CHGNet static, SevenNet and VASP levels with the real codes (VASP: inputs only)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ from jobflow import JobStore, run_locally
 from maggma.stores import MemoryStore
 from pymatgen.io.ase import AseAtomsAdaptor
 from validation_helpers import molecule_slice as make_molecule_slice
-from validation_helpers import rocksalt
+from validation_helpers import crystal_slice, rocksalt
 
+from matloop.data.embedding_cache import EmbeddingCache
 from matloop.data.slices import DatasetSlice, save_slice
+from matloop.models.foundation import embed_structures
 from matloop.tools import collect_validation, queue_validation
 from matloop.validation.levels import LevelContext, get_level
 from matloop.validation.store import ValidationStore
@@ -45,6 +47,29 @@ def test_xtb_single_points_are_reused_across_workspaces(settings, workspace, mol
     jobs = ValidationStore(other).jobs(batch_id=batch.batch_id)
     assert not any((other.root / "calcs" / j.job_id).exists() for j in jobs)
     assert all(j.calc_seconds > 0 for j in jobs)  # what the calculation cost when it ran
+
+
+def test_chgnet_static_labels_crystals_as_given(workspace):
+    """The crystals' screening level: CHGNet's energy per atom of the structure as given (the same
+    number as its embedding's last column) and its formation energy against relaxed references."""
+    items = {
+        "MgO": rocksalt("Mg", "O", 4.21),
+        "MgO-strained": rocksalt("Mg", "O", 4.6),
+        "NaCl": rocksalt("Na", "Cl", 5.64),
+    }
+    batch = queue_validation(
+        crystal_slice(workspace, items), list(items), level="chgnet_static", workspace=workspace
+    )
+    result = collect_validation(batch.batch_id, timeout_s=300, workspace=workspace)
+    assert not result.failures and not result.pending
+    by = {(lab.item_id, lab.property): lab.value for lab in result.labels}
+    cache = workspace.settings.cache_dir / EmbeddingCache.FILE
+    energies = embed_structures("chgnet", list(items.values()), cache_path=cache)[:, -1]
+    np.testing.assert_allclose([by[(i, "energy_per_atom")] for i in items], energies, rtol=1e-6)
+    assert -3.6 < by[("MgO", "formation_energy_per_atom")] < -2.4  # PBE/MP: about -3.0 eV/atom
+    assert -2.6 < by[("NaCl", "formation_energy_per_atom")] < -1.6  # PBE/MP: about -2.1 eV/atom
+    assert by[("MgO-strained", "energy_per_atom")] > by[("MgO", "energy_per_atom")]  # not relaxed
+    assert {lab.provenance["code"] for lab in result.labels} == {"CHGNet 0.3.0"}
 
 
 def test_level_table_gives_a_duplicate_its_originals_values(workspace):

@@ -1,11 +1,12 @@
-"""A pretrained model's own formation energy per atom: the cheap level of a Δ-learning surrogate.
+"""CHGNet's own static energy and formation energy per atom: the cheap level of crystals.
 
-CHGNet's static energy per atom of a structure minus Σ_el x_el μ_el, with μ_el its energy per
-atom of the elemental reference phase (:func:`matloop.data.references.reference_structure`)
-relaxed with CHGNet itself, so that systematic errors of the force field partly cancel. The
-relaxed references are cached as JSON in the cache directory; the static energies come from the
-same pass as the embedding (:func:`matloop.models.foundation.embed_structures`), so the cheap
-level costs nothing beyond the backbone's vectors.
+What the screening level ``chgnet_static`` (:mod:`matloop.validation.levels`) computes for each
+crystal as given, without relaxing it: CHGNet's energy per atom, and that energy minus
+Σ_el x_el μ_el, with μ_el its energy per atom of the elemental reference phase
+(:func:`matloop.data.references.reference_structure`) relaxed with CHGNet itself, so that
+systematic errors of the force field partly cancel. The relaxed references are cached as JSON in
+the cache directory; the energies come from the same pass as the embedding
+(:func:`matloop.models.foundation.embed_structures`) and share its cache.
 """
 
 from __future__ import annotations
@@ -53,6 +54,15 @@ def chgnet_references(elements: set[str], cache_dir: Path) -> dict[str, Structur
     return {el: Structure.from_dict(stored[el]) for el in elements}
 
 
+def reference_energies(
+    name: str, references: dict[str, Structure], cache_path: Path | None
+) -> dict[str, float]:
+    """The pretrained model's static energy per atom (eV/atom) of each element's reference phase."""
+    elements = sorted(references)
+    vectors = embed_structures(name, [references[el] for el in elements], cache_path=cache_path)
+    return dict(zip(elements, map(float, vectors[:, -1]), strict=True))
+
+
 def formation_energy(
     name: str,
     numbers: Sequence[np.ndarray],
@@ -70,18 +80,22 @@ def formation_energy(
     missing = [el for el in elements if el not in references]
     if missing:
         raise ToolInputError(f"expected a reference structure for every element, got none for {missing}")
+    mu_of = reference_energies(name, {el: references[el] for el in elements}, cache_path)
     mu = np.zeros(max(present, default=0) + 1)
-    mu[present] = embed_structures(name, [references[el] for el in elements], cache_path=cache_path)[:, -1]
+    mu[present] = [mu_of[el] for el in elements]
     ref = np.array([mu[np.asarray(zs, dtype=np.int64)].mean() for zs in numbers])
     return np.asarray(energies, dtype=np.float64) - ref
 
 
-def chgnet_formation_energy(
-    energies: np.ndarray, numbers: Sequence[np.ndarray], cache_path: Path
-) -> np.ndarray:
-    """CHGNet's static formation energy per atom from its energies per atom (the last column of
-    its vectors; NaN where CHGNet failed) of items with atomic numbers ``numbers``; references
-    are relaxed once and kept next to ``cache_path``."""
-    elements = {Element.from_Z(int(z)).symbol for zs in numbers for z in np.unique(zs)}
+def chgnet_static(
+    structures: Sequence[Structure], cache_path: Path
+) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+    """CHGNet's static energy and formation energy per atom (eV/atom; NaN where CHGNet fails) of
+    ``structures`` as given, and the reference energies used; embeddings are cached at
+    ``cache_path`` and the relaxed references next to it."""
+    energies = embed_structures("chgnet", structures, cache_path=cache_path)[:, -1]
+    numbers = [np.asarray(s.atomic_numbers) for s in structures]
+    elements = {el.symbol for s in structures for el in s.composition}
     refs = chgnet_references(elements, cache_path.parent)
-    return formation_energy("chgnet", numbers, energies, refs, cache_path=cache_path)
+    fe = formation_energy("chgnet", numbers, energies, refs, cache_path=cache_path)
+    return energies, fe, reference_energies("chgnet", refs, cache_path)

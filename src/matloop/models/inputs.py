@@ -9,9 +9,6 @@ A *backbone* names the input side of a surrogate:
 ``sevennet_0``     frozen SevenNet-0 last-layer scalars + its energy per atom
 ``magpie``         Magpie composition statistics (mean/std/min/max over sites)
 ``chgnet+magpie``  both vectors side by side
-``chgnet_delta``   Δ-learning for formation energies: ``chgnet+magpie`` vectors, and the head
-                   learns the label minus CHGNet's own static formation energy per atom
-                   (:mod:`matloop.models.cheap_level`), which is added back when predicting
 =================  ===========================================================================
 
 ``auto`` picks by the kind of items (:func:`resolve_backbone`). Every backbone but ``gnn``
@@ -19,9 +16,10 @@ feeds a vector UQ head (:mod:`matloop.models.vector_uq`), which trains in second
 vectors are cached on disk by structure hash.
 
 Multi-fidelity: a vector head can also read what a cheap validation level computed for each item
-(``Items.level_values``, e.g. GFN2-xTB HOMO, LUMO, gap and energy of a molecule), appended to the
-backbone's vector; when that level computes the target property too, the head learns the label
-minus the cheap value (Δ-learning) and adds it back when predicting (:func:`surrogate_inputs`).
+(``Items.level_values``: GFN2-xTB HOMO, LUMO, gap and energy of a molecule; CHGNet's static energy
+and formation energy per atom of a crystal), appended to the backbone's vector; when that level
+computes the target property too, the head learns the label minus the cheap value (Δ-learning)
+and adds it back when predicting (:func:`surrogate_inputs`).
 """
 
 from __future__ import annotations
@@ -33,17 +31,14 @@ import numpy as np
 from matloop.data.composition import magpie_statistics
 from matloop.data.items import Items
 from matloop.errors import ToolInputError, invalid_choice
-from matloop.models.cheap_level import chgnet_formation_energy
-from matloop.models.foundation import embed_structures, get_pretrained
+from matloop.models.foundation import embed_structures
 from matloop.names import BACKBONES, BackboneName
 
 Backbone = BackboneName
-#: Backbones whose head learns a residual: name → (vector parts, the cheap level added back).
-DELTA_BACKBONES = {"chgnet_delta": ("chgnet+magpie", "chgnet_formation_energy")}
 #: What ``auto`` stands for, per kind of item: in the active-learning suite the frozen-backbone
 #: head beat the graph network on crystals (formation-energy discovery, band-gap learning,
 #: refractive-index discovery with greedy picks) at a fraction of the time; only the graph
-#: network reads molecules. Formation energies get the Δ head (:data:`DELTA_BACKBONES`).
+#: network reads molecules.
 AUTO_BACKBONES = {"crystal": "chgnet+magpie", "molecule": "gnn"}
 #: ``auto`` for molecules with a cheap level's values as inputs: the head on composition statistics
 #: and the cheap level beat the graph network on the QM9 gap (``benchmarks/surrogates.py``).
@@ -57,30 +52,22 @@ def check_backbone(backbone: str) -> str:
     return backbone
 
 
-def resolve_backbone(backbone: str, kind: str, target: str = "", level_values: bool = False) -> str:
-    """``backbone``, with ``auto`` replaced by the default for items of ``kind`` and the
-    ``target`` property: ``chgnet_delta`` for crystal formation energies; with a cheap level's
-    values as inputs (``level_values``), :data:`AUTO_WITH_LEVEL_VALUES`."""
+def resolve_backbone(backbone: str, kind: str, level_values: bool = False) -> str:
+    """``backbone``, with ``auto`` replaced by the default for items of ``kind``: with a cheap
+    level's values as inputs (``level_values``), :data:`AUTO_WITH_LEVEL_VALUES`, else
+    :data:`AUTO_BACKBONES`."""
     if backbone != "auto":
         return check_backbone(backbone)
-    if kind == "crystal" and is_formation_energy(target):
-        return "chgnet_delta"
     if level_values and kind in AUTO_WITH_LEVEL_VALUES:
         return AUTO_WITH_LEVEL_VALUES[kind]
     return AUTO_BACKBONES.get(kind, "gnn")
-
-
-def is_formation_energy(target: str) -> bool:
-    """Whether a property column (``formation_energy_per_atom`` or ``…@<level>``) is a
-    formation energy per atom, the target a Δ backbone's cheap level estimates."""
-    return target.split("@")[0] == "formation_energy_per_atom"
 
 
 def backbone_parts(backbone: str) -> list[str]:
     """The featurizers whose vectors a backbone concatenates (``gnn``: none of them)."""
     if check_backbone(backbone) == "gnn":
         return []
-    return DELTA_BACKBONES.get(backbone, (backbone,))[0].split("+")
+    return backbone.split("+")
 
 
 def backbone_vectors(backbone: str, items: Items) -> np.ndarray:
@@ -99,18 +86,6 @@ def backbone_vectors(backbone: str, items: Items) -> np.ndarray:
     return np.concatenate(parts, axis=1)
 
 
-def backbone_baseline(backbone: str, items: Items, vectors: np.ndarray) -> np.ndarray | None:
-    """The cheap level a Δ backbone's head adds to its output (NaN where it cannot be computed),
-    from the items' ``vectors`` (:func:`backbone_vectors`), or None for other backbones."""
-    if backbone not in DELTA_BACKBONES:
-        return None
-    if items.cache_path is None:
-        raise ToolInputError(f"expected an embedding cache for backbone {backbone!r}")
-    energies = vectors[:, get_pretrained("chgnet").dim - 1]  # CHGNet's vector comes first; E/atom last
-    numbers = [g.z.numpy() for g in items.graphs]
-    return chgnet_formation_energy(energies, numbers, items.cache_path)
-
-
 def delta_column(target: str, columns: Sequence[str]) -> str | None:
     """The cheap level's column of the ``target`` property (``<property>@<level>``), which a head
     reading ``columns`` learns the residual to; None when the cheap level does not compute it."""
@@ -125,9 +100,8 @@ def surrogate_inputs(
     level's ``level_columns``) and the baseline added to its output (None: no Δ); rows the
     backbone cannot embed or without cheap-level values are NaN."""
     x = backbone_vectors(backbone, items)
-    baseline = backbone_baseline(backbone, items, x)
     if not level_columns:
-        return x, baseline
+        return x, None
     missing = [c for c in level_columns if c not in items.level_columns]
     if items.level_values is None or missing:
         raise ToolInputError(
@@ -135,6 +109,5 @@ def surrogate_inputs(
             f"got {list(items.level_columns)}"
         )
     extra = items.level_values[:, [items.level_columns.index(c) for c in level_columns]]
-    if delta is not None:
-        baseline = extra[:, list(level_columns).index(delta)]
+    baseline = extra[:, list(level_columns).index(delta)] if delta is not None else None
     return np.concatenate([x, extra], axis=1), baseline

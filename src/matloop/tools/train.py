@@ -33,11 +33,9 @@ from matloop.models.finetuned import (
 )
 from matloop.models.foundation import PRETRAINED
 from matloop.models.inputs import (
-    DELTA_BACKBONES,
     Backbone,
     backbone_parts,
     delta_column,
-    is_formation_energy,
     resolve_backbone,
     surrogate_inputs,
 )
@@ -233,11 +231,13 @@ def train_uq_gnn(
         backbone: "gnn" (the graph network, trained from scratch; default) or a frozen
             pretrained/composition featurizer under a small head that trains in seconds:
             "chgnet", "sevennet_0", "magpie", "chgnet+magpie" (method "ensemble" or "gp");
-            "auto" picks "chgnet_delta" for crystal formation energies, "chgnet+magpie" for
-            other crystal properties, "gnn" for molecules ("magpie" with a cheap_level).
-        cheap_level: a cheap validation level (e.g. "xtb") already computed for the items: its
-            results become inputs of a vector head, and the head learns the label minus the cheap
-            level's value of the same property where it computes one (multi-fidelity Δ-learning).
+            "auto" picks "chgnet+magpie" for crystals, "gnn" for molecules ("magpie" with a
+            cheap_level).
+        cheap_level: a cheap validation level already computed for the items ("chgnet_static" for
+            crystals, "xtb" for molecules: queue_validation at that level first): its results
+            become inputs of a vector head, and the head learns the label minus the cheap level's
+            value of the same property where it computes one (multi-fidelity Δ-learning, e.g.
+            DFT formation energies minus CHGNet's).
         trainable_blocks: with backbone "chgnet" or "sevennet_0" and method "ensemble", fine-tune
             the pretrained network under the heads instead of keeping it frozen: N trains its last
             N interaction blocks (CHGNet has 4, SevenNet-0 5) and its read-out, "all" every
@@ -256,7 +256,7 @@ def train_uq_gnn(
         test_fraction=test_fraction,
         cheap_level=cheap_level,
     )
-    backbone = resolve_backbone(backbone, data.kind, target, level_values=cheap_level is not None)
+    backbone = resolve_backbone(backbone, data.kind, level_values=cheap_level is not None)
     if backbone == "gnn" and cheap_level is not None:
         raise ToolInputError(
             f"expected a vector backbone to read cheap level {cheap_level!r} (or 'auto'), got 'gnn'"
@@ -270,11 +270,6 @@ def train_uq_gnn(
         )
     if backbone != "gnn" and method not in VECTOR_HEADS:
         raise ToolInputError(f"expected method 'ensemble' or 'gp' on backbone {backbone!r}, got {method!r}")
-    if backbone in DELTA_BACKBONES and not is_formation_energy(target):
-        raise ToolInputError(
-            f"expected a formation-energy target for backbone {backbone!r} (it learns the label minus "
-            f"CHGNet's formation energy), got {target!r}"
-        )
     start = time.perf_counter()
     if backbone == "gnn":
         model: Surrogate = fit_uq_model(

@@ -76,7 +76,8 @@ class _Queued:
     """Items queued so far in a batch, by reduced formula; a molecule's sorted interatomic
     distances are computed once, so that a whole pool of isomers is checked quickly."""
 
-    def __init__(self) -> None:
+    def __init__(self, as_given: bool) -> None:
+        self.as_given = as_given
         self.by_formula: dict[str, list[tuple[str, Any, np.ndarray | None]]] = {}
 
     def add(self, job_id: str, item: Any) -> None:
@@ -89,14 +90,14 @@ class _Queued:
         if isinstance(item, Molecule):
             signature = molecule_distances(item)
             return next((j for j, _, other in earlier if same_distances(signature, other)), None)
-        return next((j for j, other, _ in earlier if same_structure(item, other)), None)
+        return next((j for j, other, _ in earlier if same_structure(item, other, self.as_given)), None)
 
 
 def _find_duplicate(item, level: str, store: ValidationStore, queued: _Queued) -> str | None:
     """The calculation already stored at ``level`` or queued in this batch that computes the same
     structure as ``item``, or None."""
     stored = store.comparable_jobs(level, item.composition.reduced_formula)
-    found = next((j.job_id for j in stored if same_structure(item, j.structure)), None)
+    found = next((j.job_id for j in stored if same_structure(item, j.structure, queued.as_given)), None)
     return found or queued.match(item)
 
 
@@ -126,7 +127,8 @@ def queue_validation(
         slice_id: Slice holding the candidates.
         item_ids: Candidate ids to validate.
         level: chgnet (default, crystals), sevenn (crystals), cp2k (DFT, small crystals),
-            xtb (molecules), vasp (cluster only: executor slurm or jobflow-remote), lookup (benchmarks:
+            chgnet_static (crystals, screening: a whole pool costs 0.001 calculations per item),
+            xtb (molecules, screening likewise), vasp (cluster only: executor slurm or jobflow-remote), lookup (benchmarks:
             reveal the slice's held-out labels).
         executor: local (background worker), dask, slurm (Slurm jobs through dask-jobqueue),
             or jobflow-remote.
@@ -158,7 +160,7 @@ def queue_validation(
     store = ValidationStore(ws)
     batch_id = ws.new_id("valbatch")
     jobs: list[dict[str, Any]] = []
-    queued = _Queued()
+    queued = _Queued(as_given=not spec.relaxes)
     for item_id in item_ids:
         item = data.structures[position[item_id]]
         job = {"job_id": ws.new_id("calc"), "item_id": item_id, "structure": item, "status": "queued"}

@@ -18,9 +18,10 @@ from matloop.settings import Settings
 
 #: Levels costing more than this per structure (relative to CHGNet) run only when approved.
 APPROVAL_COST = 10.0
-#: Budget charge of one GFN2-xTB single point: about 6 ms on one core for a QM9 molecule, against
-#: CPU-hours for the hybrid-DFT label it helps predict (< 1e-4 of one); charged 1e-3, conservatively.
-XTB_CHARGE = 1e-3
+#: Budget charge of one single point of a screening level: GFN2-xTB takes about 6 ms on one core for
+#: a QM9 molecule and CHGNet about 40 ms for a 12-site crystal, against CPU-hours for the DFT label
+#: they help predict (< 1e-4 of one); charged 1e-3, conservatively.
+SCREENING_CHARGE = 1e-3
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,8 @@ class Level:
             or a fraction for a screening level cheap enough to run on a whole pool.
         package: For a deterministic single point, the package whose version (with the level and
             the structure) keys its results in the cross-workspace calculation cache; None: no cache.
+        relaxes: Whether it relaxes the structure; a level that computes it as given counts only
+            the same geometry as a duplicate, not the same crystal at another volume.
     """
 
     name: LevelName
@@ -59,6 +62,7 @@ class Level:
     cost: float = 1.0
     charge: float = 1.0
     package: str | None = None
+    relaxes: bool = True
 
     @property
     def needs_approval(self) -> bool:
@@ -86,6 +90,12 @@ def _cp2k(structure: Structure | Molecule, ctx: LevelContext) -> Flow:
     return Cp2kLabelMaker(data_dir=data_dir, walltime_s=int(ctx.settings.validation.walltime_s)).make(
         structure
     )
+
+
+def _chgnet_static(structure: Structure | Molecule, ctx: LevelContext) -> Job:
+    from matloop.validation.makers import ChgnetStaticMaker
+
+    return ChgnetStaticMaker(cache_dir=str(ctx.settings.cache_dir)).make(structure)
 
 
 def _xtb(molecule: Structure | Molecule, ctx: LevelContext) -> Job:
@@ -116,7 +126,22 @@ LEVELS: dict[LevelName, Level] = {
             _force_field("sevenn", "SevenNet"),
         ),
         Level(
-            "cp2k", "crystal", "CP2K PBE static; total energy (eV), band gap when available", _cp2k, cost=20.0
+            "cp2k",
+            "crystal",
+            "CP2K PBE static; total energy (eV), band gap when available",
+            _cp2k,
+            cost=20.0,
+            relaxes=False,
+        ),
+        Level(
+            "chgnet_static",
+            "crystal",
+            "CHGNet single point of the structure as given; energy and formation energy per atom (eV/atom)",
+            _chgnet_static,
+            cost=0.01,
+            charge=SCREENING_CHARGE,
+            package="chgnet",
+            relaxes=False,
         ),
         Level(
             "xtb",
@@ -124,8 +149,9 @@ LEVELS: dict[LevelName, Level] = {
             "GFN2-xTB single point; energy, HOMO, LUMO, gap (eV)",
             _xtb,
             cost=0.01,
-            charge=XTB_CHARGE,
+            charge=SCREENING_CHARGE,
             package="tblite",
+            relaxes=False,
         ),
         Level("vasp", "crystal", "VASP PBE relaxation (cluster: slurm, jobflow-remote)", _vasp, False, 100.0),
         Level("lookup", None, "reveal held-out labels of the slice (benchmarks only)", None, cost=0.0),

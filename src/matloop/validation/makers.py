@@ -3,15 +3,18 @@
 - :class:`FormationEnergyMaker`: relax with a machine-learned force field (atomate2
   ``ForceFieldRelaxMaker``: CHGNet, SevenNet, ...) and compute the formation energy per atom
   against elemental reference phases relaxed with the same force field.
+- :class:`ChgnetStaticMaker`: CHGNet single point of a crystal as given: energy and formation
+  energy per atom (:mod:`matloop.models.cheap_level`).
 - :class:`XtbMaker`: GFN2-xTB single point of a molecule with tblite: energy and HOMO–LUMO gap.
 
-Both return a :class:`~matloop.validation.documents.ValidationDocument`.
+All return a :class:`~matloop.validation.documents.ValidationDocument`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from importlib.metadata import version
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -106,6 +109,45 @@ class FormationEnergyMaker(Maker):
             self.level,
         )
         return Flow([relax, *ref_jobs.values(), summary], output=summary.output, name=self.name)
+
+
+@dataclass
+class ChgnetStaticMaker(Maker):
+    """CHGNet 0.3.0 single point of a crystal as given (no relaxation): energy per atom, and
+    formation energy per atom against elemental reference phases relaxed once with CHGNet.
+
+    Args:
+        name: Job name.
+        cache_dir: Directory of the embedding cache and the relaxed references (the settings'
+            cache directory).
+    """
+
+    name: str = "chgnet static"
+    cache_dir: str = "."
+
+    @job
+    def make(self, structure: Structure) -> ValidationDocument:
+        """Run the single point and return its labels."""
+        from matloop.data.embedding_cache import EmbeddingCache
+        from matloop.models.cheap_level import chgnet_static
+        from matloop.models.foundation import get_pretrained
+
+        energy, formation, references = chgnet_static([structure], Path(self.cache_dir) / EmbeddingCache.FILE)
+        if not np.isfinite(energy[0]):
+            raise RuntimeError("CHGNet could not evaluate the structure (no neighbours within its cutoff)")
+        unit = "eV/atom"
+        return ValidationDocument(
+            level="chgnet_static",
+            properties={
+                "energy_per_atom": float(energy[0]),
+                "formation_energy_per_atom": float(formation[0]),
+            },
+            units={"energy_per_atom": unit, "formation_energy_per_atom": unit},
+            code=f"CHGNet {get_pretrained('chgnet').model_name}",
+            code_version=version("chgnet"),
+            final_structure=structure,
+            references=references,
+        )
 
 
 @dataclass

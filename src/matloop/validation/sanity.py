@@ -40,15 +40,18 @@ def check_structure(item: Structure | Molecule, settings: ValidationSettings) ->
     return None
 
 
-def same_structure(a: Structure | Molecule, b: Structure | Molecule) -> bool:
-    """Whether two items are the same material: pymatgen ``StructureMatcher`` for crystals,
-    same composition and sorted interatomic distances (±0.01 Å) for molecules."""
+def same_structure(a: Structure | Molecule, b: Structure | Molecule, as_given: bool = False) -> bool:
+    """Whether two items are the same material: pymatgen ``StructureMatcher`` for crystals (with
+    ``as_given``, for a level that does not relax them, also the same lattice and positions:
+    no volume rescaling, 1 % tolerances), same composition and sorted interatomic distances
+    (±0.01 Å) for molecules."""
     if type(a) is not type(b) or a.composition.reduced_composition != b.composition.reduced_composition:
         return False
     if isinstance(a, Structure) and isinstance(b, Structure):
         from pymatgen.analysis.structure_matcher import StructureMatcher
 
-        return StructureMatcher().fit(a, b)
+        tight = {"ltol": 0.01, "stol": 0.01, "angle_tol": 0.5, "scale": False} if as_given else {}
+        return StructureMatcher(**tight).fit(a, b)
     return same_distances(molecule_distances(a), molecule_distances(b))
 
 
