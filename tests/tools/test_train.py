@@ -13,8 +13,17 @@ from matloop.data.slices import DatasetSlice, save_slice
 from matloop.errors import ToolInputError
 from matloop.models import load_model
 from matloop.models.finetuned import FineTunedCHGNet
-from matloop.models.inputs import backbone_baseline, backbone_vectors
-from matloop.tools import featurize, fine_tune, predict, select_candidates, train_uq_gnn
+from matloop.models.inputs import surrogate_inputs
+from matloop.tools import (
+    collect_validation,
+    featurize,
+    fine_tune,
+    predict,
+    queue_validation,
+    select_candidates,
+    train_uq_gnn,
+)
+from matloop.validation.level_values import model_items
 
 PAIRS = [(a, b) for a in ("Li", "Na", "K", "Mg", "Ca", "Sr") for b in ("F", "Cl", "Br", "O", "S")]
 
@@ -136,22 +145,35 @@ def test_frozen_backbone_heads_train_predict_select_and_reload(workspace, featur
         fine_tune(res.model_id, feature_set, workspace=workspace)
 
 
-def test_delta_backbone_adds_chgnet_formation_energy_back(workspace, feature_set):
-    """Δ-learning (what ``auto`` picks for crystal formation energies): the head learns the label
-    minus CHGNet's formation energy, which every prediction adds back; only formation-energy
-    targets qualify."""
-    target = "formation_energy_per_atom"
-    res = train_uq_gnn(feature_set, target, backbone="auto", seed=0, workspace=workspace)
+def test_formation_energy_head_learns_the_residual_to_chgnets_static_level(workspace, feature_set):
+    """Multi-fidelity for crystals: the screening level chgnet_static, queued like any level,
+    feeds the head (CHGNet ⊕ Magpie ⊕ its two columns), which learns the formation energy minus
+    CHGNet's and adds that back; without the level's results the tool says what to queue."""
+    target, level = "formation_energy_per_atom", "chgnet_static"
+    with pytest.raises(ToolInputError, match=f"queue_validation at level '{level}'"):
+        train_uq_gnn(feature_set, target, backbone="auto", cheap_level=level, workspace=workspace)
+    graphs = load_graphs(feature_set, workspace=workspace)
+    ids = graphs.ids[:40]
+    batch = queue_validation(graphs.meta["slice_id"], ids, level=level, workspace=workspace)
+    assert not collect_validation(batch.batch_id, timeout_s=300, workspace=workspace).failures
+    res = train_uq_gnn(
+        feature_set,
+        target,
+        "ensemble",
+        backbone="auto",
+        cheap_level=level,
+        train_ids=ids,
+        workspace=workspace,
+    )
     model = load_model(workspace, res.model_id)
-    assert model.config["backbone"] == "chgnet_delta"  # what auto picks for formation energies
-    items = load_graphs(feature_set, workspace=workspace).items(workspace).take(range(6))
-    baseline = backbone_baseline("chgnet_delta", items, backbone_vectors("chgnet_delta", items))
+    columns = [f"energy_per_atom@{level}", f"{target}@{level}"]
+    assert model.config["backbone"] == "chgnet+magpie"  # what auto picks for crystals
+    assert model.config["level_columns"] == columns and model.config["delta"] == f"{target}@{level}"
+    items = model_items(graphs, workspace, model.meta).take(range(6))
+    x, baseline = surrogate_inputs("chgnet+magpie", items, columns, f"{target}@{level}")
     assert np.isfinite(baseline).all() and baseline.min() < -1.0  # ionic rock salts are stable
-    head = model.predict(backbone_vectors("chgnet_delta", items)).mean
-    np.testing.assert_allclose(model.predict_items(items).mean, head + baseline, rtol=1e-9)
+    np.testing.assert_allclose(model.predict_items(items).mean, model.predict(x).mean + baseline, rtol=1e-9)
     assert np.isfinite(res.metrics.mae)
-    with pytest.raises(ToolInputError, match="formation-energy target"):
-        train_uq_gnn(feature_set, "y", backbone="chgnet_delta", workspace=workspace)
 
 
 def test_fine_tuned_chgnet_trains_reloads_predicts_and_continues(workspace, feature_set):

@@ -8,8 +8,8 @@ from ase.build import molecule
 from jobflow import JobStore, run_locally
 from maggma.stores import MemoryStore
 from pymatgen.io.ase import AseAtomsAdaptor
-from validation_helpers import molecule_slice as make_molecule_slice
 from validation_helpers import crystal_slice, rocksalt
+from validation_helpers import molecule_slice as make_molecule_slice
 
 from matloop.data.embedding_cache import EmbeddingCache
 from matloop.data.slices import DatasetSlice, save_slice

@@ -128,8 +128,8 @@ def queue_validation(
         item_ids: Candidate ids to validate.
         level: chgnet (default, crystals), sevenn (crystals), cp2k (DFT, small crystals),
             chgnet_static (crystals, screening: a whole pool costs 0.001 calculations per item),
-            xtb (molecules, screening likewise), vasp (cluster only: executor slurm or jobflow-remote), lookup (benchmarks:
-            reveal the slice's held-out labels).
+            xtb (molecules, screening likewise), vasp (cluster only: executor slurm or
+            jobflow-remote), lookup (benchmarks: reveal the slice's held-out labels).
         executor: local (background worker), dask, slurm (Slurm jobs through dask-jobqueue),
             or jobflow-remote.
     """
