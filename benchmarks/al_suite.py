@@ -88,9 +88,10 @@ QUICK_MODEL = {**MODEL, "epochs": 6, "patience": 3, "ensemble_size": 2, "hidden"
 def surrogate(backbone: str, kind: str, target: str, quick: bool) -> dict[str, Any]:
     """The campaigns' ``model:`` section for items of ``kind``: :data:`MODEL` for the graph network,
     else a bootstrapped ensemble of 5 small MLPs on the frozen backbone's vectors (and, where the
-    kind has a screening level, its results for the whole pool), retrained each round; ``auto`` is
+    kind has a screening level that computes the target, its results for the whole pool),
+    retrained each round; ``auto`` is
     what a campaign picks (:func:`matloop.models.inputs.resolve_backbone`)."""
-    screening = screening_level(kind)
+    screening = screening_level(kind, target)
     backbone = resolve_backbone(backbone, kind, level_values=screening is not None)
     if backbone == "gnn":
         return QUICK_MODEL if quick else MODEL

@@ -15,7 +15,7 @@ from matloop.data.items import Items
 from matloop.models import load_model
 from matloop.models.inputs import surrogate_inputs
 from matloop.validation.level_values import model_items
-from matloop.validation.levels import XTB_CHARGE
+from matloop.validation.levels import SCREENING_CHARGE
 from matloop.validation.store import ValidationStore
 
 POOL, SEED, BATCH, ROUNDS = 40, 8, 4, 2
@@ -60,7 +60,7 @@ def test_screening_level_runs_on_the_whole_pool_and_is_charged(campaign):
     assert np.isfinite(values).all()
     labels = len(campaign.state.labels("gap", "lookup"))
     assert labels == SEED + BATCH * ROUNDS - 1  # the xTB charge leaves room for one label less
-    assert campaign.state.spent("calculations") == pytest.approx(labels + POOL * XTB_CHARGE)
+    assert campaign.state.spent("calculations") == pytest.approx(labels + POOL * SCREENING_CHARGE)
     # every pool item has xTB labels, yet each round picked pool items for the campaign's level
     assert sorted({c["round"] for c in campaign.state.candidates()}) == [0, 1, 2]
 

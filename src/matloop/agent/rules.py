@@ -119,12 +119,13 @@ class RulesPlanner:
 
     def _cheap_level(self, campaign: Session, pool: GraphSet) -> str | None:
         """The cheap level the surrogate reads: the spec's, or with ``auto`` the screening level of
-        the pool's kind of items when the surrogate is a vector head (never the campaign's own level)."""
+        the pool's kind of items that computes the target too, when the surrogate is a vector head
+        (never the campaign's own level)."""
         m, level = campaign.spec.model, None
         if m.cheap_level not in ("auto", "none"):
             level = m.cheap_level
         elif m.cheap_level == "auto" and self._backbone(campaign) != "gnn":
-            screening = screening_level(str(pool.meta.get("kind")))
+            screening = screening_level(str(pool.meta.get("kind")), campaign.spec.target.property)
             level = screening.name if screening is not None else None
         return None if level == campaign.spec.level else level
 

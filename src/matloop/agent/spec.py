@@ -79,9 +79,8 @@ class ModelSpec(_Strict):
     backbone: Literal["auto"] | BackboneName = Field(
         "auto",
         description="'gnn' (trained graph network), a featurizer under a small head (pretrained ones frozen "
-        "unless trainable_blocks says otherwise), or 'auto' (chgnet_delta for crystal formation energies, "
-        "chgnet+magpie for other crystal properties, gnn for molecules and whenever the spec needs a graph "
-        "network).",
+        "unless trainable_blocks says otherwise), or 'auto' (chgnet+magpie for crystals, gnn for molecules "
+        "(magpie with a cheap level) and whenever the spec needs a graph network).",
     )
     trainable_blocks: TrainableBlocks = Field(
         0,
@@ -101,8 +100,9 @@ class ModelSpec(_Strict):
     cheap_level: Literal["auto", "none"] | LevelName = Field(
         "auto",
         description="A cheap validation level run on the whole pool first (charged to the budget) whose "
-        "results feed the surrogate (multi-fidelity); 'auto': the pool kind's screening level (xtb for "
-        "molecules) where the surrogate is a vector head, else none.",
+        "results feed the surrogate (multi-fidelity); 'auto': the pool kind's screening level (chgnet_static "
+        "for crystals, xtb for molecules) where it computes the target too and the surrogate is a vector "
+        "head, else none.",
     )
 
     @property

@@ -22,6 +22,8 @@ APPROVAL_COST = 10.0
 #: a QM9 molecule and CHGNet about 40 ms for a 12-site crystal, against CPU-hours for the DFT label
 #: they help predict (< 1e-4 of one); charged 1e-3, conservatively.
 SCREENING_CHARGE = 1e-3
+#: What the crystal levels built on a force field compute.
+PER_ATOM_ENERGIES = ("energy_per_atom", "formation_energy_per_atom")
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,7 @@ class Level:
             the structure) keys its results in the cross-workspace calculation cache; None: no cache.
         relaxes: Whether it relaxes the structure; a level that computes it as given counts only
             the same geometry as a duplicate, not the same crystal at another volume.
+        properties: What it computes for every structure (more may come, e.g. a band gap).
     """
 
     name: LevelName
@@ -63,6 +66,7 @@ class Level:
     charge: float = 1.0
     package: str | None = None
     relaxes: bool = True
+    properties: tuple[str, ...] = ()
 
     @property
     def needs_approval(self) -> bool:
@@ -118,12 +122,14 @@ LEVELS: dict[LevelName, Level] = {
             "crystal",
             "CHGNet relaxation; energy and formation energy per atom (eV/atom)",
             _force_field("chgnet", "CHGNet"),
+            properties=PER_ATOM_ENERGIES,
         ),
         Level(
             "sevenn",
             "crystal",
             "SevenNet-0 relaxation; energy and formation energy per atom (eV/atom)",
             _force_field("sevenn", "SevenNet"),
+            properties=PER_ATOM_ENERGIES,
         ),
         Level(
             "cp2k",
@@ -132,6 +138,7 @@ LEVELS: dict[LevelName, Level] = {
             _cp2k,
             cost=20.0,
             relaxes=False,
+            properties=("energy", "energy_per_atom"),
         ),
         Level(
             "chgnet_static",
@@ -142,6 +149,7 @@ LEVELS: dict[LevelName, Level] = {
             charge=SCREENING_CHARGE,
             package="chgnet",
             relaxes=False,
+            properties=PER_ATOM_ENERGIES,
         ),
         Level(
             "xtb",
@@ -152,6 +160,7 @@ LEVELS: dict[LevelName, Level] = {
             charge=SCREENING_CHARGE,
             package="tblite",
             relaxes=False,
+            properties=("energy", "gap", "homo", "lumo"),
         ),
         Level("vasp", "crystal", "VASP PBE relaxation (cluster: slurm, jobflow-remote)", _vasp, False, 100.0),
         Level("lookup", None, "reveal held-out labels of the slice (benchmarks only)", None, cost=0.0),
@@ -159,10 +168,15 @@ LEVELS: dict[LevelName, Level] = {
 }
 
 
-def screening_level(kind: str) -> Level | None:
+def screening_level(kind: str, target: str) -> Level | None:
     """The level cheap enough to run on a whole pool of ``kind`` items (charged a fraction of a
-    calculation each), used as a surrogate input; None when there is none."""
-    return next((lv for lv in LEVELS.values() if lv.kind == kind and lv.charge < 1), None)
+    calculation each) that computes the ``target`` property (``<property>[@<level>]``) too, so
+    that a surrogate can learn the difference; None when there is none. (As mere extra inputs,
+    CHGNet's static energies did not pay on the band gap or n: ``benchmarks/surrogates.py``.)"""
+    prop = target.split("@")[0]
+    return next(
+        (lv for lv in LEVELS.values() if lv.kind == kind and lv.charge < 1 and prop in lv.properties), None
+    )
 
 
 def get_level(name: str) -> Level:
