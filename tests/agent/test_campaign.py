@@ -47,13 +47,14 @@ def _assert_consistent(campaign: Campaign) -> None:
     """No label lost, no calculation twice, budget counted once per calculation."""
     spec = campaign.spec
     labelled = {lb["item_id"] for lb in campaign.state.labels(spec.target.property, spec.level)}
-    sent = {c["item_id"] for c in campaign.state.calcs() if c["status"] not in ("rejected", "failed")}
-    assert sent <= labelled
+    ok = [c for c in campaign.state.calcs() if c["status"] not in ("rejected", "failed")]
+    assert {c["item_id"] for c in ok if c["level"] == spec.level} <= labelled
     with campaign.ws.connect() as db:
         ran = db.execute(
-            "SELECT item_id, COUNT(*) FROM validation_jobs WHERE status != 'duplicate' GROUP BY item_id"
+            "SELECT item_id, level, COUNT(*) FROM validation_jobs WHERE status != 'duplicate' "
+            "GROUP BY item_id, level"
         ).fetchall()
-    assert all(n == 1 for _, n in ran), ran
+    assert all(n == 1 for *_, n in ran), ran
     assert campaign.state.spent("calculations") <= spec.budget.calculations
 
 

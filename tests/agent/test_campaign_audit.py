@@ -18,6 +18,7 @@ from matloop.cli import app
 from matloop.data.feature_sets import load_graphs
 from matloop.data.slices import load_slice
 from matloop.models import load_model
+from matloop.validation.level_values import model_items
 
 WINDOW = (None, -2.0)  # ~10 % of the bundled formation energies
 
@@ -68,7 +69,7 @@ def _truth(campaign: Campaign) -> tuple[float, float, dict[str, Any]]:
     rest = [i for i in eligible if i not in trained]
     graphs = load_graphs(plan["pool_feature_set"], workspace=campaign.ws)
     pos = {item_id: k for k, item_id in enumerate(graphs.ids)}
-    pred = model.predict_items(graphs.items(campaign.ws).take([pos[i] for i in rest]))
+    pred = model.predict_items(model_items(graphs, campaign.ws, model.meta).take([pos[i] for i in rest]))
     mae = float(np.mean(np.abs(pred.mean - np.array([y[i] for i in rest]))))
     return rate, mae, {"model": model, "rest": rest, "pred": pred, "y": y, "eligible": eligible}
 
@@ -201,7 +202,13 @@ def test_the_discovery_example_leaves_its_rounds_their_budget():
 
 
 def test_a_small_budget_keeps_the_larger_share_for_the_campaign(settings, tmp_path: Path):
-    spec = _spec(2, budget={"calculations": 12, "cpu_hours": 10, "llm_tokens": 0}, rounds=1, seed_size=4)
+    spec = _spec(
+        2,
+        budget={"calculations": 12, "cpu_hours": 10, "llm_tokens": 0},
+        rounds=1,
+        seed_size=4,
+        model={"cheap_level": "none"},  # no screening level: every calculation is a whole label
+    )
     campaign = run_campaign(spec, tmp_path / "s")
     assert len(campaign.audit.ids()) == 6  # the minimum of 8 is capped at half the budget
     assert len(campaign.own_labels()) == 6 and campaign.state.spent("calculations") == 12

@@ -262,7 +262,7 @@ def test_llm_outage_mid_campaign_falls_back_to_the_rules_planner(settings, tmp_p
         seed_size=3,
         batch_size=2,
         rounds=1,
-        model={"epochs": 2},
+        model={"epochs": 2, "cheap_level": "none"},  # every calculation a whole label
         budget={"calculations": 6},  # 3 for the random audit set, whatever the planner
     )
     planner = LLMPlanner(ScriptedChatModel(script=down), fallback=RulesPlanner(), backoff_s=0.0)

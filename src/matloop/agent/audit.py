@@ -296,6 +296,7 @@ class Audit:
         not predict the campaign's labels."""
         from matloop.data.feature_sets import load_graphs
         from matloop.models import load_model
+        from matloop.validation.level_values import model_items
 
         c = self.campaign
         key = f"audit:predictions:{model_id}"
@@ -309,7 +310,7 @@ class Audit:
         graphs = load_graphs(self.plan["pool_feature_set"], workspace=c.ws)  # type: ignore[index]
         pos = {item_id: k for k, item_id in enumerate(graphs.ids)}
         ids = [i for i in ids if i in pos]
-        pred = model.predict_items(graphs.items(c.ws).take([pos[i] for i in ids]))
+        pred = model.predict_items(model_items(graphs, c.ws, model.meta).take([pos[i] for i in ids]))
         out = {i: (float(m), float(s)) for i, m, s in zip(ids, pred.mean, pred.std, strict=True)}
         c.state.set_meta(key, {"pred": out})
         return out
