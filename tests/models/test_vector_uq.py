@@ -1,5 +1,5 @@
-"""UQ heads on fixed vectors (MLP ensemble, MC-dropout MLP, ARD GP, random forest): they learn, σ grows away from
-the data, σ is recalibrated, checkpoints round-trip with the featurizer's provenance."""
+"""UQ heads on fixed vectors (MLP ensemble, MC-dropout MLP, ARD GP, random forest): they learn, σ
+grows away from the data, σ is recalibrated, checkpoints round-trip with the featurizer's provenance."""
 
 from __future__ import annotations
 
