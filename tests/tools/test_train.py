@@ -128,8 +128,8 @@ def test_frozen_backbone_heads_train_predict_select_and_reload(workspace, featur
 
     gp = train_uq_gnn(feature_set, "y", method="gp", backbone="magpie", workspace=workspace)
     assert load_model(workspace, gp.model_id).gp is not None and np.isfinite(gp.metrics.mae)
-    with pytest.raises(ToolInputError, match="method 'ensemble' or 'gp'"):
-        train_uq_gnn(feature_set, "y", method="mc_dropout", backbone="chgnet", workspace=workspace)
+    with pytest.raises(ToolInputError, match=r"method one of \['ensemble', 'mc_dropout', 'gp'\]"):
+        train_uq_gnn(feature_set, "y", method="evidential", backbone="chgnet", workspace=workspace)
     with pytest.raises(ToolInputError, match="surrogate backbone"):
         train_uq_gnn(feature_set, "y", backbone="mace", workspace=workspace)
     with pytest.raises(ToolInputError, match="train a new one"):
