@@ -35,7 +35,7 @@ from matloop.models.gp import EmbeddingGP
 from matloop.models.inputs import Items, surrogate_inputs
 from matloop.models.model import PREDICT_SEED, UQPrediction
 from matloop.models.training import GP_EXACT_MAX, bootstrap_positions, sigma_scale
-from matloop.models.uq import Ensemble, MCDropout, dropout_passes, mixture
+from matloop.models.uq import Ensemble, MCDropout, UQMethod, dropout_passes, mixture
 
 VectorMethod = Literal["mlp_ensemble", "mlp_dropout", "gp"]
 VECTOR_METHODS: tuple[str, ...] = get_args(VectorMethod)
@@ -201,7 +201,7 @@ def check_vectors(x: np.ndarray, dim: int | None = None, *, allow_nan: bool = Fa
 
 def _train_member(
     net: nn.Module,
-    uq: Ensemble,
+    uq: UQMethod,
     x: Tensor,
     y: Tensor,
     xv: Tensor,
