@@ -37,6 +37,9 @@ Surrogates (a backbone + a UQ head):
   under the MLP ensemble (:mod:`matloop.models.finetuned`): its last interaction block and
   read-out, or all of it, train with the heads after a linear probe (crystal tasks only); rows
   add the checkpoint size.
+- ``chgnet_ft_last1_dropout`` / ``chgnet_ft_last1_gp``: the same last block of CHGNet fine-tuned
+  under one MC-dropout MLP head (20 passes of the head), or under the MLP ensemble and then an
+  ARD GP fitted on the fine-tuned vectors in place of the ensemble.
 - ``rf_magpie``: random forest on Magpie statistics (mean/std/min/max over sites), σ = tree spread.
 - ``gp_magpie``: ARD GP on the same features.
 
@@ -250,8 +253,10 @@ class _Checkpointed:
         return self.predict(idx)
 
 
-def _finetuned(backbone: str, trainable_blocks: int | str) -> Callable[..., Fitted]:
-    """A pretrained network fine-tuned under the MLP ensemble (``trainable_blocks``: the last N
+def _finetuned(
+    backbone: str, trainable_blocks: int | str, head: str = "mlp_ensemble"
+) -> Callable[..., Fitted]:
+    """A pretrained network fine-tuned under a vector head (``trainable_blocks``: the last N
     blocks, or all)."""
 
     def fit(name: str, quick: bool, tr: np.ndarray, va: np.ndarray, seed: int) -> Fitted:
@@ -262,6 +267,7 @@ def _finetuned(backbone: str, trainable_blocks: int | str) -> Callable[..., Fitt
             [items[i] for i in va],
             y[va],
             backbone=backbone,
+            method=head,
             trainable_blocks=trainable_blocks,
             seed=seed,
             **({"epochs": 3} if quick else {}),
@@ -330,6 +336,8 @@ SURROGATES: dict[str, tuple[Callable[..., Fitted], frozenset[str], int]] = {
     "chgnet_ft_last1": (_finetuned("chgnet", 1), CRYSTAL, 1),
     "chgnet_ft_all": (_finetuned("chgnet", "all"), CRYSTAL, 1),
     "sevennet_ft_last1": (_finetuned("sevennet_0", 1), CRYSTAL, 1),
+    "chgnet_ft_last1_dropout": (_finetuned("chgnet", 1, "mlp_dropout"), CRYSTAL, 1),
+    "chgnet_ft_last1_gp": (_finetuned("chgnet", 1, "gp"), CRYSTAL, 1),
 }
 #: Features a surrogate reads, computed (and timed) before its training clock starts.
 FEATURES: dict[str, tuple[Callable[[str, bool], np.ndarray], ...]] = {

@@ -51,6 +51,8 @@ def test_train_command_fine_tunes_chgnet(workspace):
     out = CliRunner().invoke(app, [*args, "--trainable-blocks", "1"])
     assert out.exit_code == 0, out.output
     assert re.search(r"checkpoint 1\.\d+ MB", out.output), out.output
+    out = CliRunner().invoke(app, [*args, "--trainable-blocks", "1", "--method", "mc_dropout"])
+    assert out.exit_code == 0 and "mc_dropout on y" in out.output, out.output
     bad = CliRunner().invoke(app, [*args, "--trainable-blocks", "some"])
     assert bad.exit_code != 0 and "or 'all'" in bad.output, bad.output
 

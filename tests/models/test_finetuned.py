@@ -1,6 +1,6 @@
-"""CHGNet and SevenNet-0 fine-tuned under the ensemble heads: each loads from its wheel with no
-network, starts at the frozen featurizer's vectors, trains only the layers it is told to, and
-round-trips through its checkpoint with its provenance."""
+"""CHGNet and SevenNet-0 fine-tuned under the ensemble, MC-dropout and GP heads: each loads from
+its wheel with no network, starts at the frozen featurizer's vectors, trains only the layers it
+is told to, and round-trips through its checkpoint with its provenance."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def crystals() -> tuple[list[Structure], np.ndarray]:
     return structures, np.array(y)
 
 
-def _fit(crystals, backbone: str, blocks, epochs: int = 3):
+def _fit(crystals, backbone: str, blocks, epochs: int = 3, **options):
     structures, y = crystals
     return fit_finetuned(
         structures[:10],
@@ -53,6 +53,7 @@ def _fit(crystals, backbone: str, blocks, epochs: int = 3):
         trainable_blocks=blocks,
         epochs=epochs,
         ensemble_size=2,
+        **options,
     )
 
 
@@ -108,6 +109,44 @@ def test_only_the_trainable_blocks_change(crystals, backbone, blocks, trains, st
     )
 
 
+@pytest.mark.parametrize(
+    ("backbone", "method", "trains", "stays"),
+    [
+        ("chgnet", "mlp_dropout", ["atom_conv_layers.3.", "mlp."], ["atom_conv_layers.2."]),
+        ("chgnet", "gp", ["atom_conv_layers.3.", "mlp."], ["atom_conv_layers.2."]),
+        ("sevennet_0", "gp", ["4_convolution.", "reduce_input_to_hidden."], ["3_convolution."]),
+    ],
+)
+def test_dropout_and_gp_heads_fine_tune_the_last_block(crystals, backbone, method, trains, stays):
+    """The last block trains under the MC-dropout head, or under the ensemble before the GP is fitted
+    on the fine-tuned vectors; σ is positive, finite and recalibrated on the validation split."""
+    structures, y = crystals
+    pretrained = _pretrained_state(backbone)
+    model = _fit(crystals, backbone, 1, method=method, batch_size=5)
+    assert model.method == method and model.meta["best_finetune_epoch"] >= 1
+    trainable = {name for name, p in model.network.named_parameters() if p.requires_grad}
+    changed = {name for name, v in model.network.state_dict().items() if not torch.equal(v, pretrained[name])}
+    assert changed and changed <= trainable
+    for prefix in trains:
+        assert any(name.startswith(prefix) for name in changed), prefix
+    for prefix in stays:
+        assert not any(name.startswith(prefix) for name in trainable | changed), prefix
+    pred = model.predict_items(Items(graphs=[None] * 5, structures=structures[10:]))
+    assert np.isfinite(pred.std).all() and (pred.std > 0).all() and np.isfinite(pred.mean).all()
+    assert np.mean(((y[10:] - pred.mean) / pred.std) ** 2) == pytest.approx(1.0, rel=1e-3)
+    train_vectors = model.vectors(model.graphs(structures[:10]))
+    if method == "mlp_dropout":
+        assert len(model.members) == 1 and model.gp is None and not model.meta["bootstrap"]
+        assert (pred.epistemic_std > 0).all()  # the passes differ: dropout is on in the head
+        again = model.predict_items(Items(graphs=[None] * 5, structures=structures[10:]))
+        np.testing.assert_array_equal(pred.std, again.std)  # fixed dropout masks
+    else:
+        assert len(model.members) == 0 and model.meta["finetune_heads"] == "mlp_ensemble"
+        gp_inputs = model.gp.train_x * model.gp.x_std + model.gp.x_mean
+        np.testing.assert_allclose(gp_inputs.numpy(), model._x(train_vectors).double().numpy(), atol=1e-5)
+        assert not np.allclose(train_vectors, embed_structures(backbone, structures[:10]), atol=1e-4)
+
+
 def test_frozen_backbone_trains_only_the_heads(crystals):
     model = _fit(crystals, "chgnet", 0)
     pretrained = _pretrained_state("chgnet")
@@ -116,21 +155,28 @@ def test_frozen_backbone_trains_only_the_heads(crystals):
 
 
 @pytest.mark.parametrize(
-    ("backbone", "package", "model_name", "megabytes"),
-    [("chgnet", "chgnet", "0.3.0", 1.9), ("sevennet_0", "sevenn", "7net-0", 3.6)],
+    ("backbone", "method", "package", "model_name", "megabytes"),
+    [
+        ("chgnet", "mlp_ensemble", "chgnet", "0.3.0", 1.9),
+        ("chgnet", "mlp_dropout", "chgnet", "0.3.0", 1.9),
+        ("chgnet", "gp", "chgnet", "0.3.0", 1.9),
+        ("sevennet_0", "mlp_ensemble", "sevenn", "7net-0", 3.6),
+        ("sevennet_0", "mlp_dropout", "sevenn", "7net-0", 3.6),
+    ],
 )
 def test_checkpoint_round_trip_keeps_predictions_and_provenance(
-    crystals, tmp_path, monkeypatch, backbone, package, model_name, megabytes
+    crystals, tmp_path, monkeypatch, backbone, method, package, model_name, megabytes
 ):
-    model = _fit(crystals, backbone, 1, epochs=2)
+    model = _fit(crystals, backbone, 1, epochs=2, method=method)
     path = save_finetuned(model, tmp_path / "model.pt")
     assert path.stat().st_size == pytest.approx(megabytes * 1e6, rel=0.1)  # the whole network
     loaded = load_finetuned(path)
     items = Items(graphs=[None] * 5, structures=crystals[0][10:])
     before, after = model.predict_items(items), loaded.predict_items(items)
-    np.testing.assert_array_equal(before.mean, after.mean)
-    np.testing.assert_array_equal(before.std, after.std)
+    for field in ("mean", "std", "epistemic_std"):  # MC dropout: the same fixed masks
+        np.testing.assert_array_equal(getattr(before, field), getattr(after, field))
     assert type(loaded) is type(model) and loaded.config["trainable_blocks"] == 1
+    assert loaded.method == method and (loaded.gp is not None) == (method == "gp")
     assert float(loaded.sigma_scale) == float(model.sigma_scale)
     assert loaded.meta["pretrained"] == [
         {

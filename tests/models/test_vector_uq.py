@@ -1,5 +1,5 @@
-"""UQ heads on fixed vectors (MLP ensemble, ARD GP, random forest): they learn, σ grows away from
-the data, σ is recalibrated, checkpoints round-trip with the featurizer's provenance."""
+"""UQ heads on fixed vectors (MLP ensemble, MC-dropout MLP, ARD GP, random forest): they learn, σ
+grows away from the data, σ is recalibrated, checkpoints round-trip with the featurizer's provenance."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def _data(n: int, seed: int, shift: float = 0.0) -> tuple[np.ndarray, np.ndarray
     return x, np.sin(x[:, 0]) + 0.5 * x[:, 1] + 0.05 * rng.normal(size=n)
 
 
-@pytest.mark.parametrize(("method", "far_ratio"), [("mlp_ensemble", 1.5), ("gp", 2.0)])
+@pytest.mark.parametrize(("method", "far_ratio"), [("mlp_ensemble", 1.5), ("mlp_dropout", 1.5), ("gp", 2.0)])
 def test_heads_learn_and_are_more_uncertain_far_away(method, far_ratio):
     """The GP's σ is distance-aware by construction; the ensemble's grows less far from the data."""
     x, y = _data(200, 0)
@@ -62,7 +62,7 @@ def test_bootstrap_members_see_different_data():
     assert spread_boot > 0
 
 
-@pytest.mark.parametrize("method", ["mlp_ensemble", "gp"])
+@pytest.mark.parametrize("method", ["mlp_ensemble", "mlp_dropout", "gp"])
 def test_checkpoint_round_trip_records_the_pretrained_model(tmp_path, method):
     x, y = _data(60, 0)
     xv, yv = _data(20, 1)
@@ -95,6 +95,8 @@ def test_bad_vectors_and_targets_are_refused():
         fit_vector_model(x, y, xv[:, :5], yv)
     with pytest.raises(ToolInputError, match="valid values"):
         fit_vector_model(x, y, xv, yv, method="svm")
+    with pytest.raises(ToolInputError, match=r"dropout in \(0, 1\) and mc_samples >= 2 .* got 0.0, 20"):
+        fit_vector_model(x, y, xv, yv, method="mlp_dropout", dropout=0.0)
 
 
 def test_magpie_statistics_and_forest_baseline():

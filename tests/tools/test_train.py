@@ -137,8 +137,8 @@ def test_frozen_backbone_heads_train_predict_select_and_reload(workspace, featur
 
     gp = train_uq_gnn(feature_set, "y", method="gp", backbone="magpie", workspace=workspace)
     assert load_model(workspace, gp.model_id).gp is not None and np.isfinite(gp.metrics.mae)
-    with pytest.raises(ToolInputError, match="method 'ensemble' or 'gp'"):
-        train_uq_gnn(feature_set, "y", method="mc_dropout", backbone="chgnet", workspace=workspace)
+    with pytest.raises(ToolInputError, match=r"method one of \['ensemble', 'mc_dropout', 'gp'\]"):
+        train_uq_gnn(feature_set, "y", method="evidential", backbone="chgnet", workspace=workspace)
     with pytest.raises(ToolInputError, match="surrogate backbone"):
         train_uq_gnn(feature_set, "y", backbone="mace", workspace=workspace)
     with pytest.raises(ToolInputError, match="train a new one"):
@@ -207,9 +207,48 @@ def test_fine_tuned_chgnet_trains_reloads_predicts_and_continues(workspace, feat
     for name, value in frozen.network.state_dict().items():
         assert torch.equal(value, child.network.state_dict()[name]), name
 
-    with pytest.raises(
-        ToolInputError, match="backbone 'chgnet' or 'sevennet_0', method 'ensemble' and no cheap level"
-    ):
+    expected = (
+        r"backbone 'chgnet' or 'sevennet_0', method one of \['ensemble', 'mc_dropout', 'gp'\] and no cheap"
+    )
+    with pytest.raises(ToolInputError, match=expected):
         train_uq_gnn(feature_set, "y", backbone="gnn", trainable_blocks=2, workspace=workspace)
+    with pytest.raises(ToolInputError, match=rf"{expected}.* method 'evidential'"):
+        train_uq_gnn(
+            feature_set, "y", "evidential", backbone="chgnet", trainable_blocks=1, workspace=workspace
+        )
     with pytest.raises(ToolInputError, match="expected trainable_blocks"):
         train_uq_gnn(feature_set, "y", backbone="chgnet", trainable_blocks=5, workspace=workspace)
+
+
+@pytest.mark.parametrize(("method", "head"), [("mc_dropout", "mlp_dropout"), ("gp", "gp")])
+def test_fine_tuned_chgnet_under_dropout_and_gp_heads(workspace, feature_set, method, head):
+    """The method's head on CHGNet's last block fine-tuned: saved, reloaded by id, predicted; its head
+    retrained on a frozen copy of the network by fine_tune; the frozen featurizer takes it too."""
+    first = [f"rs-{k}" for k in range(30)]
+    res = train_uq_gnn(
+        feature_set,
+        "y",
+        method,
+        epochs=1,
+        backbone="chgnet",
+        trainable_blocks=1,
+        train_ids=first,
+        workspace=workspace,
+    )
+    model = load_model(workspace, res.model_id)
+    assert isinstance(model, FineTunedCHGNet) and model.method == head and res.method == method
+    assert model.meta["trainable_blocks"] == 1 and model.meta["pretrained"][0]["pretrained_model"] == "0.3.0"
+    assert np.isfinite(res.metrics.mae) and res.sigma_scale > 0
+    pred = predict(res.model_id, feature_set, ids=["rs-40", "rs-41"], workspace=workspace)
+    assert pred.count == 2 and np.isfinite(pred.std_max) and pred.std_avg > 0
+
+    heads = fine_tune(res.model_id, feature_set, freeze_backbone=True, workspace=workspace)
+    child = load_model(workspace, heads.model_id)
+    assert child.method == head and child.meta["finetune_epochs"] == 0 and heads.method == method
+    for name, value in child.network.state_dict().items():
+        assert torch.equal(value, model.network.state_dict()[name]), name
+
+    frozen = train_uq_gnn(feature_set, "y", method, backbone="chgnet", train_ids=first, workspace=workspace)
+    frozen_model = load_model(workspace, frozen.model_id)
+    assert not isinstance(frozen_model, FineTunedCHGNet) and frozen_model.method == head
+    assert np.isfinite(frozen.metrics.mae) and frozen.sigma_scale > 0

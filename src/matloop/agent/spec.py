@@ -13,6 +13,7 @@ from matloop.agent.guardrails import Budget
 from matloop.agent.request import parse_request
 from matloop.data.prototypes import Family
 from matloop.models.finetuned import FINE_TUNABLE, TrainableBlocks, check_trainable_blocks
+from matloop.models.vector_uq import VECTOR_HEADS
 from matloop.names import BackboneName, ExecutorName, Goal, GoalName, LevelName, Strategy, UQMethod
 from matloop.settings import SlurmSettings, TrainSettings
 from matloop.validation.levels import LEVELS
@@ -85,7 +86,8 @@ class ModelSpec(_Strict):
     trainable_blocks: TrainableBlocks = Field(
         0,
         description="With backbone 'chgnet' or 'sevennet_0': 0 keeps it frozen; N fine-tunes its last N "
-        "interaction blocks and read-out under the ensemble heads; 'all' every pretrained parameter.",
+        "interaction blocks and read-out under the method's head (ensemble, mc_dropout or gp); 'all' every "
+        "pretrained parameter.",
     )
     epochs: int | None = Field(None, gt=0, description="Epochs per (fine-)training round.")
     warm_start: bool = Field(False, description="Fine-tune the previous round's model instead of retraining.")
@@ -107,8 +109,8 @@ class ModelSpec(_Strict):
 
     @property
     def needs_graph_network(self) -> bool:
-        """Whether the spec asks for what only the graph network does (dropout or evidential heads,
-        warm starts unless CHGNet is fine-tuned)."""
+        """Whether ``auto`` means the graph network: evidential or dropout heads (the pretrained
+        backbones take dropout only when named), warm starts unless a pretrained network is fine-tuned."""
         return (self.warm_start and self.trainable_blocks == 0) or self.method not in ("ensemble", "gp")
 
     @model_validator(mode="after")
@@ -118,20 +120,23 @@ class ModelSpec(_Strict):
                 f"cheap_level {self.cheap_level!r} feeds a vector head; backbone 'gnn' reads graphs only"
             )
         explicit_level = self.cheap_level not in ("auto", "none")
+        heads = f"method one of {list(VECTOR_HEADS)}"
         if self.trainable_blocks != 0 and (
-            self.backbone not in FINE_TUNABLE or self.method != "ensemble" or explicit_level
+            self.backbone not in FINE_TUNABLE or self.method not in VECTOR_HEADS or explicit_level
         ):
             raise ValueError(
-                f"trainable_blocks fine-tunes a pretrained network under the ensemble heads: it needs "
-                f"backbone {' or '.join(map(repr, FINE_TUNABLE))}, method 'ensemble' and no cheap_level, "
+                f"trainable_blocks fine-tunes a pretrained network under a UQ head: it needs "
+                f"backbone {' or '.join(map(repr, FINE_TUNABLE))}, {heads} and no cheap_level, "
                 f"got backbone {self.backbone!r}, method {self.method!r}, cheap_level {self.cheap_level!r}"
             )
         if self.backbone in FINE_TUNABLE:
             check_trainable_blocks(self.trainable_blocks, FINE_TUNABLE[self.backbone].n_blocks)
-        if self.backbone not in ("auto", "gnn") and self.needs_graph_network:
+        frozen_warm_start = self.warm_start and self.trainable_blocks == 0
+        if self.backbone not in ("auto", "gnn") and (self.method not in VECTOR_HEADS or frozen_warm_start):
             raise ValueError(
-                f"backbone {self.backbone!r} takes method 'ensemble' or 'gp' and no warm_start "
-                f"(its head retrains in seconds), got method {self.method!r}, warm_start {self.warm_start}"
+                f"backbone {self.backbone!r} takes {heads} and no warm_start unless trainable_blocks "
+                f"fine-tunes it (its head retrains in seconds), got method {self.method!r}, warm_start "
+                f"{self.warm_start}"
             )
         return self
 

@@ -52,7 +52,11 @@ def train_command(
     seed: int = 0,
     backbone: Annotated[str, typer.Option(help=f"auto or one of {', '.join(BACKBONES)}.")] = "gnn",
     trainable_blocks: Annotated[
-        str, typer.Option(help="With --backbone chgnet: 1-4 or 'all' fine-tunes CHGNet; 0 keeps it frozen.")
+        str,
+        typer.Option(
+            help="With --backbone chgnet (sevennet_0) and --method ensemble, mc_dropout or gp: 1-4 (1-5) or "
+            "'all' fine-tunes the pretrained network under that head; 0 keeps it frozen."
+        ),
     ] = "0",
     workspace: Workspace = None,
 ) -> None:

@@ -12,7 +12,7 @@ from matloop.models.finetuned import FINE_TUNABLE
 from matloop.models.foundation import PRETRAINED
 from matloop.models.layers import Conv
 from matloop.models.uq import METHODS
-from matloop.models.vector_uq import VECTOR_METHODS
+from matloop.models.vector_uq import VECTOR_HEADS, VECTOR_METHODS
 
 CONV_DESCRIPTIONS = {
     "cgcnn": "gated crystal-graph convolutions (Xie & Grossman 2018), trained from scratch",
@@ -64,9 +64,9 @@ def available_backbones() -> list[BackboneInfo]:
                 BackboneInfo(
                     name=f"{spec.name} + trainable_blocks",
                     kind="fine-tunable pretrained",
-                    heads=["ensemble"],
-                    description=f"{spec.description}, fine-tuned under the MLP ensemble: the last N "
-                    f"interaction blocks (1-{FINE_TUNABLE[spec.name].n_blocks}) and read-out, or 'all' of it",
+                    heads=list(VECTOR_HEADS),
+                    description=f"{spec.description}, fine-tuned under the head: the last N interaction "
+                    f"blocks (1-{FINE_TUNABLE[spec.name].n_blocks}) and read-out, or 'all' of it",
                     status=status,
                 )
             )

@@ -18,7 +18,7 @@ from matloop.models.calibrated import CalibratedModel
 from matloop.models.checkpoint import write_checkpoint
 from matloop.models.layers import Conv, Norm
 from matloop.models.network import CrystalGNN, Pooling
-from matloop.models.uq import get_method, mixture
+from matloop.models.uq import dropout_passes, get_method, mixture
 
 FORMAT = "matloop.uq_gnn"
 VERSION = 1
@@ -152,9 +152,7 @@ class UQModel(CalibratedModel):
                     parts.append((mean, var, epi, emb))
                     continue
                 if self.uq.stochastic:
-                    self._dropout_on()
-                    outs = [self.members[0](batch) for _ in range(self.config["mc_samples"])]
-                    self.eval()
+                    outs = dropout_passes(self.members[0], batch, self.config["mc_samples"])
                 else:
                     outs = [net(batch) for net in self.members]
                 m, v = (
@@ -170,11 +168,6 @@ class UQModel(CalibratedModel):
             return empty, empty, empty, torch.zeros(0, self.config["hidden"])
         mean, var, epi, emb = (torch.cat(t) for t in zip(*parts, strict=True))
         return mean, var, epi, emb
-
-    def _dropout_on(self) -> None:
-        for module in self.modules():
-            if isinstance(module, nn.Dropout):
-                module.train()
 
     def predict_items(self, items: Items) -> UQPrediction:
         """:meth:`predict` on the items' graphs."""

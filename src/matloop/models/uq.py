@@ -12,7 +12,7 @@ from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from matloop.errors import invalid_choice
 
@@ -24,6 +24,20 @@ def mixture(means: Tensor, variances: Tensor) -> tuple[Tensor, Tensor]:
     mean = means.mean(0)
     var = (variances + means**2).mean(0) - mean**2
     return mean, var.clamp_min(_EPS)
+
+
+def dropout_passes(net: nn.Module, inputs: object, samples: int) -> list[Tensor]:
+    """``samples`` forward passes of ``net`` on ``inputs`` with only its dropout layers active (batch
+    norm and everything else in evaluation mode); ``net`` is left in evaluation mode. Seed the
+    global RNG first for reproducible masks."""
+    net.eval()
+    for module in net.modules():
+        if isinstance(module, nn.Dropout):
+            module.train()
+    try:
+        return [net(inputs) for _ in range(samples)]
+    finally:
+        net.eval()
 
 
 class UQMethod:

@@ -1,9 +1,12 @@
 """UQ heads on fixed-length vectors: pretrained-model embeddings or composition statistics.
 
-Two heads, both in normalised target units with σ recalibrated on the validation split:
+Three heads, all in normalised target units with σ recalibrated on the validation split:
 
 - ``mlp_ensemble``: K small mean–variance MLPs (Gaussian NLL after an MSE warm-up), each
   trained on its own bootstrap resample; the prediction is their Gaussian mixture.
+- ``mlp_dropout``: one such MLP with dropout after every hidden layer, predicting with T
+  stochastic passes under a fixed seed (Monte-Carlo dropout): the mixture of the passes, so σ² is
+  the mean aleatoric variance plus the variance of the means.
 - ``gp``: an ARD-kernel Gaussian process (exact below ``GP_EXACT_MAX`` items, inducing
   points above) — σ grows with the distance from the training vectors.
 
@@ -19,7 +22,7 @@ import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
@@ -30,21 +33,25 @@ from matloop.models.calibrated import CalibratedModel
 from matloop.models.checkpoint import write_checkpoint
 from matloop.models.gp import EmbeddingGP
 from matloop.models.inputs import Items, surrogate_inputs
-from matloop.models.model import UQPrediction
+from matloop.models.model import PREDICT_SEED, UQPrediction
 from matloop.models.training import GP_EXACT_MAX, bootstrap_positions, sigma_scale
-from matloop.models.uq import Ensemble, mixture
+from matloop.models.uq import Ensemble, MCDropout, UQMethod, dropout_passes, mixture
 
-VectorMethod = Literal["mlp_ensemble", "gp"]
-VECTOR_METHODS: tuple[str, ...] = ("mlp_ensemble", "gp")
+VectorMethod = Literal["mlp_ensemble", "mlp_dropout", "gp"]
+VECTOR_METHODS: tuple[str, ...] = get_args(VectorMethod)
+#: The vector head standing for each UQ method (:data:`matloop.names.UQMethod`) a vector backbone takes.
+VECTOR_HEADS: dict[str, VectorMethod] = {"ensemble": "mlp_ensemble", "mc_dropout": "mlp_dropout", "gp": "gp"}
 FORMAT = "matloop.vector_uq"
 VERSION = 1
 
 
-def _mlp(in_dim: int, hidden: int, layers: int, n_out: int) -> nn.Sequential:
+def _mlp(in_dim: int, hidden: int, layers: int, n_out: int, dropout: float = 0.0) -> nn.Sequential:
     parts: list[nn.Module] = []
     width = in_dim
     for _ in range(layers):
         parts += [nn.Linear(width, hidden), nn.SiLU()]
+        if dropout > 0:
+            parts.append(nn.Dropout(dropout))
         width = hidden
     parts.append(nn.Linear(width, n_out))
     return nn.Sequential(*parts)
@@ -54,11 +61,13 @@ class VectorUQModel(CalibratedModel):
     """μ and σ from a fixed-length vector per item.
 
     Args:
-        method: ``"mlp_ensemble"`` or ``"gp"``.
+        method: ``"mlp_ensemble"``, ``"mlp_dropout"`` or ``"gp"``.
         in_dim: vector length.
-        ensemble_size: MLP members.
+        ensemble_size: MLP members (``mlp_ensemble``).
         hidden: MLP width.
         layers: hidden layers per MLP.
+        dropout: dropout probability of ``mlp_dropout`` (default 0.1; the other heads have none).
+        mc_samples: stochastic passes of ``mlp_dropout`` per prediction.
         backbone: where the vectors come from (:data:`matloop.models.inputs.BACKBONES`), so
             that :meth:`predict_items` can compute them; None for vectors given directly.
         level_columns: a cheap level's columns (``<property>@<level>``) appended to the vectors.
@@ -73,6 +82,8 @@ class VectorUQModel(CalibratedModel):
         ensemble_size: int = 5,
         hidden: int = 64,
         layers: int = 2,
+        dropout: float | None = None,
+        mc_samples: int = 20,
         backbone: str | None = None,
         level_columns: Sequence[str] = (),
         delta: str | None = None,
@@ -80,19 +91,27 @@ class VectorUQModel(CalibratedModel):
         super().__init__()
         if method not in VECTOR_METHODS:
             raise invalid_choice("a vector UQ head", method, VECTOR_METHODS)
+        if dropout is None:
+            dropout = 0.1 if method == "mlp_dropout" else 0.0
+        if method == "mlp_dropout" and not (0 < dropout < 1 and mc_samples >= 2):
+            raise ToolInputError(
+                f"expected dropout in (0, 1) and mc_samples >= 2 for mlp_dropout, got {dropout}, {mc_samples}"
+            )
         self.config: dict[str, Any] = {
             "method": method,
             "in_dim": in_dim,
             "ensemble_size": ensemble_size,
             "hidden": hidden,
             "layers": layers,
+            "dropout": dropout,
+            "mc_samples": mc_samples,
             "backbone": backbone,
             "level_columns": list(level_columns),
             "delta": delta,
         }
-        n_members = ensemble_size if method == "mlp_ensemble" else 0
-        self.members = nn.ModuleList(_mlp(in_dim, hidden, layers, 2) for _ in range(n_members))
-        self.uq = Ensemble()
+        n_members = {"mlp_ensemble": ensemble_size, "mlp_dropout": 1}.get(method, 0)
+        self.members = nn.ModuleList(_mlp(in_dim, hidden, layers, 2, dropout) for _ in range(n_members))
+        self.uq = MCDropout() if method == "mlp_dropout" else Ensemble()
         self.register_buffer("x_mean", torch.zeros(in_dim, dtype=torch.float64))
         self.register_buffer("x_std", torch.ones(in_dim, dtype=torch.float64))
 
@@ -117,10 +136,13 @@ class VectorUQModel(CalibratedModel):
         if self.gp is not None:
             return self.gp.predict(xt)
         self.eval()
-        m, v = (
-            torch.stack(t).double()
-            for t in zip(*(self.uq.gaussian(net(xt)) for net in self.members), strict=True)
-        )
+        if self.uq.stochastic:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(PREDICT_SEED)
+                outs = dropout_passes(self.members[0], xt, self.config["mc_samples"])
+        else:
+            outs = [net(xt) for net in self.members]
+        m, v = (torch.stack(t).double() for t in zip(*(self.uq.gaussian(o) for o in outs), strict=True))
         mean, var = mixture(m, v)
         return mean, var, m.var(0, correction=0)
 
@@ -179,7 +201,7 @@ def check_vectors(x: np.ndarray, dim: int | None = None, *, allow_nan: bool = Fa
 
 def _train_member(
     net: nn.Module,
-    uq: Ensemble,
+    uq: UQMethod,
     x: Tensor,
     y: Tensor,
     xv: Tensor,
@@ -242,11 +264,12 @@ def fit_vector_model(
         x, y: training vectors [n, d] and targets.
         x_val, y_val: validation vectors and targets. With fewer than 2 (a handful of labels),
             the MLPs early-stop on their training loss and σ is not recalibrated.
-        method: ``"mlp_ensemble"`` or ``"gp"``.
+        method: ``"mlp_ensemble"``, ``"mlp_dropout"`` or ``"gp"``.
         seed: member k uses ``seed + 1000 k`` (initialisation, bootstrap resample, shuffling).
-        bootstrap: each MLP member trains on its own resample of the training set.
+        bootstrap: each member of ``mlp_ensemble`` trains on its own resample of the training set
+            (the single dropout MLP always sees the training set itself).
         meta: extra metadata to keep (e.g. the featurizer's provenance).
-        model_args: ``ensemble_size``, ``hidden``, ``layers``.
+        model_args: ``ensemble_size``, ``hidden``, ``layers``, ``dropout``, ``mc_samples``.
     """
     x = check_vectors(x)
     x_val = check_vectors(x_val, x.shape[1])
@@ -271,6 +294,7 @@ def fit_vector_model(
     yt = ((torch.from_numpy(y) - model.y_mean) / model.y_std).float()
     yv = ((torch.from_numpy(y_val) - model.y_mean) / model.y_std).float()
     start = time.perf_counter()
+    bootstrap = bootstrap and method == "mlp_ensemble"
     if method == "gp":
         n_inducing = gp_inducing if len(x) > GP_EXACT_MAX else None
         model.gp = EmbeddingGP(xt, yt, n_inducing=n_inducing, seed=seed, ard=True)

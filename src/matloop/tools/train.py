@@ -40,13 +40,10 @@ from matloop.models.inputs import (
     surrogate_inputs,
 )
 from matloop.models.training import ProgressCallback
-from matloop.models.vector_uq import fit_vector_model
+from matloop.models.vector_uq import VECTOR_HEADS, fit_vector_model
 from matloop.names import LevelName, UQMethod
 from matloop.validation.level_values import model_items, with_level_values
 from matloop.workspace import Workspace, resolve_workspace
-
-#: The vector head standing for each method a vector backbone takes.
-VECTOR_HEADS = {"ensemble": "mlp_ensemble", "gp": "gp"}
 
 
 class _FitSummary(BaseModel):
@@ -230,7 +227,7 @@ def train_uq_gnn(
         recalibrate: scale σ so that it is calibrated on the validation split.
         backbone: "gnn" (the graph network, trained from scratch; default) or a frozen
             pretrained/composition featurizer under a small head that trains in seconds:
-            "chgnet", "sevennet_0", "magpie", "chgnet+magpie" (method "ensemble" or "gp");
+            "chgnet", "sevennet_0", "magpie", "chgnet+magpie" (method "ensemble", "mc_dropout" or "gp");
             "auto" picks "chgnet+magpie" for crystals, "gnn" for molecules ("magpie" with a
             cheap_level).
         cheap_level: a cheap validation level already computed for the items ("chgnet_static" for
@@ -238,10 +235,11 @@ def train_uq_gnn(
             become inputs of a vector head, and the head learns the label minus the cheap level's
             value of the same property where it computes one (multi-fidelity Δ-learning, e.g.
             DFT formation energies minus CHGNet's).
-        trainable_blocks: with backbone "chgnet" or "sevennet_0" and method "ensemble", fine-tune
-            the pretrained network under the heads instead of keeping it frozen: N trains its last
-            N interaction blocks (CHGNet has 4, SevenNet-0 5) and its read-out, "all" every
-            pretrained parameter (minutes instead of seconds); 0 (default) keeps it frozen.
+        trainable_blocks: with backbone "chgnet" or "sevennet_0" and method "ensemble", "mc_dropout"
+            or "gp", fine-tune the pretrained network under the head instead of keeping it frozen: N
+            trains its last N interaction blocks (CHGNet has 4, SevenNet-0 5) and its read-out, "all"
+            every pretrained parameter (minutes instead of seconds); 0 (default) keeps it frozen. The
+            GP is fitted on the vectors of the network fine-tuned under the MLP ensemble.
     """
     ws = resolve_workspace(workspace)
     if epochs is not None and epochs < 1:
@@ -262,14 +260,15 @@ def train_uq_gnn(
             f"expected a vector backbone to read cheap level {cheap_level!r} (or 'auto'), got 'gnn'"
         )
     trainable_blocks = check_trainable_blocks(trainable_blocks)
-    if trainable_blocks != 0 and (backbone not in FINE_TUNABLE or method != "ensemble" or cheap_level):
+    heads = f"one of {list(VECTOR_HEADS)}"
+    if trainable_blocks != 0 and (backbone not in FINE_TUNABLE or method not in VECTOR_HEADS or cheap_level):
         raise ToolInputError(
-            f"expected backbone {' or '.join(map(repr, FINE_TUNABLE))}, method 'ensemble' and no cheap level "
+            f"expected backbone {' or '.join(map(repr, FINE_TUNABLE))}, method {heads} and no cheap level "
             f"to fine-tune pretrained layers (trainable_blocks={trainable_blocks!r}), got backbone "
             f"{backbone!r}, method {method!r}, cheap level {cheap_level!r}"
         )
     if backbone != "gnn" and method not in VECTOR_HEADS:
-        raise ToolInputError(f"expected method 'ensemble' or 'gp' on backbone {backbone!r}, got {method!r}")
+        raise ToolInputError(f"expected method {heads} on backbone {backbone!r}, got {method!r}")
     start = time.perf_counter()
     if backbone == "gnn":
         model: Surrogate = fit_uq_model(
@@ -288,7 +287,9 @@ def train_uq_gnn(
             conv=ws.settings.train.conv,
         )
     elif trainable_blocks != 0:
-        model = _fit_finetuned(ws, data, backbone, trainable_blocks, seed, epochs, progress=progress)
+        model = _fit_finetuned(
+            ws, data, backbone, trainable_blocks, seed, epochs, head=VECTOR_HEADS[method], progress=progress
+        )
     else:
         model = _fit_vector(ws, data, backbone, VECTOR_HEADS[method], seed, epochs)
     seconds = time.perf_counter() - start
@@ -332,10 +333,12 @@ def _fit_finetuned(
     seed: int,
     epochs: int | None,
     *,
+    head: str = "mlp_ensemble",
     start: FineTunedPretrained | None = None,
     progress: ProgressCallback | None = None,
 ) -> FineTunedPretrained:
-    """A pretrained network fine-tuned under the ensemble heads (items it cannot handle are left out)."""
+    """A pretrained network fine-tuned under a vector head (``start``'s head when given; items the
+    network cannot handle are left out)."""
     train, val = data.items["train"].structures, data.items["val"].structures
     if train is None or val is None:
         raise ToolInputError(f"expected the items' structures to fine-tune {backbone}, got graphs only")
@@ -345,6 +348,7 @@ def _fit_finetuned(
         val,
         data.y["val"],
         backbone=backbone,
+        method=head,
         trainable_blocks=trainable_blocks,
         seed=seed,
         start=start,
