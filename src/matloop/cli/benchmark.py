@@ -43,7 +43,7 @@ def active_learning(
     test: int = typer.Option(1000, help="Fixed test-set size (never selectable)."),
     method: str = typer.Option("ensemble", help="UQ method: ensemble, mc_dropout, evidential, gp."),
     backbone: str = typer.Option(
-        "auto", help="Surrogate backbone: auto, gnn, chgnet, sevennet_0, magpie, chgnet+magpie, chgnet_delta."
+        "auto", help="Surrogate backbone: auto, gnn, chgnet, sevennet_0, magpie, chgnet+magpie."
     ),
     ensemble_size: int = typer.Option(3, help="Members of a deep ensemble."),
     hidden: int = typer.Option(64, help="GNN width."),
