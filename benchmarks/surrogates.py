@@ -371,7 +371,7 @@ def measure_cheap_level(quick: bool, n: int = 200) -> None:
     seconds = time.perf_counter() - start
     CHEAP_LEVEL_COST.update(
         {
-            "level": "CHGNet 0.3.0 static energy per atom (same pass as the embedding)",
+            "level": "chgnet_static: CHGNet 0.3.0 single point, the same pass as its embedding (no cache)",
             "structures": len(items),
             "seconds_per_structure": seconds / len(items),
             "mean_sites": float(np.mean([len(s) for s in items])),
