@@ -15,6 +15,8 @@ from typer.testing import CliRunner
 
 from matloop.agent.campaign import Campaign, CampaignSpec, run_campaign
 from matloop.cli import app
+from matloop.models import load_model
+from matloop.validation.levels import SCREENING_CHARGE
 
 QUICKSTART = Path(__file__).parents[2] / "examples" / "quickstart.yaml"
 
@@ -119,6 +121,11 @@ def test_kill_9_mid_campaign_then_resume_loses_nothing_and_computes_nothing_twic
     assert len(campaign.own_labels()) == 4 + 3 + 3
     assert campaign.audit.ids() == before.audit.ids() and campaign.audit.summary().labelled == 4
     _assert_consistent(campaign)
+    # the screening level ran once for each of the 20 pool items, was charged and fed every model
+    assert sum(c["level"] == "chgnet_static" for c in campaign.state.calcs()) == 20
+    assert campaign.state.spent("calculations") % 1 == pytest.approx(20 * SCREENING_CHARGE)
+    models = [load_model(campaign.ws, m["model_id"]) for m in campaign.state.models()]
+    assert {m.meta["cheap_level"] for m in models} == {"chgnet_static"}
     notes = [r["rationale"] for r in campaign.log.records() if r["phase"] == "note"]
     assert any(n.startswith("resumed") for n in notes)
 
