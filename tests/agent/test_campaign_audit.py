@@ -42,7 +42,8 @@ def _spec(seed: int, **override: Any) -> CampaignSpec:
         "pool": {"source": "mp_formation_energy", "max_items": 200},
         "target": {"property": "formation_energy_per_atom", "goal": "window", "window": list(WINDOW)},
         "level": "lookup",
-        "model": {"epochs": 8, "ensemble_size": 2, "hidden": 16},
+        # no screening level: these campaigns test the audit, and every calculation is a whole label
+        "model": {"epochs": 8, "ensemble_size": 2, "hidden": 16, "cheap_level": "none"},
         "seed_size": 8,
         "batch_size": 8,
         "rounds": 2,
@@ -202,13 +203,7 @@ def test_the_discovery_example_leaves_its_rounds_their_budget():
 
 
 def test_a_small_budget_keeps_the_larger_share_for_the_campaign(settings, tmp_path: Path):
-    spec = _spec(
-        2,
-        budget={"calculations": 12, "cpu_hours": 10, "llm_tokens": 0},
-        rounds=1,
-        seed_size=4,
-        model={"cheap_level": "none"},  # no screening level: every calculation is a whole label
-    )
+    spec = _spec(2, budget={"calculations": 12, "cpu_hours": 10, "llm_tokens": 0}, rounds=1, seed_size=4)
     campaign = run_campaign(spec, tmp_path / "s")
     assert len(campaign.audit.ids()) == 6  # the minimum of 8 is capped at half the budget
     assert len(campaign.own_labels()) == 6 and campaign.state.spent("calculations") == 12
