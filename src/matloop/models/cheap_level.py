@@ -63,6 +63,16 @@ def reference_energies(
     return dict(zip(elements, map(float, vectors[:, -1]), strict=True))
 
 
+def minus_references(numbers: Sequence[np.ndarray], energies: np.ndarray, mu: dict[str, float]) -> np.ndarray:
+    """E/atom − Σ_el x_el μ_el of items with atomic numbers ``numbers`` and energies per atom
+    ``energies``, with ``mu`` the reference energy per atom of each element present."""
+    present = sorted({int(z) for zs in numbers for z in np.unique(zs)})
+    by_z = np.zeros(max(present, default=0) + 1)
+    by_z[present] = [mu[Element.from_Z(z).symbol] for z in present]
+    ref = np.array([by_z[np.asarray(zs, dtype=np.int64)].mean() for zs in numbers])
+    return np.asarray(energies, dtype=np.float64) - ref
+
+
 def formation_energy(
     name: str,
     numbers: Sequence[np.ndarray],
@@ -75,16 +85,12 @@ def formation_energy(
     items with atomic numbers ``numbers``: E/atom − Σ_el x_el μ_el with μ_el the model's energy per
     atom of ``references[el]`` (static, cached). Elements without a reference raise
     :class:`ToolInputError`."""
-    present = sorted({int(z) for zs in numbers for z in np.unique(zs)})
-    elements = [Element.from_Z(z).symbol for z in present]
+    elements = sorted({Element.from_Z(int(z)).symbol for zs in numbers for z in np.unique(zs)})
     missing = [el for el in elements if el not in references]
     if missing:
         raise ToolInputError(f"expected a reference structure for every element, got none for {missing}")
-    mu_of = reference_energies(name, {el: references[el] for el in elements}, cache_path)
-    mu = np.zeros(max(present, default=0) + 1)
-    mu[present] = [mu_of[el] for el in elements]
-    ref = np.array([mu[np.asarray(zs, dtype=np.int64)].mean() for zs in numbers])
-    return np.asarray(energies, dtype=np.float64) - ref
+    mu = reference_energies(name, {el: references[el] for el in elements}, cache_path)
+    return minus_references(numbers, energies, mu)
 
 
 def chgnet_static(
@@ -96,6 +102,5 @@ def chgnet_static(
     energies = embed_structures("chgnet", structures, cache_path=cache_path)[:, -1]
     numbers = [np.asarray(s.atomic_numbers) for s in structures]
     elements = {el.symbol for s in structures for el in s.composition}
-    refs = chgnet_references(elements, cache_path.parent)
-    fe = formation_energy("chgnet", numbers, energies, refs, cache_path=cache_path)
-    return energies, fe, reference_energies("chgnet", refs, cache_path)
+    mu = reference_energies("chgnet", chgnet_references(elements, cache_path.parent), cache_path)
+    return energies, minus_references(numbers, energies, mu), mu
