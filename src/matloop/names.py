@@ -13,7 +13,7 @@ from typing import Annotated, Literal, get_args
 
 from pydantic import BeforeValidator
 
-LevelName = Literal["chgnet", "chgnet_static", "sevenn", "cp2k", "xtb", "vasp", "lookup"]
+LevelName = Literal["chgnet", "sevenn", "cp2k", "chgnet_static", "xtb", "vasp", "lookup"]
 ExecutorName = Literal["local", "dask", "jobflow-remote", "slurm"]
 UQMethod = Literal["ensemble", "mc_dropout", "evidential", "gp"]
 Strategy = Literal[
