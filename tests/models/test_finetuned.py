@@ -83,6 +83,18 @@ def test_loads_from_the_wheel_without_network_and_starts_at_the_frozen_vectors(
         model.graphs([Molecule(["H", "H"], [[0, 0, 0], [0, 0, 0.74]])])
 
 
+def _assert_only_trainable_changed(model, pretrained: dict, trains: list[str], stays: list[str]) -> None:
+    """Only trainable weights moved from the pretrained ones: those under ``trains`` did, those under
+    ``stays`` neither moved nor were trainable."""
+    trainable = {name for name, p in model.network.named_parameters() if p.requires_grad}
+    changed = {name for name, v in model.network.state_dict().items() if not torch.equal(v, pretrained[name])}
+    assert changed and changed <= trainable
+    for prefix in trains:
+        assert any(name.startswith(prefix) for name in changed), prefix
+    for prefix in stays:
+        assert not any(name.startswith(prefix) for name in trainable | changed), prefix
+
+
 @pytest.mark.parametrize(
     ("backbone", "blocks", "trains", "stays"),
     [
@@ -97,13 +109,7 @@ def test_only_the_trainable_blocks_change(crystals, backbone, blocks, trains, st
     pretrained = _pretrained_state(backbone)
     model = _fit(crystals, backbone, blocks)
     assert model.meta["best_finetune_epoch"] >= 1, "fine-tuning should beat the linear probe here"
-    trainable = {name for name, p in model.network.named_parameters() if p.requires_grad}
-    changed = {name for name, v in model.network.state_dict().items() if not torch.equal(v, pretrained[name])}
-    assert changed and changed <= trainable
-    for prefix in trains:
-        assert any(name.startswith(prefix) for name in changed), prefix
-    for prefix in stays:
-        assert not any(name.startswith(prefix) for name in trainable | changed), prefix
+    _assert_only_trainable_changed(model, pretrained, trains, stays)
     assert model.meta["trainable_parameters"] == sum(
         p.numel() for p in model.network.parameters() if p.requires_grad
     )
@@ -124,13 +130,7 @@ def test_dropout_and_gp_heads_fine_tune_the_last_block(crystals, backbone, metho
     pretrained = _pretrained_state(backbone)
     model = _fit(crystals, backbone, 1, method=method, batch_size=5)
     assert model.method == method and model.meta["best_finetune_epoch"] >= 1
-    trainable = {name for name, p in model.network.named_parameters() if p.requires_grad}
-    changed = {name for name, v in model.network.state_dict().items() if not torch.equal(v, pretrained[name])}
-    assert changed and changed <= trainable
-    for prefix in trains:
-        assert any(name.startswith(prefix) for name in changed), prefix
-    for prefix in stays:
-        assert not any(name.startswith(prefix) for name in trainable | changed), prefix
+    _assert_only_trainable_changed(model, pretrained, trains, stays)
     pred = model.predict_items(Items(graphs=[None] * 5, structures=structures[10:]))
     assert np.isfinite(pred.std).all() and (pred.std > 0).all() and np.isfinite(pred.mean).all()
     assert np.mean(((y[10:] - pred.mean) / pred.std) ** 2) == pytest.approx(1.0, rel=1e-3)
