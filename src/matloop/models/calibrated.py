@@ -4,16 +4,23 @@ recalibration factor, an optional GP head and metadata; and how it comes back fr
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from matloop.models.checkpoint import CheckpointError, read_checkpoint, split_gp_state
 from matloop.models.gp import EmbeddingGP
 
 M = TypeVar("M", bound="CalibratedModel")
+
+
+def sigma_scale(residual: Tensor, var: Tensor) -> float:
+    """The σ multiplier that minimises the Gaussian NLL of ``residual``: sqrt(mean(r²/var)), or 1."""
+    scale = float((residual.double() ** 2 / var.double()).mean().sqrt())
+    return scale if math.isfinite(scale) and scale > 0 else 1.0
 
 
 class CalibratedModel(nn.Module):
@@ -34,6 +41,19 @@ class CalibratedModel(nn.Module):
     @property
     def method(self) -> str:
         return str(self.config["method"])
+
+    def predict_normalized(self, inputs: Any) -> tuple[Tensor, ...]:
+        """Mean and total variance (then what the subclass adds) in normalised units, before σ
+        calibration."""
+        raise NotImplementedError
+
+    def recalibrate(self, inputs: Any, y: Any) -> float:
+        """Set ``sigma_scale`` to the σ multiplier that minimises the Gaussian NLL of targets ``y``
+        on validation ``inputs``; returns it."""
+        mean, var = self.predict_normalized(inputs)[:2]
+        residual = (torch.as_tensor(y, dtype=torch.float64) - self.y_mean) / self.y_std - mean
+        self.sigma_scale.fill_(sigma_scale(residual, var))
+        return float(self.sigma_scale)
 
     @classmethod
     def load(cls: type[M], path: str | Path, fmt: str, version: int) -> M:

@@ -70,7 +70,7 @@ from matloop.models.foundation import (
     sevennet_model,
 )
 from matloop.models.model import UQPrediction
-from matloop.models.training import EpochLog, ProgressCallback, bootstrap_positions, sigma_scale
+from matloop.models.training import EpochLog, ProgressCallback, bootstrap_positions
 from matloop.models.vector_uq import VECTOR_METHODS, VectorUQModel, fit_vector_model
 
 log = logging.getLogger(__name__)
@@ -442,9 +442,7 @@ def fit_finetuned(
             model, opt, graphs, y, stop_graphs, y_stop, seed, epochs, patience, batch_size, progress
         )
         if recalibrate:
-            mean, var, _ = model.predict_normalized(model.vectors(val_graphs))
-            yv = (torch.from_numpy(y_val) - model.y_mean) / model.y_std
-            model.sigma_scale.fill_(sigma_scale(yv - mean, var))
+            model.recalibrate(model.vectors(val_graphs), y_val)
     if method == "gp":
         model = _gp_head(model, graphs, y, val_graphs, y_val, seed)
     model.meta = {

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from sklearn.ensemble import RandomForestRegressor
 
-from matloop.models.training import sigma_scale
+from matloop.models.calibrated import sigma_scale
 from matloop.models.vector_uq import check_vectors
 
 

@@ -253,20 +253,6 @@ def _fit_members(
     return epochs_run
 
 
-def sigma_scale(residual: Tensor, var: Tensor) -> float:
-    """The σ multiplier that minimises the Gaussian NLL of ``residual``: sqrt(mean(r²/var)), or 1."""
-    scale = float((residual.double() ** 2 / var.double()).mean().sqrt())
-    return scale if math.isfinite(scale) and scale > 0 else 1.0
-
-
-def recalibrate(model: UQModel, graphs: Sequence[Data], y: np.ndarray) -> float:
-    """Set ``sigma_scale`` to the σ multiplier that minimises the validation NLL."""
-    mean, var, _, _ = model.predict_normalized(graphs)
-    residual = (torch.as_tensor(y, dtype=torch.float64) - model.y_mean) / model.y_std - mean
-    model.sigma_scale.fill_(sigma_scale(residual, var))
-    return float(model.sigma_scale)
-
-
 def fit_uq_model(
     train_graphs: Sequence[Data],
     train_y: np.ndarray,
@@ -311,7 +297,7 @@ def fit_uq_model(
         model, train, val, opts, seed=seed, freeze_backbone=False, warmup=True, progress=progress
     )
     if recalibrate_sigma and has_val:
-        recalibrate(model, val_graphs, val_y)
+        model.recalibrate(val_graphs, val_y)
     model.meta.update(
         {
             "seed": seed,
@@ -381,7 +367,7 @@ def fine_tune_uq_model(
         progress=progress,
     )
     if recalibrate_sigma and has_val:
-        recalibrate(tuned, val_graphs, val_y)
+        tuned.recalibrate(val_graphs, val_y)
     tuned.meta = {
         **model.meta,
         "seed": seed,

@@ -34,7 +34,7 @@ from matloop.models.checkpoint import write_checkpoint
 from matloop.models.gp import EmbeddingGP
 from matloop.models.inputs import Items, surrogate_inputs
 from matloop.models.model import PREDICT_SEED, UQPrediction
-from matloop.models.training import GP_EXACT_MAX, bootstrap_positions, sigma_scale
+from matloop.models.training import GP_EXACT_MAX, bootstrap_positions
 from matloop.models.uq import Ensemble, MCDropout, UQMethod, dropout_passes, mixture
 
 VectorMethod = Literal["mlp_ensemble", "mlp_dropout", "gp"]
@@ -321,8 +321,7 @@ def fit_vector_model(
             batch_size=batch_size,
         )
     if recalibrate:
-        mean, var, _ = model.predict_normalized(x_val)
-        model.sigma_scale.fill_(sigma_scale(yv.double() - mean, var))
+        model.recalibrate(x_val, y_val)
     model.meta = {
         **(meta or {}),
         "seed": seed,
