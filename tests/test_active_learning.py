@@ -197,4 +197,4 @@ def test_benchmark_and_a_lookup_campaign_pick_the_same_items(settings, tmp_path)
     bad = CliRunner().invoke(app, [*args[:7], "maxvar", "--out", str(out)])
     assert bad.exit_code == 1 and "valid values are" in bad.output
     bad = CliRunner().invoke(app, [*args[:-2], "--backbone", "mace", "--out", str(tmp_path / "b")])
-    assert bad.exit_code == 1 and "expected valid model settings" in bad.output and "backbone" in bad.output
+    assert bad.exit_code == 1 and "invalid model settings" in bad.output and "backbone" in bad.output

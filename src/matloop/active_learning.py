@@ -47,7 +47,7 @@ from matloop.data.graph_cache import GraphCache
 from matloop.data.graphs import GraphParams
 from matloop.data.slices import DatasetSlice, save_slice
 from matloop.data.sources import load_source
-from matloop.errors import ToolInputError, invalid_choice
+from matloop.errors import ToolInputError, invalid_choice, validation_problems
 from matloop.models import Surrogate, load_model
 from matloop.models.inputs import Items
 from matloop.models.metrics import uq_metrics
@@ -144,8 +144,8 @@ class ALConfig:
         try:
             ModelSpec(**self.model)
         except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-            raise ToolInputError(f"expected valid model settings, got {problems}") from None
+            problems = "; ".join(validation_problems(exc, ModelSpec))
+            raise ToolInputError(f"invalid model settings: {problems}") from None
 
 
 # --- data ---------------------------------------------------------------------------------------

@@ -214,3 +214,22 @@ def test_ase_db_crystals_and_molecules(tmp_path, settings):
     bad.write_text("not a database")
     with pytest.raises(ToolInputError, match="ASE database"):
         load_table("ase_db", bad, settings=settings)
+
+
+def test_ids_stay_as_written(tmp_path, settings):
+    s = _crystals()["nacl"]
+    poscar = Poscar(s).get_str()
+    ids = ["007", "7", "1e3", "1000", "NA"]
+    frame = pd.DataFrame({"id": ids, "structure": [poscar] * 5, "band_gap [eV]": [1.0, 2, 3, 4, 5]})
+    path = tmp_path / "ids.csv"
+    frame.to_csv(path, index=False)
+    data = load_source("table", path, settings=settings)
+    assert data.ids == ids  # no float conversion, 'NA' is an id, no duplicates invented
+
+    labels = pd.DataFrame({"id": ["007", "7"], "band_gap": [1.0, 2.0]})
+    folder = tmp_path / "cifs"
+    folder.mkdir()
+    for name in ("007", "7"):
+        CifWriter(s).write_file(folder / f"{name}.cif")
+    labels.to_csv(folder / "labels.csv", index=False)
+    assert sorted(load_source("cif_folder", folder, settings=settings).ids) == ["007", "7"]

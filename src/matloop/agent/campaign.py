@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,6 +21,7 @@ from typing import Any
 from matloop.agent.audit import Audit
 from matloop.agent.decisions import Decision, DecisionLog
 from matloop.agent.guardrails import Approver, Guardrails, PoolLimits
+from matloop.agent.integrity import SCHEMA_VERSION, campaign_lock, check_state, spec_hash
 from matloop.agent.report import write_report
 from matloop.agent.rules import RulesPlanner
 from matloop.agent.session import Planner
@@ -28,7 +30,7 @@ from matloop.agent.state import CampaignState
 from matloop.agent.toolbox import Context, Toolbox, summarize, to_json
 from matloop.agent.toolset import TOOLS
 from matloop.audit import in_window
-from matloop.errors import CampaignStop, ToolInputError
+from matloop.errors import CampaignStop, Interrupted, ToolInputError
 from matloop.names import DIRECTIONS, JOB_STATUSES
 from matloop.settings import LLMSettings, Settings, get_settings
 from matloop.validation.levels import get_level
@@ -159,9 +161,9 @@ class Campaign:
 
     def used_ids(self) -> list[str]:
         """Items already labelled at the campaign's level, sent to a calculation at it (failed
-        ones too) or in the audit set (never selected again)."""
+        ones too), refused by a guardrail or in the audit set (never selected again)."""
         taken = ValidationStore(self.ws).taken_ids(JOB_STATUSES, level=self.spec.level)
-        return sorted(taken | set(self.audit.ids()))
+        return sorted(taken | set(self.state.refused()) | set(self.audit.ids()))
 
     def own_labels(self) -> list[dict[str, Any]]:
         """The campaign's labels of its target at its level, audit items excluded."""
@@ -256,8 +258,45 @@ def _failed(campaign: Campaign, exc: BaseException) -> None:
     campaign.note(f"campaign failed: {type(exc).__name__}: {exc}")
 
 
+@contextmanager
+def _stop_on_sigterm() -> Iterator[None]:
+    """SIGTERM raises :class:`Interrupted` in the main thread, as Ctrl-C raises KeyboardInterrupt,
+    so that a campaign stopped by a scheduler or ``kill`` ends cleanly as ``stopped``."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, _frame: Any) -> None:
+        raise Interrupted(signal.Signals(signum).name)
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _prepare(spec: CampaignSpec | str | Path | None, directory: Path, resume: bool) -> CampaignSpec:
+    """The spec to run; a new campaign's directory and ``campaign.yaml`` are made only once the
+    spec has passed every check."""
+    spec_file = directory / "campaign.yaml"
+    if resume:
+        if not spec_file.exists():
+            raise ToolInputError(f"expected a campaign directory with campaign.yaml, got {str(directory)!r}")
+        return CampaignSpec.from_yaml(spec_file)
+    assert spec is not None
+    spec = spec if isinstance(spec, CampaignSpec) else CampaignSpec.from_yaml(spec)
+    if spec_file.exists():
+        raise ToolInputError(
+            f"expected a new directory, got existing campaign {str(directory)!r}; "
+            "use `matloop campaign resume` to continue it"
+        )
+    directory.mkdir(parents=True, exist_ok=True)
+    return spec
+
+
 def run_campaign(
-    spec: CampaignSpec | str | Path,
+    spec: CampaignSpec | str | Path | None,
     directory: str | Path,
     *,
     resume: bool = False,
@@ -266,24 +305,28 @@ def run_campaign(
     planner: Planner | None = None,
     settings: Settings | None = None,
 ) -> Campaign:
-    """Run (or resume) a campaign in ``directory``; writes the report at the end. ``settings``
-    default to the environment's."""
+    """Run (or resume) a campaign in ``directory``, holding its lock; writes the report at the end.
+    ``settings`` default to the environment's. SIGTERM or Ctrl-C stop it cleanly (status
+    ``stopped``; resume continues it)."""
     directory = Path(directory)
-    spec_file = directory / "campaign.yaml"
-    if resume:
-        if not spec_file.exists():
-            raise ToolInputError(f"expected a campaign directory with campaign.yaml, got {str(directory)!r}")
-        spec = CampaignSpec.from_yaml(spec_file)
-    else:
-        spec = spec if isinstance(spec, CampaignSpec) else CampaignSpec.from_yaml(spec)
-        if spec_file.exists():
-            raise ToolInputError(
-                f"expected a new directory, got existing campaign {str(directory)!r}; "
-                "use `matloop campaign resume` to continue it"
-            )
-        directory.mkdir(parents=True, exist_ok=True)
-        spec_file.write_text(spec.to_yaml())
-    campaign = Campaign(directory, spec, approver=approver, progress=progress, settings=settings)
+    spec = _prepare(spec, directory, resume)
+    with campaign_lock(directory), _stop_on_sigterm():
+        spec_file = directory / "campaign.yaml"
+        if resume:
+            check_state(directory)
+        elif spec_file.exists():
+            raise ToolInputError(f"expected a new directory, got existing campaign {str(directory)!r}")
+        else:
+            spec_file.write_text(spec.to_yaml())
+        campaign = Campaign(directory, spec, approver=approver, progress=progress, settings=settings)
+        if not resume:
+            campaign.state.set_meta("schema_version", SCHEMA_VERSION)
+            campaign.state.set_meta("spec_hash", spec_hash(spec_file.read_text()))
+        return _run(campaign, planner, resume)
+
+
+def _run(campaign: Campaign, planner: Planner | None, resume: bool) -> Campaign:
+    spec = campaign.spec
     planner = planner or choose_planner(spec.planner, campaign.ws.settings.llm)
     campaign.planner = planner.name
     campaign.state.set_meta("status", "running")
@@ -291,19 +334,23 @@ def run_campaign(
         f"{'resumed' if resume else 'started'} campaign {spec.name} with the {planner.name} planner"
     )
     try:
-        campaign.audit.start()
-        reason = planner.run(campaign)
-        status = "finished"
-    except CampaignStop as exc:
-        reason, status = str(exc), "stopped"
-    except BaseException as exc:  # a crash or Ctrl-C: never leave the status "running"
-        _failed(campaign, exc)
-        raise
-    try:
-        campaign.audit.finish()
-    except CampaignStop as exc:
-        campaign.note(f"audit set not completed: {exc}")
-    except BaseException as exc:
+        try:
+            campaign.audit.start()
+            reason = planner.run(campaign)
+            status = "finished"
+        except CampaignStop as exc:
+            reason, status = str(exc), "stopped"
+        try:
+            campaign.audit.finish()
+        except CampaignStop as exc:
+            campaign.note(f"audit set not completed: {exc}")
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: stopped, resumable
+        signame = str(exc) if isinstance(exc, Interrupted) else "SIGINT"
+        campaign.state.set_meta("status", "stopped")
+        campaign.state.set_meta("reason", f"interrupted by {signame}; resume to continue")
+        campaign.note(f"campaign stopped: interrupted by {signame}; resume to continue")
+        return campaign
+    except BaseException as exc:  # a crash: never leave the status "running"
         _failed(campaign, exc)
         raise
     campaign.state.set_meta("status", status)

@@ -250,18 +250,20 @@ class Guardrails:
                 verdicts, "ids", f"expected ids of slice {args['slice_id']}, got unknown {unknown[:5]}"
             )
         sub = data.subset(ids)
-        keep, dropped = [], []
+        keep, refused = [], {}
         cfg = self.ws.settings.validation
         for item_id, structure in zip(sub.ids, sub.structures, strict=True):
             elements = {el.symbol for el in structure.composition.elements}
             if bad := elements & self.forbidden:
-                dropped.append(f"{item_id}: forbidden elements {sorted(bad)}")
+                refused[item_id] = f"forbidden elements {sorted(bad)}"
             elif self.allowed and (bad := elements - self.allowed):
-                dropped.append(f"{item_id}: elements {sorted(bad)} not allowed")
+                refused[item_id] = f"elements {sorted(bad)} not allowed"
             elif problem := check_structure(structure, cfg):
-                dropped.append(f"{item_id}: {problem}")
+                refused[item_id] = problem
             else:
                 keep.append(item_id)
+        self.state.refuse(refused)
+        dropped = [f"{item_id}: {reason}" for item_id, reason in refused.items()]
         verdicts.append(Verdict("elements+sanity", not dropped, "; ".join(dropped[:10])))
         left = self.remaining()["calculations"]
         charge = get_level(level).charge

@@ -300,7 +300,7 @@ def render_report(campaign: Reported) -> str:
         [c["round"], c["item_id"], c["status"], c["reason"]]
         for c in state.calcs()
         if c["status"] not in ("queued", "done", "running")
-    ]
+    ] + [["—", item_id, "refused by a guardrail", reason] for item_id, reason in state.refused().items()]
     pretrain = ""
     if spec.pretrained:
         pretrain = (
@@ -361,7 +361,7 @@ label computed afterwards (picked items, not a random sample: the audit set abov
 <p>MAE, R² and coverage here are on each model's own small held-out split of the campaign's labels
 (noisy); the audit set above is the unbiased test.</p>
 {_table(models, ["round", "model", "kind", "parent", "n_train", "MAE", "R²", "coverage 95%"])}
-<h2>Failed or rejected calculations</h2>{fail_table}
+<h2>Failed, rejected or refused calculations</h2>{fail_table}
 <h2>Budget</h2>{_table(budget, ["kind", "used", "limit"])}
 <h2>Decisions by planner</h2>{decisions}
 <p>Each decision with its planner: <code>decisions.jsonl</code> (<code>matloop campaign log</code>).</p>

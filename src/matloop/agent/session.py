@@ -47,7 +47,7 @@ class Session(Protocol):
         ...
 
     def used_ids(self) -> list[str]:
-        """Items already labelled, sent to a calculation or in the audit set."""
+        """Items already labelled, sent to a calculation, refused by a guardrail or in the audit set."""
         ...
 
     def own_labels(self) -> list[dict[str, Any]]:

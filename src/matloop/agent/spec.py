@@ -3,15 +3,20 @@ limits. Read from YAML (``campaign.yaml``); every field is checked, unknown keys
 
 from __future__ import annotations
 
+import math
+from functools import cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pymatgen.core import Element
 
 from matloop.agent.guardrails import Budget
 from matloop.agent.request import parse_request
 from matloop.data.prototypes import Family
+from matloop.data.sources import source_names
+from matloop.errors import ToolInputError, validation_problems
 from matloop.models.finetuned import FINE_TUNABLE, TrainableBlocks, check_trainable_blocks
 from matloop.models.vector_uq import VECTOR_HEADS
 from matloop.names import BackboneName, ExecutorName, Goal, GoalName, LevelName, Strategy, UQMethod
@@ -40,6 +45,28 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+@cache
+def _element_names() -> dict[str, str]:
+    return {el.long_name.lower(): el.symbol for el in Element}
+
+
+def _symbols(values: list[str]) -> list[str]:
+    """Element symbols as written, or their English names ("oxygen" → "O"); anything else refused."""
+    out = []
+    for value in values:
+        name = _element_names().get(str(value).strip().lower())
+        if Element.is_valid_symbol(str(value)):
+            out.append(str(value))
+        elif name is not None:
+            out.append(name)
+        else:
+            raise ValueError(f"expected element symbols such as 'O', 'Pb' or 'Li', got {value!r}")
+    return out
+
+
+Symbols = Annotated[list[str], AfterValidator(_symbols)]
+
+
 class PoolSpec(_Strict):
     """Where candidates come from: a prototype pool, a dataset queried with ``query``, or a slice
     already stored in the campaign's workspace (made with the tools from Python)."""
@@ -47,9 +74,19 @@ class PoolSpec(_Strict):
     source: str = Field("prototypes", description="'prototypes' or a query_dataset source name.")
     slice_id: str | None = Field(None, description="An existing slice of the workspace (overrides source).")
     families: list[Family] | None = None
-    elements: list[str] | None = None
+    elements: Symbols | None = None
     max_items: int | None = Field(None, gt=0)
     query: dict[str, Any] = Field(default_factory=dict, description="Extra query_dataset arguments.")
+
+    @model_validator(mode="after")
+    def _source_exists(self) -> PoolSpec:
+        valid = ["prototypes", *source_names()]
+        if self.source not in valid:
+            raise ValueError(f"source: expected one of {valid}, got {self.source!r}")
+        path = self.query.get("path")
+        if path is not None and not Path(path).expanduser().exists():
+            raise ValueError(f"query.path: expected an existing file or folder, got {str(path)!r}")
+        return self
 
 
 class TargetSpec(_Strict):
@@ -61,6 +98,12 @@ class TargetSpec(_Strict):
     def _window_given(self) -> TargetSpec:
         if self.goal == "window" and self.window is None:
             raise ValueError("goal 'window' needs window: [low, high] (null for an open end)")
+        if self.window is not None:
+            lo, hi = self.window
+            if any(v is not None and not math.isfinite(v) for v in self.window):
+                raise ValueError(f"window: expected finite numbers or null, got {list(self.window)}")
+            if lo is not None and hi is not None and lo >= hi:
+                raise ValueError(f"window: expected [low, high] with low < high, got {list(self.window)}")
         return self
 
 
@@ -172,8 +215,8 @@ class StopSpec(_Strict):
 
 
 class ElementsSpec(_Strict):
-    allowed: list[str] = Field(default_factory=list)
-    forbidden: list[str] = Field(default_factory=list)
+    allowed: Symbols = Field(default_factory=list)
+    forbidden: Symbols = Field(default_factory=list)
 
 
 class CampaignSpec(_Strict):
@@ -213,9 +256,46 @@ class CampaignSpec(_Strict):
             )
         return self
 
+    @model_validator(mode="after")
+    def _level_computes_target(self) -> CampaignSpec:
+        computes = LEVELS[self.level].properties
+        if computes and self.target.property not in computes:
+            raise ValueError(
+                f"target.property: expected a property level {self.level!r} computes, one of "
+                f"{list(computes)}, got {self.target.property!r}"
+            )
+        return self
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "spec") -> CampaignSpec:
+        """A spec from parsed YAML/JSON; every problem comes back in one :class:`ToolInputError`,
+        one ``field: expected X, got Y`` line each."""
+        if not isinstance(data, dict):
+            kind = "an empty file" if data is None else f"a {type(data).__name__}"
+            raise ToolInputError(
+                f"{where}: expected a mapping of campaign fields (name, pool, target, level, budget, ...), "
+                f"got {kind}"
+            )
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            lines = validation_problems(exc, cls)
+            raise ToolInputError("\n".join(f"{where}: {line}" for line in lines)) from None
+
     @classmethod
     def from_yaml(cls, path: str | Path) -> CampaignSpec:
-        return cls.model_validate(yaml.safe_load(Path(path).read_text()) or {})
+        """Read and check a spec file (see :meth:`from_dict`)."""
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text())
+        except OSError as exc:
+            raise ToolInputError(f"{path}: expected a readable YAML file, got {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(exc, "problem", None) or str(exc)
+            raise ToolInputError(f"{path}: expected valid YAML, got {problem}{at}") from None
+        return cls.from_dict(data, str(path))
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)

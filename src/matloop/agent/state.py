@@ -32,6 +32,7 @@ CREATE TABLE IF NOT EXISTS campaign_labels (
     PRIMARY KEY (item_id, property, level));
 CREATE TABLE IF NOT EXISTS campaign_models (
     model_id TEXT PRIMARY KEY, round INTEGER, kind TEXT, parent TEXT, n_train INTEGER, metrics TEXT);
+CREATE TABLE IF NOT EXISTS campaign_refused (item_id TEXT PRIMARY KEY, reason TEXT, time TEXT);
 CREATE TABLE IF NOT EXISTS budget_ledger (
     key TEXT PRIMARY KEY, time TEXT, kind TEXT, amount REAL, note TEXT);
 """
@@ -118,6 +119,20 @@ class CampaignState:
     def ledger(self) -> list[dict[str, Any]]:
         with self.ws.connect() as db:
             return [dict(r) for r in db.execute("SELECT * FROM budget_ledger ORDER BY rowid")]
+
+    # -- items the guardrails refused (never selectable again) ----------------------------
+    def refuse(self, reasons: dict[str, str]) -> None:
+        """Record items a guardrail refused to compute, with the reason (the first one stays)."""
+        with self.ws.connect() as db:
+            db.executemany(
+                "INSERT OR IGNORE INTO campaign_refused VALUES (?, ?, ?)",
+                [(item_id, reason, _now()) for item_id, reason in reasons.items()],
+            )
+
+    def refused(self) -> dict[str, str]:
+        """Refused items and why."""
+        with self.ws.connect() as db:
+            return dict(db.execute("SELECT item_id, reason FROM campaign_refused ORDER BY rowid").fetchall())
 
     # -- candidates, calculations, labels, models -----------------------------------------
     def add_candidates(self, round_: int, selection_id: str, strategy: str, candidates: list[dict]) -> None:

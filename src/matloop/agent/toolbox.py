@@ -23,7 +23,7 @@ from matloop.agent.decisions import Decision, DecisionLog
 from matloop.agent.guardrails import Guardrails, GuardrailViolation, verdicts_json
 from matloop.agent.state import CampaignState
 from matloop.agent.toolspec import ToolCall, ToolSpec
-from matloop.errors import ToolInputError, invalid_choice
+from matloop.errors import ToolInputError, invalid_choice, validation_problems
 from matloop.workspace import Workspace
 
 MAX_RESULT_CHARS = 4000
@@ -130,7 +130,7 @@ class Toolbox:
         try:
             parsed = schema(**args)
         except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            problems = "; ".join(validation_problems(exc, schema))
             raise ToolInputError(f"invalid arguments for {name}: {problems}") from None
         return {k: getattr(parsed, k) for k in args}
 

@@ -31,19 +31,27 @@ def set_debug(
     _debug["on"] = debug
 
 
+#: Exit codes of ``campaign run`` / ``resume`` (and of every command for errors).
+EXIT_ERROR = 1
+EXIT_STOPPED = 3
+
+
 @contextmanager
 def _errors() -> Iterator[None]:
-    """matloop's own errors (bad input, a model it cannot use) as one line, unless --debug."""
+    """Errors as one line (one per problem for a spec), unless --debug: matloop's own errors
+    say what was expected and what arrived; anything else is reported as an internal error."""
     from matloop.errors import MatloopError
 
     try:
         yield
-    except MatloopError as exc:
+    except (MatloopError, typer.BadParameter, OSError, RuntimeError, ValueError, TypeError) as exc:
         if _debug["on"]:
             raise
-        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        internal = "" if isinstance(exc, MatloopError | typer.BadParameter) else f"{type(exc).__name__}: "
+        for line in str(exc).splitlines() or [""]:
+            console.print(f"[red]error:[/red] {escape(internal + line)}", highlight=False, soft_wrap=True)
         console.print("[dim](run with matloop --debug … for the traceback)[/dim]")
-        raise typer.Exit(1) from None
+        raise typer.Exit(EXIT_ERROR) from None
 
 
 def _one_line(text: Any, limit: int = 100) -> str:
@@ -90,12 +98,15 @@ def _approver(assume_yes: bool):
 
 
 def _open(directory: Path):
+    """The campaign in ``directory`` for reading (no lock); its state is checked first."""
     from matloop.agent.campaign import Campaign
+    from matloop.agent.integrity import check_state
     from matloop.agent.spec import CampaignSpec
 
     spec_file = directory / "campaign.yaml"
     if not spec_file.exists():
         raise typer.BadParameter(f"{directory} is not a campaign directory (no campaign.yaml)")
+    check_state(directory)
     return Campaign(directory, CampaignSpec.from_yaml(spec_file))
 
 
@@ -107,17 +118,20 @@ def run(
     ] = None,
     yes: Yes = False,
 ) -> None:
-    """Create a campaign directory from SPEC and run it to the end (writes report.html)."""
+    """Create a campaign directory from SPEC and run it to the end (writes report.html).
+
+    Exit codes: 0 finished, 1 error (bad spec, damaged state, campaign busy or failed), 3 stopped
+    before the end (a failed step, SIGTERM or Ctrl-C: resume to continue)."""
     from matloop.agent.campaign import run_campaign
     from matloop.agent.spec import CampaignSpec
 
-    parsed = CampaignSpec.from_yaml(spec)
-    directory = directory or Path("campaigns") / parsed.name
-    console.print(f"campaign [bold]{parsed.name}[/bold] → {directory}")
     start = time.monotonic()
     with _errors():
+        parsed = CampaignSpec.from_yaml(spec)
+        directory = directory or Path("campaigns") / parsed.name
+        console.print(f"campaign [bold]{escape(parsed.name)}[/bold] → {escape(str(directory))}")
         campaign = run_campaign(parsed, directory, approver=_approver(yes), progress=_progress())
-    _summary(campaign, time.monotonic() - start)
+    _finish(campaign, time.monotonic() - start)
 
 
 @campaign_app.command("resume")
@@ -125,7 +139,8 @@ def resume(
     directory: Dir,
     yes: Yes = False,
 ) -> None:
-    """Continue a campaign after a crash or stop: finished steps are not redone."""
+    """Continue a campaign after a crash or stop: finished steps are not redone (exit codes as
+    for run)."""
     from matloop.agent.campaign import run_campaign
 
     start = time.monotonic()
@@ -137,7 +152,7 @@ def resume(
             approver=_approver(yes),
             progress=_progress(),  # type: ignore[arg-type]
         )
-    _summary(campaign, time.monotonic() - start)
+    _finish(campaign, time.monotonic() - start)
 
 
 def _audit_table(campaign) -> Table:
@@ -151,7 +166,8 @@ def _audit_table(campaign) -> Table:
     return table
 
 
-def _summary(campaign, seconds: float) -> None:
+def _finish(campaign, seconds: float) -> None:
+    """The closing summary; a campaign that stopped before its end exits with EXIT_STOPPED."""
     console.print(_audit_table(campaign))
     st = campaign.state
     labels = st.labels(campaign.spec.target.property, campaign.spec.level)
@@ -160,6 +176,18 @@ def _summary(campaign, seconds: float) -> None:
         f"{seconds / 60:.1f} min; report: {campaign.ws.root / 'report.html'}"
     )
     console.print(f"[bold]{st.meta('status')}[/bold]: {escape(text)}", highlight=False, soft_wrap=True)
+    if st.meta("status") != "finished":
+        raise typer.Exit(EXIT_STOPPED)
+
+
+def _status_line(c) -> str:
+    """The stored status, told apart from a process that is gone mid-run."""
+    from matloop.agent.integrity import running
+
+    status = c.state.meta("status", "not started")
+    if status == "running" and not running(c.ws.root):
+        return "stopped mid-round (no process is running it; resume to continue)"
+    return status
 
 
 @campaign_app.command("status")
@@ -167,13 +195,14 @@ def status(directory: Dir) -> None:
     """Status, budget and labels of a campaign."""
     from matloop.validation.store import ValidationStore
 
-    c = _open(directory)
-    table = Table(title=f"campaign {c.spec.name}")
+    with _errors():
+        c = _open(directory)
+    table = Table(title=f"campaign {escape(c.spec.name)}")
     table.add_column("item")
     table.add_column("value")
     labels = c.state.labels(c.spec.target.property, c.spec.level)
     rows = {
-        "status": c.state.meta("status", "not started"),
+        "status": _status_line(c),
         "reason": _one_line(c.state.meta("reason", "")),
         "labels": f"{len(labels)} {c.spec.target.property}@{c.spec.level}",
         "calculations": str(len(c.state.calcs())),
@@ -183,7 +212,7 @@ def status(directory: Dir) -> None:
         or "none yet",
         "models": str(len(c.state.models())),
         "decisions": log_counts(c.log.records()),
-        **{f"budget left: {k}": str(v) for k, v in c.guardrails.remaining().items()},
+        **{f"budget left: {k}": f"{v:.6g}" for k, v in c.guardrails.remaining().items()},
     }
     for k, v in rows.items():
         table.add_row(k, v)
@@ -199,7 +228,9 @@ def report(
     """Write the self-contained HTML report (learning curve, parity, candidates, budget)."""
     from matloop.agent.report import write_report
 
-    console.print(f"report: {write_report(_open(directory), output)}")
+    with _errors():
+        path = write_report(_open(directory), output)
+    console.print(f"report: {escape(str(path))}")
 
 
 @campaign_app.command("log")

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from matloop.errors import MatloopError
@@ -69,7 +70,7 @@ def query(
             workspace=workspace,
         )
     except MatloopError as exc:
-        Console(stderr=True).print(f"[red]error:[/red] {exc}")
+        Console(stderr=True).print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(1) from exc
     table = Table(
         title=f"{result.slice_id}: {result.count} of {result.source_count} {result.kind}s from {source}"
@@ -78,8 +79,8 @@ def query(
         table.add_column(col)
     for name, s in result.properties.items():
         table.add_row(
-            name,
-            s.unit,
+            escape(name),
+            escape(s.unit),
             str(s.count),
             *(f"{v:.4g}" if v is not None else "-" for v in (s.mean, s.std, s.min, s.max)),
         )
@@ -95,13 +96,13 @@ def _print_accounting(console: Console, acc: ReadAccounting) -> None:
     table = Table(title=f"rows: {acc.read} read, {acc.kept} kept, {acc.rejected} rejected{cells}")
     table.add_column("problem")
     for line in acc.problems:
-        table.add_row(line)
+        table.add_row(escape(line))
     for header, reason in acc.unused_columns.items():
-        table.add_row(f"column {header!r} not used: {reason}")
+        table.add_row(escape(f"column {header!r} not used: {reason}"))
     for note in acc.notes:
-        table.add_row(note)
+        table.add_row(escape(note))
     if table.row_count:
         console.print(table)
-        console.print(f"every problem: {acc.report_file} (in the workspace)")
+        console.print(f"every problem: {escape(str(acc.report_file))} (in the workspace)")
     else:
-        console.print(table.title)
+        console.print(escape(str(table.title)))

@@ -231,12 +231,23 @@ def _frame_from_json(data: Any, path: Path) -> tuple[pd.DataFrame, list[Any] | N
     )
 
 
+def _csv_frame(text: str, **kwargs: Any) -> pd.DataFrame:
+    """A CSV table whose id column keeps its cells exactly as written ('007', '1e3' and 'NA' stay
+    text; a blank cell is an empty string)."""
+    frame = pd.read_csv(io.StringIO(text), **kwargs)
+    column = _find_column(frame.columns, ID_COLUMNS)
+    if column is not None:
+        raw = pd.read_csv(io.StringIO(text), usecols=[column], dtype=str, keep_default_na=False, **kwargs)
+        frame[column] = raw[column]
+    return frame
+
+
 def _read_csv(path: Path, account: Accounting) -> pd.DataFrame:
     text = _whole_file_text(path, "a CSV table", account)
     lines = text.splitlines()
     comments = next((k for k, line in enumerate(lines) if not line.startswith("#")), len(lines))
     try:
-        return pd.read_csv(io.StringIO(text), skiprows=comments)
+        return _csv_frame(text, skiprows=comments)
     except (ValueError, pd.errors.ParserError) as exc:
         raise ToolInputError(f"expected a CSV table, got {path.name} that cannot be parsed ({exc})") from exc
 
@@ -306,13 +317,13 @@ def _read_labels(file: Path, stems: set[str], account: Accounting) -> tuple[pd.D
     first = text.split("\n", 1)[0].split(",", 1)[0].strip()
     try:
         if first.removesuffix(".cif") in stems:
-            frame = pd.read_csv(io.StringIO(text), header=None, dtype={0: str})
+            frame = pd.read_csv(io.StringIO(text), header=None, dtype={0: str}, keep_default_na=False)
             frame.columns = ["id"] + (
                 ["target"] if frame.shape[1] == 2 else [f"target_{k}" for k in range(1, frame.shape[1])]
             )
             column = "id"
         else:
-            frame = pd.read_csv(io.StringIO(text))
+            frame = _csv_frame(text)
             column = _find_column(frame.columns, ID_COLUMNS) or str(frame.columns[0])
     except (ValueError, pd.errors.ParserError) as exc:
         raise ToolInputError(f"expected a labels CSV, got {file.name} that cannot be parsed ({exc})") from exc

@@ -38,7 +38,13 @@ from matloop.settings import Settings
 from matloop.validation.levels import LevelContext, get_level
 from matloop.validation.slurm import SlurmExecutor
 from matloop.validation.store import JobRecord, ValidationStore
-from matloop.validation.worker import SETTINGS_FILE, try_lock
+from matloop.validation.worker import (
+    MAX_STARTS,
+    SETTINGS_FILE,
+    failed_starts,
+    set_failed_starts,
+    try_lock,
+)
 from matloop.workspace import Workspace
 
 
@@ -76,23 +82,44 @@ class LocalExecutor:
 
     def poll(self, workspace: Workspace) -> None:
         (workspace.dir("calcs") / SETTINGS_FILE).write_text(workspace.settings.model_dump_json())
-        if not ValidationStore(workspace).count("local"):
+        store = ValidationStore(workspace)
+        if not store.count("local"):
             return
         fd = try_lock(workspace)
         if fd is None:
             return  # a worker is alive (or starting: it was handed the lock)
         try:
+            starts = failed_starts(workspace)
+            if starts >= MAX_STARTS:
+                self._give_up(workspace, store, starts)
+                return
+            set_failed_starts(workspace, starts + 1)
             self.start_worker(workspace, fd)
         finally:
             os.close(fd)  # the worker's inherited copy keeps the lock
 
     @staticmethod
+    def _give_up(workspace: Workspace, store: ValidationStore, starts: int) -> None:
+        """Fail the queued jobs with the worker's last output: it cannot start here."""
+        log = workspace.dir("calcs") / "worker.log"
+        last = log.read_text(errors="replace").strip().splitlines()[-1:] if log.exists() else []
+        reason = f"the local worker failed to start {starts} times in a row; its last output: " + (
+            last[0] if last else "none"
+        )
+        store.requeue_running("local")
+        for job in store.jobs_with_status("queued", executor="local"):
+            store.transition(job.job_id, "queued", "failed", reason)
+        set_failed_starts(workspace, 0)
+
+    @staticmethod
     def start_worker(workspace: Workspace, lock_fd: int) -> subprocess.Popen:
-        """Spawn ``python -m matloop.validation.worker`` detached, handing it the locked fd."""
+        """Spawn ``python -P -m matloop.validation.worker`` detached, handing it the locked fd and
+        this process's pid (the worker stops after its current job once this process is gone)."""
         calcs = workspace.dir("calcs")
+        args = [str(workspace.root), str(lock_fd), str(os.getpid())]
         with open(calcs / "worker.log", "ab") as log:
             return subprocess.Popen(
-                [sys.executable, "-m", "matloop.validation.worker", str(workspace.root), str(lock_fd)],
+                [sys.executable, "-P", "-m", "matloop.validation.worker", *args],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

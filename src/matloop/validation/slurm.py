@@ -34,9 +34,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from matloop.filelock import try_flock
 from matloop.settings import Settings, SlurmResources
 from matloop.validation.store import JobRecord, ValidationStore
-from matloop.validation.worker import try_flock
 from matloop.workspace import Workspace
 
 log = logging.getLogger(__name__)

@@ -1,22 +1,28 @@
-"""The local executor's background worker: ``python -m matloop.validation.worker WORKSPACE [LOCK_FD]``.
+"""The local executor's background worker: ``python -P -m matloop.validation.worker WORKSPACE LOCK_FD OWNER``.
 
 One worker per workspace, guarded by an exclusive ``flock`` on ``calcs/worker.lock`` (which
 holds the worker's pid; the OS releases the lock even after ``kill -9``). The executor takes
 the lock *before* spawning and hands the locked file descriptor to the worker (``LOCK_FD``),
-so no second worker can start while the first is still importing. On start the worker
-re-queues jobs left ``running`` by a dead worker, then claims queued jobs one at a time and
-runs them with the settings of the latest caller; it exits after a few idle seconds, and the
-next ``queue_validation``/``validation_status``/``collect_validation`` call starts a new one.
+so no second worker can start while the first is still importing. ``-P`` keeps the caller's
+working directory off the module path, so a user's ``inspect.py`` cannot shadow the standard
+library. On start the worker re-queues jobs left ``running`` by a dead worker, then claims queued
+jobs one at a time and runs them with the settings of the latest caller. It exits after a few
+idle seconds, or after its current job once the process that started it (``OWNER``: the
+campaign, or the Python session that queued the work) is gone; the next
+``queue_validation``/``validation_status``/``collect_validation`` call starts a new one.
+A worker that dies before serving is counted (``calcs/worker-starts``): after
+:data:`MAX_STARTS` such starts in a row the executor fails the queued jobs with the worker's
+last output instead of respawning it forever.
 """
 
 from __future__ import annotations
 
-import fcntl
 import os
 import sys
 import time
 from pathlib import Path
 
+from matloop.filelock import try_flock, write_holder
 from matloop.settings import Settings
 from matloop.validation.runner import run_job
 from matloop.validation.store import ValidationStore
@@ -24,6 +30,8 @@ from matloop.workspace import Workspace
 
 IDLE_EXIT_S = 3.0
 SETTINGS_FILE = "worker-settings.json"
+STARTS_FILE = "worker-starts"
+MAX_STARTS = 3
 
 
 def lock_path(workspace: Workspace) -> Path:
@@ -35,20 +43,32 @@ def try_lock(workspace: Workspace) -> int | None:
     return try_flock(lock_path(workspace))
 
 
-def try_flock(path: Path) -> int | None:
-    """An fd holding an exclusive lock on ``path`` (created if missing), or None when another
-    process holds it."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+def failed_starts(workspace: Workspace) -> int:
+    """Workers started since the last one that began serving (each a start that failed or is
+    still importing)."""
+    path = workspace.dir("calcs") / STARTS_FILE
+    return int(path.read_text() or 0) if path.exists() else 0
+
+
+def set_failed_starts(workspace: Workspace, n: int) -> None:
+    (workspace.dir("calcs") / STARTS_FILE).write_text(str(n))
+
+
+def _alive(pid: int | None) -> bool:
+    if pid is None:
+        return True
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    return fd
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
-def serve(workspace: Workspace, lock_fd: int | None = None) -> int:
-    """Run queued local jobs until the queue stays empty; returns the number of jobs run.
+def serve(workspace: Workspace, lock_fd: int | None = None, owner: int | None = None) -> int:
+    """Run queued local jobs until the queue stays empty or process ``owner`` is gone; returns
+    the number of jobs run.
 
     ``lock_fd`` is the already-locked descriptor handed over by the executor; without it
     the worker takes the lock itself (and returns at once if another worker holds it).
@@ -57,12 +77,12 @@ def serve(workspace: Workspace, lock_fd: int | None = None) -> int:
     if fd is None:
         return 0
     try:
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        write_holder(fd, str(os.getpid()))
+        set_failed_starts(workspace, 0)
         store = ValidationStore(workspace)
         store.requeue_running("local")
         ran, idle_since = 0, time.monotonic()
-        while True:
+        while _alive(owner):
             job = store.claim(executor="local")
             if job is None:
                 if time.monotonic() - idle_since > IDLE_EXIT_S:
@@ -72,6 +92,7 @@ def serve(workspace: Workspace, lock_fd: int | None = None) -> int:
             run_job(Workspace(workspace.root, settings=read_settings(workspace.root)), job)
             ran += 1
             idle_since = time.monotonic()
+        return ran
     finally:
         os.close(fd)
 
@@ -85,7 +106,8 @@ def read_settings(root: Path) -> Settings | None:
 def main(argv: list[str]) -> int:
     root = Path(argv[1])
     lock_fd = int(argv[2]) if len(argv) > 2 else None
-    serve(Workspace(root, settings=read_settings(root)), lock_fd)
+    owner = int(argv[3]) if len(argv) > 3 else None
+    serve(Workspace(root, settings=read_settings(root)), lock_fd, owner)
     return 0
 
 

@@ -1,0 +1,87 @@
+"""The local worker under a hostile environment: a module that shadows the standard library, a
+worker that cannot import at all, and the process that started it killed with -9."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+from validation_helpers import crystal_slice, perovskite
+
+from matloop.tools import collect_validation, queue_validation
+from matloop.validation.executors import worker_alive
+from matloop.validation.store import ValidationStore
+from matloop.validation.worker import MAX_STARTS
+
+BROKEN = "raise ImportError('this inspect.py shadows the standard library')\n"
+
+
+def test_a_module_in_the_working_directory_cannot_shadow_the_workers(
+    workspace, molecule_slice, tmp_path, monkeypatch
+):
+    here = tmp_path / "project"
+    here.mkdir()
+    (here / "inspect.py").write_text(BROKEN)
+    monkeypatch.chdir(here)
+    batch = queue_validation(molecule_slice, ["H2O", "CH4"], level="xtb", workspace=workspace)
+    result = collect_validation(batch.batch_id, timeout_s=120, workspace=workspace)
+    assert not result.failures and not result.pending
+    assert {lab.item_id for lab in result.labels} == {"H2O", "CH4"}
+
+
+def test_a_worker_that_cannot_start_fails_its_jobs_after_a_few_tries(
+    workspace, molecule_slice, tmp_path, monkeypatch
+):
+    shadow = tmp_path / "shadow"
+    shadow.mkdir()
+    (shadow / "inspect.py").write_text(BROKEN)
+    monkeypatch.setenv("PYTHONPATH", str(shadow))  # every interpreter started now breaks at import
+    batch = queue_validation(molecule_slice, ["H2O", "CH4"], level="xtb", workspace=workspace)
+    result = collect_validation(batch.batch_id, timeout_s=120, workspace=workspace)
+    assert not result.labels and not result.pending
+    assert [f.status for f in result.failures] == ["failed", "failed"]
+    reason = result.failures[0].reason or ""
+    assert (
+        f"failed to start {MAX_STARTS} times in a row" in reason and "shadows the standard library" in reason
+    )
+    log = (workspace.root / "calcs" / "worker.log").read_text()
+    assert log.count("Traceback") == MAX_STARTS
+
+    monkeypatch.delenv("PYTHONPATH")  # fixed: new work runs again
+    again = queue_validation(molecule_slice, ["NH3"], level="xtb", workspace=workspace)
+    assert collect_validation(again.batch_id, timeout_s=120, workspace=workspace).labels
+
+
+def test_the_worker_stops_after_the_process_that_started_it_is_killed(workspace, tmp_path):
+    items = {f"{a}TiO3": perovskite(a, "Ti", x) for a, x in (("Sr", 3.95), ("Ba", 4.0), ("Ca", 3.85))}
+    items.update({"SrZrO3": perovskite("Sr", "Zr", 4.15), "BaZrO3": perovskite("Ba", "Zr", 4.2)})
+    slice_id = crystal_slice(workspace, items)
+    owner = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
+                import time
+                from matloop.tools import queue_validation
+                queue_validation({slice_id!r}, {list(items)!r}, workspace={str(workspace.root)!r})
+                time.sleep(600)
+            """),
+        ],
+        env={**os.environ, "MATLOOP_CACHE_DIR": str(workspace.settings.cache_dir)},
+    )
+    store = ValidationStore(workspace)
+    deadline = time.monotonic() + 300
+    while "running" not in store.status_counts():
+        assert time.monotonic() < deadline and owner.poll() is None
+        time.sleep(0.1)
+    owner.send_signal(signal.SIGKILL)
+    owner.wait()
+    while worker_alive(workspace):
+        assert time.monotonic() < deadline, "the worker kept computing after its owner died"
+        time.sleep(0.2)
+    counts = store.status_counts()
+    assert counts.get("queued", 0) >= 1 and "running" not in counts, counts
