@@ -73,7 +73,7 @@ def _stored(db_path: Path) -> tuple[dict[str, Any], float] | str:
     if db_path.stat().st_size == 0:
         return "is empty (0 bytes)"
     try:
-        with closing(sqlite3.connect(db_path, timeout=60.0)) as db:
+        with closing(sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=60.0)) as db:
             verdict = db.execute("PRAGMA quick_check").fetchone()[0]
             if verdict != "ok":
                 return f"is damaged (SQLite integrity check: {verdict})"
