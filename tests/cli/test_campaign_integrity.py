@@ -83,7 +83,7 @@ def _spent(out: Path) -> float:
 
 def test_one_process_per_campaign_and_kill_9_releases_it(settings, tmp_path):
     out = tmp_path / "c"
-    first = _start(_spec_file(tmp_path), out)
+    first = _start(_spec_file(tmp_path, rounds=12, budget={"calculations": 60}), out)
     try:
         _wait_for(lambda: _logged_tool(out, "featurize"))
         assert running(out)
