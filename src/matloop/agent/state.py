@@ -44,8 +44,11 @@ def _now() -> str:
 class CampaignState:
     """Typed access to the campaign tables of one workspace."""
 
-    def __init__(self, workspace: Workspace) -> None:
+    def __init__(self, workspace: Workspace, *, scope: str = "") -> None:
         self.ws = workspace
+        #: ledger-key prefix of the spending this state charges and counts: ``""`` for a campaign
+        #: (the whole workspace), ``"<request id>:"`` for one request in a shared workspace
+        self.scope = scope
         with self.ws.connect() as db:
             db.executescript(_SCHEMA)
 
@@ -95,25 +98,30 @@ class CampaignState:
 
     # -- budget ledger --------------------------------------------------------------------
     def charge(self, key: str, kind: BudgetKind, amount: float, note: str = "") -> None:
-        """Record a cost once per ``key`` (a repeated key is ignored, so resume never double-counts)."""
+        """Record a cost once per ``key`` in this scope (a repeated key is ignored, so resume never
+        double-counts)."""
         with self.ws.connect() as db:
             db.execute(
                 "INSERT OR IGNORE INTO budget_ledger VALUES (?, ?, ?, ?, ?)",
-                (key, _now(), kind, amount, note),
+                (self.scope + key, _now(), kind, amount, note),
             )
 
     def spent(self, kind: BudgetKind) -> float:
-        with self.ws.connect() as db:
-            row = db.execute("SELECT COALESCE(SUM(amount), 0) FROM budget_ledger WHERE kind = ?", (kind,))
-            return float(row.fetchone()[0])
+        """Spending of this scope."""
+        return self._sum(kind=kind)
 
     def charged(self, prefix: str) -> float:
-        """Sum of the ledger rows whose key starts with ``prefix``."""
+        """Sum of this scope's ledger rows whose key starts with ``prefix``."""
+        return self._sum(prefix=prefix)
+
+    def _sum(self, *, kind: BudgetKind | None = None, prefix: str = "") -> float:
+        start = self.scope + prefix
+        query = "SELECT COALESCE(SUM(amount), 0) FROM budget_ledger WHERE substr(key, 1, ?) = ?"
+        params: list[Any] = [len(start), start]
+        if kind is not None:
+            query, params = query + " AND kind = ?", [*params, kind]
         with self.ws.connect() as db:
-            row = db.execute(
-                "SELECT COALESCE(SUM(amount), 0) FROM budget_ledger WHERE key LIKE ?", (prefix + "%",)
-            )
-            return float(row.fetchone()[0])
+            return float(db.execute(query, params).fetchone()[0])
 
     def ledger(self) -> list[dict[str, Any]]:
         with self.ws.connect() as db:
