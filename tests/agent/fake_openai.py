@@ -92,6 +92,7 @@ class FakeOpenAI:
                 fake._reply(self, body, fake.script(body, len(fake.requests)))
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.handle_error = lambda *_: None  # type: ignore[method-assign]  # a reset connection
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 

@@ -157,11 +157,12 @@ def test_injection_text_in_replies_and_data_changes_nothing(campaign):
 
 
 def test_token_budget_stops_a_model_before_it_can_exceed_it(campaign):
-    campaign.guardrails.budget = campaign.guardrails.budget.model_copy(update={"llm_tokens": 12_000})
+    campaign.guardrails.budget = campaign.guardrails.budget.model_copy(update={"llm_tokens": 40_000})
     conv, model = _conv(campaign, lambda m: call("campaign_status", {"x": len(m)}), tokens_per_call=5_000)
     with pytest.raises(CampaignStop, match="token budget"):
         conv.run("system", "spend")
-    assert campaign.state.spent("llm_tokens") <= 12_000 and model.calls == 2
+    # each call: the bound on its request (every tool schema: ~17,000 bytes) plus the cap
+    assert campaign.state.spent("llm_tokens") <= 40_000 and model.calls == 2
 
 
 def test_outage_is_retried_then_reported(campaign):
@@ -438,7 +439,7 @@ def test_a_text_answer_is_logged_and_a_cut_one_says_so(settings, tmp_path):
     from matloop.agent.decisions import DecisionLog
 
     notes = [r for r in DecisionLog(tmp_path / "ws" / "decisions.jsonl").records() if r["phase"] == "note"]
-    assert len(notes) == 1 and notes[0]["result"]["cut"] and notes[0]["result"]["tokens"] == 100
+    assert len(notes) == 1 and notes[0]["result"]["cut"] and notes[0]["result"]["tokens"] > 100
     assert "cut at the 1024-token cap" in notes[0]["rationale"]
 
 
@@ -538,8 +539,10 @@ def test_a_true_answer_gets_the_facts_and_no_flag():
     facts.left_out.append("queue_validation: rocksalt-MgO: forbidden elements ['O']")
     facts.excluded.add("O")
     answer = facts.checked("2 calculations queued and computed; oxygen excluded.")
-    assert answer.endswith("From the records: 2 calculation(s) at chgnet: 2 done; left out by the "
-                           "guardrails: queue_validation: rocksalt-MgO: forbidden elements ['O'].")
+    assert answer.endswith(
+        "From the records: 2 calculation(s) at chgnet: 2 done; left out by the "
+        "guardrails: queue_validation: rocksalt-MgO: forbidden elements ['O']."
+    )
     assert Facts().checked("12 crystals have a gap in [1, 2] eV.") == "12 crystals have a gap in [1, 2] eV."
 
 
@@ -564,13 +567,17 @@ def test_an_ask_budget_counts_only_its_own_spending(settings, tmp_path):
             return call("build_candidate_pool", {"families": ["rocksalt"], "max_items": 2}, n=1)
         return AIMessage(content="ok")
 
-    result = ask("status", workspace=root, model=ScriptedChatModel(script=script), budget=Budget(calculations=10))
+    result = ask(
+        "status", workspace=root, model=ScriptedChatModel(script=script), budget=Budget(calculations=10)
+    )
     left = json.loads(seen[0].split(">", 1)[1].rsplit("<", 1)[0])["budget_left"]
     assert left["calculations"] == 10 and left["llm_tokens"] > 150_000
     assert result.answer == "ok" and result.tokens > 0
     assert earlier.spent("calculations") == 8 and earlier.spent("llm_tokens") == 199_000
 
-    again = ask("status", workspace=root, model=ScriptedChatModel(script=script), budget=Budget(calculations=10))
+    again = ask(
+        "status", workspace=root, model=ScriptedChatModel(script=script), budget=Budget(calculations=10)
+    )
     assert again.answer == "ok"  # the first request's spending does not count either
     assert json.loads(seen[0].split(">", 1)[1].rsplit("<", 1)[0])["budget_left"] == left
 

@@ -77,7 +77,7 @@ def _first_completion(url: str, proc: subprocess.Popen, log: Path) -> None:
     )
     try:
         with urllib.request.urlopen(request, timeout=120) as reply:
-            json.load(reply)["choices"][0]["message"]["content"]  # noqa: B018 (its shape is the check)
+            json.load(reply)["choices"][0]["message"]["content"]
     except (OSError, KeyError, ValueError) as exc:
         time.sleep(1)
         died = f"the server died (exit code {proc.poll()})" if proc.poll() is not None else str(exc)

@@ -190,9 +190,9 @@ def ask(
 
     The planners are those of campaigns: the LLM planner answering one request, falling back on
     the rules planner for requests. The budget applies to this request alone: its calculations,
-    CPU-hours and LLM tokens are counted apart from earlier requests in the same workspace. If the model is unreachable,
-    refuses the request or makes no valid progress, the rules planner answers and ``notice``
-    says why.
+    CPU-hours and LLM tokens are counted apart from earlier requests in the same workspace. If the
+    model is unreachable, refuses the request, sends a reply that cannot be read or makes no valid
+    progress, the rules planner answers and ``notice`` says why.
     """
     settings = get_settings()
     root = Path(workspace or settings.workspace)

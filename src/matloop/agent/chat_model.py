@@ -77,11 +77,13 @@ def cap_request(settings: LLMSettings, cap: int) -> dict[str, Any]:
     return out
 
 
-def failure_advice(exc: Exception, settings: LLMSettings) -> tuple[Retry, str]:
-    """Whether to retry a failed model call and what to tell the user. Anything the client raises
-    that is not a refusal, a timeout or an unreachable server is a reply it could not read (a
-    garbage stream line, a body of the wrong shape, a stream cut mid-reply): not retried."""
+def failure_advice(exc: Exception, settings: LLMSettings, *, mid_reply: bool = False) -> tuple[Retry, str]:
+    """Whether to retry a failed model call and what to tell the user. A connection lost once the
+    reply has started (``mid_reply``), and anything the client raises that is not a refusal, a
+    timeout or an unreachable server (a garbage stream line, a body of the wrong shape, an empty
+    stream), is a reply it could not read: not retried."""
     where = settings.base_url or "the OpenAI API"
+    unread = f"{where} sent a reply that could not be read ({type(exc).__name__}: {one_line(str(exc), 200)})"
     timeout = (
         f"{where} sent nothing for {settings.timeout_s:g} s; for a slow model raise MATLOOP_LLM__TIMEOUT_S"
     )
@@ -94,7 +96,7 @@ def failure_advice(exc: Exception, settings: LLMSettings) -> tuple[Retry, str]:
         if isinstance(exc, openai.APITimeoutError):
             return "no", timeout
         if isinstance(exc, openai.APIConnectionError):
-            return "yes", unreachable
+            return ("no", unread + "; the connection broke mid-reply") if mid_reply else ("yes", unreachable)
         if isinstance(exc, openai.APIStatusError):
             code, body = exc.status_code, one_line(exc.message, 300)
             if code in (429, 502, 503, 504):
@@ -113,9 +115,9 @@ def failure_advice(exc: Exception, settings: LLMSettings) -> tuple[Retry, str]:
             ), f"{where} refused the request (HTTP {code}: {body}); {hint}"
     if isinstance(exc, TimeoutError):
         return "no", timeout
-    if isinstance(exc, ConnectionError):
+    if isinstance(exc, ConnectionError) and not mid_reply:
         return "yes", unreachable
-    return "no", f"{where} sent a reply that could not be read ({type(exc).__name__}: {one_line(str(exc), 200)})"
+    return "no", unread
 
 
 def request_bound(messages: list[BaseMessage], tools: list[dict[str, Any]]) -> int:

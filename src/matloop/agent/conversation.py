@@ -126,7 +126,7 @@ class Conversation:
                 reply = self._stream(messages, cap, prompt)
             except Exception as exc:
                 self._charge(prompt + self.read, "LLM call failed")
-                retry, message = failure_advice(exc, self.settings)
+                retry, message = failure_advice(exc, self.settings, mid_reply=self.read > 0)
                 if attempt >= retries.get(retry, self.settings.max_retries):
                     raise LLMUnavailable(message) from exc
                 time.sleep(self.backoff_s * 2**attempt)

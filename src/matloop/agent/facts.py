@@ -118,7 +118,9 @@ class Facts:
             name = Element(symbol).long_name.lower() if Element.is_valid_symbol(symbol) else symbol.lower()
             mention = rf"(\b{name}\b|\b{re.escape(symbol)}\b)"
             if re.search(rf"includ\w*[^.]{{0,40}}{mention}|{mention}[^.]{{0,40}}includ", text, re.I):
-                out.append(f"the answer says {name} was included; the guardrails kept every {symbol} item out")
+                out.append(
+                    f"the answer says {name} was included; the guardrails kept every {symbol} item out"
+                )
         return out
 
     def checked(self, answer: str) -> str:

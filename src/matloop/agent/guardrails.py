@@ -194,7 +194,9 @@ class Guardrails:
             return args
         none = sorted(set(args.get("elements_none") or []) | self.forbidden)
         if none != sorted(args.get("elements_none") or []):
-            verdicts.append(Verdict("elements", True, f"added forbidden elements {sorted(self.forbidden)}", True))
+            verdicts.append(
+                Verdict("elements", True, f"added forbidden elements {sorted(self.forbidden)}", True)
+            )
         return {**args, "elements_none": none}
 
     def _check_pool(self, args: dict[str, Any], verdicts: list[Verdict]) -> dict[str, Any]:
@@ -237,7 +239,9 @@ class Guardrails:
         if level == self.allowed_levels[0] and (held := self.reserved() & set(ids)):
             ids = [i for i in ids if i not in held]
             verdicts.append(
-                Verdict("audit", True, f"left out {sorted(held)[:5]}: reserved for the random audit set", True)
+                Verdict(
+                    "audit", True, f"left out {sorted(held)[:5]}: reserved for the random audit set", True
+                )
             )
             if not ids:
                 self._reject(verdicts, "audit", "every item asked for is reserved for the random audit set")
