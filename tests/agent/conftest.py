@@ -57,7 +57,7 @@ def small_spec() -> CampaignSpec:
     return CampaignSpec(
         name="test",
         pool={"source": "prototypes", "families": ["rocksalt"], "max_items": 12},
-        budget={"calculations": 5, "cpu_hours": 1.0, "llm_tokens": 50_000},
+        budget={"calculations": 5, "cpu_hours": 1.0, "llm_tokens": 1_000_000},
         elements={"forbidden": ["Pb"]},
         max_steps=12,
     )

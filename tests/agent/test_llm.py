@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -10,7 +11,7 @@ from tests.agent.conftest import ScriptedChatModel, call, tool_messages
 
 from matloop.agent.chat_model import LLMUnavailable
 from matloop.agent.conversation import Conversation, NoProgress
-from matloop.agent.guardrails import GuardrailViolation
+from matloop.agent.guardrails import Budget, GuardrailViolation
 from matloop.errors import CampaignStop
 
 
@@ -156,11 +157,12 @@ def test_injection_text_in_replies_and_data_changes_nothing(campaign):
 
 
 def test_token_budget_stops_a_model_before_it_can_exceed_it(campaign):
-    campaign.guardrails.budget = campaign.guardrails.budget.model_copy(update={"llm_tokens": 12_000})
+    campaign.guardrails.budget = campaign.guardrails.budget.model_copy(update={"llm_tokens": 40_000})
     conv, model = _conv(campaign, lambda m: call("campaign_status", {"x": len(m)}), tokens_per_call=5_000)
     with pytest.raises(CampaignStop, match="token budget"):
         conv.run("system", "spend")
-    assert campaign.state.spent("llm_tokens") <= 12_000 and model.calls == 2
+    # each call: the bound on its request (every tool schema: ~17,000 bytes) plus the cap
+    assert campaign.state.spent("llm_tokens") <= 40_000 and model.calls == 2
 
 
 def test_outage_is_retried_then_reported(campaign):
@@ -424,32 +426,6 @@ def test_limits_stated_in_the_request_and_the_spec_bind_the_llm_before_it_sees_a
     assert not refused.ok and "expected families among ['rocksalt']" in refused.message
 
 
-def test_each_ask_has_its_own_token_budget(settings, tmp_path):
-    from matloop.agent.ask import ask
-    from matloop.agent.guardrails import Budget
-
-    def chatty(messages):  # a tool call, then an answer
-        if not tool_messages(messages):
-            return call("query_dataset", {"source": "mp_dielectric", "limit": 5})
-        return AIMessage(content="5 crystals")
-
-    budget = Budget(llm_tokens=20_000)  # one request spends 12,000: a shared budget would refuse the next
-    first = ask(
-        "x",
-        workspace=tmp_path / "ws",
-        model=ScriptedChatModel(script=chatty, tokens_per_call=6_000),
-        budget=budget,
-    )
-    second = ask(
-        "y",
-        workspace=tmp_path / "ws",
-        model=ScriptedChatModel(script=chatty, tokens_per_call=6_000),
-        budget=budget,
-    )
-    assert first.answer == second.answer == "5 crystals"  # the second is not refused
-    assert first.tokens == second.tokens == 12_000
-
-
 def test_a_text_answer_is_logged_and_a_cut_one_says_so(settings, tmp_path):
     from matloop.agent.ask import ask
 
@@ -463,7 +439,7 @@ def test_a_text_answer_is_logged_and_a_cut_one_says_so(settings, tmp_path):
     from matloop.agent.decisions import DecisionLog
 
     notes = [r for r in DecisionLog(tmp_path / "ws" / "decisions.jsonl").records() if r["phase"] == "note"]
-    assert len(notes) == 1 and notes[0]["result"]["cut"] and notes[0]["result"]["tokens"] == 100
+    assert len(notes) == 1 and notes[0]["result"]["cut"] and notes[0]["result"]["tokens"] > 100
     assert "cut at the 1024-token cap" in notes[0]["rationale"]
 
 
@@ -522,3 +498,92 @@ def test_unparseable_calls_are_logged_and_count_as_no_progress(campaign):
         "invalid call: could not use the call of featurize" in r["rationale"] for r in notes
     )
     assert notes[0]["result"]["arguments"] == '{"slice_id": "sl'
+
+
+def test_an_answer_that_contradicts_the_records_is_flagged_with_the_facts(settings, tmp_path):
+    """The model says it queued everything, oxygen included; the guardrails refused every O item."""
+    from matloop.agent.ask import ask
+    from matloop.agent.tools import build_candidate_pool
+    from matloop.workspace import Workspace
+
+    root = tmp_path / "ws"
+    unguarded = build_candidate_pool(families=["rocksalt"], workspace=Workspace(root))
+    oxides = [i for i in load_slice_ids(root, unguarded.slice_id) if i.endswith("O")]
+
+    def liar(messages):
+        tools = tool_messages(messages)
+        if not tools:
+            return call("build_candidate_pool", {"families": ["rocksalt"], "max_items": 4})
+        if len(tools) == 1:
+            return call("queue_validation", {"slice_id": unguarded.slice_id, "item_ids": oxides}, n=1)
+        return AIMessage(content="Queued everything, oxygen included: 4 calculations queued.")
+
+    result = ask(
+        "Find stable rock-salts excluding oxygen", workspace=root, model=ScriptedChatModel(script=liar)
+    )
+    text, facts = result.answer.split("\n\nFrom the records: ")
+    assert text == "Queued everything, oxygen included: 4 calculations queued."  # the model's words ...
+    assert facts.startswith("no calculation queued; ")  # ... then the facts, from the records
+    assert "1 call(s) refused: queue_validation" in facts and "forbidden elements ['O']" in facts
+    flagged = facts.split("Contradicted by the records: ")[1]
+    assert "the answer says 4 queued; the records say 0" in flagged
+    assert "everything was queued" in flagged
+    assert "oxygen was included; the guardrails kept every O item out" in flagged
+
+
+def test_a_true_answer_gets_the_facts_and_no_flag():
+    from matloop.agent.facts import Facts
+
+    facts = Facts()
+    facts.calcs[("chgnet", "done")] = 2
+    facts.left_out.append("queue_validation: rocksalt-MgO: forbidden elements ['O']")
+    facts.excluded.add("O")
+    answer = facts.checked("2 calculations queued and computed; oxygen excluded.")
+    assert answer.endswith(
+        "From the records: 2 calculation(s) at chgnet: 2 done; left out by the "
+        "guardrails: queue_validation: rocksalt-MgO: forbidden elements ['O']."
+    )
+    assert Facts().checked("12 crystals have a gap in [1, 2] eV.") == "12 crystals have a gap in [1, 2] eV."
+
+
+def test_an_ask_budget_counts_only_its_own_spending(settings, tmp_path):
+    """An earlier request in the same workspace spent 8 calculations and 199,000 tokens; this one
+    still has its whole budget (a shared budget could not pay for one model call)."""
+    from matloop.agent.ask import ask
+    from matloop.agent.state import CampaignState
+    from matloop.workspace import Workspace
+
+    root = tmp_path / "ws"
+    earlier = CampaignState(Workspace(root), scope="ask-earlier:")
+    earlier.charge("calc:step-1", "calculations", 8)
+    earlier.charge("llm:x", "llm_tokens", 199_000)
+    seen: list[str] = []
+
+    def script(messages):
+        seen[:] = tools = tool_messages(messages)
+        if not tools:
+            return call("campaign_status", {})
+        if len(tools) == 1:
+            return call("build_candidate_pool", {"families": ["rocksalt"], "max_items": 2}, n=1)
+        return AIMessage(content="ok")
+
+    result = ask(
+        "status", workspace=root, model=ScriptedChatModel(script=script), budget=Budget(calculations=10)
+    )
+    left = json.loads(seen[0].split(">", 1)[1].rsplit("<", 1)[0])["budget_left"]
+    assert left["calculations"] == 10 and left["llm_tokens"] > 150_000
+    assert result.answer == "ok" and result.tokens > 0
+    assert earlier.spent("calculations") == 8 and earlier.spent("llm_tokens") == 199_000
+
+    again = ask(
+        "status", workspace=root, model=ScriptedChatModel(script=script), budget=Budget(calculations=10)
+    )
+    assert again.answer == "ok"  # the first request's spending does not count either
+    assert json.loads(seen[0].split(">", 1)[1].rsplit("<", 1)[0])["budget_left"] == left
+
+
+def load_slice_ids(root, slice_id: str) -> list[str]:
+    from matloop.data.slices import load_slice
+    from matloop.workspace import Workspace
+
+    return load_slice(Workspace(root), slice_id).ids

@@ -9,6 +9,7 @@ Needs the ``llm-local`` extra.
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import subprocess
@@ -57,6 +58,7 @@ def smollm2_server(tmp_path_factory):
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"llama.cpp server did not start: {log.read_text()[-2000:]}") from None
                 time.sleep(0.5)
+        _first_completion(url, proc, log)
         yield url
     finally:
         proc.terminate()
@@ -64,6 +66,27 @@ def smollm2_server(tmp_path_factory):
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def _first_completion(url: str, proc: subprocess.Popen, log: Path) -> None:
+    """Fail with the reason unless the server answers a short completion (a build for another CPU
+    dies on the first one, e.g. a general protection fault in libggml-cpu.so)."""
+    body = {"model": "smollm2", "messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 4}
+    request = urllib.request.Request(
+        f"{url}/chat/completions", json.dumps(body).encode(), {"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=120) as reply:
+            json.load(reply)["choices"][0]["message"]["content"]
+    except (OSError, KeyError, ValueError) as exc:
+        time.sleep(1)
+        died = f"the server died (exit code {proc.poll()})" if proc.poll() is not None else str(exc)
+        raise RuntimeError(
+            f"llama.cpp server started but did not answer a completion: {died}. A llama-cpp-python built "
+            "for another CPU crashes here (general protection fault, illegal instruction): rebuild it "
+            "with the CMAKE_ARGS and --no-cache-dir of the README's test command. "
+            f"Server log: {log.read_text()[-1500:]}"
+        ) from None
 
 
 @pytest.fixture

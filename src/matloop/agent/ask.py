@@ -189,10 +189,10 @@ def ask(
     """Answer ``request`` by planning and calling tools in ``workspace`` (settings default).
 
     The planners are those of campaigns: the LLM planner answering one request, falling back on
-    the rules planner for requests. The budget applies to this request alone (its LLM tokens are
-    counted apart from earlier requests in the same workspace). If the model is unreachable,
-    refuses the request or makes no valid progress, the rules planner answers and ``notice``
-    says why.
+    the rules planner for requests. The budget applies to this request alone: its calculations,
+    CPU-hours and LLM tokens are counted apart from earlier requests in the same workspace. If the
+    model is unreachable, refuses the request, sends a reply that cannot be read or makes no valid
+    progress, the rules planner answers and ``notice`` says why.
     """
     settings = get_settings()
     root = Path(workspace or settings.workspace)
@@ -207,7 +207,7 @@ def ask(
         chosen = LLMPlanner(model, fallback=rules, question=request)
     spec = CampaignSpec(name="ask", request=request, budget=budget or Budget(), max_steps=max_steps)
     campaign = Campaign(root, spec, approver=approver, progress=progress, settings=settings)
-    campaign.guardrails.token_scope = f"llm:{Workspace.new_id('ask')}:"
+    campaign.state.scope = f"{Workspace.new_id('ask')}:"  # this request's own spending
     campaign.planner = chosen.name
     first = campaign.log.next_step()
     try:

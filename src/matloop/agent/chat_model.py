@@ -3,28 +3,28 @@ Ollama or a llama.cpp server through ``MATLOOP_LLM__BASE_URL``), streamed replie
 completion cap sent in the request field(s) the server reads, and what a failed call means.
 
 Unreachable or overloaded servers are retried with exponential backoff; requests the server
-refuses (HTTP 4xx, an HTTP 500 that repeats, a timeout) are not. Either way
-:class:`LLMUnavailable` says what to check.
+refuses (HTTP 4xx, an HTTP 500 that repeats, a timeout) and replies the client cannot read are
+not. Either way :class:`LLMUnavailable` says what to check.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.messages import AIMessage, BaseMessage, convert_to_openai_messages
 
 from matloop.errors import MatloopError
 from matloop.settings import LLMSettings
 
 #: smallest completion worth asking for; a call that cannot afford it is not made
 MIN_COMPLETION_TOKENS = 32
-#: prompt characters per token assumed before the server reports usage (conservative)
-CHARS_PER_TOKEN = 2.5
+#: tokens allowed for the text a server's chat template adds around the messages and tool schemas
+#: (llama-cpp-python's ``chatml-function-calling``: about 150)
+CHAT_TEMPLATE_TOKENS = 256
 Retry = Literal["no", "once", "yes"]
 
 
@@ -77,9 +77,13 @@ def cap_request(settings: LLMSettings, cap: int) -> dict[str, Any]:
     return out
 
 
-def failure_advice(exc: Exception, settings: LLMSettings) -> tuple[Retry, str] | None:
-    """Whether to retry a failed model call and what to tell the user; ``None``: not a model failure."""
+def failure_advice(exc: Exception, settings: LLMSettings, *, mid_reply: bool = False) -> tuple[Retry, str]:
+    """Whether to retry a failed model call and what to tell the user. A connection lost once the
+    reply has started (``mid_reply``), and anything the client raises that is not a refusal, a
+    timeout or an unreachable server (a garbage stream line, a body of the wrong shape, an empty
+    stream), is a reply it could not read: not retried."""
     where = settings.base_url or "the OpenAI API"
+    unread = f"{where} sent a reply that could not be read ({type(exc).__name__}: {one_line(str(exc), 200)})"
     timeout = (
         f"{where} sent nothing for {settings.timeout_s:g} s; for a slow model raise MATLOOP_LLM__TIMEOUT_S"
     )
@@ -92,7 +96,7 @@ def failure_advice(exc: Exception, settings: LLMSettings) -> tuple[Retry, str] |
         if isinstance(exc, openai.APITimeoutError):
             return "no", timeout
         if isinstance(exc, openai.APIConnectionError):
-            return "yes", unreachable
+            return ("no", unread + "; the connection broke mid-reply") if mid_reply else ("yes", unreachable)
         if isinstance(exc, openai.APIStatusError):
             code, body = exc.status_code, one_line(exc.message, 300)
             if code in (429, 502, 503, 504):
@@ -111,25 +115,51 @@ def failure_advice(exc: Exception, settings: LLMSettings) -> tuple[Retry, str] |
             ), f"{where} refused the request (HTTP {code}: {body}); {hint}"
     if isinstance(exc, TimeoutError):
         return "no", timeout
-    if isinstance(exc, ConnectionError):
+    if isinstance(exc, ConnectionError) and not mid_reply:
         return "yes", unreachable
-    return None
+    return "no", unread
 
 
-def prompt_chars(messages: list[BaseMessage]) -> int:
-    return sum(
-        len(str(m.content)) + len(json.dumps(getattr(m, "tool_calls", []), default=str)) for m in messages
-    )
+def request_bound(messages: list[BaseMessage], tools: list[dict[str, Any]]) -> int:
+    """Tokens the server can read in a request, counted high: one per UTF-8 byte of the whole
+    request serialised as JSON (every message, re-sent replies and tool calls included, and the
+    tool schemas), plus :data:`CHAT_TEMPLATE_TOKENS` for the server's chat template. A byte-level
+    BPE token covers at least one byte of the text it encodes, and JSON escapes only add bytes."""
+    body = {"messages": convert_to_openai_messages(messages), "tools": tools}
+    return len(json.dumps(body, ensure_ascii=False, default=str).encode()) + CHAT_TEMPLATE_TOKENS
 
 
-def chunk_tokens(chunk: BaseMessage) -> int:
-    """Tokens in one streamed chunk, counted high: at least one per non-empty chunk, 3 characters each."""
+def chunk_bound(chunk: BaseMessage) -> int:
+    """Tokens a streamed chunk can hold, counted high: one per UTF-8 byte of its text, tool name
+    and arguments, plus one (a token that prints nothing, such as the end of the reply)."""
     text = str(chunk.content) + "".join(
         (c.get("name") or "") + (c.get("args") or "") for c in getattr(chunk, "tool_call_chunks", [])
     )
-    if not text and getattr(chunk, "tool_calls", None):  # a whole message (models that do not stream)
-        text = json.dumps(chunk.tool_calls, default=str)  # type: ignore[attr-defined]
-    return math.ceil(len(text) / 3) if text else 0
+    if not getattr(chunk, "tool_call_chunks", None) and getattr(chunk, "tool_calls", None):
+        text += json.dumps(chunk.tool_calls, default=str)  # type: ignore[attr-defined]  # a whole message
+    return len(text.encode()) + 1
+
+
+def complete_calls(message: BaseMessage) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(calls, invalid calls) of a merged reply: a streamed call whose arguments are not one
+    complete JSON object is invalid (LangChain completes cut-off JSON; a call cut short is never
+    run). A whole message (a model that does not stream) keeps the calls it parsed."""
+    chunks = getattr(message, "tool_call_chunks", None)
+    if not chunks:
+        return list(getattr(message, "tool_calls", [])), list(getattr(message, "invalid_tool_calls", []))
+    calls, invalid = [], []
+    for n, c in enumerate(chunks):
+        raw, call_id = c.get("args") or "", c.get("id") or f"call-{c.get('index', n)}"
+        try:
+            args = json.loads(raw or "{}")
+            error = "" if isinstance(args, dict) else f"expected a JSON object, got {type(args).__name__}"
+        except json.JSONDecodeError as exc:
+            error = f"the arguments are not complete JSON ({exc.msg} at character {exc.pos})"
+        if error:
+            invalid.append({"name": c.get("name"), "args": raw, "id": call_id, "error": error})
+        else:
+            calls.append({"name": c.get("name") or "", "args": args, "id": call_id, "type": "tool_call"})
+    return calls, invalid
 
 
 def drop_repeats(chunk: Any, seen: dict[tuple[Any, str], Any]) -> Any:
@@ -155,5 +185,5 @@ class Reply:
     """One model reply and what it cost."""
 
     message: AIMessage
-    tokens: int  # charged: the server's usage, else a conservative estimate
+    tokens: int  # charged: the larger of the server's usage and the bound on what was sent and read
     cut: bool  # the reply reached the completion cap

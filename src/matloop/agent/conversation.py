@@ -1,10 +1,13 @@
 """One request answered by a tool-calling model through a toolbox.
 
-The token budget holds whatever the server does: the completion cap is clamped to what the
-budget has left and the reply is cut client-side at the cap, so a server that ignores it cannot
-run past it. The usage the server reports is charged (a conservative estimate when it reports
-none), and a call whose prompt and cap could cross the limit is not made. A model that makes no
-valid progress for ``max_idle_turns`` turns raises :class:`NoProgress`.
+The token budget is counted with a bound that cannot undercount a byte-level tokenizer (one token
+per UTF-8 byte of the whole request and of the reply read, :func:`request_bound`,
+:func:`chunk_bound`): a call is made only if its request's bound plus the completion cap fits
+what the budget has left; the reply is cut client-side at the cap, so a server that ignores it
+cannot run past it; the larger of the server's reported usage and the bound is charged, and a
+failed call is charged its request's bound. A tool call cut at the cap, or whose arguments are
+not one complete JSON object, is never run: it goes back to the model as an error. A model that
+makes no valid progress for ``max_idle_turns`` turns raises :class:`NoProgress`.
 
 With ``tool_calling: forced`` the model must call one ``next_step`` tool (a tool name from a
 fixed list and its arguments, or ``finish`` with the answer); servers that constrain output to
@@ -14,7 +17,6 @@ the tool's JSON schema (llama.cpp, vLLM) then always return a well-formed call.
 from __future__ import annotations
 
 import json
-import math
 import time
 import uuid
 from collections.abc import Callable
@@ -23,19 +25,20 @@ from typing import Any, Literal
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 from langchain_core.tools import StructuredTool
+from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import Field, create_model
 
 from matloop.agent.chat_model import (
-    CHARS_PER_TOKEN,
     MIN_COMPLETION_TOKENS,
     LLMUnavailable,
     Reply,
     cap_request,
-    chunk_tokens,
+    chunk_bound,
+    complete_calls,
     drop_repeats,
     failure_advice,
     one_line,
-    prompt_chars,
+    request_bound,
     tool_calling_mode,
 )
 from matloop.agent.guardrails import Guardrails, StepCapReached
@@ -104,61 +107,58 @@ class Conversation:
         self.on_round_end = on_round_end
         self.unfinished = unfinished or (lambda: None)
         self.note = note or (lambda *_a, **_k: None)
-        self._schema_chars = len(json.dumps([t.args for t in tools], default=str))
-        self._tokens_per_char = 1 / CHARS_PER_TOKEN
+        self._tools = [convert_to_openai_tool(t) for t in tools]
+        self.read = 0  # bound on the tokens read of the current reply
         self.progressed = False  # a tool call other than reading the state has run
 
     # -- one model call --------------------------------------------------------------------
     def _invoke(self, messages: list[BaseMessage]) -> Reply:
-        """One streamed model call within the token budget (never made if it could cross it)."""
-        chars = prompt_chars(messages) + self._schema_chars
-        prompt = math.ceil(chars * self._tokens_per_char)
-        left = self.guardrails.remaining()["llm_tokens"]
-        cap = int(min(self.settings.max_completion_tokens, left - prompt))
-        self.guardrails.check_tokens(prompt, max(cap, MIN_COMPLETION_TOKENS))
+        """One streamed model call, made only if the request's bound plus the completion cap fits
+        the budget left. Each attempt is charged: a failed one its request and what was read."""
+        prompt = request_bound(messages, self._tools)
         attempt, retries = 0, {"no": 0, "once": min(1, self.settings.max_retries)}
         while True:
+            left = self.guardrails.remaining()["llm_tokens"]
+            cap = int(min(self.settings.max_completion_tokens, left - prompt))
+            self.guardrails.check_tokens(prompt, max(cap, MIN_COMPLETION_TOKENS))
+            self.read = 0
             try:
                 reply = self._stream(messages, cap, prompt)
-                break
             except Exception as exc:
-                failure = failure_advice(exc, self.settings)
-                if failure is None:
-                    raise
-                retry, message = failure
+                self._charge(prompt + self.read, "LLM call failed")
+                retry, message = failure_advice(exc, self.settings, mid_reply=self.read > 0)
                 if attempt >= retries.get(retry, self.settings.max_retries):
                     raise LLMUnavailable(message) from exc
                 time.sleep(self.backoff_s * 2**attempt)
                 attempt += 1
-        usage: dict[str, Any] = dict(reply.message.usage_metadata or {})
-        if usage.get("input_tokens"):  # calibrate the prompt estimate on the server's own count
-            self._tokens_per_char = 1.15 * usage["input_tokens"] / chars
-        self.toolbox.state.charge(
-            f"{self.guardrails.token_scope}{uuid.uuid4().hex}", "llm_tokens", reply.tokens, "LLM call"
-        )
-        return reply
+                continue
+            self._charge(reply.tokens, "LLM call")
+            return reply
+
+    def _charge(self, tokens: int, note: str) -> None:
+        self.toolbox.state.charge(f"llm:{uuid.uuid4().hex}", "llm_tokens", tokens, note)
 
     def _stream(self, messages: list[BaseMessage], cap: int, prompt: int) -> Reply:
-        """Read the reply chunk by chunk and stop reading at the completion cap."""
+        """Read the reply chunk by chunk (``self.read``: the bound on what was read) and stop at
+        the completion cap, whatever the server does with it."""
         total: Any = None
-        received, cut = 0, False
+        cut = False
         seen: dict[tuple[Any, str], Any] = {}
         stream = self.bound.stream(messages, **cap_request(self.settings, cap))
         try:
             for chunk in stream:
                 chunk = drop_repeats(chunk, seen)
                 total = chunk if total is None else total + chunk
-                received += chunk_tokens(chunk)
-                if received >= cap:
+                self.read += chunk_bound(chunk)
+                if self.read >= cap:
                     cut = True
                     break
         finally:
             stream.close()  # type: ignore[attr-defined]
         if total is None:
-            total = AIMessage(content="")
-        finish = (total.response_metadata or {}).get("finish_reason")
-        cut = cut or finish == "length"
-        calls, invalid = list(total.tool_calls), list(total.invalid_tool_calls)
+            raise ValueError("the reply stream ended without a message")
+        cut = cut or (total.response_metadata or {}).get("finish_reason") == "length"
+        calls, invalid = complete_calls(total)
         if cut:  # a call cut short has arguments the model never finished: never run it
             invalid += [
                 {"name": c["name"], "args": json.dumps(c["args"]), "id": c["id"], "error": "cut at the cap"}
@@ -172,12 +172,8 @@ class Conversation:
             usage_metadata=total.usage_metadata,
             response_metadata=total.response_metadata,
         )
-        usage = total.usage_metadata or {}
-        if usage.get("total_tokens"):
-            return Reply(message, int(usage["total_tokens"]), cut)
-        # no usage (a reply cut short never gets it): the estimate, in which the chunk that reached
-        # the cap counts up to it (a streamed chunk is about one token, the estimate rounds it up)
-        return Reply(message, prompt + min(received, cap), cut)
+        reported = int((total.usage_metadata or {}).get("total_tokens") or 0)
+        return Reply(message, max(reported, prompt + self.read), cut)
 
     # -- the loop ----------------------------------------------------------------------------
     def _calls(self, ai: AIMessage) -> tuple[list[Any], list[Any], str | None]:

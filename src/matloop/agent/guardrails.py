@@ -60,6 +60,7 @@ class Verdict:
     check: str
     ok: bool
     message: str = ""
+    amended: bool = False  # the check changed the call's arguments (items left out, a limit added)
 
 
 class GuardrailViolation(ToolInputError):
@@ -95,7 +96,6 @@ class Guardrails:
         max_steps: int = 60,
         max_repeats: int = 2,
         pool: PoolLimits | None = None,
-        token_scope: str = "llm:",
     ) -> None:
         self.ws, self.state, self.budget = workspace, state, budget
         self.allowed = set(allowed_elements or [])
@@ -106,8 +106,6 @@ class Guardrails:
         self.max_steps = max_steps
         self.max_repeats = max_repeats
         self.pool = pool or PoolLimits()
-        #: ledger-key prefix of the LLM tokens this budget covers (a campaign, or one request)
-        self.token_scope = token_scope
         self._approved: set[str] = set()
         #: items no planner may have calculated (the campaign's audit set until it releases them)
         self.reserved: Callable[[], set[str]] = set
@@ -119,11 +117,12 @@ class Guardrails:
         self._calls: Counter[str] = Counter()
 
     def remaining(self) -> dict[str, float]:
-        """Budget left, per kind."""
+        """Budget left, per kind: the budget less the spending of the state's scope (a campaign,
+        or one request)."""
         return {
             "calculations": self.budget.calculations - self.state.spent("calculations"),
             "cpu_hours": round(self.budget.cpu_hours - self.state.spent("cpu_hours"), 4),
-            "llm_tokens": self.budget.llm_tokens - self.state.charged(self.token_scope),
+            "llm_tokens": self.budget.llm_tokens - self.state.spent("llm_tokens"),
         }
 
     def limits(self) -> str:
@@ -136,12 +135,12 @@ class Guardrails:
         return "; ".join(p for p in parts if p)
 
     def check_tokens(self, prompt: int, completion: int) -> None:
-        """Stop before an LLM call whose prompt plus ``completion`` tokens could pass the limit."""
+        """Stop before an LLM call whose request bound plus ``completion`` tokens could pass the limit."""
         left = self.remaining()["llm_tokens"]
         if prompt + completion > left:
             raise TokenBudgetExhausted(
                 f"LLM token budget exhausted: {left:.0f} of {self.budget.llm_tokens} left, the next call "
-                f"needs about {prompt} prompt + {completion} completion tokens"
+                f"needs up to {prompt} prompt + {completion} completion tokens"
             )
 
     def check(self, spec: ToolSpec, args: dict[str, Any]) -> tuple[dict[str, Any], list[Verdict]]:
@@ -195,7 +194,9 @@ class Guardrails:
             return args
         none = sorted(set(args.get("elements_none") or []) | self.forbidden)
         if none != sorted(args.get("elements_none") or []):
-            verdicts.append(Verdict("elements", True, f"added forbidden elements {sorted(self.forbidden)}"))
+            verdicts.append(
+                Verdict("elements", True, f"added forbidden elements {sorted(self.forbidden)}", True)
+            )
         return {**args, "elements_none": none}
 
     def _check_pool(self, args: dict[str, Any], verdicts: list[Verdict]) -> dict[str, Any]:
@@ -215,7 +216,7 @@ class Guardrails:
         if self.pool.max_items and (args.get("max_items") or 10**9) > self.pool.max_items:
             notes.append(f"max_items {args.get('max_items')} → {self.pool.max_items}")
             args["max_items"] = self.pool.max_items
-        verdicts.append(Verdict("pool", True, "; ".join(notes)))
+        verdicts.append(Verdict("pool", True, "; ".join(notes), bool(notes)))
         return args
 
     def _check_validation(self, args: dict[str, Any], verdicts: list[Verdict]) -> dict[str, Any]:
@@ -238,7 +239,9 @@ class Guardrails:
         if level == self.allowed_levels[0] and (held := self.reserved() & set(ids)):
             ids = [i for i in ids if i not in held]
             verdicts.append(
-                Verdict("audit", True, f"left out {sorted(held)[:5]}: reserved for the random audit set")
+                Verdict(
+                    "audit", True, f"left out {sorted(held)[:5]}: reserved for the random audit set", True
+                )
             )
             if not ids:
                 self._reject(verdicts, "audit", "every item asked for is reserved for the random audit set")
@@ -264,7 +267,7 @@ class Guardrails:
                 keep.append(item_id)
         self.state.refuse(refused)
         dropped = [f"{item_id}: {reason}" for item_id, reason in refused.items()]
-        verdicts.append(Verdict("elements+sanity", not dropped, "; ".join(dropped[:10])))
+        verdicts.append(Verdict("elements+sanity", not dropped, "; ".join(dropped[:10]), bool(dropped)))
         left = self.remaining()["calculations"]
         charge = get_level(level).charge
         if left < charge:
@@ -282,6 +285,7 @@ class Guardrails:
                     "budget_calculations",
                     True,
                     f"trimmed {len(keep)} → {fits} calculations at {level} (budget left)",
+                    True,
                 )
             )
             keep = keep[:fits]

@@ -1,8 +1,9 @@
 """The LLM planner: a chat model plans the campaign through the toolbox.
 
-When the model cannot be reached, refuses the request, makes no valid progress or spends the
-token budget, the planner logs why and hands over to the fallback planner it was given (the
-campaign runner gives it the rules planner).
+When the model cannot be reached, refuses the request, sends a reply that cannot be read, makes
+no valid progress or spends the token budget, the planner logs why and hands over to the fallback
+planner it was given (the campaign runner gives it the rules planner). Its final answer goes out
+with the facts from the records and any claim they contradict flagged (:mod:`matloop.agent.facts`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from langchain_core.language_models import BaseChatModel
 
 from matloop.agent.chat_model import LLMUnavailable, make_chat_model, one_line
 from matloop.agent.conversation import Conversation, NoProgress
+from matloop.agent.facts import Facts
 from matloop.agent.guardrails import TokenBudgetExhausted
 from matloop.agent.toolbox import to_json
 from matloop.agent.toolspec import tool_guide
@@ -119,18 +121,22 @@ class LLMPlanner:
             return self.hand_over(campaign, f"LLM planner: {exc}")
         if (left := campaign_unfinished(campaign)) is not None:
             return self.hand_over(campaign, f"the LLM planner stopped with {left} ({one_line(answer, 120)})")
+        answer = Facts.read(campaign.toolbox.log, campaign.ws).checked(answer)
         campaign.state.set_meta("answer", answer)
         return f"LLM planner finished: {one_line(answer)}"
 
     def _answer(self, campaign: Session, question: str) -> str:
-        """The model's answer to one request (a spent token budget stops it, as a campaign stop)."""
+        """The model's answer to one request, checked against the request's records (a spent token
+        budget stops it, as a campaign stop)."""
         system = self.system_prompt(campaign, goal=f"answer the request: {question}")
+        first = campaign.toolbox.log.next_step()
         try:
             conv = self._conversation(campaign)
             conv.unfinished = lambda: None if conv.progressed else "no tool has given you data yet"
-            return conv.run(system, question)
+            answer = conv.run(system, question)
         except (LLMUnavailable, NoProgress) as exc:
             return self.hand_over(campaign, f"LLM planner: {exc}")
+        return Facts.read(campaign.toolbox.log, campaign.ws, first).checked(answer)
 
     def hand_over(self, campaign: Session, why: str) -> str:
         """Log why the LLM planner stops, then let the fallback planner finish the campaign."""

@@ -32,7 +32,8 @@ CREATE TABLE IF NOT EXISTS campaign_labels (
     PRIMARY KEY (item_id, property, level));
 CREATE TABLE IF NOT EXISTS campaign_models (
     model_id TEXT PRIMARY KEY, round INTEGER, kind TEXT, parent TEXT, n_train INTEGER, metrics TEXT);
-CREATE TABLE IF NOT EXISTS campaign_refused (item_id TEXT PRIMARY KEY, reason TEXT, time TEXT);
+CREATE TABLE IF NOT EXISTS campaign_refused (
+    scope TEXT, item_id TEXT, reason TEXT, time TEXT, PRIMARY KEY (scope, item_id));
 CREATE TABLE IF NOT EXISTS budget_ledger (
     key TEXT PRIMARY KEY, time TEXT, kind TEXT, amount REAL, note TEXT);
 """
@@ -45,8 +46,11 @@ def _now() -> str:
 class CampaignState:
     """Typed access to the campaign tables of one workspace."""
 
-    def __init__(self, workspace: Workspace) -> None:
+    def __init__(self, workspace: Workspace, *, scope: str = "") -> None:
         self.ws = workspace
+        #: ledger-key prefix of the spending this state charges and counts: ``""`` for a campaign
+        #: (the whole workspace), ``"<request id>:"`` for one request in a shared workspace
+        self.scope = scope
         with self.ws.connect() as db:
             db.executescript(_SCHEMA)
 
@@ -96,25 +100,30 @@ class CampaignState:
 
     # -- budget ledger --------------------------------------------------------------------
     def charge(self, key: str, kind: BudgetKind, amount: float, note: str = "") -> None:
-        """Record a cost once per ``key`` (a repeated key is ignored, so resume never double-counts)."""
+        """Record a cost once per ``key`` in this scope (a repeated key is ignored, so resume never
+        double-counts)."""
         with self.ws.connect() as db:
             db.execute(
                 "INSERT OR IGNORE INTO budget_ledger VALUES (?, ?, ?, ?, ?)",
-                (key, _now(), kind, amount, note),
+                (self.scope + key, _now(), kind, amount, note),
             )
 
     def spent(self, kind: BudgetKind) -> float:
-        with self.ws.connect() as db:
-            row = db.execute("SELECT COALESCE(SUM(amount), 0) FROM budget_ledger WHERE kind = ?", (kind,))
-            return float(row.fetchone()[0])
+        """Spending of this scope."""
+        return self._sum(kind=kind)
 
     def charged(self, prefix: str) -> float:
-        """Sum of the ledger rows whose key starts with ``prefix``."""
+        """Sum of this scope's ledger rows whose key starts with ``prefix``."""
+        return self._sum(prefix=prefix)
+
+    def _sum(self, *, kind: BudgetKind | None = None, prefix: str = "") -> float:
+        start = self.scope + prefix
+        query = "SELECT COALESCE(SUM(amount), 0) FROM budget_ledger WHERE substr(key, 1, ?) = ?"
+        params: list[Any] = [len(start), start]
+        if kind is not None:
+            query, params = query + " AND kind = ?", [*params, kind]
         with self.ws.connect() as db:
-            row = db.execute(
-                "SELECT COALESCE(SUM(amount), 0) FROM budget_ledger WHERE key LIKE ?", (prefix + "%",)
-            )
-            return float(row.fetchone()[0])
+            return float(db.execute(query, params).fetchone()[0])
 
     def ledger(self) -> list[dict[str, Any]]:
         with self.ws.connect() as db:
@@ -122,17 +131,20 @@ class CampaignState:
 
     # -- items the guardrails refused (never selectable again) ----------------------------
     def refuse(self, reasons: dict[str, str]) -> None:
-        """Record items a guardrail refused to compute, with the reason (the first one stays)."""
+        """Record items a guardrail refused to compute in this scope, with the reason (the first stays)."""
         with self.ws.connect() as db:
             db.executemany(
-                "INSERT OR IGNORE INTO campaign_refused VALUES (?, ?, ?)",
-                [(item_id, reason, _now()) for item_id, reason in reasons.items()],
+                "INSERT OR IGNORE INTO campaign_refused VALUES (?, ?, ?, ?)",
+                [(self.scope, item_id, reason, _now()) for item_id, reason in reasons.items()],
             )
 
     def refused(self) -> dict[str, str]:
-        """Refused items and why."""
+        """Items refused in this scope, and why."""
         with self.ws.connect() as db:
-            return dict(db.execute("SELECT item_id, reason FROM campaign_refused ORDER BY rowid").fetchall())
+            rows = db.execute(
+                "SELECT item_id, reason FROM campaign_refused WHERE scope = ? ORDER BY rowid", (self.scope,)
+            )
+            return dict(rows.fetchall())
 
     # -- candidates, calculations, labels, models -----------------------------------------
     def add_candidates(self, round_: int, selection_id: str, strategy: str, candidates: list[dict]) -> None:
