@@ -238,3 +238,26 @@ def test_element_names_read_as_symbols(tmp_path):
 
     spec = CampaignSpec.from_dict({"elements": {"forbidden": ["Pb", "oxygen", "Cadmium"]}})
     assert spec.elements.forbidden == ["Pb", "O", "Cd"]
+
+
+def test_an_item_a_guardrail_refused_is_never_selected_again(settings, tmp_path):
+    from matloop.agent.campaign import run_campaign
+    from matloop.agent.spec import CampaignSpec
+
+    strict = settings.model_copy(
+        update={"validation": settings.validation.model_copy(update={"max_sites": 6})}
+    )  # most bundled crystals are larger: the sanity check refuses them
+    spec = CampaignSpec.from_dict({**SPEC, "rounds": 4, "audit": "off"})
+    campaign = run_campaign(spec, tmp_path / "c", settings=strict)
+    refused = campaign.state.refused()
+    assert refused and all("exceeds the limit of 6" in why for why in refused.values())
+    picked = [
+        item_id
+        for r in campaign.log.records()
+        if r["phase"] == "planned" and r["tool"] == "queue_validation"
+        for item_id in r["arguments"]["item_ids"]
+    ]
+    asked = [c["item_id"] for c in campaign.state.candidates()]
+    assert len(asked) == len(set(asked))  # nothing refused (or labelled) was offered twice
+    assert not set(picked) & set(refused)
+    assert "refused by a guardrail" in (tmp_path / "c" / "report.html").read_text()
