@@ -39,7 +39,6 @@ def invalid_choice(what: str, got: Any, valid: Iterable[Any]) -> ToolInputError:
     return ToolInputError(f"expected {what}, got {got!r}; valid values are {sorted(map(str, valid))}")
 
 
-
 def _shown(value: Any, limit: int = 60) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -109,3 +109,25 @@ def test_vasp_inputs_written_with_potcar_spec(tmp_path):
     assert (tmp_path / "vasp" / "POTCAR.spec").read_text().split() == ["Mg_pv", "O"]
     incar = (tmp_path / "vasp" / "INCAR").read_text()
     assert "ENCUT = 520" in incar and "ISIF = 3" in incar
+
+
+def test_shipped_chgnet_references_are_what_the_level_computes(tmp_path):
+    """A new workspace starts with the shipped CHGNet references: each is the energy per atom the
+    level's own reference job computes (checked here for two elements, relaxed again)."""
+    from matloop.data.references import bundled_references
+    from matloop.models.cheap_level import chgnet_references
+    from matloop.validation.makers import FormationEnergyMaker
+
+    shipped = bundled_references("chgnet")
+    assert len(shipped) >= 90 and len(bundled_references("chgnet_static", "structures")) >= 90
+    flow = FormationEnergyMaker().make(rocksalt("Mg", "O", 4.21))  # no known references: relaxes them
+    store = JobStore(MemoryStore(), additional_stores={"data": MemoryStore()})
+    run_locally(flow, store=store, create_folders=True, root_dir=tmp_path, ensure_success=True, log=False)
+    doc = flow.output.resolve(store)
+    for el in ("Mg", "O"):
+        assert abs(doc.references[el] - shipped[el]) < 1e-4, el
+    with_shipped = FormationEnergyMaker(references=shipped).make(rocksalt("Mg", "O", 4.21))
+    assert len(with_shipped.jobs) == 2  # the relaxation and the summary: no reference job
+    relaxed = chgnet_references({"Mg", "O"}, tmp_path / "empty-cache")
+    assert not (tmp_path / "empty-cache").exists()  # nothing relaxed: they ship
+    assert relaxed["O"].composition.reduced_formula == "O2"

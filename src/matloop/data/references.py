@@ -5,11 +5,21 @@ diatomic gases (H₂, N₂, O₂, F₂, Cl₂, Br₂, I₂) as a molecule in a 1
 noble gases as one atom in a box, everything else as ASE's reference crystal
 (``ase.data.reference_states``: fcc/bcc/hcp/diamond/... with experimental lattice constants)
 or, where ASE has no simple prototype, an fcc cell sized from the atomic radius (cell relaxed).
+
+The CHGNet references of elements H–Pu ship with the package (``bundled/references.json``, made
+by ``scripts/bundle_references.py``, with the versions that made them): a new workspace or an
+empty cache starts with them, and they are used only while the installed CHGNet is the version
+that computed them.
 """
 
 from __future__ import annotations
 
+import json
 import math
+from functools import cache
+from importlib import resources
+from importlib.metadata import version
+from typing import Any
 
 from ase.build import bulk
 from pymatgen.core import Element, Lattice, Structure
@@ -35,3 +45,19 @@ def reference_structure(element: str) -> tuple[Structure, bool]:
         radius = Element(element).atomic_radius or 1.5
         atoms = bulk(element, "fcc", a=2.0 * math.sqrt(2.0) * float(radius))
     return AseAtomsAdaptor.get_structure(atoms), True
+
+
+@cache
+def _bundled() -> dict[str, Any]:
+    path = resources.files("matloop.data") / "bundled" / "references.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def bundled_references(level: str, kind: str = "energies", package: str = "chgnet") -> dict[str, Any]:
+    """The shipped references of ``level``: ``energies`` per atom (eV/atom, ``chgnet``) or relaxed
+    ``structures`` as dicts (``chgnet_static``); nothing when none ship or the installed ``package``
+    is not the version that computed them."""
+    entry = _bundled().get(level, {})
+    if entry.get("code_version") != version(package):
+        return {}
+    return dict(entry.get(kind, {}))

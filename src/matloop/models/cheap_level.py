@@ -22,7 +22,7 @@ from ase.build import bulk
 from pymatgen.core import Element, Structure
 from pymatgen.io.ase import AseAtomsAdaptor
 
-from matloop.data.references import NOBLE_GASES, reference_structure
+from matloop.data.references import NOBLE_GASES, bundled_references, reference_structure
 from matloop.errors import ToolInputError
 from matloop.models.foundation import embed_structures
 
@@ -32,10 +32,14 @@ REFERENCES_FILE = "chgnet_references.json"
 
 
 def chgnet_references(elements: set[str], cache_dir: Path) -> dict[str, Structure]:
-    """Elemental reference phases relaxed with CHGNet (cached in ``cache_dir``); noble gases as an
-    fcc solid at twice the van der Waals radius (an isolated atom has no CHGNet graph)."""
+    """Elemental reference phases relaxed with CHGNet (shipped with the package, or relaxed once and
+    cached in ``cache_dir``); noble gases as an fcc solid at twice the van der Waals radius (an
+    isolated atom has no CHGNet graph)."""
     path = cache_dir / REFERENCES_FILE
-    stored = json.loads(path.read_text()) if path.exists() else {}
+    stored = {
+        **bundled_references("chgnet_static", "structures"),
+        **(json.loads(path.read_text()) if path.exists() else {}),
+    }
     missing = sorted(elements - set(stored))
     if missing:
         from chgnet.model import StructOptimizer

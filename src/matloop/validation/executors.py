@@ -218,7 +218,8 @@ class JobflowRemoteExecutor:
             assert level.build is not None
             try:
                 flow = level.build(
-                    job.structure, LevelContext(workspace.settings, store.references(job.level))
+                    job.structure,
+                    LevelContext.known(workspace.settings, job.level, store.references(job.level)),
                 )
                 payload = remote_submission(flow, workspace.settings)
                 db_ids = submit_flow(**payload)

@@ -12,6 +12,7 @@ from typing import Literal
 from jobflow import Flow, Job
 from pymatgen.core import Molecule, Structure
 
+from matloop.data.references import bundled_references
 from matloop.errors import invalid_choice
 from matloop.names import LevelName
 from matloop.settings import Settings
@@ -28,10 +29,16 @@ PER_ATOM_ENERGIES = ("energy_per_atom", "formation_energy_per_atom")
 
 @dataclass(frozen=True)
 class LevelContext:
-    """What a level needs to build a Flow: settings and cached elemental references (eV/atom)."""
+    """What a level needs to build a Flow: settings and known elemental references (eV/atom)."""
 
     settings: Settings
     references: dict[str, float]
+
+    @classmethod
+    def known(cls, settings: Settings, level: str, stored: dict[str, float]) -> LevelContext:
+        """The context of ``level`` with the shipped references (see
+        :func:`~matloop.data.references.bundled_references`) and the workspace's ``stored`` ones."""
+        return cls(settings, {**bundled_references(level), **stored})
 
 
 FlowBuilder = Callable[[Structure | Molecule, LevelContext], Flow | Job]

@@ -116,7 +116,9 @@ def _run_flow(workspace: Workspace, job: JobRecord, level: Level, cache: Calcula
     try:
         if level.build is None:
             raise ValueError(f"level {job.level!r} has no calculation to run")
-        flow = level.build(job.structure, LevelContext(settings, store.references(job.level)))
+        flow = level.build(
+            job.structure, LevelContext.known(settings, job.level, store.references(job.level))
+        )
         with wall_time(settings.validation.walltime_s):
             run_locally(
                 flow,
