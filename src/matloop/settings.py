@@ -155,6 +155,9 @@ class ValidationSettings(BaseModel):
     min_distance: float = Field(0.5, gt=0, description="Smallest interatomic distance in Å.")
     cp2k_threads: int = Field(2, gt=0)
     walltime_s: float = Field(1800.0, gt=0, description="Wall-time limit per calculation.")
+    chunk_size: int = Field(
+        64, gt=0, description="Single points of a screening level (chgnet_static, xtb) run as one task."
+    )
     dask_address: str | None = Field(
         None, description="Dask scheduler address for the dask executor (None: a LocalCluster)."
     )

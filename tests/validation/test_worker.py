@@ -85,3 +85,45 @@ def test_the_worker_stops_after_the_process_that_started_it_is_killed(workspace,
         time.sleep(0.2)
     counts = store.status_counts()
     assert counts.get("queued", 0) >= 1 and "running" not in counts, counts
+
+
+def test_screening_single_points_run_in_chunks_and_a_killed_chunk_reruns_alone(settings, tmp_path):
+    """chgnet_static over a pool: chunks of ``chunk_size`` crystals, one task each; a worker killed
+    mid-chunk leaves the finished chunks alone and the interrupted one runs again."""
+    from matloop.data.prototypes import build_prototype_pool
+    from matloop.data.slices import save_slice
+    from matloop.workspace import Workspace
+
+    chunked = settings.model_copy(
+        update={"validation": settings.validation.model_copy(update={"chunk_size": 40})}
+    )
+    workspace = Workspace(tmp_path / "ws", settings=chunked)
+    pool = build_prototype_pool(families=["perovskite", "rocksalt", "zincblende"], max_items=160, seed=0)
+    slice_id = save_slice(workspace, pool)
+    batch = queue_validation(slice_id, pool.ids, level="chgnet_static", workspace=workspace)
+    store = ValidationStore(workspace)
+    deadline = time.monotonic() + 300
+    while True:
+        jobs = store.jobs(batch_id=batch.batch_id)
+        if sum(j.status == "done" for j in jobs) >= 40 and any(j.status == "running" for j in jobs):
+            break
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    os.kill(int((workspace.root / "calcs" / "worker.lock").read_text()), signal.SIGKILL)
+    while worker_alive(workspace):
+        time.sleep(0.05)
+    before = {j.job_id: j for j in store.jobs(batch_id=batch.batch_id)}
+    running = {i for i, j in before.items() if j.status == "running"}
+    assert 0 < len(running) <= 40
+
+    result = collect_validation(batch.batch_id, timeout_s=300, workspace=workspace)
+    assert not result.failures and not result.pending
+    after = {j.job_id: j for j in store.jobs(batch_id=batch.batch_id)}
+    for job_id, job in after.items():
+        was = before[job_id]
+        if was.status == "done":  # finished before the kill: never ran again
+            assert (job.attempts, job.finished_at) == (1, was.finished_at)
+        else:
+            assert job.attempts == (2 if job_id in running else 1)
+    chunks = {j.task_doc for j in after.values()}
+    assert len(chunks) == len(pool) // 40  # one task per chunk (the killed one reran in its directory)

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from jobflow import Flow, Job
+from jobflow import Flow, Job, Maker
 from pymatgen.core import Molecule, Structure
 
 from matloop.data.references import bundled_references
@@ -42,6 +42,7 @@ class LevelContext:
 
 
 FlowBuilder = Callable[[Structure | Molecule, LevelContext], Flow | Job]
+SinglePoint = Callable[[LevelContext], Maker]
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,8 @@ class Level:
         relaxes: Whether it relaxes the structure; a level that computes it as given counts only
             the same geometry as a duplicate, not the same crystal at another volume.
         properties: What it computes for every structure (more may come, e.g. a band gap).
+        single_point: For a single-point level, its Maker (with ``documents(structures)``); then
+            ``build`` runs it on one structure and :meth:`build_batch` on many in one job.
     """
 
     name: LevelName
@@ -74,6 +77,14 @@ class Level:
     package: str | None = None
     relaxes: bool = True
     properties: tuple[str, ...] = ()
+    single_point: SinglePoint | None = None
+
+    def build_batch(self, structures: list[Structure | Molecule], ctx: LevelContext) -> Job:
+        """One job computing the single points of all ``structures`` (one model load)."""
+        from matloop.validation.makers import SinglePointsMaker
+
+        assert self.single_point is not None, f"level {self.name!r} has no batch single points"
+        return SinglePointsMaker(single_point=self.single_point(ctx)).make(structures)
 
     @property
     def needs_approval(self) -> bool:
@@ -103,16 +114,21 @@ def _cp2k(structure: Structure | Molecule, ctx: LevelContext) -> Flow:
     )
 
 
-def _chgnet_static(structure: Structure | Molecule, ctx: LevelContext) -> Job:
+def _single(single_point: SinglePoint) -> FlowBuilder:
+    """The one-structure job of a single-point level."""
+    return lambda structure, ctx: single_point(ctx).make(structure)
+
+
+def _chgnet_static(ctx: LevelContext) -> Maker:
     from matloop.validation.makers import ChgnetStaticMaker
 
-    return ChgnetStaticMaker(cache_dir=str(ctx.settings.cache_dir)).make(structure)
+    return ChgnetStaticMaker(cache_dir=str(ctx.settings.cache_dir))
 
 
-def _xtb(molecule: Structure | Molecule, ctx: LevelContext) -> Job:
+def _xtb(ctx: LevelContext) -> Maker:
     from matloop.validation.makers import XtbMaker
 
-    return XtbMaker().make(molecule)
+    return XtbMaker()
 
 
 def _vasp(structure: Structure | Molecule, ctx: LevelContext) -> Flow:
@@ -151,23 +167,25 @@ LEVELS: dict[LevelName, Level] = {
             "chgnet_static",
             "crystal",
             "CHGNet single point of the structure as given; energy and formation energy per atom (eV/atom)",
-            _chgnet_static,
+            _single(_chgnet_static),
             cost=0.01,
             charge=SCREENING_CHARGE,
             package="chgnet",
             relaxes=False,
             properties=PER_ATOM_ENERGIES,
+            single_point=_chgnet_static,
         ),
         Level(
             "xtb",
             "molecule",
             "GFN2-xTB single point; energy, HOMO, LUMO, gap (eV)",
-            _xtb,
+            _single(_xtb),
             cost=0.01,
             charge=SCREENING_CHARGE,
             package="tblite",
             relaxes=False,
             properties=("energy", "gap", "homo", "lumo"),
+            single_point=_xtb,
         ),
         Level("vasp", "crystal", "VASP PBE relaxation (cluster: slurm, jobflow-remote)", _vasp, False, 100.0),
         Level("lookup", None, "reveal held-out labels of the slice (benchmarks only)", None, cost=0.0),

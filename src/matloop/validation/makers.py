@@ -128,26 +128,30 @@ class ChgnetStaticMaker(Maker):
     @job
     def make(self, structure: Structure) -> ValidationDocument:
         """Run the single point and return its labels."""
+        return _one(self.documents([structure]))
+
+    def documents(self, structures: list[Structure]) -> list[ValidationDocument | str]:
+        """The labels of each crystal (one CHGNet pass over all of them), or why it failed."""
         from matloop.data.embedding_cache import EmbeddingCache
         from matloop.models.cheap_level import chgnet_static
         from matloop.models.foundation import get_pretrained
 
-        energy, formation, references = chgnet_static([structure], Path(self.cache_dir) / EmbeddingCache.FILE)
-        if not np.isfinite(energy[0]):
-            raise RuntimeError("CHGNet could not evaluate the structure (no neighbours within its cutoff)")
-        unit = "eV/atom"
-        return ValidationDocument(
-            level="chgnet_static",
-            properties={
-                "energy_per_atom": float(energy[0]),
-                "formation_energy_per_atom": float(formation[0]),
-            },
-            units={"energy_per_atom": unit, "formation_energy_per_atom": unit},
-            code=f"CHGNet {get_pretrained('chgnet').model_name}",
-            code_version=version("chgnet"),
-            final_structure=structure,
-            references=references,
-        )
+        energy, formation, references = chgnet_static(structures, Path(self.cache_dir) / EmbeddingCache.FILE)
+        code, unit = f"CHGNet {get_pretrained('chgnet').model_name}", "eV/atom"
+        return [
+            ValidationDocument(
+                level="chgnet_static",
+                properties={"energy_per_atom": float(e), "formation_energy_per_atom": float(f)},
+                units={"energy_per_atom": unit, "formation_energy_per_atom": unit},
+                code=code,
+                code_version=version("chgnet"),
+                final_structure=structure,
+                references={el.symbol: references[el.symbol] for el in structure.composition},
+            )
+            if np.isfinite(e)
+            else "CHGNet could not evaluate the structure (no neighbours within its cutoff)"
+            for structure, e, f in zip(structures, energy, formation, strict=True)
+        ]
 
 
 @dataclass
@@ -169,27 +173,71 @@ class XtbMaker(Maker):
     @job
     def make(self, molecule: Molecule) -> ValidationDocument:
         """Run the single point and return its labels."""
+        return _one(self.documents([molecule]))
+
+    def documents(self, molecules: list[Molecule]) -> list[ValidationDocument | str]:
+        """The labels of each molecule, or why its calculation failed."""
         from ase.units import Bohr, Hartree
         from tblite.interface import Calculator
 
-        positions = np.asarray(molecule.cart_coords) / Bohr
-        numbers = np.array([site.specie.Z for site in molecule])
-        calc = Calculator(
-            self.method, numbers, positions, charge=float(molecule.charge), uhf=molecule.spin_multiplicity - 1
-        )
-        calc.set("verbosity", 0)
-        calc.set("accuracy", self.accuracy)
-        calc.set("max-iter", self.max_iterations)
-        result = calc.singlepoint()
-        eps = result.get("orbital-energies") * Hartree
-        occ = result.get("orbital-occupations")
-        homo, lumo = float(eps[occ > 0.5].max()), float(eps[occ <= 0.5].min())
-        energy = float(result.get("energy")) * Hartree
-        return ValidationDocument(
-            level="xtb",
-            properties={"energy": energy, "homo": homo, "lumo": lumo, "gap": lumo - homo},
-            units={"energy": "eV", "homo": "eV", "lumo": "eV", "gap": "eV"},
-            code=f"tblite {self.method}",
-            code_version=version("tblite"),
-            final_structure=molecule,
-        )
+        out: list[ValidationDocument | str] = []
+        for molecule in molecules:
+            positions = np.asarray(molecule.cart_coords) / Bohr
+            numbers = np.array([site.specie.Z for site in molecule])
+            try:
+                calc = Calculator(
+                    self.method,
+                    numbers,
+                    positions,
+                    charge=float(molecule.charge),
+                    uhf=molecule.spin_multiplicity - 1,
+                )
+                calc.set("verbosity", 0)
+                calc.set("accuracy", self.accuracy)
+                calc.set("max-iter", self.max_iterations)
+                result = calc.singlepoint()
+            except RuntimeError as exc:  # SCF not converged and the like: this molecule fails
+                out.append(str(exc))
+                continue
+            eps = result.get("orbital-energies") * Hartree
+            occ = result.get("orbital-occupations")
+            homo, lumo = float(eps[occ > 0.5].max()), float(eps[occ <= 0.5].min())
+            energy = float(result.get("energy")) * Hartree
+            out.append(
+                ValidationDocument(
+                    level="xtb",
+                    properties={"energy": energy, "homo": homo, "lumo": lumo, "gap": lumo - homo},
+                    units={"energy": "eV", "homo": "eV", "lumo": "eV", "gap": "eV"},
+                    code=f"tblite {self.method}",
+                    code_version=version("tblite"),
+                    final_structure=molecule,
+                )
+            )
+        return out
+
+
+@dataclass
+class SinglePointsMaker(Maker):
+    """Many single points of one level as one job, one model load for all of them: what a
+    screening level over a whole pool runs in chunks (:class:`ChgnetStaticMaker`,
+    :class:`XtbMaker`). The output lists each structure's document, or why it failed.
+
+    Args:
+        name: Job name.
+        single_point: The Maker of one structure's single point.
+    """
+
+    name: str = "single points"
+    single_point: ChgnetStaticMaker | XtbMaker = field(default_factory=XtbMaker)
+
+    @job
+    def make(self, structures: list[Structure | Molecule]) -> list[ValidationDocument | str]:
+        """Run the single points; a structure that fails does not stop the others."""
+        return self.single_point.documents(structures)  # type: ignore[arg-type]
+
+
+def _one(documents: list[ValidationDocument | str]) -> ValidationDocument:
+    """The document of a single structure; its failure raised."""
+    if isinstance(documents[0], str):
+        raise RuntimeError(documents[0])
+    return documents[0]

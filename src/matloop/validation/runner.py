@@ -1,4 +1,5 @@
-"""Run one stored validation job: build its Flow, run it with jobflow, record labels or the failure.
+"""Run stored validation jobs: build a job's Flow (or one job for a chunk of single points), run it
+with jobflow, record labels or the failure.
 
 A level with a deterministic single point reads its result from the calculation cache when that
 structure was computed before, in any workspace (:mod:`matloop.validation.calc_cache`).
@@ -16,11 +17,13 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib.metadata import version
+from pathlib import Path
+from typing import Any
 
-from jobflow import JobStore, run_locally
+from jobflow import Flow, Job, JobStore, run_locally
 from maggma.stores import MemoryStore
 
 from matloop.settings import Settings
@@ -77,6 +80,50 @@ def run_job(workspace: Workspace, job: JobRecord) -> str:
         cache.close()
 
 
+def run_jobs(workspace: Workspace, jobs: list[JobRecord]) -> None:
+    """Run claimed jobs of one level: single points as one task (one model load for the chunk),
+    others one by one. Cached results are served first; each job ends ``done`` or ``failed``."""
+    level = get_level(jobs[0].level)
+    if level.single_point is None or len(jobs) == 1:
+        for job in jobs:
+            run_job(workspace, job)
+        return
+    cache = CalculationCache(workspace.settings.cache_dir, level)
+    try:
+        todo = []
+        for job in jobs:
+            if (hit := cache.get(job.structure)) is not None:
+                _record_cached(workspace, job, cache, hit)
+            else:
+                todo.append(job)
+        if todo:
+            _run_chunk(workspace, todo, level, cache)
+    finally:
+        cache.close()
+
+
+def _run_chunk(workspace: Workspace, jobs: list[JobRecord], level: Level, cache: CalculationCache) -> None:
+    """One job of single points for ``jobs``; its task documents go to the first job's directory."""
+    store = ValidationStore(workspace)
+    start = time.perf_counter()
+    try:
+        docs, docs_path = _execute(
+            workspace, level, jobs[0].job_id, lambda ctx: level.build_batch([j.structure for j in jobs], ctx)
+        )
+    except Exception as exc:  # the whole chunk failed: every job records why
+        for job in jobs:
+            store.set_status(job.job_id, "failed", _reason(exc))
+        return
+    seconds = (time.perf_counter() - start) / len(jobs)
+    for job, doc in zip(jobs, docs, strict=True):
+        if isinstance(doc, str):
+            store.set_status(job.job_id, "failed", _reason(RuntimeError(doc)), calc_seconds=seconds)
+            continue
+        doc = ValidationDocument.model_validate(doc)
+        record_document(workspace, job, doc, str(docs_path.relative_to(workspace.root)), seconds)
+        cache.put(job.structure, doc.model_copy(update={"final_structure": None}), seconds)
+
+
 def serve_cached(workspace: Workspace, jobs: list[JobRecord]) -> list[JobRecord]:
     """Finish the queued jobs (of one level) whose result the calculation cache holds, claiming each
     first; returns the others, which still need to run."""
@@ -104,20 +151,25 @@ def _record_cached(
     record_document(workspace, job, doc, f"{CalculationCache.FILE}:{cache.key(job.structure)}", seconds)
 
 
-def _run_flow(workspace: Workspace, job: JobRecord, level: Level, cache: CalculationCache | None) -> str:
-    """Build and run the job's Flow; a finished single point goes into ``cache``."""
+def _reason(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}".strip()[:500]
+
+
+def _execute(
+    workspace: Workspace, level: Level, job_id: str, build: Callable[[LevelContext], Flow | Job]
+) -> tuple[Any, Path]:
+    """Run the Flow ``build(context)`` in a fresh ``calcs/<job_id>`` (leftovers of an interrupted
+    attempt removed) within the wall time; returns its output and the task-document file, which
+    is written whether the Flow succeeded or not."""
     settings: Settings = workspace.settings
-    store = ValidationStore(workspace)
-    calc_dir = workspace.dir("calcs") / job.job_id
-    shutil.rmtree(calc_dir, ignore_errors=True)  # leftovers of an interrupted attempt
+    calc_dir = workspace.dir("calcs") / job_id
+    shutil.rmtree(calc_dir, ignore_errors=True)
     calc_dir.mkdir(parents=True)
     job_store = JobStore(MemoryStore(), additional_stores={"data": MemoryStore()})
-    start = time.perf_counter()
+    docs_path = calc_dir / "task_docs.json"
     try:
-        if level.build is None:
-            raise ValueError(f"level {job.level!r} has no calculation to run")
-        flow = level.build(
-            job.structure, LevelContext.known(settings, job.level, store.references(job.level))
+        flow = build(
+            LevelContext.known(settings, level.name, ValidationStore(workspace).references(level.name))
         )
         with wall_time(settings.validation.walltime_s):
             run_locally(
@@ -129,16 +181,25 @@ def _run_flow(workspace: Workspace, job: JobRecord, level: Level, cache: Calcula
                 raise_immediately=True,
                 log=False,
             )
-        doc = flow.output.resolve(job_store)
-        doc = doc if isinstance(doc, ValidationDocument) else ValidationDocument.model_validate(doc)
+        return flow.output.resolve(job_store), docs_path
+    finally:
+        _write_task_docs(job_store, docs_path)
+
+
+def _run_flow(workspace: Workspace, job: JobRecord, level: Level, cache: CalculationCache | None) -> str:
+    """Build and run the job's Flow; a finished single point goes into ``cache``."""
+    store = ValidationStore(workspace)
+    start = time.perf_counter()
+    try:
+        if level.build is None:
+            raise ValueError(f"level {job.level!r} has no calculation to run")
+        build = level.build
+        out, docs_path = _execute(workspace, level, job.job_id, lambda ctx: build(job.structure, ctx))
+        doc = ValidationDocument.model_validate(out)
     except Exception as exc:  # any crash of the calculation is a recorded failure, never fatal
-        reason = f"{type(exc).__name__}: {exc}".strip()[:500]
-        _write_task_docs(job_store, calc_dir / "task_docs.json")
-        store.set_status(job.job_id, "failed", reason, calc_seconds=time.perf_counter() - start)
+        store.set_status(job.job_id, "failed", _reason(exc), calc_seconds=time.perf_counter() - start)
         return "failed"
     seconds = time.perf_counter() - start
-    docs_path = calc_dir / "task_docs.json"
-    _write_task_docs(job_store, docs_path)
     record_document(workspace, job, doc, str(docs_path.relative_to(workspace.root)), seconds)
     if cache is not None:
         cache.put(job.structure, doc.model_copy(update={"final_structure": None}), seconds)

@@ -286,6 +286,26 @@ class ValidationStore:
                 return None
         return self.jobs(job_ids=[job_id])[0]
 
+    def claim_more(self, level: str, n: int, *, executor: str = "local") -> list[JobRecord]:
+        """Atomically move up to ``n`` more queued jobs of ``level`` (the oldest) to ``running``:
+        the rest of a chunk of single points that run as one task."""
+        with self.workspace.connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            ids = [
+                r[0]
+                for r in db.execute(
+                    "SELECT job_id FROM validation_jobs"
+                    " WHERE status = 'queued' AND executor = ? AND level = ? ORDER BY rowid LIMIT ?",
+                    (executor, level, n),
+                )
+            ]
+            db.executemany(
+                "UPDATE validation_jobs SET status = 'running', attempts = attempts + 1, started_at = ?"
+                " WHERE job_id = ?",
+                [(time.time(), job_id) for job_id in ids],
+            )
+        return self.jobs(job_ids=ids) if ids else []
+
     def transition(
         self, job_id: str, old: JobStatus, new: JobStatus, reason: str | None, *, remote_id: str | None = None
     ) -> bool:

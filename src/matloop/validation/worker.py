@@ -6,7 +6,8 @@ the lock *before* spawning and hands the locked file descriptor to the worker (`
 so no second worker can start while the first is still importing. ``-P`` keeps the caller's
 working directory off the module path, so a user's ``inspect.py`` cannot shadow the standard
 library. On start the worker re-queues jobs left ``running`` by a dead worker, then claims queued
-jobs one at a time and runs them with the settings of the latest caller. It exits after a few
+jobs and runs them with the settings of the latest caller: one at a time, or the single points of
+a screening level in chunks of ``settings.validation.chunk_size``, one task each. It exits after a few
 idle seconds, or after its current job once the process that started it (``OWNER``: the
 campaign, or the Python session that queued the work) is gone; the next
 ``queue_validation``/``validation_status``/``collect_validation`` call starts a new one.
@@ -24,7 +25,8 @@ from pathlib import Path
 
 from matloop.filelock import try_flock, write_holder
 from matloop.settings import Settings
-from matloop.validation.runner import run_job
+from matloop.validation.levels import get_level
+from matloop.validation.runner import run_jobs
 from matloop.validation.store import ValidationStore
 from matloop.workspace import Workspace
 
@@ -89,8 +91,12 @@ def serve(workspace: Workspace, lock_fd: int | None = None, owner: int | None = 
                     return ran
                 time.sleep(0.2)
                 continue
-            run_job(Workspace(workspace.root, settings=read_settings(workspace.root)), job)
-            ran += 1
+            current = Workspace(workspace.root, settings=read_settings(workspace.root))
+            jobs = [job]
+            if get_level(job.level).single_point is not None:
+                jobs += store.claim_more(job.level, current.settings.validation.chunk_size - 1)
+            run_jobs(current, jobs)
+            ran += len(jobs)
             idle_since = time.monotonic()
         return ran
     finally:
