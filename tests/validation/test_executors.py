@@ -12,6 +12,7 @@ from matloop.settings import Settings, ValidationSettings
 from matloop.tools import collect_validation, queue_validation
 from matloop.validation.executors import dask_client, remote_submission
 from matloop.validation.levels import LevelContext, get_level
+from matloop.validation.store import ValidationStore
 from matloop.workspace import Workspace
 
 
@@ -20,9 +21,9 @@ def _with_validation(workspace: Workspace, **fields) -> Workspace:
     return Workspace(workspace.root, settings=settings)
 
 
-def test_dask_executor_runs_xtb_batch(workspace, molecule_slice):
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
-        ws = _with_validation(workspace, dask_address=cluster.scheduler_address)
+def test_dask_executor_runs_xtb_in_chunks(workspace, molecule_slice):
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        ws = _with_validation(workspace, dask_address=cluster.scheduler_address, chunk_size=2)
         batch = queue_validation(
             molecule_slice, ["CH4", "H2O", "NH3"], level="xtb", executor="dask", workspace=ws
         )
@@ -32,6 +33,8 @@ def test_dask_executor_runs_xtb_batch(workspace, molecule_slice):
     assert not result.failures and not result.pending
     gaps = {lab.item_id: lab.value for lab in result.labels if lab.property == "gap"}
     assert set(gaps) == {"CH4", "H2O", "NH3"} and all(5 < g < 25 for g in gaps.values())
+    tasks = {j.task_doc for j in ValidationStore(ws).jobs(batch_id=batch.batch_id)}
+    assert len(tasks) == 2  # [CH4, H2O] and [NH3]: one task per chunk of two single points
 
 
 @pytest.fixture

@@ -128,13 +128,33 @@ class LocalExecutor:
             )
 
 
-def run_stored_job(root: str, settings_json: str, job_id: str) -> str:
-    """Dask task: claim and run one stored job; returns its final status."""
-    from matloop.validation.runner import run_job
+def run_stored_jobs(root: str, settings_json: str, job_ids: list[str]) -> int:
+    """Dask task: claim and run stored jobs of one level (a chunk of single points runs as one
+    calculation); returns how many it ran (jobs finished or claimed elsewhere are skipped)."""
+    from matloop.validation.runner import run_jobs
 
     workspace = Workspace(root, settings=Settings.model_validate_json(settings_json))
-    job = ValidationStore(workspace).claim(job_id, executor="dask")
-    return run_job(workspace, job) if job is not None else "skipped"
+    store = ValidationStore(workspace)
+    jobs = [job for job in (store.claim(i, executor="dask") for i in job_ids) if job is not None]
+    if jobs:
+        run_jobs(workspace, jobs)
+    return len(jobs)
+
+
+def chunks(workspace: Workspace, jobs: list[JobRecord]) -> list[list[JobRecord]]:
+    """Jobs grouped into tasks: single points of one level ``settings.validation.chunk_size`` at a
+    time, every other job alone."""
+    size = workspace.settings.validation.chunk_size
+    out: list[list[JobRecord]] = []
+    by_level: dict[str, list[JobRecord]] = {}
+    for job in jobs:
+        if get_level(job.level).single_point is None:
+            out.append([job])
+        else:
+            by_level.setdefault(job.level, []).append(job)
+    for same in by_level.values():
+        out += [same[k : k + size] for k in range(0, len(same), size)]
+    return out
 
 
 _CLIENTS: dict[str | None, Any] = {}
@@ -155,7 +175,8 @@ def dask_client(address: str | None) -> Any:
 
 @dataclass
 class DaskExecutor:
-    """Each job is one task on a Dask cluster; results go straight to the workspace."""
+    """Each job (or chunk of single points) is one task on a Dask cluster; results go straight to
+    the workspace."""
 
     finishes_here: bool = True
 
@@ -164,9 +185,10 @@ class DaskExecutor:
 
         client = dask_client(workspace.settings.validation.dask_address)
         settings_json = workspace.settings.model_dump_json()
-        for job in jobs:
+        for chunk in chunks(workspace, jobs):
+            ids = [job.job_id for job in chunk]
             future = client.submit(
-                run_stored_job, str(workspace.root), settings_json, job.job_id, pure=False, key=job.job_id
+                run_stored_jobs, str(workspace.root), settings_json, ids, pure=False, key=ids[0]
             )
             fire_and_forget(future)
 
