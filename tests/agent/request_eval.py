@@ -61,8 +61,9 @@ def compare(text: str, expect: dict[str, Any]) -> tuple[list[str], bool]:
         want = expect.get(key, default)
         if not _same(got[key], want):
             diffs.append(f"{key}: expected {want!r}, got {got[key]!r}")
-    if "dataset" in expect and req.dataset != expect["dataset"]:
-        diffs.append(f"dataset: expected {expect['dataset']!r}, got {req.dataset!r}")
+    for key in expect.keys() - FIELDS.keys():  # compared only where an expectation names them
+        if not _same(getattr(req, key, None), expect[key]):
+            diffs.append(f"{key}: expected {expect[key]!r}, got {getattr(req, key, None)!r}")
     reported = bool(getattr(req, "notes", [])) or got["needs"]
     lost = set(expect.get("elements_exclude", [])) - set(got["elements_exclude"])
     budget_lost = expect.get("budget") is not None and got["budget"] != expect["budget"]
