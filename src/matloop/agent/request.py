@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pydantic import BaseModel, Field
 from pymatgen.core.periodic_table import Element
 
+from matloop.data.prototypes import Family
 from matloop.names import LEVEL_NAMES, SOURCE_NAMES, GoalName
 from matloop.validation.levels import LEVELS as LEVEL_SPECS
 
@@ -62,7 +63,8 @@ QUALITIES: dict[str, tuple[str, GoalName, str]] = {
 }
 GOAL_WORDS: dict[GoalName, str] = {
     "minimize": r"minimi[sz]e|lowest|smallest|most negative|minimum|low|softest|most stable",
-    "maximize": r"maximi[sz]e|most(?! stable| negative)|highest|largest|maximum|high|large|big|hardest|stiffest|strongest|wide",
+    "maximize": r"maximi[sz]e|most(?! stable| negative)|highest|largest|maximum|high|large|big|hardest"
+    r"|stiffest|strongest|wide",
 }
 #: sources a request can name in words (those read from a user's file need its path)
 DATASETS = tuple(name for name in SOURCE_NAMES if name not in ("table", "cif_folder", "ase_db"))
@@ -75,6 +77,14 @@ LEVEL_WORDS = {
     "pbe": "cp2k",
     "gfn2-xtb": "xtb",
     "gfn2": "xtb",
+}
+#: words for the prototype families of candidate pools
+PROTOTYPE_WORDS: dict[Family, str] = {
+    "perovskite": "perovskite",
+    "rocksalt": "rock-?salt",
+    "zincblende": "zinc-?blende",
+    "wurtzite": "wurtzite",
+    "fluorite": "fluorite",
 }
 ANION_WORDS = {
     "oxide": "O",
@@ -111,11 +121,18 @@ _SYMBOLS = {e.symbol for e in Element if e.Z <= 94}
 #: symbols that are also English words: elements only next to an element cue
 _WORD_SYMBOLS = {"I", "In", "As", "At", "Be", "He"}
 _NUM = r"(?<![\w.])([-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?)(?!\w|\.\d)"
+# fmt: off
 _NUMBER_WORDS = {
-    **{w: i for i, w in enumerate("zero one two three four five six seven eight nine ten eleven twelve".split())},
-    **{w: 13 + i for i, w in enumerate("thirteen fourteen fifteen sixteen seventeen eighteen nineteen".split())},
-    **{w: 20 + 10 * i for i, w in enumerate("twenty thirty forty fifty sixty seventy eighty ninety".split())},
+    word: value
+    for value, word in enumerate((
+        "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
+        "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen",
+    ))
+} | {
+    word: 20 + 10 * k
+    for k, word in enumerate(("twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"))
 }
+# fmt: on
 _SCALES = {"hundred": 100, "thousand": 1000, "dozen": 12}
 _NOUNS = (
     r"calculations?|calcs?|computations?|relaxations?|evaluations?|labels?|runs?|jobs?|simulations?"
@@ -125,26 +142,38 @@ _UNIT = (
     r"(?:\s*(?:mev/atom|mev per atom|mev|ev/atom|ev per atom|ev/at|electron[- ]?volts?|ev|gpa|c/m2|c/m\^2)"
     r"(?![a-z]))?"
 )
-_LOWER = r"(?<![a-z])(?:above|over|greater than|(?<!no )(?<!not )more than|higher than|larger than|at least|exceeding" \
+_LOWER = (
+    r"(?<![a-z])(?:above|over|greater than|(?<!no )(?<!not )more than|higher than|larger than|at least"
+    r"|exceeding"
     r"|no less than|not below)|>=?"
-_UPPER = r"(?<![a-z])(?:below|under|(?<!no )(?<!not )less than|lower than|smaller than|at most|no more than|not above" \
+)
+_UPPER = (
+    r"(?<![a-z])(?:below|under|(?<!no )(?<!not )less than|lower than|smaller than|at most|no more than"
+    r"|not above"
     r"|up to|not exceeding)|<=?"
+)
+# fmt: off
 NEGATIVE_CUES = (
-    "no not non without avoid avoiding skip skipping exclude excluding except never nor ban forbid don't "
-    "doesn't".split() + ["free of", "other than", "none of", "do not", "does not", "leave out", "leaving out", "rule out"]
+    "no", "not", "non", "without", "avoid", "avoiding", "skip", "skipping", "exclude", "excluding", "except",
+    "never", "nor", "ban", "forbid", "don't", "doesn't", "free of", "other than", "none of", "do not",
+    "does not", "leave out", "leaving out", "rule out",
 )
 POSITIVE_CUES = (
-    "with containing contain contains including include includes of using use having have has among in "
-    "from only".split() + ["made of", "made from", "based on", "rich in"]
+    "with", "containing", "contain", "contains", "including", "include", "includes", "of", "using", "use",
+    "having", "have", "has", "among", "in", "from", "only", "made of", "made from", "based on", "rich in",
 )
+# fmt: on
 _NEGATIVE = rf"\b(?:{'|'.join(NEGATIVE_CUES)})\b"
 _POSITIVE = rf"\b(?:{'|'.join(POSITIVE_CUES)})\b"
 #: words between an element cue and the list of elements it governs
-_FILLER = set(
-    "any anything the a an all elements element compounds compound materials material those ones these "
-    "structures things that which with containing contain contains using use like such as including "
-    "rare toxic heavy metals metal or and for phases systems".split()
-) | {w for cue in (*NEGATIVE_CUES, *POSITIVE_CUES) for w in cue.split()}
+# fmt: off
+_FILLER = {
+    "any", "anything", "the", "a", "an", "all", "elements", "element", "compounds", "compound", "materials",
+    "material", "those", "ones", "these", "structures", "things", "that", "which", "like", "such", "as",
+    "rare", "toxic", "heavy", "metals", "metal", "or", "and", "for", "phases", "systems",
+} | {w for cue in (*NEGATIVE_CUES, *POSITIVE_CUES) for w in cue.split()}
+# fmt: on
+TARGET_NEEDED = f"a target property (one of: {', '.join(sorted({p for p, _ in PROPERTIES.values()}))})"
 _LIST_SEP = re.compile(r"^\s*(?:,\s*(?:and|or|nor)?|and|or|nor|/|&|as well as)\s*$", re.IGNORECASE)
 
 
@@ -158,6 +187,7 @@ class ParsedRequest(BaseModel):
     elements_exclude: list[str] = Field(default_factory=list, description="No item contains any of these.")
     elements_allowed: list[str] = Field(default_factory=list, description="Items contain only these.")
     n_elements: int | None = Field(None, description="Number of distinct elements (binary 2, ternary 3 ...).")
+    families: list[Family] = Field(default_factory=list, description="Prototype families of the pool.")
     dataset: str | None = None
     budget: int | None = Field(None, description="Number of calculations allowed.")
     cpu_hours: float | None = Field(None, description="CPU-hours allowed.")
@@ -179,6 +209,7 @@ class ParsedRequest(BaseModel):
             parts.append(f"without {', '.join(self.elements_exclude)}")
         for label, value in (
             ("elements per item", self.n_elements),
+            ("families", ", ".join(self.families) or None),
             ("dataset", self.dataset),
             ("budget", self.budget),
             ("CPU-hours", self.cpu_hours),
@@ -216,7 +247,9 @@ class _Text:
     def rest(self, start: int = 0, end: int | None = None) -> str:
         """The lowercased text from ``start`` to ``end`` with the used spans blanked."""
         end = len(self.text) if end is None else end
-        return "".join(" " if u else c for c, u in zip(self.low[start:end], self.used[start:end], strict=True))
+        return "".join(
+            " " if u else c for c, u in zip(self.low[start:end], self.used[start:end], strict=True)
+        )
 
     def around(self, start: int, end: int) -> str:
         lo, hi = max(self.text.rfind(" ", 0, max(start - 12, 0)), 0), self.text.find(" ", end + 12)
@@ -268,9 +301,7 @@ def parse_request(text: str) -> ParsedRequest:
     _elements(t, req)
     _leftovers(t, req)
     if req.target is None:
-        req.needs.append(
-            f"a target property (one of: {', '.join(sorted({p for p, _ in PROPERTIES.values()}))})"
-        )
+        req.needs.append(TARGET_NEEDED)
     return req
 
 
@@ -287,8 +318,9 @@ def _budget(t: _Text, req: ParsedRequest) -> None:
             found.append(int(float(m.group(1))))
             start = m.start()
             pre = re.search(
-                r"(?:\b(?:max(?:imum)?|at most|up to|no more than|not more than|never more than|limit(?:ed)? to"
-                r"|do not exceed|don't exceed|not exceeding|capped at|spend|use|queue|run|with|of|only)\s+)+$",
+                r"(?:\b(?:max(?:imum)?|at most|up to|no more than|not more than|never more than"
+                r"|limit(?:ed)? to|do not exceed|don't exceed|not exceeding|capped at|spend|use|queue"
+                r"|run|with|of|only)\s+)+$",
                 t.low[:start],
             )
             t.take(pre.start() if pre else start, m.end())
@@ -358,8 +390,12 @@ def _target(t: _Text, req: ParsedRequest) -> None:
             req.dataset = name
     if molecules or req.target in ("homo", "lumo"):
         req.dataset = "qm9"
-    elif re.search(r"perovskite|rock-?salt|zinc-?blende|wurtzite|fluorite", t.low):
-        req.dataset = "prototypes"
+    else:
+        for family, pattern in PROTOTYPE_WORDS.items():
+            for m in t.find(rf"\b(?:{pattern})s?\b"):
+                req.dataset = "prototypes"
+                req.families = sorted({*req.families, family})
+                t.take(m.start(), m.end())
     for m in t.find(r"\b(?:qm9|molecules?|molecular)\b"):
         t.take(m.start(), m.end())
 
@@ -378,12 +414,17 @@ def _window(t: _Text, req: ParsedRequest) -> None:
             highs.append(hi * scale)
         t.take(m.start(), m.end())
 
-    for m in t.find(rf"(?:around|about|near|approximately|roughly|close to|≈|~)?\s*{n}{u}\s*\(?\s*\+/-\s*{n}\)?{u}"):
+    for m in t.find(
+        rf"(?:around|about|near|approximately|roughly|close to|≈|~)?\s*{n}{u}\s*\(?\s*\+/-\s*{n}\)?{u}"
+    ):
         v, d = float(m.group(1)), abs(float(m.group(2)))
         add(m, v - d, v + d)
     for m in t.find(rf"[\[(]\s*{n}\s*,\s*{n}\s*[\])]{u}"):
         add(m, float(m.group(1)), float(m.group(2)))
-    for pattern in (rf"\bbetween\s*{n}{u}\s*and\s*{n}{u}", rf"(?:\bfrom|\bin the range(?: of)?|\brange)?\s*{n}{u}\s*(?:-|to|\.\.)\s*{n}{u}"):
+    for pattern in (
+        rf"\bbetween\s*{n}{u}\s*and\s*{n}{u}",
+        rf"(?:\bfrom|\bin the range(?: of)?|\brange)?\s*{n}{u}\s*(?:-|to|\.\.)\s*{n}{u}",
+    ):
         for m in t.find(pattern):
             a, b = sorted((float(m.group(1)), float(m.group(2))))
             add(m, a, b)
@@ -519,7 +560,9 @@ def _elements(t: _Text, req: ParsedRequest) -> None:
             if m.group(0).startswith("non") or m.group(0).endswith("-free") or _negated(t, m.start()):
                 exclude.update(members)
             else:
-                req.needs.append(f"which {m.group(0)} elements ({', '.join(members)}): name the ones to require")
+                req.needs.append(
+                    f"which {m.group(0)} elements ({', '.join(members)}): name the ones to require"
+                )
     toxic = list(t.find(r"\b(?:non-?\s*)?toxic\b"))
     lists = _mentions(t)
     prev = 0
@@ -548,13 +591,16 @@ def _elements(t: _Text, req: ParsedRequest) -> None:
         t.take(m.start(), m.end())
         negative = m.group(0).startswith("non") or _negated(t, m.start())
         listed = any(
-            mention.start > m.end() and not re.search(r"[;.!?]", t.low[m.end() : mention.start]) for mention in lists
+            mention.start > m.end() and not re.search(r"[;.!?]", t.low[m.end() : mention.start])
+            for mention in lists
         )
         if negative and not listed:
             exclude.update(TOXIC)
             req.notes.append(f"toxic elements read as {', '.join(TOXIC)}")
     if include & exclude:
-        req.needs.append(f"whether {', '.join(sorted(include & exclude))} is wanted: asked both for and against")
+        req.needs.append(
+            f"whether {', '.join(sorted(include & exclude))} is wanted: asked both for and against"
+        )
     req.elements_exclude = sorted(exclude)
     req.elements_include = sorted(include - exclude)
     req.elements_allowed = sorted(allowed)
