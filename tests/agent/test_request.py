@@ -118,3 +118,34 @@ def test_ask_with_an_unclear_element_runs_nothing_and_a_refused_confirmation_nei
     assert refused.answer.startswith("Not run") and refused.steps == 0
     assert seen[0].elements.forbidden == ["Pb"] and seen[0].budget.calculations == 4
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_the_language_model_plans_inside_the_limits_the_words_state(settings, tmp_path):
+    """The parsed limits reach the model's prompt, and a query that ignores them is amended."""
+    from langchain_core.messages import AIMessage
+    from tests.agent.conftest import ScriptedChatModel, call, tool_messages
+
+    from matloop.agent.ask import ask
+    from matloop.data.slices import load_slice
+    from matloop.workspace import Workspace
+
+    prompts = []
+
+    def script(messages):
+        prompts.append(str(messages[0].content))
+        if not tool_messages(messages):  # a query without the element limits the request states
+            return call("query_dataset", {"source": "mp_dielectric", "properties": ["band_gap"]})
+        return AIMessage(content="done")
+
+    result = ask(
+        "band gaps of Li-containing compounds, no lead or thallium",
+        workspace=tmp_path / "ws",
+        model=ScriptedChatModel(script=script),
+    )
+    assert (
+        "forbidden elements ['Pb', 'Tl']" in prompts[0]
+        and "required elements (in every item) ['Li']" in prompts[0]
+    )
+    data = load_slice(Workspace(tmp_path / "ws"), result.ids[0])
+    compositions = [{e.symbol for e in s.composition.elements} for s in data.structures]
+    assert compositions and all("Li" in c and not {"Pb", "Tl"} & c for c in compositions)

@@ -55,10 +55,10 @@ def computed(req: ParsedRequest) -> bool:
     return req.target in COMPUTED and req.dataset in (None, "prototypes")
 
 
-def spec_from_request(req: ParsedRequest, text: str) -> CampaignSpec:
-    """The campaign spec a parsed request stands for: a small campaign on a prototype pool for a
-    property the level computes, else on the dataset holding the property."""
-    pool: dict[str, Any] = {"source": "prototypes", "max_items": 150}
+def spec_from_request(req: ParsedRequest, text: str, *, pool_items: int = 150) -> CampaignSpec:
+    """The campaign spec a parsed request stands for: a small campaign on a prototype pool (at most
+    ``pool_items`` candidates) for a property the level computes, else on the dataset holding it."""
+    pool: dict[str, Any] = {"source": "prototypes", "max_items": pool_items}
     if not computed(req):
         pool = {"source": req.dataset or "mp_formation_energy"}
         if req.n_elements is not None:
@@ -142,10 +142,12 @@ class QuestionRulesPlanner:
         budget: Budget | None = None,
         approver: Approver | None = None,
         progress: Callable[[str], None] | None = None,
+        pool_items: int = 150,
     ) -> None:
         self.request = request
         self.parsed = parse_request(request)
         self.budget = budget
+        self.pool_items = pool_items
         self.approver, self.progress = approver, progress
         #: the campaign started for a computed property, if one was
         self.campaign: Campaign | None = None
@@ -171,7 +173,7 @@ class QuestionRulesPlanner:
 
     def _campaign(self, session: Session) -> str:
         req = self.parsed
-        spec = spec_from_request(req, self.request)
+        spec = spec_from_request(req, self.request, pool_items=self.pool_items)
         if self.budget is not None:
             spec.budget = self.budget
         directory = session.ws.root / Workspace.new_id("campaign")
@@ -250,12 +252,14 @@ def ask(
     approver: Approver | None = None,
     progress: Callable[[str], None] | None = None,
     confirm: Callable[[ParsedRequest, CampaignSpec | None], bool] | None = None,
+    pool_items: int = 150,
 ) -> AskResult:
     """Answer ``request`` by planning and calling tools in ``workspace`` (settings default).
 
     Nothing runs while the request leaves a question open (``needs`` lists them; without a
     language model a missing target is one) or when ``confirm``, shown the parse and the campaign
-    spec it stands for (``None`` when the parse names no target), says no.
+    spec it stands for (``None`` when the parse names no target), says no. A campaign started for
+    the request screens a prototype pool of at most ``pool_items`` candidates.
 
     The planners are those of campaigns: the LLM planner answering one request, falling back on
     the rules planner for requests. The budget applies to this request alone (its LLM tokens are
@@ -265,14 +269,16 @@ def ask(
     """
     settings = get_settings()
     root = Path(workspace or settings.workspace)
-    rules = QuestionRulesPlanner(request, budget=budget, approver=approver, progress=progress)
+    rules = QuestionRulesPlanner(
+        request, budget=budget, approver=approver, progress=progress, pool_items=pool_items
+    )
     use_llm = model is not None or planner == "llm" or (planner == "auto" and llm_configured(settings.llm))
     req = rules.parsed
     needs = [n for n in req.needs if not (use_llm and n == TARGET_NEEDED)]  # a model may find the target
     if needs:
         answer = f"I understood: {req.understood()}. I need: {'; '.join(needs)}."
         return AskResult(answer=answer, planner=rules.name, workspace=str(root), ids=[], steps=0, needs=needs)
-    plan = spec_from_request(req, request) if req.target else None
+    plan = spec_from_request(req, request, pool_items=pool_items) if req.target else None
     if confirm is not None and not confirm(req, plan):
         return AskResult(
             answer="Not run: not confirmed.", planner=rules.name, workspace=str(root), ids=[], steps=0

@@ -116,7 +116,7 @@ FAMILIES = {
 TOXIC = ["As", "Cd", "Hg", "Pb", "Tl"]
 N_ELEMENTS = {"unary": 1, "elemental": 1, "binary": 2, "ternary": 3, "quaternary": 4, "quinary": 5}
 _NAMES = {Element(s).long_name.lower(): s for s in (e.symbol for e in Element) if Element(s).Z <= 94}
-_NAMES.update({"sulphur": "S", "aluminum": "Al", "cesium": "Cs"})
+_NAMES.update({"sulphur": "S", "aluminium": "Al", "caesium": "Cs"})
 _SYMBOLS = {e.symbol for e in Element if e.Z <= 94}
 #: symbols that are also English words: elements only next to an element cue
 _WORD_SYMBOLS = {"I", "In", "As", "At", "Be", "He"}
@@ -173,6 +173,12 @@ _FILLER = {
     "rare", "toxic", "heavy", "metals", "metal", "or", "and", "for", "phases", "systems",
 } | {w for cue in (*NEGATIVE_CUES, *POSITIVE_CUES) for w in cue.split()}
 # fmt: on
+#: nouns after an element that make it wanted ("Pb compounds", "caesium iodide perovskites")
+_MATERIAL_NOUNS = "|".join(
+    [f"{word}s?" for word in ANION_WORDS]
+    + [f"{word}s?" for word in PROTOTYPE_WORDS.values()]
+    + ["compounds?", "materials?", "alloys?", "salts?", "phases?", "crystals?", "halides?", "chalcogenides?"]
+)
 TARGET_NEEDED = f"a target property (one of: {', '.join(sorted({p for p, _ in PROPERTIES.values()}))})"
 _LIST_SEP = re.compile(r"^\s*(?:,\s*(?:and|or|nor)?|and|or|nor|/|&|as well as)\s*$", re.IGNORECASE)
 
@@ -514,8 +520,10 @@ def _polarity(t: _Text, mention: _Mention, prev_end: int) -> str | None:
     ):
         t.take(mention.end, mention.end + free.end())
         return "exclude"
-    if re.match(r"-(?:containing|based|bearing|rich|doped|substituted)\b", after) or (
-        len(mention.symbols) > 1 and "-" in t.text[mention.start : mention.end]
+    if (
+        re.match(r"-(?:containing|based|bearing|rich|doped|substituted)\b", after)
+        or (not mention.words_only and re.match(rf"\s+(?:{_MATERIAL_NOUNS})\b", after))
+        or (len(mention.symbols) > 1 and "-" in t.text[mention.start : mention.end])
     ):
         return "include"
     clause = _clause(t.rest(prev_end, mention.start))
