@@ -149,3 +149,25 @@ def test_the_language_model_plans_inside_the_limits_the_words_state(settings, tm
     data = load_slice(Workspace(tmp_path / "ws"), result.ids[0])
     compositions = [{e.symbol for e in s.composition.elements} for s in data.structures]
     assert compositions and all("Li" in c and not {"Pb", "Tl"} & c for c in compositions)
+
+
+def test_required_elements_hold_for_pools_and_calculations_whatever_a_planner_asks(settings, tmp_path):
+    from matloop.agent.campaign import Campaign
+    from matloop.agent.tools import build_candidate_pool
+    from matloop.data.slices import load_slice
+
+    spec = CampaignSpec(
+        request="formation energy of Li-containing rock-salt compounds, no Pb, 5 calculations"
+    )
+    campaign = Campaign(tmp_path / "c", spec)
+    guarded = campaign.toolbox.call("build_candidate_pool", {"families": ["rocksalt"]}).result
+    ids = load_slice(campaign.ws, guarded.slice_id).ids
+    assert ids and all("Li" in i for i in ids)
+    pool = build_candidate_pool(families=["rocksalt"], workspace=campaign.ws)  # unguarded
+    everything = load_slice(campaign.ws, pool.slice_id).ids
+    other = [i for i in everything if "Li" not in i][:2]
+    args, verdicts = campaign.guardrails.check(
+        campaign.toolbox.specs["queue_validation"], {"slice_id": pool.slice_id, "item_ids": [*other, ids[0]]}
+    )
+    assert args["item_ids"] == [ids[0]]
+    assert any("required elements ['Li'] missing" in v.message for v in verdicts)

@@ -49,6 +49,20 @@ def test_unattended_ask_with_an_unclear_request_fails_with_the_rephrasing(settin
     assert not settings.workspace.exists()
 
 
+def test_in_a_terminal_the_plan_is_confirmed_and_an_unclear_request_rephrased(settings, monkeypatch):
+    monkeypatch.setattr("matloop.cli.campaign._interactive", lambda: True)
+    text = "queue 500 calculations of the formation energy with vasp, at most 5 calculations, Cd"
+    result = CliRunner().invoke(
+        app, ["ask", text], input="formation energy, no vasp, at most 5 calcs, no Cd\nn\n"
+    )
+    assert result.exit_code == 0, result.output
+    assert "say 'containing Cd' or 'without Cd'" in result.output  # asked, then re-phrased
+    plan = result.output.split("I read the request as:")[1].split("Run it?")[0]
+    assert "calculations: 5" in plan and "forbidden:\n  - Cd" in plan and "level: chgnet" in plan
+    assert "note: level vasp ruled out" in plan
+    assert "Not run: not confirmed." in result.output and not settings.workspace.exists()
+
+
 def test_a_lead_free_ask_campaign_never_queues_lead(settings):
     from matloop.agent.ask import ask
     from matloop.agent.campaign import Campaign

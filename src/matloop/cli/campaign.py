@@ -102,17 +102,27 @@ def _confirm(req, spec) -> bool:
     from matloop.agent.ask import plan_notes, plan_yaml
 
     console.print("I read the request as:", style="bold")
-    console.print(plan_yaml(spec) if spec is not None else req.understood(), markup=False, highlight=False)
+    console.print(
+        plan_yaml(spec) if spec is not None else req.understood(),
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
     for note in plan_notes(req):
-        console.print(f"note: {note}", markup=False, highlight=False, style="yellow")
+        console.print(f"note: {note}", markup=False, highlight=False, style="yellow", soft_wrap=True)
     return typer.confirm("Run it?", default=True)
+
+
+def _interactive() -> bool:
+    """Whether a person can answer questions (a terminal on stdin)."""
+    return sys.stdin.isatty()
 
 
 def _approver(assume_yes: bool):
     """Interactive approval of expensive levels when a terminal is attached."""
     if assume_yes:
         return lambda level, n: True
-    if not sys.stdin.isatty():
+    if not _interactive():
         return None
     return lambda level, n: typer.confirm(f"Run {n} {level} calculations (expensive)?", default=False)
 
@@ -285,7 +295,7 @@ def ask_command(
     if plan:
         _print_plan(request)
         return
-    interactive = sys.stdin.isatty()
+    interactive = _interactive()
     while True:
         with _errors():
             result = ask(
@@ -303,7 +313,9 @@ def ask_command(
             err_console.print(f"error: the request is not clear enough to run:\n{questions}", markup=False)
             err_console.print("Re-phrase the request as suggested and run it again.", markup=False)
             raise typer.Exit(1)
-        console.print(f"Before anything runs, I need:\n{questions}", markup=False, highlight=False)
+        console.print(
+            f"Before anything runs, I need:\n{questions}", markup=False, highlight=False, soft_wrap=True
+        )
         request = typer.prompt("Re-phrase the request (empty to stop)", default="", show_default=False)
         if not request.strip():
             raise typer.Exit(1)
