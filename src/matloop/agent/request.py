@@ -231,8 +231,8 @@ class _Text:
     """The request with the spans already used marked, so what is left can be reported."""
 
     text: str
-    low: str = ""
-    used: list[bool] = field(default_factory=list)
+    low: str = field(init=False)
+    used: list[bool] = field(init=False)
 
     def __post_init__(self) -> None:
         self.low = "".join(c.lower() if len(c.lower()) == 1 else c for c in self.text)
@@ -544,10 +544,8 @@ def _polarity(t: _Text, mention: _Mention, prev_end: int) -> str | None:
     return "allow" if re.search(r"\bonly\b", clause) else "include"
 
 
-def _elements(t: _Text, req: ParsedRequest) -> None:
-    include: set[str] = set()
-    exclude: set[str] = set()
-    allowed: set[str] = set()
+def _element_classes(t: _Text, req: ParsedRequest, include: set[str], exclude: set[str]) -> None:
+    """Words for kinds of compounds: 'ternary', formulas, 'oxides', 'halides', 'rare earths'."""
     for m in t.find(r"\b(?:unary|elemental|binary|ternary|quaternary|quinary)\b"):
         req.n_elements = N_ELEMENTS[m.group(0)]
         t.take(m.start(), m.end())
@@ -555,8 +553,11 @@ def _elements(t: _Text, req: ParsedRequest) -> None:
     for m in t.find(formula, case=True):
         parts = re.findall(r"[A-Z][a-z]?", m.group(0))
         if all(p in _SYMBOLS for p in parts) and len(m.group(0)) > 2:
-            req.notes.append(f"formula {m.group(0)} not used as a constraint")
             t.take(m.start(), m.end())
+            if _negated(t, m.start()):
+                req.needs.append(f"which elements of {m.group(0)} to exclude: name them ('without ...')")
+            else:
+                req.notes.append(f"formula {m.group(0)} not used as a constraint")
     for word, sym in ANION_WORDS.items():
         for m in t.find(rf"\b(?:non-?\s*)?{word}s?\b"):
             negative = m.group(0).startswith("non") or _negated(t, m.start())
@@ -571,6 +572,14 @@ def _elements(t: _Text, req: ParsedRequest) -> None:
                 req.needs.append(
                     f"which {m.group(0)} elements ({', '.join(members)}): name the ones to require"
                 )
+
+
+def _elements(t: _Text, req: ParsedRequest) -> None:
+    """Elements required, allowed and excluded, from names, symbols and the cues around them."""
+    include: set[str] = set()
+    exclude: set[str] = set()
+    allowed: set[str] = set()
+    _element_classes(t, req, include, exclude)
     toxic = list(t.find(r"\b(?:non-?\s*)?toxic\b"))
     lists = _mentions(t)
     prev = 0
@@ -615,6 +624,6 @@ def _elements(t: _Text, req: ParsedRequest) -> None:
 
 
 def _leftovers(t: _Text, req: ParsedRequest) -> None:
-    """Numbers left unused are reported back; so are the goal- and property-like words."""
+    """Every number left unused is reported back with its context."""
     for m in re.finditer(_NUM, t.rest()):
         req.notes.append(f"not understood: '{t.around(m.start(), m.end())}'")
