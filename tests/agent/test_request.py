@@ -171,3 +171,19 @@ def test_required_elements_hold_for_pools_and_calculations_whatever_a_planner_as
     )
     assert args["item_ids"] == [ids[0]]
     assert any("required elements ['Li'] missing" in v.message for v in verdicts)
+
+
+@pytest.mark.parametrize(
+    "text", ["", "1e999 calculations of formation energy", "band gap [2, 1] eV", "formation energy, no PbI2"]
+)
+def test_odd_requests_are_asked_about_never_guessed(text):
+    assert parse_request(text).needs
+
+
+def test_a_campaign_whose_request_is_unclear_does_not_start(settings, tmp_path):
+    from matloop.agent.campaign import Campaign
+    from matloop.errors import ToolInputError
+
+    with pytest.raises(ToolInputError, match="say 'containing Pb' or 'without Pb'"):
+        Campaign(tmp_path / "c", CampaignSpec(request="learn the formation energy, Pb"))
+    assert not (tmp_path / "c" / "state.sqlite").exists()

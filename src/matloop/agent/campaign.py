@@ -62,11 +62,11 @@ class Campaign:
         settings: Settings | None = None,
     ) -> None:
         """Open the campaign in ``root``; ``settings`` default to the environment's."""
+        budget, elements = hard_limits(spec)  # first: an unclear request creates nothing
         self.spec = spec
         self.ws = Workspace(root, settings=_settings(spec, settings or get_settings()))
         self.state = CampaignState(self.ws)
         self.log = DecisionLog(self.ws.root / "decisions.jsonl")
-        budget, elements = hard_limits(spec)
         self.guardrails = Guardrails(
             self.ws,
             self.state,

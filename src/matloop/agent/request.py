@@ -10,6 +10,7 @@ restrictive one (the smallest budget, the cheapest level), with a note.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -321,7 +322,11 @@ def _budget(t: _Text, req: ParsedRequest) -> None:
         r"(?:\s+(?:max(?:imum)?|at most|in total|total|tops))?",
     ):
         for m in t.find(pattern, group=1):
-            found.append(int(float(m.group(1))))
+            value = float(m.group(1))
+            if math.isfinite(value) and value.is_integer() and value >= 0:
+                found.append(int(value))
+            else:
+                req.needs.append(f"a whole number of calculations, got {m.group(1)}")
             start = m.start()
             pre = re.search(
                 r"(?:\b(?:max(?:imum)?|at most|up to|no more than|not more than|never more than"

@@ -10,8 +10,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from matloop.agent.guardrails import Budget
-from matloop.agent.request import parse_request
+from matloop.agent.request import TARGET_NEEDED, parse_request
 from matloop.data.prototypes import Family
+from matloop.errors import ToolInputError
 from matloop.models.finetuned import FINE_TUNABLE, TrainableBlocks, check_trainable_blocks
 from matloop.models.vector_uq import VECTOR_HEADS
 from matloop.names import BackboneName, ExecutorName, Goal, GoalName, LevelName, Strategy, UQMethod
@@ -236,11 +237,16 @@ def cheap_levels(spec: CampaignSpec) -> list[str]:
 def hard_limits(spec: CampaignSpec) -> tuple[Budget, ElementsSpec]:
     """The spec's budget and element limits, tightened by those its request states in words
     ("at most 5 calculations", "excluding oxygen", "Li-containing"), so every planner, the
-    language model included, gets them as guardrails before it plans anything."""
+    language model included, gets them as guardrails before it plans anything. A request the
+    parser cannot read unambiguously (an element neither wanted nor unwanted ...) is refused."""
     budget, el = spec.budget, spec.elements
     if not spec.request:
         return budget, el
     req = parse_request(spec.request)
+    if questions := [q for q in req.needs if q != TARGET_NEEDED]:  # the spec's target may stand
+        raise ToolInputError(
+            f"request: expected limits that can be read one way, unclear: {'; '.join(questions)}"
+        )
     if req.budget is not None and req.budget < budget.calculations:
         budget = budget.model_copy(update={"calculations": req.budget})
     if req.cpu_hours is not None and req.cpu_hours < budget.cpu_hours:
