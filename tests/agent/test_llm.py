@@ -42,7 +42,7 @@ def test_hallucinated_argument_names_come_back_as_fixable_tool_messages(campaign
     ]
     first = campaign.log.records()[0]["result"]
     assert (
-        "among ['elements', 'elements_none', 'families', 'max_items', 'seed']" in first
+        "among ['elements', 'elements_all', 'elements_none', 'families', 'max_items', 'seed']" in first
         and "['family', 'n']" in first
     )
     assert "valid values are" in campaign.log.records()[-1]["result"]

@@ -1,7 +1,9 @@
 """``matloop.agent.ask``: answer a natural-language request by planning and calling tools.
 
 With an LLM configured (or a chat model passed in) the LLM planner answers; otherwise (and when
-the model fails) :class:`QuestionRulesPlanner` does.
+the model fails) :class:`QuestionRulesPlanner` does. Either way the request is parsed first: what
+it cannot tell (an element neither wanted nor unwanted, a budget it cannot read) is asked before
+anything runs, and the limits it states are the campaign's guardrails.
 """
 
 from __future__ import annotations
@@ -10,12 +12,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
+import yaml
 from langchain_core.language_models import BaseChatModel
 from pydantic import BaseModel, Field
 
 from matloop.agent.campaign import Campaign, llm_configured, run_campaign
 from matloop.agent.guardrails import Approver, Budget
-from matloop.agent.request import ParsedRequest, parse_request
+from matloop.agent.request import TARGET_NEEDED, ParsedRequest, parse_request
 from matloop.agent.session import Planner, Session
 from matloop.agent.spec import CampaignSpec
 from matloop.errors import CampaignStop
@@ -33,6 +36,7 @@ class AskResult(BaseModel):
     steps: int = Field(description="Planner steps logged.")
     tokens: int = Field(0, description="LLM tokens charged for this request.")
     notice: str = Field("", description="Why the answer did not come from the planner asked for, if so.")
+    needs: list[str] = Field(default_factory=list, description="Questions to answer before anything runs.")
 
 
 def _ids(campaign: Campaign, first_step: int) -> list[str]:
@@ -45,14 +49,35 @@ def _ids(campaign: Campaign, first_step: int) -> list[str]:
     return list(found)
 
 
-def spec_from_request(req: ParsedRequest, text: str) -> CampaignSpec:
-    """A small campaign spec for a parsed request whose target the validation level computes."""
+def computed(req: ParsedRequest) -> bool:
+    """Whether the request asks for a property the validation levels compute on a prototype pool
+    (otherwise a dataset holding it answers)."""
+    return req.target in COMPUTED and req.dataset in (None, "prototypes")
+
+
+def spec_from_request(req: ParsedRequest, text: str, *, pool_items: int = 150) -> CampaignSpec:
+    """The campaign spec a parsed request stands for: a small campaign on a prototype pool (at most
+    ``pool_items`` candidates) for a property the level computes, else on the dataset holding it."""
+    pool: dict[str, Any] = {"source": "prototypes", "max_items": pool_items}
+    if not computed(req):
+        pool = {"source": req.dataset or "mp_formation_energy"}
+        if req.n_elements is not None:
+            pool["query"] = {"n_elements": req.n_elements}
+    else:
+        if req.elements_allowed:
+            pool["elements"] = req.elements_allowed
+        if req.families:
+            pool["families"] = req.families
     spec: dict[str, Any] = {
         "name": "ask",
         "request": text,
         "target": {"property": req.target, "goal": req.goal or "learn", "window": req.window},
-        "pool": {"source": "prototypes", "max_items": 150},
-        "elements": {"forbidden": req.elements_exclude},
+        "pool": pool,
+        "elements": {
+            "forbidden": req.elements_exclude,
+            "required": req.elements_include,
+            "allowed": req.elements_allowed,
+        },
         "rounds": 2,
         "seed_size": 6,
         "batch_size": 4,
@@ -60,9 +85,46 @@ def spec_from_request(req: ParsedRequest, text: str) -> CampaignSpec:
     }
     if req.level:
         spec["level"] = req.level
-    if req.budget is not None:
-        spec["budget"] = {"calculations": req.budget}
+    if req.budget is not None or req.cpu_hours is not None:
+        limits = {"calculations": req.budget, "cpu_hours": req.cpu_hours}
+        spec["budget"] = {k: v for k, v in limits.items() if v is not None}
     return CampaignSpec.model_validate(spec)
+
+
+#: the fields of a spec a request sets (the rest keep their defaults): what ``ask --plan`` prints
+PLAN_FIELDS = {
+    "name",
+    "request",
+    "target",
+    "pool",
+    "level",
+    "budget",
+    "elements",
+    "rounds",
+    "seed_size",
+    "batch_size",
+    "planner",
+}
+
+
+def plan_yaml(spec: CampaignSpec) -> str:
+    """A request's campaign spec as a short ``campaign.yaml`` (it loads with ``CampaignSpec.from_yaml``)."""
+    return yaml.safe_dump(
+        spec.model_dump(mode="json", include=PLAN_FIELDS), sort_keys=False, allow_unicode=True
+    )
+
+
+def plan_notes(req: ParsedRequest) -> list[str]:
+    """What the parse reports back, and what a campaign spec of it leaves out."""
+    notes = list(req.notes)
+    if req.n_elements is not None and computed(req):
+        notes.append(f"{req.n_elements} elements per item: not a limit of the prototype pool")
+    if req.target and not computed(req):
+        notes.append(
+            f"{req.target} is read from the dataset {req.dataset or 'mp_formation_energy'}: `matloop ask` "
+            "answers from it; a campaign on it needs a level that computes the property"
+        )
+    return notes
 
 
 class QuestionRulesPlanner:
@@ -80,10 +142,12 @@ class QuestionRulesPlanner:
         budget: Budget | None = None,
         approver: Approver | None = None,
         progress: Callable[[str], None] | None = None,
+        pool_items: int = 150,
     ) -> None:
         self.request = request
         self.parsed = parse_request(request)
         self.budget = budget
+        self.pool_items = pool_items
         self.approver, self.progress = approver, progress
         #: the campaign started for a computed property, if one was
         self.campaign: Campaign | None = None
@@ -91,15 +155,15 @@ class QuestionRulesPlanner:
     def not_understood(self) -> str | None:
         """The answer to a request this planner cannot act on, or ``None``."""
         req = self.parsed
-        if not req.missing:
+        if not req.needs:
             return None
-        return f"I understood: {req.understood()}. I need: {'; '.join(req.missing)}."
+        return f"I understood: {req.understood()}. I need: {'; '.join(req.needs)}."
 
     def run(self, session: Session) -> str:
         req = self.parsed
         if (answer := self.not_understood()) is not None:
             return answer
-        if req.target in COMPUTED and req.dataset in (None, "prototypes"):
+        if computed(req):
             return self._campaign(session)
         session.guardrails.new_request()
         try:
@@ -109,7 +173,7 @@ class QuestionRulesPlanner:
 
     def _campaign(self, session: Session) -> str:
         req = self.parsed
-        spec = spec_from_request(req, self.request)
+        spec = spec_from_request(req, self.request, pool_items=self.pool_items)
         if self.budget is not None:
             spec.budget = self.budget
         directory = session.ws.root / Workspace.new_id("campaign")
@@ -139,6 +203,8 @@ def _answer_from_data(campaign: Session, req: ParsedRequest) -> str:
         args["elements_all"] = req.elements_include
     if req.elements_exclude:
         args["elements_none"] = req.elements_exclude
+    if req.n_elements is not None:
+        args["n_elements"] = req.n_elements
     if window and req.goal == "window":
         args["property_ranges"] = {req.target: window}
     q = campaign.toolbox.call("query_dataset", args, rationale=f"rules: {req.understood()}")
@@ -185,8 +251,15 @@ def ask(
     max_steps: int = 40,
     approver: Approver | None = None,
     progress: Callable[[str], None] | None = None,
+    confirm: Callable[[ParsedRequest, CampaignSpec | None], bool] | None = None,
+    pool_items: int = 150,
 ) -> AskResult:
     """Answer ``request`` by planning and calling tools in ``workspace`` (settings default).
+
+    Nothing runs while the request leaves a question open (``needs`` lists them; without a
+    language model a missing target is one) or when ``confirm``, shown the parse and the campaign
+    spec it stands for (``None`` when the parse names no target), says no. A campaign started for
+    the request screens a prototype pool of at most ``pool_items`` candidates.
 
     The planners are those of campaigns: the LLM planner answering one request, falling back on
     the rules planner for requests. The budget applies to this request alone: its calculations,
@@ -196,16 +269,32 @@ def ask(
     """
     settings = get_settings()
     root = Path(workspace or settings.workspace)
-    rules = QuestionRulesPlanner(request, budget=budget, approver=approver, progress=progress)
+    rules = QuestionRulesPlanner(
+        request, budget=budget, approver=approver, progress=progress, pool_items=pool_items
+    )
     use_llm = model is not None or planner == "llm" or (planner == "auto" and llm_configured(settings.llm))
-    if not use_llm and (answer := rules.not_understood()) is not None:
-        return AskResult(answer=answer, planner=rules.name, workspace=str(root), ids=[], steps=0)
+    req = rules.parsed
+    needs = [n for n in req.needs if not (use_llm and n == TARGET_NEEDED)]  # a model may find the target
+    if needs:
+        answer = f"I understood: {req.understood()}. I need: {'; '.join(needs)}."
+        return AskResult(answer=answer, planner=rules.name, workspace=str(root), ids=[], steps=0, needs=needs)
+    plan = spec_from_request(req, request, pool_items=pool_items) if req.target else None
+    if confirm is not None and not confirm(req, plan):
+        return AskResult(
+            answer="Not run: not confirmed.", planner=rules.name, workspace=str(root), ids=[], steps=0
+        )
     chosen: Planner = rules
     if use_llm:
         from matloop.agent.llm import LLMPlanner  # LangChain: imported only when an LLM plans
 
         chosen = LLMPlanner(model, fallback=rules, question=request)
-    spec = CampaignSpec(name="ask", request=request, budget=budget or Budget(), max_steps=max_steps)
+    spec = CampaignSpec(
+        name="ask",
+        request=request,
+        budget=budget or Budget(),
+        max_steps=max_steps,
+        level=req.level or "chgnet",
+    )
     campaign = Campaign(root, spec, approver=approver, progress=progress, settings=settings)
     campaign.state.scope = f"{Workspace.new_id('ask')}:"  # this request's own spending
     campaign.planner = chosen.name

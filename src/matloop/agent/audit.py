@@ -208,7 +208,7 @@ class Audit:
             data.ids, data.structures, structure_hashes(data.structures), strict=True
         ):
             elements = {el.symbol for el in structure.composition.elements}
-            if key in seen or elements & g.forbidden or (g.allowed and elements - g.allowed):
+            if key in seen or g.element_problem(elements):
                 continue
             if check_structure(structure, c.ws.settings.validation) is None:
                 seen.add(key)

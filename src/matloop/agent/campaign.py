@@ -64,17 +64,18 @@ class Campaign:
         settings: Settings | None = None,
     ) -> None:
         """Open the campaign in ``root``; ``settings`` default to the environment's."""
+        budget, elements = hard_limits(spec)  # first: an unclear request creates nothing
         self.spec = spec
         self.ws = Workspace(root, settings=_settings(spec, settings or get_settings()))
         self.state = CampaignState(self.ws)
         self.log = DecisionLog(self.ws.root / "decisions.jsonl")
-        budget, forbidden = hard_limits(spec)
         self.guardrails = Guardrails(
             self.ws,
             self.state,
             budget,
-            allowed_elements=spec.elements.allowed,
-            forbidden_elements=forbidden,
+            allowed_elements=elements.allowed,
+            forbidden_elements=elements.forbidden,
+            required_elements=elements.required,
             allowed_levels=[spec.level, *cheap_levels(spec)],
             approve_expensive=spec.approve_expensive,
             approver=approver,

@@ -90,6 +90,7 @@ class Guardrails:
         *,
         allowed_elements: list[str] | None = None,
         forbidden_elements: list[str] | None = None,
+        required_elements: list[str] | None = None,
         allowed_levels: list[str] | None = None,
         approve_expensive: bool = False,
         approver: Approver | None = None,
@@ -100,6 +101,7 @@ class Guardrails:
         self.ws, self.state, self.budget = workspace, state, budget
         self.allowed = set(allowed_elements or [])
         self.forbidden = set(forbidden_elements or [])
+        self.required = set(required_elements or [])
         self.allowed_levels = list(allowed_levels or ["chgnet"])
         self.approve_expensive = approve_expensive
         self.approver = approver
@@ -128,6 +130,7 @@ class Guardrails:
     def limits(self) -> str:
         """The hard limits besides the budget, in words (for the planner's prompt)."""
         parts = [f"forbidden elements {sorted(self.forbidden)}" if self.forbidden else ""]
+        parts.append(f"required elements (in every item) {sorted(self.required)}" if self.required else "")
         parts.append(f"allowed elements {sorted(self.allowed)}" if self.allowed else "")
         parts.append(f"validation levels {self.allowed_levels}")
         parts.append(f"candidate pool: {self.pool.describe()}" if self.pool.describe() else "")
@@ -188,16 +191,28 @@ class Guardrails:
         verdicts.append(Verdict(check, False, message))
         raise GuardrailViolation(f"refused by guardrail '{check}': {message}", verdicts)
 
+    def element_problem(self, elements: set[str]) -> str | None:
+        """Why an item made of ``elements`` may not be calculated, or ``None``."""
+        if bad := elements & self.forbidden:
+            return f"forbidden elements {sorted(bad)}"
+        if self.allowed and (bad := elements - self.allowed):
+            return f"elements {sorted(bad)} not allowed"
+        if missing := self.required - elements:
+            return f"required elements {sorted(missing)} missing"
+        return None
+
     def _check_forbidden(self, args: dict[str, Any], verdicts: list[Verdict]) -> dict[str, Any]:
-        """Add the forbidden elements to a query's ``elements_none``."""
-        if not self.forbidden:
-            return args
-        none = sorted(set(args.get("elements_none") or []) | self.forbidden)
-        if none != sorted(args.get("elements_none") or []):
-            verdicts.append(
-                Verdict("elements", True, f"added forbidden elements {sorted(self.forbidden)}", True)
-            )
-        return {**args, "elements_none": none}
+        """Add the forbidden elements to a query's ``elements_none`` and the required ones to its
+        ``elements_all``."""
+        for key, limit, what in (
+            ("elements_none", self.forbidden, "forbidden"),
+            ("elements_all", self.required, "required"),
+        ):
+            given = sorted(args.get(key) or [])
+            if limit and (merged := sorted(set(given) | limit)) != given:
+                verdicts.append(Verdict("elements", True, f"added {what} elements {sorted(limit)}", True))
+                args = {**args, key: merged}
+        return args
 
     def _check_pool(self, args: dict[str, Any], verdicts: list[Verdict]) -> dict[str, Any]:
         """Keep a pool inside the spec's families, elements and size."""
@@ -256,12 +271,8 @@ class Guardrails:
         keep, refused = [], {}
         cfg = self.ws.settings.validation
         for item_id, structure in zip(sub.ids, sub.structures, strict=True):
-            elements = {el.symbol for el in structure.composition.elements}
-            if bad := elements & self.forbidden:
-                refused[item_id] = f"forbidden elements {sorted(bad)}"
-            elif self.allowed and (bad := elements - self.allowed):
-                refused[item_id] = f"elements {sorted(bad)} not allowed"
-            elif problem := check_structure(structure, cfg):
+            symbols = {el.symbol for el in structure.composition.elements}
+            if problem := self.element_problem(symbols) or check_structure(structure, cfg):
                 refused[item_id] = problem
             else:
                 keep.append(item_id)

@@ -13,7 +13,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from pymatgen.core import Element
 
 from matloop.agent.guardrails import Budget
-from matloop.agent.request import parse_request
+from matloop.agent.request import TARGET_NEEDED, parse_request
 from matloop.data.prototypes import Family
 from matloop.data.sources import source_names
 from matloop.errors import ToolInputError, validation_problems
@@ -215,8 +215,9 @@ class StopSpec(_Strict):
 
 
 class ElementsSpec(_Strict):
-    allowed: Symbols = Field(default_factory=list)
-    forbidden: Symbols = Field(default_factory=list)
+    allowed: Symbols = Field(default_factory=list, description="Items contain only these (empty: any).")
+    forbidden: Symbols = Field(default_factory=list, description="No item contains any of these.")
+    required: Symbols = Field(default_factory=list, description="Every item contains all of these.")
 
 
 class CampaignSpec(_Strict):
@@ -312,13 +313,28 @@ def cheap_levels(spec: CampaignSpec) -> list[str]:
     return [lv.name for lv in LEVELS.values() if lv.charge < 1 and lv.name != spec.level]
 
 
-def hard_limits(spec: CampaignSpec) -> tuple[Budget, list[str]]:
-    """The spec's budget and forbidden elements, tightened by the limits its request states in words
-    ("at most 5 calculations", "excluding oxygen"), so every planner gets them as guardrails."""
-    budget, forbidden = spec.budget, set(spec.elements.forbidden)
-    if spec.request:
-        req = parse_request(spec.request)
-        forbidden |= set(req.elements_exclude)
-        if req.budget is not None and req.budget < budget.calculations:
-            budget = budget.model_copy(update={"calculations": req.budget})
-    return budget, sorted(forbidden)
+def hard_limits(spec: CampaignSpec) -> tuple[Budget, ElementsSpec]:
+    """The spec's budget and element limits, tightened by those its request states in words
+    ("at most 5 calculations", "excluding oxygen", "Li-containing"), so every planner, the
+    language model included, gets them as guardrails before it plans anything. A request the
+    parser cannot read unambiguously (an element neither wanted nor unwanted ...) is refused."""
+    budget, el = spec.budget, spec.elements
+    if not spec.request:
+        return budget, el
+    req = parse_request(spec.request)
+    if questions := [q for q in req.needs if q != TARGET_NEEDED]:  # the spec's target may stand
+        raise ToolInputError(
+            f"request: expected limits that can be read one way, unclear: {'; '.join(questions)}"
+        )
+    if req.budget is not None and req.budget < budget.calculations:
+        budget = budget.model_copy(update={"calculations": req.budget})
+    if req.cpu_hours is not None and req.cpu_hours < budget.cpu_hours:
+        budget = budget.model_copy(update={"cpu_hours": req.cpu_hours})
+    allowed = set(el.allowed or req.elements_allowed)
+    if el.allowed and req.elements_allowed:
+        allowed &= set(req.elements_allowed)
+    return budget, ElementsSpec(
+        allowed=sorted(allowed),
+        forbidden=sorted({*el.forbidden, *req.elements_exclude}),
+        required=sorted({*el.required, *req.elements_include}),
+    )

@@ -43,6 +43,7 @@ def build_candidate_pool(
     families: list[Family] | None = None,
     elements: list[str] | None = None,
     elements_none: list[str] | None = None,
+    elements_all: list[str] | None = None,
     max_items: int | None = None,
     seed: int = 0,
     *,
@@ -54,15 +55,20 @@ def build_candidate_pool(
         families: prototype families (perovskite, rocksalt, zincblende, wurtzite, fluorite; default all).
         elements: restrict substitutions to these element symbols.
         elements_none: leave out compounds containing any of these elements.
+        elements_all: keep only compounds containing all of these elements.
         max_items: keep at most this many candidates (seeded sample).
         seed: seed of the sample.
     """
     kwargs = {"families": tuple(families)} if families else {}
     data = build_prototype_pool(**kwargs, elements=elements)
-    if elements_none:
-        banned = set(elements_none)
+    if elements_none or elements_all:
+        banned, needed = set(elements_none or []), set(elements_all or [])
         data = data.subset(
-            [i for i, s in zip(data.ids, data.structures, strict=True) if not banned & _symbols(s)]
+            [
+                i
+                for i, s in zip(data.ids, data.structures, strict=True)
+                if not banned & _symbols(s) and needed <= _symbols(s)
+            ]
         )
     if max_items is not None and max_items < len(data):
         keep = np.sort(np.random.default_rng(seed).choice(len(data), size=max_items, replace=False))

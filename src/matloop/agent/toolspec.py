@@ -24,7 +24,8 @@ if TYPE_CHECKING:
     from matloop.workspace import Workspace
 
 #: Guardrail checks a tool may ask for (see :class:`matloop.agent.guardrails.Guardrails`):
-#: ``forbidden_elements`` adds the campaign's forbidden elements to ``elements_none``; ``pool``
+#: ``forbidden_elements`` adds the campaign's forbidden elements to ``elements_none`` and its
+#: required ones to ``elements_all``; ``pool``
 #: keeps a candidate pool inside the spec's families, elements and size; ``validation`` checks
 #: level, approval, ids, elements, structure sanity and the calculation budget.
 GuardrailCheck = Literal["forbidden_elements", "pool", "validation"]

@@ -17,6 +17,7 @@ from rich.table import Table
 
 campaign_app = typer.Typer(help="Closed-loop campaigns: run, resume, inspect.", no_args_is_help=True)
 console = Console()
+err_console = Console(stderr=True, soft_wrap=True)
 Dir = Annotated[Path, typer.Argument(exists=True, file_okay=False, help="Campaign directory.")]
 Yes = Annotated[
     bool, typer.Option("--yes", "-y", help="Approve expensive levels (cp2k, vasp) without asking.")
@@ -88,11 +89,48 @@ def _progress():
     return say
 
 
+def _print_plan(request: str) -> None:
+    """``ask --plan``: the campaign.yaml on stdout, notes and questions on stderr."""
+    from matloop.agent.ask import plan_notes, plan_yaml, spec_from_request
+    from matloop.agent.request import parse_request
+
+    req = parse_request(request)
+    for note in plan_notes(req):
+        err_console.print(f"note: {note}", markup=False, highlight=False)
+    if req.needs:
+        for question in req.needs:
+            err_console.print(f"needs: {question}", markup=False, highlight=False)
+        err_console.print("error: re-phrase the request as suggested; no plan written", markup=False)
+        raise typer.Exit(1)
+    sys.stdout.write(plan_yaml(spec_from_request(req, request)))
+
+
+def _confirm(req, spec) -> bool:
+    """Show what the request was read as and ask before the first calculation."""
+    from matloop.agent.ask import plan_notes, plan_yaml
+
+    console.print("I read the request as:", style="bold")
+    console.print(
+        plan_yaml(spec) if spec is not None else req.understood(),
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
+    for note in plan_notes(req):
+        console.print(f"note: {note}", markup=False, highlight=False, style="yellow", soft_wrap=True)
+    return typer.confirm("Run it?", default=True)
+
+
+def _interactive() -> bool:
+    """Whether a person can answer questions (a terminal on stdin)."""
+    return sys.stdin.isatty()
+
+
 def _approver(assume_yes: bool):
     """Interactive approval of expensive levels when a terminal is attached."""
     if assume_yes:
         return lambda level, n: True
-    if not sys.stdin.isatty():
+    if not _interactive():
         return None
     return lambda level, n: typer.confirm(f"Run {n} {level} calculations (expensive)?", default=False)
 
@@ -268,21 +306,50 @@ def ask_command(
     request: Annotated[str, typer.Argument(help="What you want, in words.")],
     workspace: Annotated[Path | None, typer.Option("--workspace", "-w")] = None,
     planner: Annotated[str, typer.Option(help="auto, llm or rules.")] = "auto",
-    yes: Yes = False,
+    plan: Annotated[
+        bool,
+        typer.Option("--plan", help="Print the campaign.yaml the request stands for and exit; nothing runs."),
+    ] = False,
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="Run without confirming the plan; approve expensive levels.")
+    ] = False,
 ) -> None:
-    """Answer a request by planning and calling tools; prints the answer with numbers and ids."""
+    """Answer a request by planning and calling tools; prints the answer with numbers and ids.
+
+    The plan (what the request was read as) is shown first and, in a terminal, confirmed before
+    anything runs; a request the parser cannot read unambiguously is asked about, never guessed.
+    """
     from matloop.agent.ask import ask
 
     if planner not in ("auto", "llm", "rules"):
         raise typer.BadParameter(f"expected auto, llm or rules, got {planner!r}")
-    with _errors():
-        result = ask(
-            request,
-            workspace=workspace,
-            planner=planner,
-            approver=_approver(yes),  # type: ignore[arg-type]
-            progress=_progress(),
+    if plan:
+        _print_plan(request)
+        return
+    interactive = _interactive()
+    while True:
+        with _errors():
+            result = ask(
+                request,
+                workspace=workspace,
+                planner=planner,  # type: ignore[arg-type]
+                approver=_approver(yes),
+                progress=_progress(),
+                confirm=None if yes or not interactive else _confirm,
+            )
+        if not result.needs:
+            break
+        questions = "\n".join(f"  - {q}" for q in result.needs)
+        if not interactive:
+            err_console.print(f"error: the request is not clear enough to run:\n{questions}", markup=False)
+            err_console.print("Re-phrase the request as suggested and run it again.", markup=False)
+            raise typer.Exit(1)
+        console.print(
+            f"Before anything runs, I need:\n{questions}", markup=False, highlight=False, soft_wrap=True
         )
+        request = typer.prompt("Re-phrase the request (empty to stop)", default="", show_default=False)
+        if not request.strip():
+            raise typer.Exit(1)
     console.print(result.answer, style="bold", markup=False, highlight=False, soft_wrap=True)
     tokens = f"; {result.tokens} LLM tokens" if result.tokens else ""
     console.print(
