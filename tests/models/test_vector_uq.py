@@ -124,3 +124,18 @@ def test_a_handful_of_labels_trains_without_a_validation_split():
     model = fit_vector_model(x, y, x[:0], y[:0], seed=0, epochs=50, ensemble_size=2)
     assert float(model.sigma_scale) == 1.0 and model.meta["epochs_run"] > 0
     assert np.isfinite(model.predict(_data(5, 1)[0]).mean).all()
+
+
+@pytest.mark.parametrize("method", ["mlp_ensemble", "gp"])
+def test_a_model_on_few_labels_never_predicts_far_outside_what_it_was_shown(method):
+    """Eight labels and pool inputs a thousand standard deviations away (features that barely vary
+    in training): μ stays within the labels' range widened by half its width, σ within its width."""
+    x, y = _data(8, 0)
+    far = np.full((5, 8), 1e3)
+    model = fit_vector_model(x, y, x[:0], y[:0], method=method, seed=0, epochs=100, ensemble_size=2)
+    pred = model.predict(far)
+    width, pad = y.max() - y.min(), max(0.5 * (y.max() - y.min()), y.std())
+    assert np.all(pred.mean >= y.min() - pad - 1e-9) and np.all(pred.mean <= y.max() + pad + 1e-9)
+    assert np.all(pred.std <= width + 2 * pad + 1e-9) and np.all(pred.epistemic_std <= pred.std)
+    inside = model.predict(x)
+    np.testing.assert_array_less(np.abs(inside.mean - y), width)  # the training labels are not clipped

@@ -85,6 +85,8 @@ def spec_from_request(req: ParsedRequest, text: str, *, pool_items: int = 150) -
     }
     if req.level:
         spec["level"] = req.level
+    if not computed(req):  # no level computes it: the dataset's own labels are revealed
+        spec["level"] = "lookup"
     if req.budget is not None or req.cpu_hours is not None:
         limits = {"calculations": req.budget, "cpu_hours": req.cpu_hours}
         spec["budget"] = {k: v for k, v in limits.items() if v is not None}

@@ -137,13 +137,21 @@ class Campaign:
         if done is not None and done["status"] == "done":
             return self.toolbox.specs[tool].rebuild(done["result"])
         self.state.begin_step(key, self.round, tool, args)
-        with _heartbeat(self.say, f"[round {self.round}]   … {tool} still running"):
+        with _heartbeat(self.say, lambda: f"[round {self.round}]   … {tool}{self._progress_of(tool, args)}"):
             out = self.toolbox.call(tool, args, rationale=rationale, key=key)
         if not out.ok:
             raise CampaignStop(f"{tool} failed: {out.message}")
         self.state.finish_step(key, to_json(out.result))
         self.say(f"[round {self.round}]   → {_brief(tool, to_json(out.result))}")
         return out.result
+
+    def _progress_of(self, tool: str, args: dict[str, Any]) -> str:
+        """How far a long step is: calculations finished of the batch being collected."""
+        if tool != "collect_validation":
+            return " still running"
+        store = ValidationStore(self.ws)
+        total = store.batch_size(args["batch_id"])
+        return f": {total - store.unfinished_count(args['batch_id'])}/{total} calculations done"
 
     # -- helpers the planners share -----------------------------------------------------
     def strategy(self) -> str:
@@ -200,14 +208,16 @@ class Campaign:
 
 
 @contextmanager
-def _heartbeat(say: Callable[[str], None], message: str, every_s: float = 30.0) -> Iterator[None]:
-    """Print ``message`` with the elapsed time every ``every_s`` seconds while a long step runs."""
+def _heartbeat(
+    say: Callable[[str], None], message: Callable[[], str], every_s: float = 15.0
+) -> Iterator[None]:
+    """Print ``message()`` with the elapsed time every ``every_s`` seconds while a long step runs."""
     done = threading.Event()
     start = time.monotonic()
 
     def beat() -> None:
         while not done.wait(every_s):
-            say(f"{message} ({time.monotonic() - start:.0f} s)")
+            say(f"{message()} ({time.monotonic() - start:.0f} s)")
 
     thread = threading.Thread(target=beat, daemon=True)
     thread.start()
@@ -236,7 +246,7 @@ def _brief(tool: str, result: dict[str, Any]) -> str:
     if "candidates" in result:
         short["picked"] = [c["item_id"] for c in result["candidates"]]
     if "labels" in result:
-        short["labels"] = len(result["labels"])
+        short["labelled items"] = len({lb["item_id"] for lb in result["labels"]})
         short["failures"] = len(result.get("failures", []))
     if "statuses" in result:
         short["queued"] = sum(s["status"] == "queued" for s in result["statuses"])

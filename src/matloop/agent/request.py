@@ -404,7 +404,10 @@ def _target(t: _Text, req: ParsedRequest) -> None:
     else:
         for family, pattern in PROTOTYPE_WORDS.items():
             for m in t.find(rf"\b(?:{pattern})s?\b"):
-                req.dataset = "prototypes"
+                if req.dataset in (None, "prototypes"):
+                    req.dataset = "prototypes"
+                else:  # the property lives in a dataset, which has no structure families
+                    req.notes.append(f"'{m.group(0)}': {req.dataset} is not filtered by structure type")
                 req.families = sorted({*req.families, family})
                 t.take(m.start(), m.end())
     for m in t.find(r"\b(?:qm9|molecules?|molecular)\b"):

@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -35,8 +36,32 @@ class CalibratedModel(nn.Module):
         self.register_buffer("y_mean", torch.zeros((), dtype=torch.float64))
         self.register_buffer("y_std", torch.ones((), dtype=torch.float64))
         self.register_buffer("sigma_scale", torch.ones((), dtype=torch.float64))
+        self.register_buffer("label_range", torch.tensor([-math.inf, math.inf], dtype=torch.float64))
         self.gp: EmbeddingGP | None = None
         self.meta: dict[str, Any] = {}
+
+    def set_targets(self, y: np.ndarray) -> None:
+        """Normalisation and range of the training targets ``y`` (see :meth:`bound`)."""
+        y = np.asarray(y, dtype=np.float64)
+        self.y_mean.fill_(float(y.mean()))
+        self.y_std.fill_(float(y.std()) if len(y) > 1 and y.std() > 0 else 1.0)
+        self.label_range.copy_(torch.tensor([y.min(), y.max()], dtype=torch.float64))
+
+    def widen_range(self, y: np.ndarray) -> None:
+        """Extend the training targets' range to new targets ``y`` (fine-tuning on new labels)."""
+        lo, hi = self.label_range.tolist()
+        self.label_range.copy_(torch.tensor([min(lo, float(np.min(y))), max(hi, float(np.max(y)))]))
+
+    def bound(self, mean: np.ndarray, std: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Predictions held to what the training targets support: μ within their range widened by
+        half its width (at least one standard deviation) on each side, so a model on a handful of
+        labels cannot extrapolate to impossible values; σ at most that widened range's width.
+        Models saved before the range was kept are not bounded."""
+        lo, hi = self.label_range.tolist()
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            return mean, std
+        pad = max(0.5 * (hi - lo), float(self.y_std))
+        return np.clip(mean, lo - pad, hi + pad), np.minimum(std, hi - lo + 2 * pad)
 
     @property
     def method(self) -> str:
@@ -62,6 +87,7 @@ class CalibratedModel(nn.Module):
         try:
             model = cls(**blob["init_args"])
             state, gp_state = split_gp_state(blob["state_dict"])
+            state.setdefault("label_range", model.label_range)  # saved before ranges were kept
             model.load_state_dict(state)
             if gp_state:
                 model.gp = EmbeddingGP.from_state_dict(gp_state)

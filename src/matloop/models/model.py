@@ -177,11 +177,12 @@ class UQModel(CalibratedModel):
         """Predictive mean and σ in target units (σ calibration applied) and embeddings."""
         mean, var, epi, emb = self.predict_normalized(graphs, batch_size=batch_size)
         scale = self.sigma_scale * self.y_std
+        mu, sigma = self.bound((mean * self.y_std + self.y_mean).numpy(), (var.sqrt() * scale).numpy())
         return UQPrediction(
-            mean=(mean * self.y_std + self.y_mean).numpy(),
-            std=(var.sqrt() * scale).numpy(),
+            mean=mu,
+            std=sigma,
             embedding=emb.double().numpy(),
-            epistemic_std=(epi.clamp_min(0).sqrt() * scale).numpy(),
+            epistemic_std=np.minimum((epi.clamp_min(0).sqrt() * scale).numpy(), sigma),
         )
 
 

@@ -196,11 +196,6 @@ def train_member(
     return epoch
 
 
-def _set_normalisation(model: UQModel, y: np.ndarray) -> None:
-    model.y_mean.fill_(float(y.mean()))
-    model.y_std.fill_(float(y.std()) if len(y) > 1 and y.std() > 0 else 1.0)
-
-
 def _normalised(model: UQModel, graphs: Sequence[Data], y: np.ndarray) -> tuple[list[Data], Tensor]:
     z = (torch.as_tensor(y, dtype=torch.float64) - model.y_mean) / model.y_std
     return [strip_graph(g) for g in graphs], z.float()
@@ -289,7 +284,7 @@ def fit_uq_model(
     model = UQModel(method=method, node_dim=node_dim, edge_dim=edge_dim, **model_args)
     if has_val:
         model.check_graphs(val_graphs)
-    _set_normalisation(model, train_y)
+    model.set_targets(train_y)
     start = time.perf_counter()
     train = _normalised(model, train_graphs, train_y)
     val = _normalised(model, val_graphs, val_y) if has_val else None
@@ -351,7 +346,9 @@ def fine_tune_uq_model(
     tuned.gp = None
     torch.manual_seed(seed)
     if new_target:
-        _set_normalisation(tuned, y)
+        tuned.set_targets(y)
+    else:
+        tuned.widen_range(y)
     tuned.sigma_scale.fill_(1.0)
     start = time.perf_counter()
     train = _normalised(tuned, graphs, y)

@@ -161,9 +161,10 @@ class VectorUQModel(CalibratedModel):
         if ok.any():
             m, var, e = self.predict_normalized(x[ok])
             scale = self.sigma_scale * self.y_std
-            mean[ok] = (m * self.y_std + self.y_mean).numpy()
-            std[ok] = (var.sqrt() * scale).numpy()
-            epi[ok] = (e.clamp_min(0).sqrt() * scale).numpy()
+            mean[ok], std[ok] = self.bound(
+                (m * self.y_std + self.y_mean).numpy(), (var.sqrt() * scale).numpy()
+            )
+            epi[ok] = np.minimum((e.clamp_min(0).sqrt() * scale).numpy(), std[ok])
         emb = np.zeros_like(x)
         emb[ok] = self._x(x[ok]).double().numpy()
         return UQPrediction(mean=mean, std=std, embedding=emb, epistemic_std=epi)
@@ -288,8 +289,7 @@ def fit_vector_model(
     model = VectorUQModel(method=method, in_dim=x.shape[1], **model_args)
     model.x_mean.copy_(torch.from_numpy(x.mean(0)))
     model.x_std.copy_(torch.from_numpy(np.where(x.std(0) > 1e-8, x.std(0), 1.0)))
-    model.y_mean.fill_(float(y.mean()))
-    model.y_std.fill_(float(y.std()) if y.std() > 0 else 1.0)
+    model.set_targets(y)
     xt, xv = model._x(x), model._x(x_val)
     yt = ((torch.from_numpy(y) - model.y_mean) / model.y_std).float()
     yv = ((torch.from_numpy(y_val) - model.y_mean) / model.y_std).float()

@@ -221,6 +221,14 @@ class ValidationStore:
             ).fetchone()
         return int(n)
 
+    def batch_size(self, batch_id: str) -> int:
+        """Jobs in a batch."""
+        with self.workspace.connect() as db:
+            (n,) = db.execute(
+                "SELECT COUNT(*) FROM validation_jobs WHERE batch_id = ?", (batch_id,)
+            ).fetchone()
+        return int(n)
+
     def jobs_with_status(self, status: JobStatus, *, executor: str) -> list[JobRecord]:
         """All jobs of ``executor`` in state ``status``."""
         with self.workspace.connect() as db:
