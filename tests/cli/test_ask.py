@@ -81,3 +81,13 @@ def test_a_lead_free_ask_campaign_never_queues_lead(settings):
     assert "perovskite-CsPbI3" not in pool_slice.ids
     for structure in pool_slice.subset(queued).structures:
         assert "Pb" not in {e.symbol for e in structure.composition.elements}
+
+
+def test_a_dataset_property_of_a_structure_family_plans_a_run_on_its_dataset(settings, tmp_path):
+    result = CliRunner().invoke(app, ["ask", "--plan", "learn the band gap of perovskites"])
+    assert result.exit_code == 0, result.stderr
+    path = tmp_path / "campaign.yaml"
+    path.write_text(result.stdout)
+    spec = CampaignSpec.from_yaml(path)
+    assert (spec.target.property, spec.pool.source, spec.level) == ("band_gap", "mp_dielectric", "lookup")
+    assert "mp_dielectric is not filtered by structure type" in result.stderr
