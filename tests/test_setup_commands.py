@@ -46,6 +46,13 @@ def test_ci_runs_the_readme_test_command_in_a_fresh_virtualenv():
     assert set(shlex.split(apt)[3:]) <= set(shlex.split(ci_apt.split("apt-get install", 1)[1]))
 
 
+def test_ci_runs_the_readme_main_command_on_an_empty_cache():
+    main, _ = _readme_commands()
+    line = next(line for line in _ci_lines() if "matloop campaign run" in line)
+    assert line.startswith('MATLOOP_CACHE_DIR="$work/empty-cache" bash -c ')
+    assert shlex.split(line)[-1] == " && ".join(main)
+
+
 def test_both_readme_commands_pin_the_same_torch_and_install_the_project():
     main, tests = _readme_commands()
     assert _torch_pin(main) == _torch_pin(tests) == _torch_pin(_ci_lines())

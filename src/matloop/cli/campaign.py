@@ -25,8 +25,19 @@ Yes = Annotated[
 _debug = {"on": False}
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        console.print(f"matloop {version('matloop')}", highlight=False)
+        raise typer.Exit()
+
+
 def set_debug(
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
+    show_version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version.")
+    ] = False,
 ) -> None:
     """Autonomous, uncertainty-driven materials-discovery campaigns."""
     _debug["on"] = debug
