@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from typer.testing import CliRunner
 
 from matloop.cli import app
@@ -51,3 +53,13 @@ def test_data_query_prints_the_accounting_of_a_users_file(settings, tmp_path):
     )
     assert strict.exit_code == 1
     assert f"(strict mode), got {defects.CIF_FOLDER_ISSUES[0]}" in " ".join(strict.output.split())
+
+
+def test_data_list_as_json_is_one_document_with_every_source():
+    from matloop.data.sources import source_names
+
+    result = CliRunner().invoke(app, ["data", "list", "--json"])
+    assert result.exit_code == 0
+    sources = json.loads(result.output)
+    assert [s["name"] for s in sources] == source_names()
+    assert all({"kind", "count", "properties", "units", "status"} <= set(s) for s in sources)

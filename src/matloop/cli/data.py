@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING
 
 import typer
@@ -22,16 +23,23 @@ def _symbols(text: str | None) -> list[str] | None:
 
 
 @data_app.command("list")
-def list_sources() -> None:
+def list_sources(
+    as_json: bool = typer.Option(False, "--json", help="One JSON document instead of the table."),
+) -> None:
     """List the dataset sources with their size, properties and units."""
     from matloop.data.sources import available_sources
 
+    sources = available_sources()
+    if as_json:
+        print(json.dumps([info.model_dump() for info in sources]))
+        return
     table = Table(title="matloop dataset sources")
     for col in ("source", "kind", "items", "properties", "status"):
         table.add_column(col)
-    for info in available_sources():
+    for info in sources:
         props = ", ".join(f"{p} ({info.units[p]})" for p in info.properties)
-        table.add_row(info.name, info.kind, str(info.count or "-"), props, info.status)
+        cells = (info.name, info.kind, str(info.count or "-"), props, info.status)
+        table.add_row(*map(escape, cells))
     Console().print(table)
 
 
