@@ -37,6 +37,7 @@ SourceName = Literal[
     "cif_folder",
     "ase_db",
     "materials_project",
+    "substitution",
 ]
 
 LEVEL_NAMES: tuple[str, ...] = get_args(LevelName)
