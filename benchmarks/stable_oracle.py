@@ -22,6 +22,13 @@ uniform random sample of the pool); a restart skips the ids already there. One t
 
     OMP_NUM_THREADS=1 nohup nice -n 10 python benchmarks/stable_oracle.py > oracle.log 2>&1 &
     python benchmarks/stable_oracle.py --pool-only     # write pool.parquet, count, exit
+    python benchmarks/stable_oracle.py --assemble      # labels so far -> the bundled set
+
+``--assemble`` turns the labels written so far into ``stable_gen.parquet`` (the candidates
+labelled at the oracle level, unrelaxed structures; columns: formation energy at the oracle
+level, formation energy at the screening level, energy above the oracle hull of references ∪
+every labelled candidate), ``references.json`` (the reference phases' oracle formation
+energies) and ``SHA256SUMS``, with the provenance in ``PROVENANCE.json``.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -70,7 +78,10 @@ def build_pool():
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pool-only", action="store_true", help="write the pool table, print counts, exit")
+    parser.add_argument("--assemble", action="store_true", help="build the benchmark set from the labels")
     args = parser.parse_args()
+    if args.assemble:
+        return assemble()
     import torch
 
     torch.set_num_threads(1)
@@ -90,6 +101,7 @@ def main() -> None:
     from matloop.data.references import reference_structure
 
     maker = ForceFieldRelaxMaker(force_field_name="CHGNet", steps=LEVEL_STEPS)
+    os.chdir(tempfile.mkdtemp())  # the relaxer writes final_atoms_object.xyz into the working directory
     done = set()
     if LABELS.exists():
         done = {json.loads(line)["id"] for line in LABELS.read_text().splitlines() if line.strip()}
@@ -127,10 +139,104 @@ def _relax(structure, relax_cell: bool, maker) -> dict:
     result = (maker if relax_cell else replace(maker, relax_cell=False)).run_ase(structure)
     final = result.final_mol_or_struct
     return {
-        "e_relaxed": float(result.final_energy) / len(final),
+        "e_relaxed": float(result.trajectory.frame_properties[-1]["energy"]) / len(final),
         "converged": bool(result.is_force_converged),
         "volume_ratio": round(final.volume / structure.volume, 4),
     }
+
+
+def _records() -> list[dict]:
+    return [json.loads(line) for line in LABELS.read_text().splitlines() if line.strip()]
+
+
+def assemble() -> None:
+    """The benchmark set from the labels so far (see the module docstring)."""
+    import hashlib
+    from collections import Counter
+
+    from pymatgen.core import Composition
+
+    from matloop.data.table import read_table, write_table
+    from matloop.models.cheap_level import chgnet_static
+    from matloop.settings import get_settings
+    from matloop.stability import Hull, Phase
+
+    records = [r for r in _records() if "error" not in r and r.get("converged")]
+    failed = len(_records()) - len(records)
+    mu = {r["id"].removeprefix("element-"): r["e_relaxed"] for r in records if r["role"] == "element"}
+    missing = sorted(set(ELEMENTS) - set(mu))
+    if missing:
+        raise SystemExit(f"elements: expected every elemental reference labelled, missing {missing}")
+
+    def formation(r: dict) -> float:
+        comp = Composition(r["formula"])
+        return r["e_relaxed"] - sum(mu[el.symbol] * x for el, x in comp.fractional_composition.items())
+
+    refs = [
+        Phase(r["id"], r["formula"], formation(r), reference=True)
+        for r in records
+        if r["role"] == "reference"
+    ]
+    cands = {r["id"]: Phase(r["id"], r["formula"], formation(r)) for r in records if r["role"] == "candidate"}
+    hull = Hull("chgnet", refs, cands.values())
+    scores = {s.item_id: s for s in hull.stability()}
+    pool = read_table(POOL)
+    keep = [i for i, item in enumerate(pool.ids) if item in cands]
+    data = pool.to_slice(keep, [])
+    structures = list(data.structures)
+    _, static, _ = chgnet_static(structures, get_settings().cache_dir / "embeddings.sqlite")
+    frame = pool.frame.iloc[keep].reset_index(drop=True)
+    frame["formation_energy_per_atom"] = [cands[i].formation_energy_per_atom for i in data.ids]
+    frame["formation_energy_static"] = np.asarray(static, dtype=np.float64)
+    frame["e_above_hull"] = [scores[i].e_above_hull for i in data.ids]
+    frame["e_above_references"] = [scores[i].e_above_references for i in data.ids]
+    units = {c: "eV/atom" for c in frame.columns if c not in ("id", "species", "coords", "lattice")}
+    from matloop.data.table import SourceTable
+
+    table = SourceTable(
+        frame, units, "crystal", "stable_gen", {"levels": {"oracle": "chgnet", "screen": "chgnet_static"}}
+    )
+    write_table(table, DATA_DIR / "stable_gen.parquet")
+    (DATA_DIR / "references.json").write_text(
+        json.dumps(
+            {
+                "elements_eV_per_atom": mu,
+                "phases": {p.item_id: [p.formula, p.formation_energy_per_atom] for p in refs},
+            },
+            indent=1,
+        )
+    )
+    stable = int(np.sum(frame["e_above_hull"] <= 1e-6))
+    near = int(np.sum(frame["e_above_hull"] <= 0.025))
+    provenance = {
+        "pool": {"templates": "mp_formation_energy (bundled)", "elements": ELEMENTS,
+                 "threshold": THRESHOLD, "max_template_sites": MAX_SITES, "candidates": len(pool),
+                 "order_seed": ORDER_SEED},
+        "references": {"count": len(refs), "max_sites": MAX_REF_SITES,
+                       "source": "mp_formation_energy (bundled)"},
+        "oracle": "chgnet level: atomate2 ForceFieldRelaxMaker(force_field_name='CHGNet', steps=300)",
+        "screen": "chgnet_static level (matloop.models.cheap_level.chgnet_static) on the unrelaxed candidate",
+        "labelled_candidates": len(frame),
+        "failed_or_unconverged": failed,
+        "stable": stable,
+        "within_25meV": near,
+        "prevalence_stable": round(stable / len(frame), 4),
+        "prevalence_25meV": round(near / len(frame), 4),
+        "chemical_systems_without_reference_phases": sorted(
+            {s for s in (Composition(p.formula).chemical_system for p in cands.values())
+             if hull.completeness(s.split("-")) == 0}
+        ),
+    }  # fmt: skip
+    (DATA_DIR / "PROVENANCE.json").write_text(json.dumps(provenance, indent=1) + "\n")
+    sums = [
+        f"{hashlib.sha256((DATA_DIR / f).read_bytes()).hexdigest()}  {f}"
+        for f in ("stable_gen.parquet", "references.json", "labels.jsonl", "pool.parquet")
+    ]
+    (DATA_DIR / "SHA256SUMS").write_text("\n".join(sums) + "\n")
+    print(
+        json.dumps({k: v for k, v in provenance.items() if k != "chemical_systems_without_reference_phases"})
+    )
+    print(Counter(len(Composition(p.formula).elements) for p in cands.values()))
 
 
 if __name__ == "__main__":

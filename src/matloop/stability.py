@@ -29,6 +29,8 @@ from pymatgen.core import Composition, Element
 
 from matloop.errors import ToolInputError
 
+#: The label a hull is built from (per atom, against elemental references at the same level).
+HULL_PROPERTY = "formation_energy_per_atom"
 #: Distance to the hull (eV/atom) below which a phase counts as on it.
 ON_HULL_TOL = 1e-6
 #: The near-stable thresholds reported next to the stable set (eV/atom).
@@ -109,12 +111,21 @@ class Hull:
         self._planes: dict[frozenset[str], np.ndarray] = {}
 
     def with_candidates(self, candidates: Iterable[Phase], level: str) -> Hull:
-        """A new hull with more labelled candidates (the hull moves; score again with it)."""
+        """A new hull with more labelled candidates (the hull moves; score again with it). Only
+        the chemical systems that contain a new phase are rebuilt."""
         if level != self.level:
             raise ToolInputError(
                 f"level: expected {self.level!r} (levels are never mixed on one hull), got {level!r}"
             )
-        return Hull(self.level, self.references, (*self.candidates, *candidates))
+        added = tuple(candidates)
+        hull = Hull(self.level, self.references, (*self.candidates, *added))
+        new = {frozenset(el.symbol for el in p.composition.elements) for p in added}
+        for system, diagram in self._diagrams.items():
+            if not any(elements <= system for elements in new):
+                hull._diagrams[system] = diagram
+                if system in self._planes:
+                    hull._planes[system] = self._planes[system]
+        return hull
 
     def references_only(self) -> Hull:
         return Hull(self.level, self.references)

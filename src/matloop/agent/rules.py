@@ -14,9 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from matloop.agent.hull import pool_elements
 from matloop.data.feature_sets import GraphSet, load_graphs
+from matloop.data.slices import load_slice
 from matloop.errors import CampaignStop
-from matloop.validation.levels import screening_level
+from matloop.validation.levels import get_level, screening_level
 
 if TYPE_CHECKING:
     from matloop.agent.session import Session
@@ -40,6 +42,8 @@ class RulesPlanner:
             seed_ids = self._seed_ids(campaign, pool)
             campaign.round = 0
             self._validate(campaign, "r0", pool_slice, seed_ids, "seed set: random sample of the pool")
+        if spec.target.goal == "stable":
+            self._references(campaign)
         model_id = None
         for rnd in range(1, spec.rounds + 1):
             campaign.round = rnd
@@ -73,6 +77,17 @@ class RulesPlanner:
         pool = campaign.spec.pool
         if pool.slice_id is not None:
             slice_id = pool.slice_id
+        elif pool.source == "substitution":
+            args = {
+                "source": "substitution",
+                "templates": pool.templates,
+                "elements": pool.elements,
+                "threshold": pool.threshold,
+                "sample": pool.max_items,
+                "seed": campaign.spec.seed,
+                **pool.query,
+            }
+            slice_id = campaign.step("setup:pool", "query_dataset", args, "generate the pool").slice_id
         elif pool.source == "prototypes":
             args: dict[str, Any] = {
                 "families": pool.families,
@@ -86,6 +101,23 @@ class RulesPlanner:
             slice_id = campaign.step("setup:pool", "query_dataset", args, "query the candidate pool").slice_id
         fs = campaign.step("setup:featurize", "featurize", {"slice_id": slice_id}, "pool → graphs")
         return slice_id, fs.feature_set_id
+
+    def _references(self, campaign: Session) -> None:
+        """The known phases of the pool's chemical systems, labelled at the campaign's level: with
+        the labelled candidates they make the convex hull (charged to the budget like any label)."""
+        spec = campaign.spec
+        args = {"elements": pool_elements(campaign), "min_elements": 2, **spec.target.references}
+        try:
+            refs = campaign.step("setup:references", "query_dataset", args, "reference phases for the hull")
+        except CampaignStop as exc:
+            campaign.note(f"no reference phases besides the elements ({exc}): hits may be artefacts")
+            return
+        campaign.note(
+            f"{refs.count} reference phases to compute at level {spec.level} for the convex hull "
+            f"(charged {refs.count} x {get_level(spec.level).charge} calculations)"
+        )
+        ids = load_slice(campaign.ws, refs.slice_id).ids
+        self._validate(campaign, "setup:references", refs.slice_id, ids, "reference phases at the level")
 
     def _pretrain(self, campaign: Session) -> str | None:
         pre = campaign.spec.pretrained
