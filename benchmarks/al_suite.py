@@ -16,6 +16,7 @@ not-yet-labelled pool) is reported separately.
     python benchmarks/al_suite.py                      # full mode (what counts), resumable
     python benchmarks/al_suite.py --tasks n_max,gap_window
     python benchmarks/al_suite.py --quick              # CI-sized
+    python benchmarks/al_suite.py --tasks fe_min --seeds 11,12,13 --data-seed 7   # unseen seeds/split
 
 Writes ``benchmarks/results/al_suite.json`` (``al_suite_quick.json``) and one PNG per task;
 campaign directories go to ``--state`` (default under the matloop cache) so a rerun resumes.
@@ -53,7 +54,7 @@ class Task:
     init: int
     batch: int
     budget: int
-    seeds: int
+    seeds: int | list[int]
     pool: int | None = None
     test: int = 0
     fraction: float | None = None  # discovery: the lowest/highest share of the pool is the target set
@@ -121,9 +122,13 @@ def hit_window(data: ALData, task: Task) -> tuple[float, float] | None:
     return (float(y[-k]), np.inf)
 
 
-def run_task(name: str, task: Task, state: Path, backbone: str, quick: bool, stem: str) -> dict[str, Any]:
+def run_task(
+    name: str, task: Task, state: Path, backbone: str, quick: bool, stem: str, data_seed: int = 0
+) -> dict[str, Any]:
     start = time.perf_counter()
-    data = load_dataset(task.dataset, task.target, pool_size=task.pool, test_size=task.test, data_seed=0)
+    data = load_dataset(
+        task.dataset, task.target, pool_size=task.pool, test_size=task.test, data_seed=data_seed
+    )
     model = surrogate(backbone, data.source.kind if data.source else "", task.target, quick)
     window = hit_window(data, task)
     default = default_strategy(task.goal)  # type: ignore[arg-type]
@@ -157,10 +162,10 @@ def run_task(name: str, task: Task, state: Path, backbone: str, quick: bool, ste
             **asdict(config),
             "pool_size": len(data.pool),
             "test_size": len(data.test),
-            "data_seed": 0,
+            "data_seed": data_seed,
         },
         "target_set_size": summary["headline"].get("random", {}).get("discovery", {}).get("target_set_size"),
-        "seeds": list(range(task.seeds)),
+        "seeds": config.seed_list,
         "strategies": rows,
         "transductive": {s: h.get("transductive") for s, h in summary["headline"].items()}
         if task.kind == "learning"
@@ -208,7 +213,13 @@ def main() -> None:
     parser.add_argument("--tasks", default=",".join(TASKS), help="Comma-separated task names.")
     parser.add_argument("--state", type=Path, default=None, help="Directory of the resumable campaigns.")
     parser.add_argument("--table", action="store_true", help="Print the results as a table, run nothing.")
-    parser.add_argument("--seeds", type=int, default=None, help="Fewer seeds than the protocol's (reported).")
+    parser.add_argument(
+        "--seeds",
+        type=_seeds,
+        default=None,
+        help="A count (seeds 0..N-1; fewer than the protocol's is reported) or a list such as 11,12,13.",
+    )
+    parser.add_argument("--data-seed", type=int, default=0, help="Seed of the pool/test split.")
     parser.add_argument(
         "--strategies", default=None, help="Strategies instead of the task's ('default' allowed)."
     )
@@ -226,6 +237,8 @@ def main() -> None:
     name = "al_suite" + ("_quick" if args.quick else "")
     if args.backbone != "auto":
         name += "_" + args.backbone.replace("+", "_")
+    if args.data_seed or isinstance(args.seeds, list):  # other seeds or split: files of their own
+        name += f"_split{args.data_seed}_seeds{'-'.join(map(str, _seed_list(args.seeds or 5)))}"
     state = args.state or get_settings().cache_dir / "benchmarks" / name
     out = RESULTS_DIR / f"{name}.json"
     result = json.loads(out.read_text()) if out.exists() else {"tasks": {}}
@@ -236,10 +249,12 @@ def main() -> None:
         task = quick(TASKS[task_name]) if args.quick else TASKS[task_name]
         if args.strategies:
             task = replace(task, strategies=args.strategies.split(","))
-        protocol_seeds = task.seeds
+        protocol_seeds = len(_seed_list(task.seeds))
         if args.seeds:
             task = replace(task, seeds=args.seeds)
-        result["tasks"][task_name] = run_task(task_name, task, state, args.backbone, args.quick, name)
+        result["tasks"][task_name] = run_task(
+            task_name, task, state, args.backbone, args.quick, name, data_seed=args.data_seed
+        )
         result["tasks"][task_name]["seeds_of_protocol"] = protocol_seeds
         result.update(
             git_commit=git_commit(),
@@ -253,6 +268,22 @@ def main() -> None:
         out.write_text(json.dumps(result, indent=1, default=_json) + "\n")
         _print(task_name, result["tasks"][task_name])
     print(f"wrote {out}")
+
+
+def _seeds(text: str) -> int | list[int]:
+    """``--seeds``: a count (``5``) or a comma-separated list of seeds (``11,12,13``)."""
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a count or seeds such as 11,12,13, got {text!r}"
+        ) from None
+    return values[0] if len(values) == 1 and "," not in text else values
+
+
+def _seed_list(seeds: int | list[int]) -> list[int]:
+    return list(range(seeds)) if isinstance(seeds, int) else list(seeds)
 
 
 def markdown_table(result: dict[str, Any]) -> str:

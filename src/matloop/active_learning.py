@@ -114,7 +114,7 @@ class ALConfig:
     init: int = 50
     batch: int = 25
     rounds: int = 10
-    seeds: int = 3
+    seeds: int | list[int] = 3
     goal: GoalName = "learn"
     window: tuple[float, float] | None = None
     model: dict[str, Any] = field(default_factory=dict)
@@ -122,12 +122,19 @@ class ALConfig:
     def __post_init__(self) -> None:
         self.goal = normalise_goal(self.goal)  # type: ignore[assignment]
 
+    @property
+    def seed_list(self) -> list[int]:
+        """The seeds run: ``seeds`` itself when it lists them, else 0 … seeds − 1."""
+        return list(range(self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)
+
     def validate(self, data: ALData) -> None:
         if not self.strategies:
             raise ToolInputError("expected at least one strategy, got none")
         for s in self.strategies:
             check_strategy(s)
-        for name in ("init", "batch", "seeds"):
+        if not self.seed_list or len(set(self.seed_list)) != len(self.seed_list):
+            raise ToolInputError(f"expected seeds: a count ≥ 1 or distinct seeds, got {self.seeds}")
+        for name in ("init", "batch"):
             if getattr(self, name) < 1:
                 raise ToolInputError(f"expected {name} ≥ 1, got {getattr(self, name)}")
         if self.rounds < 0:
@@ -456,7 +463,7 @@ def run_simulation(
     out.mkdir(parents=True, exist_ok=True)
     _check_resumable(out, data, config)
     records: dict[str, dict[int, list[dict[str, Any]]]] = {}
-    for seed in range(config.seeds):
+    for seed in config.seed_list:
         for strategy in config.strategies:
             rows = run_strategy(data, config, strategy, seed, out, progress)
             records.setdefault(strategy, {})[seed] = rows
