@@ -44,6 +44,7 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np
+import pandas as pd
 
 DATA_DIR = Path(__file__).resolve().parent / "data" / "stable_gen"
 LABELS = DATA_DIR / "labels.jsonl"
@@ -60,19 +61,35 @@ LEVEL_STEPS = 300
 
 
 def build_pool():
-    """The candidate table and the reference table (bundled phases made of ELEMENTS)."""
+    """The candidate table, its generation counts and the reference phases."""
     from matloop.data.bundled import load_bundled
     from matloop.data.substitution import generate_substitutions
 
     templates = load_bundled("mp_formation_energy")
     pool, counts = generate_substitutions(templates, ELEMENTS, threshold=THRESHOLD, max_sites=MAX_SITES)
-    allowed = set(ELEMENTS)
-    refs = [
-        i
-        for i, sp in enumerate(templates.frame["species"])
-        if set(sp) <= allowed and len(sp) <= MAX_REF_SITES and len(set(sp)) > 1
-    ]
-    return pool, counts, templates.to_slice(refs, [])
+    return pool, counts, reference_slice()
+
+
+def reference_slice():
+    """The known phases: every bundled Materials Project structure (the four sets, each id once)
+    made of two or more of ELEMENTS, with at most MAX_REF_SITES sites."""
+    from matloop.data.bundled import BUNDLED, load_bundled
+    from matloop.data.slices import DatasetSlice
+
+    allowed, seen = set(ELEMENTS), set()
+    ids, structures = [], []
+    for name in BUNDLED:
+        table = load_bundled(name)
+        keep = [
+            k
+            for k, (i, sp) in enumerate(zip(table.ids, table.frame["species"], strict=True))
+            if set(sp) <= allowed and len(sp) <= MAX_REF_SITES and len(set(sp)) > 1 and i not in seen
+        ]
+        part = table.to_slice(keep, [])
+        seen.update(part.ids)
+        ids += part.ids
+        structures += list(part.structures)
+    return DatasetSlice(ids, structures, pd.DataFrame(index=ids), {}, "crystal", "references")
 
 
 def main() -> None:
@@ -152,91 +169,89 @@ def _records() -> list[dict]:
 def assemble() -> None:
     """The benchmark set from the labels so far (see the module docstring)."""
     import hashlib
-    from collections import Counter
 
     from pymatgen.core import Composition
 
-    from matloop.data.table import read_table, write_table
+    from matloop.data.table import read_table
     from matloop.models.cheap_level import chgnet_static
     from matloop.settings import get_settings
     from matloop.stability import Hull, Phase
 
-    records = [r for r in _records() if "error" not in r and r.get("converged")]
-    failed = len(_records()) - len(records)
+    everything = _records()
+    records = [r for r in everything if "error" not in r and r.get("converged")]
     mu = {r["id"].removeprefix("element-"): r["e_relaxed"] for r in records if r["role"] == "element"}
-    missing = sorted(set(ELEMENTS) - set(mu))
-    if missing:
+    if missing := sorted(set(ELEMENTS) - set(mu)):
         raise SystemExit(f"elements: expected every elemental reference labelled, missing {missing}")
 
     def formation(r: dict) -> float:
         comp = Composition(r["formula"])
         return r["e_relaxed"] - sum(mu[el.symbol] * x for el, x in comp.fractional_composition.items())
 
-    refs = [
-        Phase(r["id"], r["formula"], formation(r), reference=True)
-        for r in records
-        if r["role"] == "reference"
-    ]
-    cands = {r["id"]: Phase(r["id"], r["formula"], formation(r)) for r in records if r["role"] == "candidate"}
-    hull = Hull("chgnet", refs, cands.values())
-    scores = {s.item_id: s for s in hull.stability()}
+    by_id = {r["id"]: r for r in records if r["role"] in ("reference", "candidate")}
+    refs = reference_slice()
     pool = read_table(POOL)
-    keep = [i for i, item in enumerate(pool.ids) if item in cands]
-    data = pool.to_slice(keep, [])
-    structures = list(data.structures)
-    _, static, _ = chgnet_static(structures, get_settings().cache_dir / "embeddings.sqlite")
-    frame = pool.frame.iloc[keep].reset_index(drop=True)
-    frame["formation_energy_per_atom"] = [cands[i].formation_energy_per_atom for i in data.ids]
-    frame["formation_energy_static"] = np.asarray(static, dtype=np.float64)
-    frame["e_above_hull"] = [scores[i].e_above_hull for i in data.ids]
-    frame["e_above_references"] = [scores[i].e_above_references for i in data.ids]
-    units = {c: "eV/atom" for c in frame.columns if c not in ("id", "species", "coords", "lattice")}
-    from matloop.data.table import SourceTable
+    structures = {i: s for i, s in zip(refs.ids, refs.structures, strict=True) if i in by_id}
+    pool_slice = pool.to_slice()
+    structures |= {i: s for i, s in zip(pool_slice.ids, pool_slice.structures, strict=True) if i in by_id}
+    ids = [i for i in by_id if i in structures]
+    _, static, _ = chgnet_static([structures[i] for i in ids], get_settings().cache_dir / "embeddings.sqlite")
+    screen = dict(zip(ids, map(float, static), strict=True))
+    phases = {}
+    for level, energy in (("chgnet", lambda i: formation(by_id[i])), ("chgnet_static", screen.get)):
+        refs_at = [
+            Phase(i, by_id[i]["formula"], energy(i), reference=True)
+            for i in ids
+            if by_id[i]["role"] == "reference"
+        ]
+        cands = [Phase(i, by_id[i]["formula"], energy(i)) for i in ids if by_id[i]["role"] == "candidate"]
+        phases[level] = (refs_at, Hull(level, refs_at, cands))
+    oracle = {s.item_id: s for s in phases["chgnet"][1].stability()}
+    screened = {s.item_id: s for s in phases["chgnet_static"][1].stability()}
 
-    table = SourceTable(
-        frame, units, "crystal", "stable_gen", {"levels": {"oracle": "chgnet", "screen": "chgnet_static"}}
-    )
-    write_table(table, DATA_DIR / "stable_gen.parquet")
-    (DATA_DIR / "references.json").write_text(
-        json.dumps(
-            {
-                "elements_eV_per_atom": mu,
-                "phases": {p.item_id: [p.formula, p.formation_energy_per_atom] for p in refs},
-            },
-            indent=1,
-        )
-    )
-    stable = int(np.sum(frame["e_above_hull"] <= 1e-6))
-    near = int(np.sum(frame["e_above_hull"] <= 0.025))
+    def rows(role: str) -> list[dict]:
+        out = []
+        for i in ids:
+            if by_id[i]["role"] != role:
+                continue
+            row = {"id": i, "structure": structures[i].as_dict(),
+                   "formation_energy_per_atom [eV/atom]": formation(by_id[i]),
+                   "formation_energy_static [eV/atom]": screen[i]}  # fmt: skip
+            if role == "candidate":
+                row |= {"e_above_hull [eV/atom]": oracle[i].e_above_hull,
+                        "e_above_references [eV/atom]": oracle[i].e_above_references,
+                        "e_above_hull_static [eV/atom]": screened[i].e_above_hull}  # fmt: skip
+            out.append(row)
+        return out
+
+    import gzip
+
+    for name, role in (("stable_gen.json.gz", "candidate"), ("references.json.gz", "reference")):
+        with gzip.open(DATA_DIR / name, "wt") as fh:
+            json.dump(rows(role), fh)
+    e_hull = np.array([oracle[i].e_above_hull for i in oracle])
     provenance = {
         "pool": {"templates": "mp_formation_energy (bundled)", "elements": ELEMENTS,
                  "threshold": THRESHOLD, "max_template_sites": MAX_SITES, "candidates": len(pool),
                  "order_seed": ORDER_SEED},
-        "references": {"count": len(refs), "max_sites": MAX_REF_SITES,
-                       "source": "mp_formation_energy (bundled)"},
+        "references": {"count": len(phases["chgnet"][0]), "max_sites": MAX_REF_SITES,
+                       "source": "the four bundled Materials Project sets",
+                       "elements": "relaxed at the oracle level"},
         "oracle": "chgnet level: atomate2 ForceFieldRelaxMaker(force_field_name='CHGNet', steps=300)",
-        "screen": "chgnet_static level (matloop.models.cheap_level.chgnet_static) on the unrelaxed candidate",
-        "labelled_candidates": len(frame),
-        "failed_or_unconverged": failed,
-        "stable": stable,
-        "within_25meV": near,
-        "prevalence_stable": round(stable / len(frame), 4),
-        "prevalence_25meV": round(near / len(frame), 4),
-        "chemical_systems_without_reference_phases": sorted(
-            {s for s in (Composition(p.formula).chemical_system for p in cands.values())
-             if hull.completeness(s.split("-")) == 0}
-        ),
+        "screen": "chgnet_static level (matloop.models.cheap_level.chgnet_static), unrelaxed structures",
+        "labelled_candidates": len(oracle),
+        "failed_or_unconverged": len(everything) - len(records),
+        "stable": int(np.sum(e_hull <= 1e-6)),
+        "within_25meV": int(np.sum(e_hull <= 0.025)),
+        "prevalence_stable": round(float(np.mean(e_hull <= 1e-6)), 4),
+        "prevalence_25meV": round(float(np.mean(e_hull <= 0.025)), 4),
+        "hull": "references and every labelled candidate at the same level; e_above_hull of the static "
+                "screen against the static hull of the same phases",
     }  # fmt: skip
     (DATA_DIR / "PROVENANCE.json").write_text(json.dumps(provenance, indent=1) + "\n")
-    sums = [
-        f"{hashlib.sha256((DATA_DIR / f).read_bytes()).hexdigest()}  {f}"
-        for f in ("stable_gen.parquet", "references.json", "labels.jsonl", "pool.parquet")
-    ]
+    files = ("stable_gen.json.gz", "references.json.gz", "labels.jsonl", "pool.parquet")
+    sums = [f"{hashlib.sha256((DATA_DIR / f).read_bytes()).hexdigest()}  {f}" for f in files]
     (DATA_DIR / "SHA256SUMS").write_text("\n".join(sums) + "\n")
-    print(
-        json.dumps({k: v for k, v in provenance.items() if k != "chemical_systems_without_reference_phases"})
-    )
-    print(Counter(len(Composition(p.formula).elements) for p in cands.values()))
+    print(json.dumps(provenance, indent=1))
 
 
 if __name__ == "__main__":
