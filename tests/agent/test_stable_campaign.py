@@ -48,6 +48,13 @@ def test_reference_phases_are_computed_at_the_level_and_charged(campaign):
     assert used >= len(ref_ids) + 8 + 2 * 6
     hull, _ = campaign_hull(campaign)
     assert {p.item_id for p in hull.references} == ref_ids
+    # the count is stated before the planner's first calculation (the seed set)
+    records = campaign.log.records()
+    note = next(
+        k for k, r in enumerate(records) if "reference phases to compute" in (r.get("rationale") or "")
+    )
+    seeds = next(k for k, r in enumerate(records) if (r.get("rationale") or "").startswith("seed set"))
+    assert note < seeds and f"{len(ref_ids)} reference phases" in records[note]["rationale"]
 
 
 def test_selection_ranks_the_predicted_distance_to_the_hull(campaign):

@@ -32,6 +32,7 @@ class RulesPlanner:
     def run(self, campaign: Session) -> str:
         spec = campaign.spec
         pool_slice, pool_fs = self.setup(campaign)
+        references = self._references(campaign) if spec.target.goal == "stable" else None
         base_model = self._pretrain(campaign)
         pool = load_graphs(pool_fs, workspace=campaign.ws)
         cheap = self._cheap_level(campaign, pool)
@@ -42,8 +43,9 @@ class RulesPlanner:
             seed_ids = self._seed_ids(campaign, pool)
             campaign.round = 0
             self._validate(campaign, "r0", pool_slice, seed_ids, "seed set: random sample of the pool")
-        if spec.target.goal == "stable":
-            self._references(campaign)
+        if references is not None:  # after the seed set: reference labels are not the campaign's own
+            why = "reference phases at the level (the hull)"
+            self._validate(campaign, "setup:references", references[0], references[1], why)
         model_id = None
         for rnd in range(1, spec.rounds + 1):
             campaign.round = rnd
@@ -102,22 +104,22 @@ class RulesPlanner:
         fs = campaign.step("setup:featurize", "featurize", {"slice_id": slice_id}, "pool → graphs")
         return slice_id, fs.feature_set_id
 
-    def _references(self, campaign: Session) -> None:
-        """The known phases of the pool's chemical systems, labelled at the campaign's level: with
-        the labelled candidates they make the convex hull (charged to the budget like any label)."""
+    def _references(self, campaign: Session) -> tuple[str, list[str]] | None:
+        """The known phases of the pool's chemical systems (slice and ids), counted before any
+        calculation: labelled at the campaign's level they make the convex hull with the labelled
+        candidates, charged to the budget like any label."""
         spec = campaign.spec
         args = {"elements": pool_elements(campaign), "min_elements": 2, **spec.target.references}
         try:
             refs = campaign.step("setup:references", "query_dataset", args, "reference phases for the hull")
         except CampaignStop as exc:
             campaign.note(f"no reference phases besides the elements ({exc}): hits may be artefacts")
-            return
+            return None
         campaign.note(
             f"{refs.count} reference phases to compute at level {spec.level} for the convex hull "
             f"(charged {refs.count} x {get_level(spec.level).charge} calculations)"
         )
-        ids = load_slice(campaign.ws, refs.slice_id).ids
-        self._validate(campaign, "setup:references", refs.slice_id, ids, "reference phases at the level")
+        return refs.slice_id, load_slice(campaign.ws, refs.slice_id).ids
 
     def _pretrain(self, campaign: Session) -> str | None:
         pre = campaign.spec.pretrained
