@@ -72,3 +72,25 @@ def test_hits_are_pool_items_near_the_current_hull_and_the_report_shows_them(cam
     report = (campaign.ws.root / "report.html").read_text()
     section = report.split("Stable crystals (convex hull at level lookup)")[1].split("<h2>")[0]
     assert found[0]["item_id"] in section and "data:image/png" in section  # a hull plot
+
+
+def test_resume_keeps_the_references_and_computes_none_twice(campaign):
+    """A resumed campaign (more rounds) reads the hull's points back: no reference phase is
+    queued again and the hull's references are the same."""
+    before, _ = campaign_hull(campaign)
+    spec_file = campaign.ws.root / "campaign.yaml"
+    spec = CampaignSpec.from_yaml(spec_file).model_copy(update={"rounds": 3})
+    spec_file.write_text(spec.to_yaml())
+    resumed = run_campaign(spec_file, campaign.ws.root, resume=True)
+    after, scores = campaign_hull(resumed)
+    assert [(p.item_id, p.formation_energy_per_atom) for p in after.references] == [
+        (p.item_id, p.formation_energy_per_atom) for p in before.references
+    ]
+    ref_ids = {p.item_id for p in before.references}
+    queued = [
+        r
+        for r in resumed.log.records()
+        if r.get("tool") == "queue_validation" and r.get("phase") == "planned"
+    ]
+    assert sum(bool(ref_ids & set(r["arguments"]["item_ids"])) for r in queued) == 1
+    assert len(scores) > len(before.candidates)
