@@ -51,3 +51,13 @@ def test_data_query_prints_the_accounting_of_a_users_file(settings, tmp_path):
     )
     assert strict.exit_code == 1
     assert f"(strict mode), got {defects.CIF_FOLDER_ISSUES[0]}" in " ".join(strict.output.split())
+
+
+def test_data_query_generates_substitution_candidates_with_their_counts(settings):
+    runner = CliRunner()
+    args = ["data", "query", "substitution", "--elements", "Li,Mg,O,S", "--max-sites", "6"]
+    result = runner.invoke(app, args, env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    assert "crystals from substitution" in result.output and "from 3938 templates" in result.output
+    bad = runner.invoke(app, [*args, "--threshold", "1.5"], env={"COLUMNS": "250"})
+    assert bad.exit_code == 1 and "threshold: expected a probability in (0, 1], got 1.5" in bad.output
