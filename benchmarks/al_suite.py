@@ -216,7 +216,7 @@ def stability_rows(data: ALData, root: Path, config: ALConfig) -> dict[str, Any]
     oracle = np.array([column["e_above_hull"][i] for i in pool])
     screen = np.array([column["e_above_hull_static"][i] for i in pool])
     acquired = config.init + config.batch * config.rounds
-    budgets = [b for b in STABLE_BUDGETS if b <= acquired] or [acquired]
+    budgets = sorted({*(b for b in STABLE_BUDGETS if b <= acquired), acquired})
     out: dict[str, Any] = {"pool": len(pool), "budgets": budgets, "thresholds_eV": list(STABLE_THRESHOLDS)}
     ranked = np.argsort(screen, kind="stable")
     for t in STABLE_THRESHOLDS:
