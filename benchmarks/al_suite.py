@@ -16,6 +16,7 @@ not-yet-labelled pool) is reported separately.
     python benchmarks/al_suite.py                      # full mode (what counts), resumable
     python benchmarks/al_suite.py --tasks n_max,gap_window
     python benchmarks/al_suite.py --quick              # CI-sized
+    python benchmarks/al_suite.py --tasks fe_min --seeds 11,12,13 --data-seed 7   # unseen seeds/split
 
 Writes ``benchmarks/results/al_suite.json`` (``al_suite_quick.json``) and one PNG per task;
 campaign directories go to ``--state`` (default under the matloop cache) so a rerun resumes.
@@ -53,12 +54,20 @@ class Task:
     init: int
     batch: int
     budget: int
-    seeds: int
+    seeds: int | list[int]
     pool: int | None = None
     test: int = 0
     fraction: float | None = None  # discovery: the lowest/highest share of the pool is the target set
     window: tuple[float, float] | None = None
     strategies: list[str] = field(default_factory=lambda: ["default", "random"])
+    path: str | None = None  # a file source (the stability benchmark's set)
+    references: dict[str, Any] | None = None  # goal "stable": the reference phases' query
+
+
+#: The stability benchmark's set (``benchmarks/stable_oracle.py``; provenance next to it).
+STABLE = Path(__file__).resolve().parent / "data" / "stable_gen"
+STABLE_BUDGETS = (100, 200, 400)
+STABLE_THRESHOLDS = (0.0, 0.025)  # eV/atom above the oracle hull
 
 
 FE, GAP = ("mp_formation_energy", "formation_energy_per_atom"), ("mp_dielectric", "band_gap")
@@ -71,6 +80,9 @@ TASKS = {
     "gap_learn": Task("learning", *GAP, "learn", 50, 25, 400, 5, pool=756, test=300),
     "n_learn": Task("learning", "mp_dielectric", "n", "learn", 50, 25, 400, 5, pool=756, test=300),
     "qm9_gap_learn": Task("learning", "qm9", "gap", "learn", 100, 50, 1000, 3, pool=10_000, test=2000),
+    "stable_gen": Task("discovery", "table", "formation_energy_per_atom", "stable", 20, 20, 400, 5,
+                       window=(-np.inf, 1e-6), path=str(STABLE / "stable_gen.json.gz"),
+                       references={"source": "table", "path": str(STABLE / "references.json.gz")}),
 }  # fmt: skip
 
 #: The surrogate of every campaign of the suite (a small deep ensemble, retrained each round).
@@ -102,10 +114,9 @@ def surrogate(backbone: str, kind: str, target: str, quick: bool) -> dict[str, A
 def quick(task: Task) -> Task:
     """A CI-sized version of a task: small pool and test, few rounds, two seeds."""
     pool = 150 if task.kind == "discovery" else 120
-    return Task(
-        task.kind, task.dataset, task.target, task.goal, init=10, batch=5, budget=25, seeds=2,
-        pool=pool, test=min(task.test, 60), fraction=None if task.window else 0.1, window=task.window,
-        strategies=task.strategies,
+    return replace(
+        task, init=10, batch=5, budget=25, seeds=2, pool=None if task.path else pool,
+        test=min(task.test, 60), fraction=None if task.window else 0.1,
     )  # fmt: skip
 
 
@@ -121,9 +132,20 @@ def hit_window(data: ALData, task: Task) -> tuple[float, float] | None:
     return (float(y[-k]), np.inf)
 
 
-def run_task(name: str, task: Task, state: Path, backbone: str, quick: bool, stem: str) -> dict[str, Any]:
+def run_task(
+    name: str, task: Task, state: Path, backbone: str, quick: bool, stem: str, data_seed: int = 0
+) -> dict[str, Any]:
     start = time.perf_counter()
-    data = load_dataset(task.dataset, task.target, pool_size=task.pool, test_size=task.test, data_seed=0)
+    data = load_dataset(
+        task.dataset,
+        task.target,
+        pool_size=task.pool,
+        test_size=task.test,
+        data_seed=data_seed,
+        path=task.path,
+    )
+    if task.goal == "stable":  # a partial oracle set: the budget fits the pool (stated in the result)
+        task = replace(task, budget=min(task.budget, len(data.pool) // 2))
     model = surrogate(backbone, data.source.kind if data.source else "", task.target, quick)
     window = hit_window(data, task)
     default = default_strategy(task.goal)  # type: ignore[arg-type]
@@ -137,6 +159,7 @@ def run_task(name: str, task: Task, state: Path, backbone: str, quick: bool, ste
         goal=task.goal,  # type: ignore[arg-type]
         window=window,
         model=model,
+        references=task.references,
     )
     logging.info(
         "%s: pool %d, test %d, strategies %s", name, len(data.pool), len(data.test), config.strategies
@@ -157,10 +180,10 @@ def run_task(name: str, task: Task, state: Path, backbone: str, quick: bool, ste
             **asdict(config),
             "pool_size": len(data.pool),
             "test_size": len(data.test),
-            "data_seed": 0,
+            "data_seed": data_seed,
         },
         "target_set_size": summary["headline"].get("random", {}).get("discovery", {}).get("target_set_size"),
-        "seeds": list(range(task.seeds)),
+        "seeds": config.seed_list,
         "strategies": rows,
         "transductive": {s: h.get("transductive") for s, h in summary["headline"].items()}
         if task.kind == "learning"
@@ -169,7 +192,71 @@ def run_task(name: str, task: Task, state: Path, backbone: str, quick: bool, ste
         "seconds": round(time.perf_counter() - start, 1),
         "campaign_seconds": round(sum(c["seconds"]["wall"] for c in summary["curves"].values()), 1),
         "plot": png.name,
+        **({"stability": stability_rows(data, state / name, config)} if task.goal == "stable" else {}),
     }
+
+
+def stability_rows(data: ALData, root: Path, config: ALConfig) -> dict[str, Any]:
+    """Hits (distance to the oracle hull ≤ 0 and ≤ 25 meV/atom) after 100/200/400 labels for the
+    loop and random selection (the campaigns, mean ± std over seeds), random's expectation, and
+    screen-only: the pool ranked by the screening level's own hull distance, the top B labelled
+    (no learning). Also the screen as a classifier of "stable" on the whole pool (precision,
+    recall, F1, DAF = precision / prevalence, as matbench-discovery reports them)."""
+    from matloop.agent.state import CampaignState
+    from matloop.workspace import Workspace
+
+    source = data.source
+    assert source is not None
+    pool = [data.ids[i] for i in data.pool]
+    pool_ids = set(pool)
+    column = {
+        c: dict(zip(source.ids, source.target(c), strict=True))
+        for c in ("e_above_hull", "e_above_hull_static")
+    }
+    oracle = np.array([column["e_above_hull"][i] for i in pool])
+    screen = np.array([column["e_above_hull_static"][i] for i in pool])
+    acquired = config.init + config.batch * config.rounds
+    budgets = sorted({*(b for b in STABLE_BUDGETS if b <= acquired), acquired})
+    out: dict[str, Any] = {"pool": len(pool), "budgets": budgets, "thresholds_eV": list(STABLE_THRESHOLDS)}
+    ranked = np.argsort(screen, kind="stable")
+    for t in STABLE_THRESHOLDS:
+        truth = oracle <= t + 1e-6
+        n_true = int(truth.sum())
+        row: dict[str, Any] = {"stable_in_pool": n_true, "prevalence": round(n_true / len(pool), 4),
+                               "ef_ceiling": round(len(pool) / max(n_true, 1), 2)}  # fmt: skip
+        predicted = screen <= t + 1e-6
+        tp = int((predicted & truth).sum())
+        precision = tp / max(int(predicted.sum()), 1)
+        recall = tp / max(n_true, 1)
+        row["screen_classifier"] = {
+            "precision": round(precision, 3), "recall": round(recall, 3),
+            "f1": round(2 * precision * recall / max(precision + recall, 1e-12), 3),
+            "daf": round(precision / max(n_true / len(pool), 1e-12), 2),
+        }  # fmt: skip
+        hit_ids = {pool[k] for k in np.flatnonzero(truth)}
+        for b in budgets:
+            screen_hits = int(truth[ranked[:b]].sum())
+            random_expected = b * n_true / len(pool)
+            cell: dict[str, Any] = {"random_expected": round(random_expected, 2), "screen_only": screen_hits}
+            for strategy in config.strategies:
+                hits = []
+                for seed in config.seed_list:
+                    state = CampaignState(
+                        Workspace(root / strategy / f"seed_{seed}", settings=get_settings())
+                    )
+                    labels = state.labels(data.target, "lookup")
+                    order = [lb["item_id"] for lb in labels if lb["item_id"] in pool_ids]
+                    hits.append(sum(i in hit_ids for i in order[:b]))
+                mean = float(np.mean(hits))
+                cell[strategy] = {
+                    "hits_mean": round(mean, 2), "hits_std": round(float(np.std(hits)), 2),
+                    "recall": round(mean / max(n_true, 1), 3),
+                    "ef_vs_random": round(mean / random_expected, 2) if random_expected else None,
+                    "ratio_vs_screen_only": round(mean / screen_hits, 2) if screen_hits else None,
+                }  # fmt: skip
+            row[str(b)] = cell
+        out[f"e_hull<={t}"] = row
+    return out
 
 
 def _row(task: Task, headline: dict[str, Any]) -> dict[str, Any]:
@@ -208,7 +295,13 @@ def main() -> None:
     parser.add_argument("--tasks", default=",".join(TASKS), help="Comma-separated task names.")
     parser.add_argument("--state", type=Path, default=None, help="Directory of the resumable campaigns.")
     parser.add_argument("--table", action="store_true", help="Print the results as a table, run nothing.")
-    parser.add_argument("--seeds", type=int, default=None, help="Fewer seeds than the protocol's (reported).")
+    parser.add_argument(
+        "--seeds",
+        type=_seeds,
+        default=None,
+        help="A count (seeds 0..N-1; fewer than the protocol's is reported) or a list such as 11,12,13.",
+    )
+    parser.add_argument("--data-seed", type=int, default=0, help="Seed of the pool/test split.")
     parser.add_argument(
         "--strategies", default=None, help="Strategies instead of the task's ('default' allowed)."
     )
@@ -226,6 +319,8 @@ def main() -> None:
     name = "al_suite" + ("_quick" if args.quick else "")
     if args.backbone != "auto":
         name += "_" + args.backbone.replace("+", "_")
+    if args.data_seed or isinstance(args.seeds, list):  # other seeds or split: files of their own
+        name += f"_split{args.data_seed}_seeds{'-'.join(map(str, _seed_list(args.seeds or 5)))}"
     state = args.state or get_settings().cache_dir / "benchmarks" / name
     out = RESULTS_DIR / f"{name}.json"
     result = json.loads(out.read_text()) if out.exists() else {"tasks": {}}
@@ -236,10 +331,12 @@ def main() -> None:
         task = quick(TASKS[task_name]) if args.quick else TASKS[task_name]
         if args.strategies:
             task = replace(task, strategies=args.strategies.split(","))
-        protocol_seeds = task.seeds
+        protocol_seeds = len(_seed_list(task.seeds))
         if args.seeds:
             task = replace(task, seeds=args.seeds)
-        result["tasks"][task_name] = run_task(task_name, task, state, args.backbone, args.quick, name)
+        result["tasks"][task_name] = run_task(
+            task_name, task, state, args.backbone, args.quick, name, data_seed=args.data_seed
+        )
         result["tasks"][task_name]["seeds_of_protocol"] = protocol_seeds
         result.update(
             git_commit=git_commit(),
@@ -253,6 +350,22 @@ def main() -> None:
         out.write_text(json.dumps(result, indent=1, default=_json) + "\n")
         _print(task_name, result["tasks"][task_name])
     print(f"wrote {out}")
+
+
+def _seeds(text: str) -> int | list[int]:
+    """``--seeds``: a count (``5``) or a comma-separated list of seeds (``11,12,13``)."""
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a count or seeds such as 11,12,13, got {text!r}"
+        ) from None
+    return values[0] if len(values) == 1 and "," not in text else values
+
+
+def _seed_list(seeds: int | list[int]) -> list[int]:
+    return list(range(seeds)) if isinstance(seeds, int) else list(seeds)
 
 
 def markdown_table(result: dict[str, Any]) -> str:

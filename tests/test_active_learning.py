@@ -198,3 +198,29 @@ def test_benchmark_and_a_lookup_campaign_pick_the_same_items(settings, tmp_path)
     assert bad.exit_code == 1 and "valid values are" in bad.output
     bad = CliRunner().invoke(app, [*args[:-2], "--backbone", "mace", "--out", str(tmp_path / "b")])
     assert bad.exit_code == 1 and "invalid model settings" in bad.output and "backbone" in bad.output
+
+
+def test_explicit_seed_lists_and_a_data_seed_run_exactly_those(settings, tmp_path):
+    """``--seeds 11,12 --data-seed 7``: campaigns for seeds 11 and 12 on the split of seed 7."""
+    out = tmp_path / "al"
+    args = ["benchmark", "al", "--dataset", "mp_dielectric", "--target", "band_gap", "--strategies",
+            "random", "--init", "4", "--batch", "2", "--rounds", "1", "--seeds", "11,12", "--data-seed",
+            "7", "--pool", "20", "--test", "6", "--ensemble-size", "2", "--hidden", "8", "--epochs", "2",
+            "--patience", "2", "--backbone", "gnn", "--out", str(out)]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (out / "random").iterdir()) == ["seed_11", "seed_12"]
+    assert json.loads((out / "summary.json").read_text())["curves"]["random"]["seeds"] == [11, 12]
+    split_7 = load_dataset(
+        "mp_dielectric", "band_gap", pool_size=20, test_size=6, data_seed=7, settings=settings
+    )
+    split_0 = load_dataset(
+        "mp_dielectric", "band_gap", pool_size=20, test_size=6, data_seed=0, settings=settings
+    )
+    assert (
+        json.loads((out / "settings.json").read_text())["split"]
+        == split_7.split_hash()
+        != split_0.split_hash()
+    )
+    with pytest.raises(ToolInputError, match="expected seeds: a count ≥ 1 or distinct seeds, got"):
+        _config(seeds=[3, 3]).validate(split_7)

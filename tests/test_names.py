@@ -51,7 +51,7 @@ def test_a_goal_has_one_spelling_and_british_input_is_accepted(given: str, store
 
 
 def test_an_unknown_goal_lists_the_valid_ones() -> None:
-    with pytest.raises(ValidationError, match="'learn', 'window', 'minimize' or 'maximize'"):
+    with pytest.raises(ValidationError, match="'learn', 'window', 'minimize', 'maximize' or 'stable'"):
         CampaignSpec.model_validate({"target": {"goal": "optimise"}})
 
 

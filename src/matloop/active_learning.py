@@ -114,20 +114,29 @@ class ALConfig:
     init: int = 50
     batch: int = 25
     rounds: int = 10
-    seeds: int = 3
+    seeds: int | list[int] = 3
     goal: GoalName = "learn"
     window: tuple[float, float] | None = None
     model: dict[str, Any] = field(default_factory=dict)
+    #: Goal ``stable``: query_dataset arguments of the reference phases (labelled at ``lookup``).
+    references: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         self.goal = normalise_goal(self.goal)  # type: ignore[assignment]
+
+    @property
+    def seed_list(self) -> list[int]:
+        """The seeds run: ``seeds`` itself when it lists them, else 0 … seeds − 1."""
+        return list(range(self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)
 
     def validate(self, data: ALData) -> None:
         if not self.strategies:
             raise ToolInputError("expected at least one strategy, got none")
         for s in self.strategies:
             check_strategy(s)
-        for name in ("init", "batch", "seeds"):
+        if not self.seed_list or len(set(self.seed_list)) != len(self.seed_list):
+            raise ToolInputError(f"expected seeds: a count ≥ 1 or distinct seeds, got {self.seeds}")
+        for name in ("init", "batch"):
             if getattr(self, name) < 1:
                 raise ToolInputError(f"expected {name} ≥ 1, got {getattr(self, name)}")
         if self.rounds < 0:
@@ -211,12 +220,14 @@ def load_dataset(
     test_size: int = 1000,
     data_seed: int = 0,
     settings: Settings | None = None,
+    path: str | Path | None = None,
 ) -> ALData:
-    """A dataset source (``matloop.data.sources.load_source``) as :class:`ALData`; graphs are built
+    """A dataset source (``matloop.data.sources.load_source``; ``path`` for a file source) as
+    :class:`ALData`; graphs are built
     as the ``featurize`` tool builds them and go through the on-disk graph cache."""
 
     settings = settings or get_settings()
-    data = load_source(dataset, settings=settings)
+    data = load_source(dataset, path, settings=settings)
     if target not in data.properties.columns:
         raise invalid_choice(f"a property of {dataset!r}", target, data.properties.columns)
     split = build_al_data(
@@ -240,12 +251,21 @@ def load_dataset(
 def campaign_spec(data: ALData, config: ALConfig, strategy: str, seed: int) -> CampaignSpec:
     """The campaign that simulates ``strategy`` with ``seed`` on the pool of ``data``."""
     acquired = config.init + config.batch * config.rounds
+    target: dict[str, Any] = {
+        "property": data.target,
+        "goal": config.goal,
+        "window": _open_ends(config.window),
+    }
+    if config.goal == "stable" and config.references is not None:
+        target["references"] = config.references  # charged: at most every phase of the reference source
+        refs = config.references
+        acquired += len(load_source(refs["source"], refs.get("path")).ids)
     return CampaignSpec.model_validate(
         {
             "name": f"{data.name} {strategy} seed {seed}",
             "description": "active-learning simulation (labels revealed from the dataset)",
             "pool": {"slice_id": POOL_SLICE},
-            "target": {"property": data.target, "goal": config.goal, "window": _open_ends(config.window)},
+            "target": target,
             "level": "lookup",
             "model": config.model,
             "strategy": strategy,
@@ -322,13 +342,14 @@ def evaluate_rounds(
         return with_level_values(plain, ids, level_workspace(data, level, root.parent.parent), level)
 
     labels = state.labels(data.target, "lookup")
+    items_of_data = set(data.ids)  # reference phases of goal 'stable' are labels, not picks
     picks = state.candidates()
     seconds = _round_seconds(DecisionLog(root / "decisions.jsonl").records())
     hits_set = target_set(data, config)
     records: list[dict[str, Any]] = []
     for k, m in enumerate(sorted(state.models(), key=lambda m: m["round"])[: config.rounds + 1]):
         rnd = m["round"]
-        known = [lb["item_id"] for lb in labels if lb["round"] < rnd]
+        known = [lb["item_id"] for lb in labels if lb["round"] < rnd and lb["item_id"] in items_of_data]
         record = cached.get(m["model_id"])
         if record is None:
             model = load_model(ws, m["model_id"])
@@ -400,11 +421,20 @@ def _round_seconds(records: list[dict[str, Any]]) -> dict[int, dict[str, float]]
 
 
 def target_set(data: ALData, config: ALConfig) -> set[str] | None:
-    """Pool items that count as hits: inside the window (goal ``window``), else None."""
+    """Pool items that count as hits: inside the window (goal ``window``; for goal ``stable`` the
+    dataset's ``e_above_hull`` column, the distance to the full hull), else None."""
     if config.window is None:
         return None
     lo, hi = config.window
-    return {data.ids[i] for i in data.pool if lo <= data.y[i] <= hi}
+    values = data.y
+    if config.goal == "stable":
+        if data.source is None or "e_above_hull" not in data.source.properties.columns:
+            raise ToolInputError(
+                f"expected an e_above_hull column for goal 'stable' in {data.name}, got none"
+            )
+        by_id = dict(zip(data.source.ids, data.source.target("e_above_hull"), strict=True))
+        values = np.array([by_id[i] for i in data.ids])
+    return {data.ids[i] for i in data.pool if lo <= values[i] <= hi}
 
 
 # --- all strategies × seeds ----------------------------------------------------------------------
@@ -456,7 +486,7 @@ def run_simulation(
     out.mkdir(parents=True, exist_ok=True)
     _check_resumable(out, data, config)
     records: dict[str, dict[int, list[dict[str, Any]]]] = {}
-    for seed in range(config.seeds):
+    for seed in config.seed_list:
         for strategy in config.strategies:
             rows = run_strategy(data, config, strategy, seed, out, progress)
             records.setdefault(strategy, {})[seed] = rows

@@ -23,8 +23,9 @@ Strategy = Literal[
 BackboneName = Literal["gnn", "chgnet", "sevennet_0", "magpie", "chgnet+magpie"]
 #: The direction of an optimisation (acquisition's ``goal``).
 Direction = Literal["minimize", "maximize"]
-#: What a campaign is for: learn the property, find items in a window, or optimise it.
-GoalName = Literal["learn", "window", "minimize", "maximize"]
+#: What a campaign is for: learn the property, find items in a window, optimise it, or find
+#: thermodynamically stable crystals (distance to the convex hull of formation energies in a window).
+GoalName = Literal["learn", "window", "minimize", "maximize", "stable"]
 JobStatus = Literal["queued", "running", "done", "failed", "rejected", "duplicate"]
 SourceName = Literal[
     "qm9",
@@ -37,6 +38,7 @@ SourceName = Literal[
     "cif_folder",
     "ase_db",
     "materials_project",
+    "substitution",
 ]
 
 LEVEL_NAMES: tuple[str, ...] = get_args(LevelName)

@@ -63,3 +63,13 @@ def test_data_list_as_json_is_one_document_with_every_source():
     sources = json.loads(result.output)
     assert [s["name"] for s in sources] == source_names()
     assert all({"kind", "count", "properties", "units", "status"} <= set(s) for s in sources)
+
+
+def test_data_query_generates_substitution_candidates_with_their_counts(settings):
+    runner = CliRunner()
+    args = ["data", "query", "substitution", "--elements", "Li,Mg,O,S", "--max-sites", "6"]
+    result = runner.invoke(app, args, env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    assert "crystals from substitution" in result.output and "from 3938 templates" in result.output
+    bad = runner.invoke(app, [*args, "--threshold", "1.5"], env={"COLUMNS": "250"})
+    assert bad.exit_code == 1 and "threshold: expected a probability in (0, 1], got 1.5" in bad.output

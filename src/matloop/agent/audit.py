@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from pydantic import BaseModel, Field
 
+from matloop.agent.hull import campaign_hull
 from matloop.audit import (
     BestVsRandom,
     Enrichment,
@@ -380,6 +381,10 @@ class Audit:
         if discovery and own:
             t = spec.target
             values = np.array([lb["value"] for lb in own])
+            if t.goal == "stable":  # hits and the pool's stable rate on the distance to the current hull
+                distance = {s.item_id: s.e_above_hull for s in campaign_hull(c)[1]}
+                values = np.array([distance[lb["item_id"]] for lb in own if lb["item_id"] in distance])
+                y = np.array([distance[i] for i in ids if i in distance])
             if t.window is not None:
                 out.enrichment = enrichment(
                     sum(in_window(v, t.window) for v in values),

@@ -21,6 +21,7 @@ from typing import Any
 from matloop.agent.audit import Audit
 from matloop.agent.decisions import Decision, DecisionLog
 from matloop.agent.guardrails import Approver, Guardrails, PoolLimits
+from matloop.agent.hull import hits
 from matloop.agent.integrity import SCHEMA_VERSION, campaign_lock, check_state, spec_hash
 from matloop.agent.report import write_report
 from matloop.agent.rules import RulesPlanner
@@ -166,6 +167,13 @@ class Campaign:
             return {"window": (-math.inf if lo is None else lo, math.inf if hi is None else hi)}
         if t.goal in DIRECTIONS:
             return {"goal": t.goal}
+        if t.goal == "stable" and t.window is not None:  # the window is on the distance to the hull
+            lo, hi = t.window
+            window = {"window": (-math.inf if lo is None else lo, math.inf if hi is None else hi)}
+            return {
+                "hull_level": self.spec.level,
+                **(window if self.strategy() == "in_window" else {"goal": "minimize"}),
+            }
         return {}
 
     def used_ids(self) -> list[str]:
@@ -185,6 +193,8 @@ class Campaign:
         t = self.spec.target
         if t.window is None:
             return []
+        if t.goal == "stable":
+            return hits(self, self.state.labels(t.property, self.spec.level))
         return [
             lb for lb in self.state.labels(t.property, self.spec.level) if in_window(lb["value"], t.window)
         ]

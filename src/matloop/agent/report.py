@@ -12,8 +12,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from matloop.agent.audit import AuditSummary
+from matloop.agent.hull import campaign_hull
 from matloop.agent.session import Session
 from matloop.audit import N_BOOTSTRAP, in_window
+from matloop.stability import NEAR_STABLE, chemical_system
 
 if TYPE_CHECKING:
     from matloop.agent.audit import Audit
@@ -155,6 +157,54 @@ def _found_vs_random(campaign: Reported, summary: AuditSummary, unit: str) -> st
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     return _png(fig)
+
+
+def _stability_section(campaign: Reported) -> str:
+    """Goal ``stable``: the stable and near-stable candidates with their decomposition, a hull plot
+    per chemical system with hits, and how complete each system's reference set is."""
+    if campaign.spec.target.goal != "stable":
+        return ""
+    hull, scores = campaign_hull(campaign)
+    near = sorted((s for s in scores if s.e_above_hull <= NEAR_STABLE[-1]), key=lambda s: s.e_above_hull)
+    rows, systems = [], {}
+    for s in near:
+        system = chemical_system(s.formula)
+        systems.setdefault(system, hull.completeness(system.split("-")))
+        label = (
+            "stable"
+            if s.stable
+            else f"≤ {next(t for t in NEAR_STABLE if s.e_above_hull <= t) * 1000:.0f} meV"
+        )
+        decomposition = " + ".join(f"{x:.2f} {name}" for name, x in s.decomposition.items()) or "—"
+        rows.append([s.item_id, s.formula, label, s.e_above_hull, s.e_above_references, decomposition])
+    n_stable = sum(s.stable for s in scores)
+    warnings = [
+        f"<p><b>Warning:</b> chemical system {html.escape(system)} has only elemental reference phases: "
+        "its stable candidates may be artefacts of the missing known phases.</p>"
+        for system, count in systems.items()
+        if count == 0
+    ]
+    complete = _table([[k, v] for k, v in systems.items()], ["chemical system", "reference phases"])
+    plots = []
+    for system in [k for k in systems if 2 <= len(k.split("-")) <= 3][:4]:
+        from pymatgen.analysis.phase_diagram import PDPlotter
+
+        _plt()
+        ax = PDPlotter(hull.diagram(system.split("-")), backend="matplotlib").get_plot()
+        ax.set_title(f"{system} at level {campaign.spec.level}")
+        plots.append(_png(ax.figure))
+    return (
+        f"<h2>Stable crystals (convex hull at level {campaign.spec.level})</h2>"
+        f"<p>{len(hull.references)} reference phases and {len(hull.candidates)} labelled candidates make the "
+        f"hull; {n_stable} candidates are on it. Energy above hull (eV/atom) against the current hull; "
+        "against the references: below zero means the candidate breaks the known hull. An earlier hit "
+        "that a later candidate pushed off the hull is listed with its new distance.</p>"
+        + "".join(warnings)
+        + _table(rows, ["item", "formula", "class", "e above hull", "e above references", "decomposes to"])
+        + "<h3>Reference phases per chemical system</h3>"
+        + complete
+        + "".join(plots)
+    )
 
 
 def _audit_values(campaign: Reported) -> dict[str, float]:
@@ -354,6 +404,7 @@ level: {spec.level}; executor: {spec.executor}; selection: {campaign.strategy()}
 <p><i>How:</i> every candidate the campaign picked, its μ ± σ from the model that picked it against the
 label computed afterwards (picked items, not a random sample: the audit set above is the unbiased test).</p>
 {found}
+{_stability_section(campaign)}
 <h2>Candidates per round and why</h2>
 {_table(cands, ["round", "item", "strategy", "μ", "σ", "score", "label", "reason"])}
 <h2>Audit items (random, never trained on)</h2>{audit_table}

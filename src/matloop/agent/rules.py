@@ -14,9 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from matloop.agent.hull import pool_elements
 from matloop.data.feature_sets import GraphSet, load_graphs
+from matloop.data.slices import load_slice
 from matloop.errors import CampaignStop
-from matloop.validation.levels import screening_level
+from matloop.validation.levels import get_level, screening_level
 
 if TYPE_CHECKING:
     from matloop.agent.session import Session
@@ -30,6 +32,7 @@ class RulesPlanner:
     def run(self, campaign: Session) -> str:
         spec = campaign.spec
         pool_slice, pool_fs = self.setup(campaign)
+        references = self._references(campaign) if spec.target.goal == "stable" else None
         base_model = self._pretrain(campaign)
         pool = load_graphs(pool_fs, workspace=campaign.ws)
         cheap = self._cheap_level(campaign, pool)
@@ -40,6 +43,9 @@ class RulesPlanner:
             seed_ids = self._seed_ids(campaign, pool)
             campaign.round = 0
             self._validate(campaign, "r0", pool_slice, seed_ids, "seed set: random sample of the pool")
+        if references is not None:  # after the seed set: reference labels are not the campaign's own
+            why = "reference phases at the level (the hull)"
+            self._validate(campaign, "setup:references", references[0], references[1], why)
         model_id = None
         for rnd in range(1, spec.rounds + 1):
             campaign.round = rnd
@@ -73,6 +79,17 @@ class RulesPlanner:
         pool = campaign.spec.pool
         if pool.slice_id is not None:
             slice_id = pool.slice_id
+        elif pool.source == "substitution":
+            args = {
+                "source": "substitution",
+                "templates": pool.templates,
+                "elements": pool.elements,
+                "threshold": pool.threshold,
+                "sample": pool.max_items,
+                "seed": campaign.spec.seed,
+                **pool.query,
+            }
+            slice_id = campaign.step("setup:pool", "query_dataset", args, "generate the pool").slice_id
         elif pool.source == "prototypes":
             args: dict[str, Any] = {
                 "families": pool.families,
@@ -86,6 +103,23 @@ class RulesPlanner:
             slice_id = campaign.step("setup:pool", "query_dataset", args, "query the candidate pool").slice_id
         fs = campaign.step("setup:featurize", "featurize", {"slice_id": slice_id}, "pool → graphs")
         return slice_id, fs.feature_set_id
+
+    def _references(self, campaign: Session) -> tuple[str, list[str]] | None:
+        """The known phases of the pool's chemical systems (slice and ids), counted before any
+        calculation: labelled at the campaign's level they make the convex hull with the labelled
+        candidates, charged to the budget like any label."""
+        spec = campaign.spec
+        args = {"elements": pool_elements(campaign), "min_elements": 2, **spec.target.references}
+        try:
+            refs = campaign.step("setup:references", "query_dataset", args, "reference phases for the hull")
+        except CampaignStop as exc:
+            campaign.note(f"no reference phases besides the elements ({exc}): hits may be artefacts")
+            return None
+        campaign.note(
+            f"{refs.count} reference phases to compute at level {spec.level} for the convex hull "
+            f"(charged {refs.count} x {get_level(spec.level).charge} calculations)"
+        )
+        return refs.slice_id, load_slice(campaign.ws, refs.slice_id).ids
 
     def _pretrain(self, campaign: Session) -> str | None:
         pre = campaign.spec.pretrained

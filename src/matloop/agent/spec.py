@@ -21,6 +21,7 @@ from matloop.models.finetuned import FINE_TUNABLE, TrainableBlocks, check_traina
 from matloop.models.vector_uq import VECTOR_HEADS
 from matloop.names import BackboneName, ExecutorName, Goal, GoalName, LevelName, Strategy, UQMethod
 from matloop.settings import SlurmSettings, TrainSettings
+from matloop.stability import HULL_PROPERTY
 from matloop.validation.levels import LEVELS
 
 PlannerName = Literal["auto", "llm", "rules"]
@@ -33,6 +34,7 @@ DEFAULT_STRATEGIES: dict[GoalName, Strategy] = {
     "window": "in_window",
     "minimize": "greedy",
     "maximize": "greedy",
+    "stable": "greedy",
 }
 
 
@@ -76,6 +78,12 @@ class PoolSpec(_Strict):
     families: list[Family] | None = None
     elements: Symbols | None = None
     max_items: int | None = Field(None, gt=0)
+    templates: str = Field(
+        "mp_formation_energy", description="source 'substitution': the structures substituted."
+    )
+    threshold: float = Field(
+        1e-3, description="source 'substitution': smallest substitution probability kept."
+    )
     query: dict[str, Any] = Field(default_factory=dict, description="Extra query_dataset arguments.")
 
     @model_validator(mode="after")
@@ -92,12 +100,24 @@ class PoolSpec(_Strict):
 class TargetSpec(_Strict):
     property: str = Field("formation_energy_per_atom", description="Property computed by the level.")
     goal: Goal = "learn"
-    window: tuple[float | None, float | None] | None = None
+    window: tuple[float | None, float | None] | None = Field(
+        None, description="Hits: the property's range; for goal 'stable' the distance to the hull (eV/atom)."
+    )
+    references: dict[str, Any] = Field(
+        default_factory=lambda: {"source": "mp_formation_energy"},
+        description="Goal 'stable': query_dataset arguments of the known phases whose energies at the "
+        "campaign's level make the hull with the labelled candidates (charged to the budget).",
+    )
 
     @model_validator(mode="after")
     def _window_given(self) -> TargetSpec:
         if self.goal == "window" and self.window is None:
             raise ValueError("goal 'window' needs window: [low, high] (null for an open end)")
+        if self.goal == "stable":
+            if self.property != HULL_PROPERTY:
+                raise ValueError(f"goal 'stable' needs property: {HULL_PROPERTY}, got {self.property!r}")
+            if self.window is None:
+                self.window = (None, 0.0)
         if self.window is not None:
             lo, hi = self.window
             if any(v is not None and not math.isfinite(v) for v in self.window):

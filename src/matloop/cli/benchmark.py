@@ -28,6 +28,14 @@ def _window(text: str | None) -> tuple[float, float] | None:
         raise typer.BadParameter(f"expected lo,hi (two numbers), got {text!r}") from None
 
 
+def _seeds(text: str) -> int | list[int]:
+    try:
+        values = [int(p) for p in text.split(",") if p.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"expected a count or seeds such as 11,12,13, got {text!r}") from None
+    return values[0] if len(values) == 1 and "," not in text else values
+
+
 @benchmark_app.command("al")
 def active_learning(
     dataset: str = typer.Option("qm9", help="Dataset source (see `matloop data list`)."),
@@ -38,7 +46,9 @@ def active_learning(
     init: int = typer.Option(100, help="Initial labelled items (shared by all strategies)."),
     batch: int = typer.Option(25, help="Items acquired per round."),
     rounds: int = typer.Option(20, help="Acquisition rounds."),
-    seeds: int = typer.Option(3, help="Seeds (initial sets and model seeds)."),
+    seeds: str = typer.Option(
+        "3", help="Seeds (initial sets and model seeds): a count N (0..N-1) or 11,12,13."
+    ),
     pool: int = typer.Option(3000, help="Selectable pool size."),
     test: int = typer.Option(1000, help="Fixed test-set size (never selectable)."),
     method: str = typer.Option("ensemble", help="UQ method: ensemble, mc_dropout, evidential, gp."),
@@ -71,7 +81,7 @@ def active_learning(
         init=init,
         batch=batch,
         rounds=rounds,
-        seeds=seeds,
+        seeds=_seeds(seeds),
         goal=goal,  # type: ignore[arg-type]
         window=_window(window),
         model={
@@ -91,7 +101,7 @@ def active_learning(
         with console.status(f"loading {dataset} and building graphs"):
             data = load_dataset(dataset, target, pool_size=pool, test_size=test, data_seed=data_seed)
         config.validate(data)
-        total = len(config.strategies) * config.seeds * (config.rounds + 1)
+        total = len(config.strategies) * len(config.seed_list) * (config.rounds + 1)
         with Progress(
             TextColumn("{task.description}"),
             BarColumn(),

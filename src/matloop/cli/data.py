@@ -55,17 +55,28 @@ def query(
     sample: int | None = typer.Option(None, help="Random sample of this many items."),
     seed: int = typer.Option(0, help="Seed of the random sample."),
     strict: bool = typer.Option(False, "--strict", help="Fail on the first unusable row or cell."),
+    elements: str | None = typer.Option(
+        None, help="Comma-separated elements the items are made of (source substitution: required)."
+    ),
+    templates: str = typer.Option("mp_formation_energy", help="Source substitution: structures substituted."),
+    threshold: float = typer.Option(
+        1e-3, help="Source substitution: smallest substitution probability kept."
+    ),
     workspace: str | None = typer.Option(None, help="Workspace directory (default from settings)."),
 ) -> None:
     """Filter a source, store the slice in the workspace and print its statistics.
 
-    For a user's file it also prints what reading did: rows read, kept and rejected, and why.
+    For a user's file it also prints what reading did: rows read, kept and rejected, and why; for
+    ``substitution`` what generation did: candidates generated, rejected and why, deduplicated.
     """
     from matloop.tools.dataset import query_dataset
 
     try:
         result = query_dataset(
             source,  # type: ignore[arg-type]
+            elements=_symbols(elements),
+            templates=templates,
+            threshold=threshold,
             elements_all=_symbols(elements_all),
             elements_any=_symbols(elements_any),
             elements_none=_symbols(elements_none),
@@ -96,6 +107,12 @@ def query(
     console.print(table)
     if result.accounting is not None:
         _print_accounting(console, result.accounting)
+    if (g := result.generation) is not None:
+        console.print(
+            f"generated {g.generated} new candidates from {g.templates} templates "
+            f"({g.substitutions} substitutions; rejected {g.rejected}; {g.duplicates} duplicates; "
+            f"{g.known_phases} known phases; templates not used {g.templates_rejected})"
+        )
 
 
 def _print_accounting(console: Console, acc: ReadAccounting) -> None:

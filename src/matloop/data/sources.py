@@ -13,6 +13,8 @@ source                    kind        where the data come from
 ``cif_folder``            crystal     a folder of CIF files plus a labels CSV (``path``)
 ``ase_db``                either      an ASE database (``path``)
 ``materials_project``     crystal     mp-api (``MP_API_KEY`` and network; extra ``matloop[mp]``)
+``substitution``          crystal     generated: ion substitution of another crystal source
+                                      (:mod:`matloop.data.substitution`)
 ========================  ==========  ===================================================
 
 Parsed sources (all but the bundled ones, which are stored parsed) are cached as parquet under
@@ -45,6 +47,7 @@ from matloop.data.materials_project import (
 from matloop.data.qm9 import QM9_COUNT, QM9_UNITS, qm9_data_dir, qm9_installed, read_qm9
 from matloop.data.readers import read_ase_db, read_cif_folder, read_matbench, read_table_file
 from matloop.data.slices import DatasetSlice
+from matloop.data.substitution import SubstitutionQuery, generate_substitutions
 from matloop.data.table import SourceTable, read_table, write_table
 from matloop.errors import ToolInputError, invalid_choice
 from matloop.names import SourceName
@@ -84,6 +87,11 @@ _SOURCES: dict[str, _Source] = {
     **{name: _Source(name, "crystal", spec.description) for name, spec in BUNDLED.items()},
     **{s.name: s for s in _FILE_SOURCES},
     "materials_project": _Source("materials_project", "crystal", "Materials Project summaries via mp-api"),
+    "substitution": _Source(
+        "substitution",
+        "crystal",
+        "new crystals by data-mined ion substitution of a crystal source (elements=...)",
+    ),
 }
 
 
@@ -156,6 +164,17 @@ def available_sources() -> list[SourceInfo]:
             description=_SOURCES["materials_project"].description,
         )
     )
+    infos.append(
+        SourceInfo(
+            name="substitution",
+            kind="crystal",
+            count=None,
+            properties=[],
+            units={},
+            status="needs elements=[...] (templates: a crystal source, default mp_formation_energy)",
+            description=_SOURCES["substitution"].description,
+        )
+    )
     return infos
 
 
@@ -187,6 +206,7 @@ def load_table(
     *,
     max_rows: int | None = None,
     mp_query: MPQuery | None = None,
+    substitution: SubstitutionQuery | None = None,
     strict: bool = False,
     settings: Settings | None = None,
 ) -> SourceTable:
@@ -198,11 +218,13 @@ def load_table(
             for a bundled set a copy of its file.
         max_rows: read only the first rows (quick runs and tests).
         mp_query: server-side filters for ``materials_project``.
+        substitution: what ``substitution`` generates; its templates come from the source
+            ``substitution.templates`` (read from ``path`` for a user's file).
         strict: raise a :class:`ToolInputError` on the first rejected row or bad cell (see
             :mod:`matloop.data.accounting`) instead of leaving them out.
         settings: where the cache lives (default: :func:`get_settings`).
     """
-    table = _load(name, path, max_rows, mp_query, settings)
+    table = _load(name, path, max_rows, mp_query, substitution, settings)
     account = Accounting.of(table.meta)
     if strict and account is not None:
         account.check_strict(name)
@@ -214,9 +236,30 @@ def _load(
     path: str | Path | None,
     max_rows: int | None,
     mp_query: MPQuery | None,
+    substitution: SubstitutionQuery | None,
     settings: Settings | None,
 ) -> SourceTable:
     source = _source(name)
+    if name == "substitution":
+        query = substitution or SubstitutionQuery()
+        crystal = [n for n, s in _SOURCES.items() if "crystal" in s.kind and n != name]
+        if query.templates not in crystal:
+            raise ToolInputError(
+                f"templates: expected a crystal source of known structures, got {query.templates!r}; "
+                f"valid values are {crystal}"
+            )
+        templates = _load(query.templates, path, None, mp_query, None, settings)
+        ids = hashlib.sha256("\n".join(templates.ids).encode()).hexdigest()
+        key = {"query": query.model_dump(), "templates": ids, "max_rows": max_rows}
+        cache_dir = (settings or get_settings()).cache_dir
+        return _cached(
+            cache_dir,
+            name,
+            key,
+            lambda: generate_substitutions(
+                templates, query.elements, threshold=query.threshold, max_sites=query.max_sites
+            )[0].head(max_rows),
+        )
     if name in BUNDLED:
         return load_bundled(name, Path(path) if path is not None else None).head(max_rows)
     cache_dir = (settings or get_settings()).cache_dir

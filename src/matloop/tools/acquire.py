@@ -17,7 +17,8 @@ from matloop.data.items import Items
 from matloop.data.slices import load_slice
 from matloop.errors import ToolInputError
 from matloop.models import Surrogate, load_model
-from matloop.names import Direction, Strategy
+from matloop.names import Direction, LevelName, Strategy
+from matloop.stability import HULL_PROPERTY, Hull, Phase
 from matloop.validation.level_values import model_items
 from matloop.validation.store import ValidationStore
 from matloop.workspace import Workspace, resolve_workspace
@@ -64,6 +65,7 @@ def select_candidates(
     seed: int = 0,
     best: float | None = None,
     kappa: float = 2.0,
+    hull_level: LevelName | None = None,
     *,
     workspace: Workspace | str | Path | None = None,
 ) -> Selection:
@@ -89,6 +91,11 @@ def select_candidates(
         seed: seed for random picks and tie-breaking.
         best: best value observed so far, for ``ei`` (default: the best training label).
         kappa: exploration weight of ``ucb`` (mean ± kappa·std).
+        hull_level: rank the predicted distance to the convex hull at this level instead of the
+            prediction itself: mean − hull(composition) in eV/atom (same std), the hull built from
+            every formation energy labelled at that level in this workspace (reference phases and
+            candidates); needs a model of formation_energy_per_atom at that level. ``goal`` and
+            ``window`` then apply to the distance (e.g. window [-inf, 0]: predicted stable).
     """
     ws = resolve_workspace(workspace)
     check_strategy(strategy)
@@ -105,6 +112,12 @@ def select_candidates(
             f"{n_dup} duplicates), got n={n}"
         )
     mean, std, epistemic, emb = _predict(model, model_items(graphs, ws, meta).take(keep))
+    if hull_level is not None:
+        mean = mean - _hull_energy(
+            ws, meta, hull_level, [graphs.ids[k] for k in keep], graphs.meta.get("slice_id")
+        )
+        if strategy == "ei" and best is None:
+            best = 0.0  # improve on the hull itself
     if strategy == "ei" and best is None:
         best = _best_label(ws, meta, goal)
     picked = select(
@@ -163,6 +176,22 @@ def select_candidates(
         duplicates=n_dup,
         candidates=candidates,
     )
+
+
+def _hull_energy(
+    ws: Workspace, meta: dict[str, Any], level: str, ids: list[str], slice_id: str | None
+) -> np.ndarray:
+    """The current hull's formation energy per atom at the composition of each of ``ids``."""
+    if meta.get("target") != f"{HULL_PROPERTY}@{level}" or slice_id is None:
+        raise ToolInputError(
+            f"hull_level: expected a model of {HULL_PROPERTY}@{level} on a pool slice, "
+            f"got a model of {meta.get('target')!r}"
+        )
+    data = load_slice(ws, slice_id)
+    formula = {i: s.composition.formula for i, s in zip(data.ids, data.structures, strict=True)}
+    points = ValidationStore(ws).formation_energies(level)
+    hull = Hull(level, candidates=[Phase(i, f, e) for i, f, e in points])
+    return hull.energy([formula[i] for i in ids])
 
 
 def _model_ids(meta: dict[str, Any]) -> set[str]:

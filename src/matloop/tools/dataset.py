@@ -20,6 +20,7 @@ from matloop.data.cells import split_header
 from matloop.data.materials_project import MPQuery
 from matloop.data.slices import save_slice
 from matloop.data.sources import SourceName, load_table
+from matloop.data.substitution import DEFAULT_THRESHOLD, SubstitutionCounts, SubstitutionQuery
 from matloop.data.table import SourceTable
 from matloop.errors import ToolInputError, invalid_choice
 from matloop.workspace import Workspace, resolve_workspace
@@ -65,6 +66,9 @@ class QueryResult(BaseModel):
     from_cache: bool = Field(description="Whether the parsed source was read from the on-disk cache.")
     accounting: ReadAccounting | None = Field(
         default=None, description="What reading a user's file did with each row (None for curated sources)."
+    )
+    generation: SubstitutionCounts | None = Field(
+        default=None, description="For 'substitution': candidates generated, rejected (why), deduplicated."
     )
 
 
@@ -135,6 +139,7 @@ def _mp_query(
 def query_dataset(
     source: SourceName,
     properties: list[str] | None = None,
+    elements: list[str] | None = None,
     elements_all: list[str] | None = None,
     elements_any: list[str] | None = None,
     elements_none: list[str] | None = None,
@@ -149,6 +154,8 @@ def query_dataset(
     seed: int = 0,
     path: str | None = None,
     strict: bool = False,
+    templates: str = "mp_formation_energy",
+    threshold: float = DEFAULT_THRESHOLD,
     *,
     workspace: Workspace | str | Path | None = None,
 ) -> QueryResult:
@@ -158,8 +165,12 @@ def query_dataset(
         source: dataset: "qm9" (molecules; homo, lumo, gap in eV), "mp_formation_energy",
             "mp_dielectric", "mp_elastic", "mp_piezo" (bundled Materials Project crystals),
             "matbench", "table", "cif_folder", "ase_db" (a user's file, needs path) or
-            "materials_project" (needs MP_API_KEY and network).
+            "materials_project" (needs MP_API_KEY and network), or "substitution" (new crystals by
+            data-mined ion substitution of the ``templates`` source's structures, made of
+            ``elements``; charge balanced, not a known phase).
         properties: property columns to keep (default: all).
+        elements: keep items made only of these elements; for "substitution" (where it is
+            required) the elements the generated candidates are made of.
         elements_all: keep items containing all of these elements.
         elements_any: keep items containing at least one of these elements.
         elements_none: drop items containing any of these elements.
@@ -176,6 +187,9 @@ def query_dataset(
         path: file or folder for the user-file sources.
         strict: fail on the first row or cell of the file that cannot be used, instead of
             leaving it out and reporting it.
+        templates: for "substitution": the crystal source whose structures are substituted
+            (a user's file with ``path``).
+        threshold: for "substitution": the smallest substitution probability kept, in (0, 1].
     """
     ws = resolve_workspace(workspace)
     ranges = dict(property_ranges or {})
@@ -199,31 +213,40 @@ def query_dataset(
         mp_query = _mp_query(
             elements_all, elements_none, (min_elements, max_elements), (min_sites, max_sites), ranges
         )
+    substitution = None
+    if source == "substitution":
+        substitution = SubstitutionQuery(
+            templates=templates, elements=elements or [], threshold=threshold, max_sites=max_sites
+        )
     table = load_table(
         source,
         path,
         max_rows=(limit or sample) if source == "materials_project" else None,
         mp_query=mp_query,
+        substitution=substitution,
         strict=strict,
         settings=ws.settings,
     )
     keep = _check_properties(table, properties, ranges)
 
-    elements = table.elements()
-    present = set().union(*elements) if elements else set()
+    of_item = table.elements()
+    present = set().union(*of_item) if of_item else set()
+    only = _check_elements("elements", elements, present, must_exist=False)
     need_all = _check_elements("elements_all", elements_all, present, must_exist=True)
     need_any = _check_elements("elements_any", elements_any, present, must_exist=True)
     forbid = _check_elements("elements_none", elements_none, present, must_exist=False)
 
-    n_el = np.fromiter((len(e) for e in elements), dtype=np.int64, count=len(elements))
+    n_el = np.fromiter((len(e) for e in of_item), dtype=np.int64, count=len(of_item))
     n_sites = table.nsites()
     steps: list[tuple[str, np.ndarray]] = []
+    if only:
+        steps.append(("elements", np.array([e <= only for e in of_item], dtype=bool)))
     if need_all:
-        steps.append(("elements_all", np.array([need_all <= e for e in elements], dtype=bool)))
+        steps.append(("elements_all", np.array([need_all <= e for e in of_item], dtype=bool)))
     if need_any:
-        steps.append(("elements_any", np.array([not need_any.isdisjoint(e) for e in elements], dtype=bool)))
+        steps.append(("elements_any", np.array([not need_any.isdisjoint(e) for e in of_item], dtype=bool)))
     if forbid:
-        steps.append(("elements_none", np.array([forbid.isdisjoint(e) for e in elements], dtype=bool)))
+        steps.append(("elements_none", np.array([forbid.isdisjoint(e) for e in of_item], dtype=bool)))
     if n_elements is not None:
         steps.append(("n_elements", n_el == n_elements))
     if min_elements is not None or max_elements is not None:
@@ -253,6 +276,9 @@ def query_dataset(
     query = {
         "source": source,
         "path": path,
+        "templates": templates if substitution is not None else None,
+        "threshold": threshold if substitution is not None else None,
+        "elements": elements,
         "elements_all": elements_all,
         "elements_any": elements_any,
         "elements_none": elements_none,
@@ -280,10 +306,13 @@ def query_dataset(
         count=len(data),
         source_count=len(table),
         properties={name: property_stats(data.target(name), data.units[name]) for name in keep},
-        elements=sorted(set().union(*(elements[i] for i in positions))),
+        elements=sorted(set().union(*(of_item[i] for i in positions))),
         seed=seed,
         from_cache=table.from_cache,
         accounting=report,
+        generation=SubstitutionCounts.model_validate(table.meta["substitution"])
+        if "substitution" in table.meta
+        else None,
     )
 
 

@@ -411,6 +411,17 @@ class ValidationStore:
             for r in rows
         ]
 
+    def formation_energies(self, level: str) -> list[tuple[str, str, float]]:
+        """``(item id, formula, formation energy per atom)`` of every item labelled at ``level``:
+        the points of the convex hull at that level (:mod:`matloop.stability`)."""
+        with self.workspace.connect() as db:
+            rows = db.execute(
+                "SELECT l.item_id, j.formula, l.value FROM labels l JOIN validation_jobs j USING (job_id)"
+                " WHERE l.level = ? AND l.property = 'formation_energy_per_atom' ORDER BY l.rowid",
+                (level,),
+            ).fetchall()
+        return [(str(r[0]), str(r[1]), float(r[2])) for r in rows]
+
     # elemental references ---------------------------------------------------------------
     def references(self, level: str) -> dict[str, float]:
         """Cached elemental reference energies (eV/atom) at ``level``."""

@@ -1,0 +1,96 @@
+"""A campaign with goal ``stable`` at level ``lookup`` on the bundled Materials Project phases: the
+ternaries of a few elements are the pool, their binaries the reference phases of the hull."""
+
+from __future__ import annotations
+
+import pytest
+
+from matloop.agent.campaign import run_campaign
+from matloop.agent.hull import campaign_hull
+from matloop.agent.spec import CampaignSpec
+from matloop.data.slices import load_slice
+
+ELEMENTS = ["Li", "Na", "K", "Mg", "Ca", "Sr", "Ba", "Al", "Si", "O", "S", "F", "Cl"]
+
+
+@pytest.fixture(scope="module")
+def campaign(tmp_path_factory):
+    root = tmp_path_factory.mktemp("stable")
+    spec = CampaignSpec.model_validate(
+        {
+            "name": "stable-lookup",
+            "planner": "rules",
+            "pool": {"source": "mp_formation_energy", "query": {"elements": ELEMENTS, "n_elements": 3}},
+            "target": {
+                "property": "formation_energy_per_atom",
+                "goal": "stable",
+                "window": [None, 0.025],
+                "references": {"source": "mp_formation_energy", "max_elements": 2},
+            },
+            "level": "lookup",
+            "model": {"backbone": "magpie", "ensemble_size": 2, "cheap_level": "none"},
+            "seed_size": 8,
+            "batch_size": 6,
+            "rounds": 2,
+            "budget": {"calculations": 100, "cpu_hours": 10, "llm_tokens": 0},
+            "audit": {"min_items": 6, "fraction": 0.1},
+        }
+    )
+    return run_campaign(spec, root / "c")
+
+
+def test_reference_phases_are_computed_at_the_level_and_charged(campaign):
+    refs = campaign.state.step("setup:references")["result"]
+    ref_ids = set(load_slice(campaign.ws, refs["slice_id"]).ids)
+    labelled = {lb["item_id"] for lb in campaign.state.labels("formation_energy_per_atom", "lookup")}
+    assert len(ref_ids) > 20 and ref_ids <= labelled
+    used = 100 - campaign.guardrails.remaining()["calculations"]
+    assert used >= len(ref_ids) + 8 + 2 * 6
+    hull, _ = campaign_hull(campaign)
+    assert {p.item_id for p in hull.references} == ref_ids
+    # the count is stated before the planner's first calculation (the seed set)
+    records = campaign.log.records()
+    note = next(
+        k for k, r in enumerate(records) if "reference phases to compute" in (r.get("rationale") or "")
+    )
+    seeds = next(k for k, r in enumerate(records) if (r.get("rationale") or "").startswith("seed set"))
+    assert note < seeds and f"{len(ref_ids)} reference phases" in records[note]["rationale"]
+
+
+def test_selection_ranks_the_predicted_distance_to_the_hull(campaign):
+    select = campaign.state.step("r1:select")
+    assert select["args"]["hull_level"] == "lookup" and select["args"]["goal"] == "minimize"
+
+
+def test_hits_are_pool_items_near_the_current_hull_and_the_report_shows_them(campaign):
+    _, scores = campaign_hull(campaign)
+    distance = {s.item_id: s.e_above_hull for s in scores}
+    found = campaign.found()
+    assert found and all(distance[h["item_id"]] <= 0.025 for h in found)
+    summary = campaign.audit.summary()
+    assert summary.enrichment is not None
+    report = (campaign.ws.root / "report.html").read_text()
+    section = report.split("Stable crystals (convex hull at level lookup)")[1].split("<h2>")[0]
+    assert found[0]["item_id"] in section and "data:image/png" in section  # a hull plot
+
+
+def test_resume_keeps_the_references_and_computes_none_twice(campaign):
+    """A resumed campaign (more rounds) reads the hull's points back: no reference phase is
+    queued again and the hull's references are the same."""
+    before, _ = campaign_hull(campaign)
+    spec_file = campaign.ws.root / "campaign.yaml"
+    spec = CampaignSpec.from_yaml(spec_file).model_copy(update={"rounds": 3})
+    spec_file.write_text(spec.to_yaml())
+    resumed = run_campaign(spec_file, campaign.ws.root, resume=True)
+    after, scores = campaign_hull(resumed)
+    assert [(p.item_id, p.formation_energy_per_atom) for p in after.references] == [
+        (p.item_id, p.formation_energy_per_atom) for p in before.references
+    ]
+    ref_ids = {p.item_id for p in before.references}
+    queued = [
+        r
+        for r in resumed.log.records()
+        if r.get("tool") == "queue_validation" and r.get("phase") == "planned"
+    ]
+    assert sum(bool(ref_ids & set(r["arguments"]["item_ids"])) for r in queued) == 1
+    assert len(scores) > len(before.candidates)
