@@ -167,13 +167,17 @@ def test_a_damaged_state_is_refused_and_nothing_is_spent(settings, tmp_path, fin
         assert f"decisions.jsonl records {spent:g}" in resumed.stdout
 
 
-def test_an_edited_spec_is_refused_at_resume(settings, tmp_path, finished):
+def test_a_changed_spec_is_refused_at_resume_and_an_extended_one_runs(settings, tmp_path, finished):
     out = Path(shutil.copytree(finished, tmp_path / "c"))
     spec = yaml.safe_load((out / "campaign.yaml").read_text())
-    spec["budget"]["calculations"] = 400
+    spec["target"]["goal"] = "maximize"
     (out / "campaign.yaml").write_text(yaml.safe_dump(spec))
     resumed = CliRunner().invoke(app, ["campaign", "resume", str(out)])
     assert resumed.exit_code == 1 and "changed since the campaign started" in resumed.output
+    spec["target"]["goal"], spec["budget"]["calculations"], spec["rounds"] = "minimize", 26, 4
+    (out / "campaign.yaml").write_text(yaml.safe_dump(spec))  # extended: more budget and rounds
+    resumed = CliRunner().invoke(app, ["campaign", "resume", str(out)])
+    assert resumed.exit_code == 0 and "finished" in resumed.output, resumed.output
 
 
 BAD_SPECS = {

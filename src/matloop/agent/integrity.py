@@ -6,7 +6,8 @@ silently younger than its decision log.
   run is refused with the holder's pid. ``status``, ``report`` and ``log`` read without it.
 - **State check** before a resume (and before ``status``/``report`` read it): ``state.sqlite``
   must exist, pass SQLite's ``quick_check``, hold the campaign's own record (schema version, the
-  hash of the spec it started with) and have spent at least what the append-only
+  hash of the spec it started with, which a resume may extend with more rounds or budget but not
+  change) and have spent at least what the append-only
   ``decisions.jsonl`` says was spent. Anything else is an error that says what was found; the
   directory is left untouched, so nothing is ever restarted with a fresh budget.
 """
@@ -22,6 +23,8 @@ from contextlib import closing, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from matloop.agent.decisions import DecisionLog
 from matloop.errors import MatloopError
@@ -40,8 +43,15 @@ class DamagedState(MatloopError):
     """``state.sqlite`` is missing, damaged, emptied or older than the decision log."""
 
 
+#: Spec fields a resume may change: they extend a campaign (more rounds, more budget, other stop
+#: rules), they do not change what it computes or on which pool.
+EXTENDABLE = frozenset({"description", "rounds", "budget", "stop", "max_steps"})
+
+
 def spec_hash(spec_yaml: str) -> str:
-    return hashlib.sha256(spec_yaml.encode()).hexdigest()[:16]
+    """What identifies a campaign: its spec without the fields a resume may extend."""
+    spec = {k: v for k, v in (yaml.safe_load(spec_yaml) or {}).items() if k not in EXTENDABLE}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
 @contextmanager
@@ -123,6 +133,6 @@ def check_state(directory: Path) -> None:
     if meta.get("spec_hash", current) != current:
         raise DamagedState(
             f"{directory / 'campaign.yaml'} changed since the campaign started (spec hash "
-            f"{meta['spec_hash']}, now {current}); a resume continues only the spec it started with. "
-            "Restore it, or run the edited spec as a new campaign in a new directory"
+            f"{meta['spec_hash']}, now {current}); a resume may change only {sorted(EXTENDABLE)}. "
+            "Restore the rest, or run the edited spec as a new campaign in a new directory"
         )
