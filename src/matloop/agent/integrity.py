@@ -7,9 +7,10 @@ silently younger than its decision log.
 - **State check** before a resume (and before ``status``/``report`` read it): ``state.sqlite``
   must exist, pass SQLite's ``quick_check``, hold the campaign's own record (schema version, the
   hash of the spec it started with, which a resume may extend with more rounds or budget but not
-  change) and have spent at least what the append-only
-  ``decisions.jsonl`` says was spent. Anything else is an error that says what was found; the
-  directory is left untouched, so nothing is ever restarted with a fresh budget.
+  change) and have charged at least what the append-only ``decisions.jsonl`` says was spent
+  (charges are only ever added; releases and refunds are rows of their own). Anything else is an
+  error that says what was found; the directory is left untouched, so nothing is ever restarted
+  with a fresh budget.
 """
 
 from __future__ import annotations
@@ -91,12 +92,13 @@ def _stored(db_path: Path) -> tuple[dict[str, Any], float] | str:
             if not {"campaign_meta", "budget_ledger"} <= tables:
                 return "holds no campaign state"
             meta = {k: json.loads(v) for k, v in db.execute("SELECT key, value FROM campaign_meta")}
-            (spent,) = db.execute(
-                "SELECT COALESCE(SUM(amount), 0) FROM budget_ledger WHERE kind = 'calculations'"
+            (charged,) = db.execute(  # charges only: releases and refunds make the net go down
+                "SELECT COALESCE(SUM(amount), 0) FROM budget_ledger"
+                " WHERE kind = 'calculations' AND amount > 0"
             ).fetchone()
     except sqlite3.DatabaseError as exc:
         return f"is damaged ({exc})"
-    return (meta, float(spent)) if "status" in meta else "holds no campaign state"
+    return (meta, float(charged)) if "status" in meta else "holds no campaign state"
 
 
 def check_state(directory: Path) -> None:
@@ -118,16 +120,16 @@ def check_state(directory: Path) -> None:
             f"{state} {found}, but decisions.jsonl records {steps} steps and {logged:g} calculations "
             f"spent; resuming would start over with a fresh budget. {recover}"
         )
-    meta, spent = found
+    meta, charged = found
     if meta.get("schema_version", SCHEMA_VERSION) != SCHEMA_VERSION:
         raise DamagedState(
             f"{state} has campaign schema version {meta['schema_version']}, this matloop reads version "
             f"{SCHEMA_VERSION}; use the matloop release that started it"
         )
-    if spent + 1e-6 < logged:
+    if charged + 1e-6 < logged:  # the net spent of any record is at most what was ever charged
         raise DamagedState(
-            f"{state} records {spent:g} calculations spent but decisions.jsonl records {logged:g}: the "
-            f"state is older than the log (restored from a copy, or damaged). {recover}"
+            f"{state} records {charged:g} calculations ever charged but decisions.jsonl records {logged:g} "
+            f"spent: the state is older than the log (restored from a copy, or damaged). {recover}"
         )
     current = spec_hash((directory / "campaign.yaml").read_text())
     if meta.get("spec_hash", current) != current:

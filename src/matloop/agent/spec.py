@@ -279,7 +279,8 @@ class CampaignSpec(_Strict):
 
     @model_validator(mode="after")
     def _level_computes_target(self) -> CampaignSpec:
-        computes = LEVELS[self.level].properties
+        level = LEVELS[self.level]
+        computes = level.properties + level.optional_properties
         if computes and self.target.property not in computes:
             raise ValueError(
                 f"target.property: expected a property level {self.level!r} computes, one of "

@@ -62,7 +62,8 @@ class Level:
             the structure) keys its results in the cross-workspace calculation cache; None: no cache.
         relaxes: Whether it relaxes the structure; a level that computes it as given counts only
             the same geometry as a duplicate, not the same crystal at another volume.
-        properties: What it computes for every structure (more may come, e.g. a band gap).
+        properties: What it computes for every structure.
+        optional_properties: What it computes when the code reports it (CP2K's band gap).
         single_point: For a single-point level, its Maker (with ``documents(structures)``); then
             ``build`` runs it on one structure and :meth:`build_batch` on many in one job.
     """
@@ -77,6 +78,7 @@ class Level:
     package: str | None = None
     relaxes: bool = True
     properties: tuple[str, ...] = ()
+    optional_properties: tuple[str, ...] = ()
     single_point: SinglePoint | None = None
 
     def build_batch(self, structures: list[Structure | Molecule], ctx: LevelContext) -> Job:
@@ -162,6 +164,7 @@ LEVELS: dict[LevelName, Level] = {
             cost=20.0,
             relaxes=False,
             properties=("energy", "energy_per_atom"),
+            optional_properties=("band_gap",),
         ),
         Level(
             "chgnet_static",
