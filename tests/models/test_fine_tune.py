@@ -23,7 +23,8 @@ def test_frozen_backbone_changes_only_head(crystal_data):
     assert not _changed(original, model.state_dict()), "the parent model must not change"
     changed = _changed(original, tuned.state_dict())
     assert changed, "the head must train"
-    assert all(".head." in k or k in {"y_mean", "y_std", "sigma_scale"} for k in changed), sorted(changed)
+    targets = {"y_mean", "y_std", "sigma_scale", "label_range"}  # the new property's normalisation
+    assert all(".head." in k or k in targets for k in changed), sorted(changed)
     assert {k for k in changed if ".head." in k} == {k for k in original if ".head." in k}
     assert tuned.y_mean.item() == np.mean(new_y)
     assert tuned.meta["freeze_backbone"] is True

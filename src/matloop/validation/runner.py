@@ -160,17 +160,16 @@ def _execute(
 ) -> tuple[Any, Path]:
     """Run the Flow ``build(context)`` in a fresh ``calcs/<job_id>`` (leftovers of an interrupted
     attempt removed) within the wall time; returns its output and the task-document file, which
-    is written whether the Flow succeeded or not."""
+    is written once the Flow has run, whether it succeeded or not."""
     settings: Settings = workspace.settings
     calc_dir = workspace.dir("calcs") / job_id
     shutil.rmtree(calc_dir, ignore_errors=True)
     calc_dir.mkdir(parents=True)
     job_store = JobStore(MemoryStore(), additional_stores={"data": MemoryStore()})
     docs_path = calc_dir / "task_docs.json"
+    stored = ValidationStore(workspace).references(level.name)
+    flow = build(LevelContext.known(settings, level.name, stored))
     try:
-        flow = build(
-            LevelContext.known(settings, level.name, ValidationStore(workspace).references(level.name))
-        )
         with wall_time(settings.validation.walltime_s):
             run_locally(
                 flow,
