@@ -33,6 +33,7 @@ from typing import Any, Protocol
 from jobflow import Flow, Job
 
 from matloop.errors import MissingExtraError, invalid_choice
+from matloop.filelock import is_held
 from matloop.names import ExecutorName
 from matloop.settings import Settings
 from matloop.validation.levels import LevelContext, get_level
@@ -42,6 +43,7 @@ from matloop.validation.worker import (
     MAX_STARTS,
     SETTINGS_FILE,
     failed_starts,
+    lock_path,
     set_failed_starts,
     try_lock,
 )
@@ -64,11 +66,7 @@ class Executor(Protocol):
 
 def worker_alive(workspace: Workspace) -> bool:
     """Whether a local worker holds this workspace's lock."""
-    fd = try_lock(workspace)
-    if fd is None:
-        return True
-    os.close(fd)
-    return False
+    return is_held(lock_path(workspace))
 
 
 @dataclass
