@@ -21,20 +21,19 @@ from typing import Any
 from matloop.agent.audit import Audit
 from matloop.agent.decisions import Decision, DecisionLog
 from matloop.agent.guardrails import Approver, Guardrails, PoolLimits
-from matloop.agent.integrity import SCHEMA_VERSION, campaign_lock, check_state, spec_hash
+from matloop.agent.integrity import campaign_lock, check_state, spec_hash
 from matloop.agent.report import write_report
 from matloop.agent.rules import RulesPlanner
 from matloop.agent.session import Planner
 from matloop.agent.spec import CampaignSpec, PlannerName, cheap_levels, default_strategy, hard_limits
-from matloop.agent.state import CampaignState
+from matloop.agent.state import SCHEMA_VERSION, CampaignState
 from matloop.agent.toolbox import Context, Toolbox, summarize, to_json
 from matloop.agent.toolset import TOOLS
 from matloop.audit import in_window
 from matloop.errors import CampaignStop, Interrupted, ToolInputError
-from matloop.names import DIRECTIONS, JOB_STATUSES
+from matloop.names import DIRECTIONS
 from matloop.settings import LLMSettings, Settings, get_settings
 from matloop.validation.levels import get_level
-from matloop.validation.store import ValidationStore
 from matloop.workspace import Workspace
 
 
@@ -162,8 +161,7 @@ class Campaign:
     def used_ids(self) -> list[str]:
         """Items already labelled at the campaign's level, sent to a calculation at it (failed
         ones too), refused by a guardrail or in the audit set (never selected again)."""
-        taken = ValidationStore(self.ws).taken_ids(JOB_STATUSES, level=self.spec.level)
-        return sorted(taken | set(self.state.refused()) | set(self.audit.ids()))
+        return sorted(self.state.used_ids(self.spec.level) | set(self.audit.ids()))
 
     def own_labels(self) -> list[dict[str, Any]]:
         """The campaign's labels of its target at its level, audit items excluded."""

@@ -27,14 +27,12 @@ from matloop.tools.acquire import Selection
 from matloop.tools.train import FineTuneResult, TrainResult
 from matloop.tools.validate import CollectResult, ValidationBatch
 from matloop.validation.levels import get_level
-from matloop.validation.store import ValidationStore
 
 
 def _record_queued(call: ToolCall, args: dict[str, Any], result: ValidationBatch) -> None:
-    """The batch's calculations; rejected structures never run, so their charge is refunded
+    """The batch is the campaign's; rejected structures never run, so their charge is refunded
     (duplicates stay charged: after a resume they are the calculations queued before the crash)."""
-    statuses = [s.model_dump(mode="json") for s in result.statuses]
-    call.state.add_calcs(result.batch_id, call.round, result.level, statuses)
+    call.state.add_batch(result.batch_id, call.round)
     rejected = sum(s.status == "rejected" for s in result.statuses)
     if rejected:
         refund = -rejected * get_level(result.level).charge
@@ -42,9 +40,10 @@ def _record_queued(call: ToolCall, args: dict[str, Any], result: ValidationBatch
 
 
 def _record_collected(call: ToolCall, args: dict[str, Any], result: CollectResult) -> None:
-    """The labels, and the CPU time the batch's calculations took (charged once per batch)."""
-    call.state.add_labels(call.round, result.batch_id, [lb.model_dump(mode="json") for lb in result.labels])
-    jobs = ValidationStore(call.workspace).jobs(batch_id=result.batch_id)
+    """The round the labels arrived in, and the CPU time the batch's calculations took (charged
+    once per batch)."""
+    call.state.collected(result.batch_id, call.round)
+    jobs = call.state.store.jobs(batch_id=result.batch_id)
     hours = sum(j.calc_seconds or 0.0 for j in jobs) / 3600
     prefix = f"calc-cpu:{result.batch_id}"
     delta = hours - call.state.charged(prefix)
