@@ -138,7 +138,7 @@ class GreedyPlanner:
     def run(self, campaign: Campaign) -> str:
         plan = campaign.audit.plan
         assert plan is not None
-        campaign.round = 1
+        campaign.start_round(1)
         out = campaign.toolbox.call(
             "queue_validation",
             {"slice_id": plan["pool_slice"], "item_ids": plan["ids"][-4:], "level": "lookup"},

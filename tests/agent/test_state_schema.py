@@ -46,10 +46,9 @@ HOMONYMS = {
     # why a job failed; why an item was refused; why a candidate was picked
     "reason": {"validation_jobs", "campaign_refused", "campaign_candidates"},
     "time": {"campaign_refused", "budget_ledger"},
-    "round": {"campaign_steps", "campaign_candidates", "campaign_models"},  # each row's own round
+    "round": {"campaign_candidates", "campaign_models"},  # when each was picked; trained
     "kind": {"campaign_models", "budget_ledger", "artifacts"},
     "value": {"campaign_meta", "labels"},
-    "status": {"campaign_steps", "validation_jobs"},
 }
 
 

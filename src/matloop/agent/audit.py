@@ -154,7 +154,7 @@ class Audit:
         return {
             i
             for r, batch in enumerate(self.batches())
-            if state.step(f"audit:r{r}:queue") is None
+            if not state.charged(f"audit:release:r{r}")
             for i in batch
         }
 
@@ -248,7 +248,7 @@ class Audit:
     def _queue(self, rnd: int, batch: list[str]) -> None:
         c = self.campaign
         key = f"audit:r{rnd}:queue"
-        if not batch or ((done := c.state.step(key)) is not None and done["status"] == "done"):
+        if not batch or c.state.step(key) is not None:
             return
         c.state.charge(f"audit:release:r{rnd}", "calculations", -len(batch), "audit set (released)")
         with self._deciding():
@@ -268,7 +268,7 @@ class Audit:
         c = self.campaign
         queued = c.state.step(f"audit:r{rnd}:queue")
         collected = c.state.step(f"audit:r{rnd}:collect")
-        if queued is None or queued["status"] != "done" or (collected or {}).get("status") == "done":
+        if queued is None or collected is not None:
             return
         try:
             with self._deciding():

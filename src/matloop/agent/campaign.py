@@ -1,9 +1,12 @@
 """Campaigns: a YAML spec, a workspace directory, a planner run under guardrails, and resume.
 
-A campaign directory holds ``campaign.yaml`` (the spec as run), ``state.sqlite`` (steps,
-candidates, calculations, labels, models, budget ledger), ``decisions.jsonl`` and
-``report.html``. ``resume`` re-runs the planner: finished steps are read back from the state,
-so after a crash nothing is lost and no calculation runs twice.
+A campaign directory holds ``campaign.yaml`` (the spec as run), ``state.sqlite`` (the
+validation store's calculations and labels; the campaign's step results, candidates, batches,
+models, budget ledger), ``decisions.jsonl`` and ``report.html``. A planner step is recorded once,
+in ``decisions.jsonl`` (when, round, planner, tool, arguments, verdicts, cost, a summary of the
+result); the state adds only the full result of a finished keyed step, under its key and log
+step number, which is what ``resume`` reads back: after a crash nothing is lost and no
+calculation runs twice.
 """
 
 from __future__ import annotations
@@ -95,11 +98,11 @@ class Campaign:
     def round(self) -> int:
         return self.context.round
 
-    @round.setter
-    def round(self, value: int) -> None:
-        """A new round (either planner sets it): the audit set releases this round's batch."""
-        self.context.round = value
-        self.audit.on_round(value)
+    def start_round(self, number: int) -> None:
+        """Begin round ``number``: the audit set collects earlier rounds' batches and queues this
+        round's (calculations, logged as the audit's steps)."""
+        self.context.round = number
+        self.audit.on_round(number)
 
     @property
     def planner(self) -> str:
@@ -130,16 +133,16 @@ class Campaign:
         self.say(message)
 
     def step(self, key: str, tool: str, args: dict[str, Any], rationale: str) -> Any:
-        """Run one keyed step through the toolbox, or rebuild its stored result if it already finished."""
+        """Run one keyed step through the toolbox, or rebuild its stored result if it already
+        finished. The decision log records the step; the state keeps its full result by key."""
         done = self.state.step(key)
-        if done is not None and done["status"] == "done":
+        if done is not None:
             return self.toolbox.specs[tool].rebuild(done["result"])
-        self.state.begin_step(key, self.round, tool, args)
         with _heartbeat(self.say, f"[round {self.round}]   … {tool} still running"):
             out = self.toolbox.call(tool, args, rationale=rationale, key=key)
         if not out.ok:
             raise CampaignStop(f"{tool} failed: {out.message}")
-        self.state.finish_step(key, to_json(out.result))
+        self.state.finish_step(key, out.step, to_json(out.result))
         self.say(f"[round {self.round}]   → {_brief(tool, to_json(out.result))}")
         return out.result
 

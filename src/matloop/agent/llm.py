@@ -111,7 +111,7 @@ class LLMPlanner:
         try:
             conv = self._conversation(
                 campaign,
-                on_round_end=lambda: setattr(campaign, "round", campaign.round + 1),
+                on_round_end=lambda: campaign.start_round(campaign.round + 1),
                 unfinished=lambda: campaign_unfinished(campaign),
             )
             status = campaign.toolbox.call("campaign_status", {}, rationale="state at start").result

@@ -29,9 +29,7 @@ BudgetKind = Literal["calculations", "cpu_hours", "llm_tokens"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS campaign_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS campaign_steps (
-    key TEXT PRIMARY KEY, round INTEGER, tool TEXT, args TEXT, status TEXT, result TEXT,
-    started TEXT, finished TEXT);
+CREATE TABLE IF NOT EXISTS campaign_steps (key TEXT PRIMARY KEY, step INTEGER, result TEXT);
 CREATE TABLE IF NOT EXISTS campaign_candidates (
     item_id TEXT, round INTEGER, selection_id TEXT, strategy TEXT, mean REAL, std REAL, score REAL,
     reason TEXT, PRIMARY KEY (item_id, round));
@@ -86,27 +84,19 @@ class CampaignState:
         """Items of the campaign's random audit set."""
         return set((self.audit_plan() or {}).get("ids", []))
 
-    # -- memoised steps (what makes resume exact) -----------------------------------------
+    # -- results of finished keyed steps (what makes resume exact) -------------------------
     def step(self, key: str) -> dict[str, Any] | None:
-        """The stored record of a step (``status`` is ``started`` or ``done``), or ``None``."""
+        """A finished step: its ``step`` number in the decision log (which records the call) and
+        its full ``result``; ``None`` while it has not finished."""
         with self.ws.connect() as db:
             row = db.execute("SELECT * FROM campaign_steps WHERE key = ?", (key,)).fetchone()
-        if row is None:
-            return None
-        return {**dict(row), "args": json.loads(row["args"]), "result": json.loads(row["result"] or "null")}
+        return None if row is None else {**dict(row), "result": json.loads(row["result"])}
 
-    def begin_step(self, key: str, round_: int, tool: str, args: dict[str, Any]) -> None:
+    def finish_step(self, key: str, step: int, result: Any) -> None:
         with self.ws.connect() as db:
             db.execute(
-                "INSERT OR REPLACE INTO campaign_steps VALUES (?, ?, ?, ?, 'started', NULL, ?, NULL)",
-                (key, round_, tool, json.dumps(args, default=str), _now()),
-            )
-
-    def finish_step(self, key: str, result: Any) -> None:
-        with self.ws.connect() as db:
-            db.execute(
-                "UPDATE campaign_steps SET status = 'done', result = ?, finished = ? WHERE key = ?",
-                (json.dumps(result, default=str), _now(), key),
+                "INSERT OR REPLACE INTO campaign_steps (key, step, result) VALUES (?, ?, ?)",
+                (key, step, json.dumps(result, default=str)),
             )
 
     # -- budget ledger --------------------------------------------------------------------
@@ -249,7 +239,7 @@ def _migrate_v1(db: sqlite3.Connection) -> None:
     """Schema 1 → 2, in the caller's transaction: the rounds of the campaign's batches come from
     its copies (``campaign_calcs``: queued; ``campaign_labels``: collected), each batch it
     collected is marked collected in the store as of its newest label the copy held, then the
-    copies go."""
+    copies go; a step keeps only its finished result (the decision log records the call)."""
     db.execute(
         "INSERT OR IGNORE INTO campaign_batches"
         " SELECT batch_id, MIN(round), NULL FROM campaign_calcs GROUP BY batch_id"
@@ -266,6 +256,10 @@ def _migrate_v1(db: sqlite3.Connection) -> None:
         db.execute("UPDATE validation_batches SET collected = ? WHERE batch_id = ?", (created, batch_id))
     db.execute("DROP TABLE campaign_labels")
     db.execute("DROP TABLE campaign_calcs")
+    db.execute("DELETE FROM campaign_steps WHERE status != 'done'")
+    for column in ("round", "tool", "args", "status", "started", "finished"):
+        db.execute(f"ALTER TABLE campaign_steps DROP COLUMN {column}")
+    db.execute("ALTER TABLE campaign_steps ADD COLUMN step INTEGER")
     db.execute(
         "INSERT OR REPLACE INTO campaign_meta VALUES ('schema_version', ?)", (json.dumps(SCHEMA_VERSION),)
     )
