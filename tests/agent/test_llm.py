@@ -74,17 +74,12 @@ def test_ten_times_the_budget_is_trimmed_and_an_exhausted_budget_refused(campaig
     pool = campaign.toolbox.call("build_candidate_pool", {"families": ["rocksalt"], "max_items": 12}).result
     ids = _pool_ids(campaign, pool.slice_id)
     budget = campaign.spec.budget.calculations
-    args, verdicts = campaign.guardrails.check(
-        campaign.toolbox.specs["queue_validation"],
-        {"slice_id": pool.slice_id, "item_ids": ids * 10, "level": "chgnet"},
-    )
+    args, verdicts = _guard(campaign, {"slice_id": pool.slice_id, "item_ids": ids * 10, "level": "chgnet"})
     assert len(args["item_ids"]) == budget
     assert any("trimmed" in v.message for v in verdicts)
     campaign.state.charge("used", "calculations", budget)
     with pytest.raises(GuardrailViolation, match="budget"):
-        campaign.guardrails.check(
-            campaign.toolbox.specs["queue_validation"], {"slice_id": pool.slice_id, "item_ids": ids[:1]}
-        )
+        _guard(campaign, {"slice_id": pool.slice_id, "item_ids": ids[:1]})
 
 
 def test_expensive_levels_and_forbidden_elements(campaign):
@@ -96,26 +91,14 @@ def test_expensive_levels_and_forbidden_elements(campaign):
     ids = _pool_ids(campaign, pool.slice_id)
     campaign.guardrails.allowed_levels = ["chgnet", "cp2k"]
     with pytest.raises(GuardrailViolation, match="needs approval"):
-        campaign.guardrails.check(
-            campaign.toolbox.specs["queue_validation"],
-            {"slice_id": pool.slice_id, "item_ids": ids[:2], "level": "cp2k"},
-        )
+        _guard(campaign, {"slice_id": pool.slice_id, "item_ids": ids[:2], "level": "cp2k"})
     with pytest.raises(GuardrailViolation, match="expected a level among"):
-        campaign.guardrails.check(
-            campaign.toolbox.specs["queue_validation"],
-            {"slice_id": pool.slice_id, "item_ids": ids[:2], "level": "vasp"},
-        )
+        _guard(campaign, {"slice_id": pool.slice_id, "item_ids": ids[:2], "level": "vasp"})
     campaign.guardrails.approver = lambda level, n: level == "cp2k"
-    args, _ = campaign.guardrails.check(
-        campaign.toolbox.specs["queue_validation"],
-        {"slice_id": pool.slice_id, "item_ids": ids[:2], "level": "cp2k"},
-    )
+    args, _ = _guard(campaign, {"slice_id": pool.slice_id, "item_ids": ids[:2], "level": "cp2k"})
     assert args["level"] == "cp2k"
     lead = [i for i in ids if "Pb" in i]
-    args, verdicts = campaign.guardrails.check(
-        campaign.toolbox.specs["queue_validation"],
-        {"slice_id": pool.slice_id, "item_ids": [*lead[:2], ids[0]]},
-    )
+    args, verdicts = _guard(campaign, {"slice_id": pool.slice_id, "item_ids": [*lead[:2], ids[0]]})
     assert args["item_ids"] == [ids[0]] and lead
     assert any("forbidden elements ['Pb']" in v.message for v in verdicts)
 
@@ -176,6 +159,12 @@ def test_outage_is_retried_then_reported(campaign):
     with pytest.raises(LLMUnavailable):
         conv.run("system", "anything")
     assert model.calls == 4  # first try + 3 retries
+
+
+def _guard(campaign, args: dict):
+    """The guardrails on a queue_validation call as the toolbox hands it over (defaults filled in)."""
+    spec = campaign.toolbox.specs["queue_validation"]
+    return campaign.guardrails.check(spec, campaign.toolbox.validate("queue_validation", args))
 
 
 def _pool_ids(campaign, slice_id: str) -> list[str]:

@@ -220,7 +220,7 @@ class Guardrails:
         return args
 
     def _check_validation(self, args: dict[str, Any], verdicts: list[Verdict]) -> dict[str, Any]:
-        level = args.get("level", "chgnet")
+        level = args["level"]
         if level not in self.allowed_levels:
             self._reject(verdicts, "level", f"expected a level among {self.allowed_levels}, got {level!r}")
         if get_level(level).needs_approval and level not in self._approved:

@@ -118,7 +118,9 @@ class Toolbox:
         return Decision(step, phase, c.campaign, c.round, c.planner, tool, args, cost=self.cost(), **kw)  # type: ignore[arg-type]
 
     def validate(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
-        """Check a call's name and arguments against the schema; raise a fixable error if wrong."""
+        """Check a call's name and arguments against the schema; raise a fixable error if wrong.
+        Returns every argument of the schema, defaults filled in (guardrails, charges and the
+        log read them here, never restate them)."""
         if name not in self.specs:
             raise invalid_choice("a tool name", name, self.specs)
         schema = self.specs[name].schema
@@ -132,7 +134,7 @@ class Toolbox:
         except ValidationError as exc:
             problems = "; ".join(validation_problems(exc, schema))
             raise ToolInputError(f"invalid arguments for {name}: {problems}") from None
-        return {k: getattr(parsed, k) for k in args}
+        return {k: getattr(parsed, k) for k in fields}
 
     def call(
         self, name: str, args: dict[str, Any], *, rationale: str = "", key: str | None = None

@@ -105,7 +105,7 @@ TOOLS: tuple[ToolSpec, ...] = (
         queue_validation,
         guidance="then collect_validation(batch_id, wait=true); calculations cost budget: ask for no "
         "more than the budget left (campaign_status tells you).",
-        calculations=lambda args: len(args["item_ids"]) * get_level(args.get("level", "chgnet")).charge,
+        calculations=lambda args: len(args["item_ids"]) * get_level(args["level"]).charge,
         compute=True,
         checks=("validation",),
         record=_record_queued,
