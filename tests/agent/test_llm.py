@@ -83,7 +83,7 @@ def test_ten_times_the_budget_is_trimmed_and_an_exhausted_budget_refused(campaig
 
 
 def test_expensive_levels_and_forbidden_elements(campaign):
-    from matloop.agent.tools import build_candidate_pool
+    from matloop.agent.campaign_tools import build_candidate_pool
 
     guarded = campaign.toolbox.call("build_candidate_pool", {"families": ["rocksalt"]}).result
     assert not [i for i in _pool_ids(campaign, guarded.slice_id) if "Pb" in i]  # forbidden: left out
@@ -489,7 +489,7 @@ def test_unparseable_calls_are_logged_and_count_as_no_progress(campaign):
 def test_an_answer_that_contradicts_the_records_is_flagged_with_the_facts(settings, tmp_path):
     """The model says it queued everything, oxygen included; the guardrails refused every O item."""
     from matloop.agent.ask import ask
-    from matloop.agent.tools import build_candidate_pool
+    from matloop.agent.campaign_tools import build_candidate_pool
     from matloop.workspace import Workspace
 
     root = tmp_path / "ws"

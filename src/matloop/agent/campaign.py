@@ -21,18 +21,18 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from matloop.agent.audit import Audit
+from matloop.agent.audit_set import Audit
 from matloop.agent.decisions import Decision, DecisionLog
 from matloop.agent.guardrails import Approver, Guardrails, PoolLimits
 from matloop.agent.integrity import campaign_lock, check_state, spec_hash
+from matloop.agent.registry import TOOLS
 from matloop.agent.report import write_report
 from matloop.agent.rules import RulesPlanner
 from matloop.agent.session import Planner
 from matloop.agent.spec import CampaignSpec, PlannerName, cheap_levels, default_strategy, hard_limits
 from matloop.agent.state import SCHEMA_VERSION, CampaignState
-from matloop.agent.toolbox import Context, Toolbox, summarize, to_json
-from matloop.agent.toolset import TOOLS
-from matloop.audit import in_window
+from matloop.agent.tool_runner import Context, Toolbox, summarize, to_json
+from matloop.audit_stats import in_window
 from matloop.errors import CampaignStop, Interrupted, ToolInputError
 from matloop.names import DIRECTIONS
 from matloop.settings import LLMSettings, Settings, get_settings

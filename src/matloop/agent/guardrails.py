@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from matloop.agent.state import CampaignState
-from matloop.agent.toolspec import GuardrailCheck, ToolSpec
+from matloop.agent.tool_spec import GuardrailCheck, ToolSpec
 from matloop.data.slices import load_slice
 from matloop.errors import CampaignStop, ToolInputError
 from matloop.validation.levels import get_level

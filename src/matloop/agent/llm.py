@@ -17,8 +17,8 @@ from matloop.agent.chat_model import LLMUnavailable, make_chat_model, one_line
 from matloop.agent.conversation import Conversation, NoProgress
 from matloop.agent.facts import Facts
 from matloop.agent.guardrails import TokenBudgetExhausted
-from matloop.agent.toolbox import to_json
-from matloop.agent.toolspec import tool_guide
+from matloop.agent.tool_runner import to_json
+from matloop.agent.tool_spec import tool_guide
 from matloop.errors import CampaignStop
 from matloop.prompts import load_prompt
 

@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from matloop.agent.audit import AuditSummary
+from matloop.agent.audit_set import AuditSummary
 from matloop.agent.session import Session
-from matloop.audit import N_BOOTSTRAP, in_window
+from matloop.audit_stats import N_BOOTSTRAP, in_window
 
 if TYPE_CHECKING:
-    from matloop.agent.audit import Audit
+    from matloop.agent.audit_set import Audit
     from matloop.agent.decisions import DecisionLog
 
 

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from matloop.agent.guardrails import Guardrails
     from matloop.agent.spec import CampaignSpec
     from matloop.agent.state import CampaignState
-    from matloop.agent.toolbox import Toolbox
+    from matloop.agent.tool_runner import Toolbox
     from matloop.workspace import Workspace
 
 

@@ -74,7 +74,7 @@ class CampaignState:
         return default if row is None else json.loads(row[0])
 
     def audit_plan(self) -> dict[str, Any] | None:
-        """The campaign's random audit set as drawn (see :mod:`matloop.agent.audit`), or ``None``."""
+        """The campaign's random audit set as drawn (see :mod:`matloop.agent.audit_set`), or ``None``."""
         return self.meta("audit")
 
     def set_audit_plan(self, plan: dict[str, Any]) -> None:

@@ -1,7 +1,7 @@
 """Accuracy and calibration of a Gaussian predictive distribution on held-out data.
 
 The interval and rank statistics here (:func:`inside`, :func:`rank_correlation`) are the only
-implementation: the audit set's statistics (:mod:`matloop.audit`) build on them."""
+implementation: the audit set's statistics (:mod:`matloop.audit_stats`) build on them."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 :meth:`Toolbox.call` validates the arguments against the tool's schema, runs the guardrails,
 writes the decision (fsynced) before running the tool, charges the budget, runs it, lets its spec
 update the campaign state, and logs the outcome. What each tool is and does lives on its
-:class:`~matloop.agent.toolspec.ToolSpec` (:data:`matloop.agent.toolset.TOOLS`). Results stay
+:class:`~matloop.agent.tool_spec.ToolSpec` (:data:`matloop.agent.registry.TOOLS`). Results stay
 typed until they become JSON for the LLM and the log. Errors the caller can fix come back as a
 message, never as a crash.
 """
@@ -22,7 +22,7 @@ from pydantic import BaseModel, ValidationError
 from matloop.agent.decisions import Decision, DecisionLog
 from matloop.agent.guardrails import Guardrails, GuardrailViolation, verdicts_json
 from matloop.agent.state import CampaignState
-from matloop.agent.toolspec import ToolCall, ToolSpec
+from matloop.agent.tool_spec import ToolCall, ToolSpec
 from matloop.errors import ToolInputError, invalid_choice, validation_problems
 from matloop.workspace import Workspace
 

@@ -1,8 +1,8 @@
 """The agent's tools, each registered once, in the order of the standard loop.
 
 To add a tool: write it as a typed function returning a pydantic model (in :mod:`matloop.tools`,
-or here in :mod:`matloop.agent.tools` when it needs the campaign), then add one
-:class:`~matloop.agent.toolspec.ToolSpec` to :data:`TOOLS`. The LLM schema, the prompt's tool
+or here in :mod:`matloop.agent.campaign_tools` when it needs the campaign), then add one
+:class:`~matloop.agent.tool_spec.ToolSpec` to :data:`TOOLS`. The LLM schema, the prompt's tool
 guidance, the guardrails, the budget and the decision log all read it from there.
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from matloop.agent.tools import build_candidate_pool, campaign_status, training_set
-from matloop.agent.toolspec import ToolCall, ToolSpec
+from matloop.agent.campaign_tools import build_candidate_pool, campaign_status, training_set
+from matloop.agent.tool_spec import ToolCall, ToolSpec
 from matloop.tools import (
     collect_validation,
     featurize,

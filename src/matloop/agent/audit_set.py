@@ -11,7 +11,7 @@ when the planner stops (:meth:`Audit.finish`). Until released, the guardrails dr
 from any planner's calculation; audit labels never enter a training set (``training_set``).
 
 :meth:`Audit.summary` reads it back: every round's model on the audit items, calibration, and
-found-vs-random for discovery goals (statistics in :mod:`matloop.audit`).
+found-vs-random for discovery goals (statistics in :mod:`matloop.audit_stats`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from pydantic import BaseModel, Field
 
-from matloop.audit import (
+from matloop.audit_stats import (
     BestVsRandom,
     Enrichment,
     ErrorMetrics,
