@@ -1,7 +1,7 @@
 """The active-learning suite: discovery and learning tasks, each strategy against random sampling.
 
 Every strategy × seed is a real campaign (rules planner, level ``lookup``; see
-:mod:`matloop.active_learning`), so what is measured is what the agent runs. ``default`` in a
+:mod:`matloop.active_learning.harness`), so what is measured is what the agent runs. ``default`` in a
 task's strategy list is the strategy a campaign picks for the task's goal when its spec says
 ``auto`` (``Campaign.strategy()``).
 
@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from _common import RESULTS_DIR, git_commit, machine_info
-from matloop.active_learning import ALConfig, ALData, load_dataset, run_simulation
+from matloop.active_learning.harness import ALConfig, ALData, load_dataset, run_simulation
 from matloop.agent.spec import default_strategy
 from matloop.models.inputs import resolve_backbone
 from matloop.settings import get_settings

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from _common import RESULTS_DIR, write_result
-from matloop.active_learning import ALData, load_dataset
+from matloop.active_learning.harness import ALData, load_dataset
 from matloop.data.sources import load_source
 from matloop.models import METHODS, TrainOptions, UQModel, fine_tune_uq_model, fit_uq_model, uq_metrics
 

@@ -75,7 +75,7 @@ import numpy as np
 import torch
 
 from _common import RESULTS_DIR, git_commit, write_result
-from matloop.active_learning import ALData, level_workspace, load_dataset
+from matloop.active_learning.harness import ALData, level_workspace, load_dataset
 from matloop.data.composition import magpie_statistics
 from matloop.data.embedding_cache import EmbeddingCache
 from matloop.data.sources import load_source

@@ -13,7 +13,7 @@ import yaml
 from typer.testing import CliRunner
 
 from matloop.agent.campaign import Campaign, CampaignSpec, run_campaign
-from matloop.audit import audit_size, draw_audit, error_metrics, in_window, proportion_interval
+from matloop.audit_stats import audit_size, draw_audit, error_metrics, in_window, proportion_interval
 from matloop.cli import app
 from matloop.data.feature_sets import load_graphs
 from matloop.data.slices import load_slice
@@ -138,7 +138,7 @@ class GreedyPlanner:
     def run(self, campaign: Campaign) -> str:
         plan = campaign.audit.plan
         assert plan is not None
-        campaign.round = 1
+        campaign.start_round(1)
         out = campaign.toolbox.call(
             "queue_validation",
             {"slice_id": plan["pool_slice"], "item_ids": plan["ids"][-4:], "level": "lookup"},

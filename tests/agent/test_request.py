@@ -153,7 +153,7 @@ def test_the_language_model_plans_inside_the_limits_the_words_state(settings, tm
 
 def test_required_elements_hold_for_pools_and_calculations_whatever_a_planner_asks(settings, tmp_path):
     from matloop.agent.campaign import Campaign
-    from matloop.agent.tools import build_candidate_pool
+    from matloop.agent.campaign_tools import build_candidate_pool
     from matloop.data.slices import load_slice
 
     spec = CampaignSpec(
@@ -167,7 +167,8 @@ def test_required_elements_hold_for_pools_and_calculations_whatever_a_planner_as
     everything = load_slice(campaign.ws, pool.slice_id).ids
     other = [i for i in everything if "Li" not in i][:2]
     args, verdicts = campaign.guardrails.check(
-        campaign.toolbox.specs["queue_validation"], {"slice_id": pool.slice_id, "item_ids": [*other, ids[0]]}
+        campaign.toolbox.specs["queue_validation"],
+        {"slice_id": pool.slice_id, "item_ids": [*other, ids[0]], "level": "chgnet"},
     )
     assert args["item_ids"] == [ids[0]]
     assert any("required elements ['Li'] missing" in v.message for v in verdicts)

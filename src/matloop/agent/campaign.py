@@ -1,9 +1,12 @@
 """Campaigns: a YAML spec, a workspace directory, a planner run under guardrails, and resume.
 
-A campaign directory holds ``campaign.yaml`` (the spec as run), ``state.sqlite`` (steps,
-candidates, calculations, labels, models, budget ledger), ``decisions.jsonl`` and
-``report.html``. ``resume`` re-runs the planner: finished steps are read back from the state,
-so after a crash nothing is lost and no calculation runs twice.
+A campaign directory holds ``campaign.yaml`` (the spec as run), ``state.sqlite`` (the
+validation store's calculations and labels; the campaign's step results, candidates, batches,
+models, budget ledger), ``decisions.jsonl`` and ``report.html``. A planner step is recorded once,
+in ``decisions.jsonl`` (when, round, planner, tool, arguments, verdicts, cost, a summary of the
+result); the state adds only the full result of a finished keyed step, under its key and log
+step number, which is what ``resume`` reads back: after a crash nothing is lost and no
+calculation runs twice.
 """
 
 from __future__ import annotations
@@ -18,24 +21,23 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from matloop.agent.audit import Audit
+from matloop.agent.audit_set import Audit
 from matloop.agent.decisions import Decision, DecisionLog
 from matloop.agent.guardrails import Approver, Guardrails, PoolLimits
 from matloop.agent.hull import hits
-from matloop.agent.integrity import SCHEMA_VERSION, campaign_lock, check_state, spec_hash
+from matloop.agent.integrity import campaign_lock, check_state, spec_hash
+from matloop.agent.registry import TOOLS
 from matloop.agent.report import write_report
 from matloop.agent.rules import RulesPlanner
 from matloop.agent.session import Planner
 from matloop.agent.spec import CampaignSpec, PlannerName, cheap_levels, default_strategy, hard_limits
-from matloop.agent.state import CampaignState
-from matloop.agent.toolbox import Context, Toolbox, summarize, to_json
-from matloop.agent.toolset import TOOLS
-from matloop.audit import in_window
+from matloop.agent.state import SCHEMA_VERSION, CampaignState
+from matloop.agent.tool_runner import Context, Toolbox, summarize, to_json
+from matloop.audit_stats import in_window
 from matloop.errors import CampaignStop, Interrupted, ToolInputError
-from matloop.names import DIRECTIONS, JOB_STATUSES
+from matloop.names import DIRECTIONS
 from matloop.settings import LLMSettings, Settings, get_settings
 from matloop.validation.levels import get_level
-from matloop.validation.store import ValidationStore
 from matloop.workspace import Workspace
 
 
@@ -98,11 +100,11 @@ class Campaign:
     def round(self) -> int:
         return self.context.round
 
-    @round.setter
-    def round(self, value: int) -> None:
-        """A new round (either planner sets it): the audit set releases this round's batch."""
-        self.context.round = value
-        self.audit.on_round(value)
+    def start_round(self, number: int) -> None:
+        """Begin round ``number``: the audit set collects earlier rounds' batches and queues this
+        round's (calculations, logged as the audit's steps)."""
+        self.context.round = number
+        self.audit.on_round(number)
 
     @property
     def planner(self) -> str:
@@ -133,16 +135,16 @@ class Campaign:
         self.say(message)
 
     def step(self, key: str, tool: str, args: dict[str, Any], rationale: str) -> Any:
-        """Run one keyed step through the toolbox, or rebuild its stored result if it already finished."""
+        """Run one keyed step through the toolbox, or rebuild its stored result if it already
+        finished. The decision log records the step; the state keeps its full result by key."""
         done = self.state.step(key)
-        if done is not None and done["status"] == "done":
+        if done is not None:
             return self.toolbox.specs[tool].rebuild(done["result"])
-        self.state.begin_step(key, self.round, tool, args)
         with _heartbeat(self.say, lambda: f"[round {self.round}]   … {tool}{self._progress_of(tool, args)}"):
             out = self.toolbox.call(tool, args, rationale=rationale, key=key)
         if not out.ok:
             raise CampaignStop(f"{tool} failed: {out.message}")
-        self.state.finish_step(key, to_json(out.result))
+        self.state.finish_step(key, out.step, to_json(out.result))
         self.say(f"[round {self.round}]   → {_brief(tool, to_json(out.result))}")
         return out.result
 
@@ -150,7 +152,7 @@ class Campaign:
         """How far a long step is: calculations finished of the batch being collected."""
         if tool != "collect_validation":
             return " still running"
-        store = ValidationStore(self.ws)
+        store = self.state.store
         total = store.batch_size(args["batch_id"])
         return f": {total - store.unfinished_count(args['batch_id'])}/{total} calculations done"
 
@@ -179,8 +181,7 @@ class Campaign:
     def used_ids(self) -> list[str]:
         """Items already labelled at the campaign's level, sent to a calculation at it (failed
         ones too), refused by a guardrail or in the audit set (never selected again)."""
-        taken = ValidationStore(self.ws).taken_ids(JOB_STATUSES, level=self.spec.level)
-        return sorted(taken | set(self.state.refused()) | set(self.audit.ids()))
+        return sorted(self.state.used_ids(self.spec.level) | set(self.audit.ids()))
 
     def own_labels(self) -> list[dict[str, Any]]:
         """The campaign's labels of its target at its level, audit items excluded."""

@@ -42,7 +42,7 @@ from matloop.agent.chat_model import (
     tool_calling_mode,
 )
 from matloop.agent.guardrails import Guardrails, StepCapReached
-from matloop.agent.toolbox import Toolbox
+from matloop.agent.tool_runner import Toolbox
 from matloop.errors import CampaignStop, MatloopError
 from matloop.settings import LLMSettings
 

@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from matloop.agent.state import CampaignState
-from matloop.agent.toolspec import GuardrailCheck, ToolSpec
+from matloop.agent.tool_spec import GuardrailCheck, ToolSpec
 from matloop.data.slices import load_slice
 from matloop.errors import CampaignStop, ToolInputError
 from matloop.validation.levels import get_level
@@ -235,7 +235,7 @@ class Guardrails:
         return args
 
     def _check_validation(self, args: dict[str, Any], verdicts: list[Verdict]) -> dict[str, Any]:
-        level = args.get("level", "chgnet")
+        level = args["level"]
         if level not in self.allowed_levels:
             self._reject(verdicts, "level", f"expected a level among {self.allowed_levels}, got {level!r}")
         if get_level(level).needs_approval and level not in self._approved:

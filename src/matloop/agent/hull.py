@@ -56,7 +56,7 @@ def campaign_hull(campaign: Session) -> tuple[Hull, list[Stability]]:
 
 def hits(campaign: Session, labels: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The ``labels`` of pool items whose distance to the current hull lies in the target window."""
-    from matloop.audit import in_window
+    from matloop.audit_stats import in_window
 
     window = campaign.spec.target.window or (None, 0.0)
     _, scores = campaign_hull(campaign)

@@ -5,8 +5,9 @@ silently younger than its decision log.
   the campaign; the OS releases it when that process ends, even after ``kill -9``. A second
   run is refused with the holder's pid. ``status``, ``report`` and ``log`` read without it.
 - **State check** before a resume (and before ``status``/``report`` read it): ``state.sqlite``
-  must exist, pass SQLite's ``quick_check``, hold the campaign's own record (schema version, the
-  hash of the spec it started with, which a resume may extend with more rounds or budget but not
+  must exist, pass SQLite's ``quick_check``, hold the campaign's own record (schema version no
+  newer than this release's — an older one is migrated when the state is opened —, the hash of
+  the spec it started with, which a resume may extend with more rounds or budget but not
   change) and have charged at least what the append-only ``decisions.jsonl`` says was spent
   (charges are only ever added; releases and refunds are rows of their own). Anything else is an
   error that says what was found; the directory is left untouched, so nothing is ever restarted
@@ -28,12 +29,11 @@ from typing import Any
 import yaml
 
 from matloop.agent.decisions import DecisionLog
+from matloop.agent.state import SCHEMA_VERSION
 from matloop.errors import MatloopError
 from matloop.filelock import holder, is_held, try_flock, write_holder
 
 LOCK_FILE = "campaign.lock"
-#: Version of the campaign tables in ``state.sqlite``; a resume refuses another version.
-SCHEMA_VERSION = 1
 
 
 class CampaignBusy(MatloopError):
@@ -121,10 +121,10 @@ def check_state(directory: Path) -> None:
             f"spent; resuming would start over with a fresh budget. {recover}"
         )
     meta, charged = found
-    if meta.get("schema_version", SCHEMA_VERSION) != SCHEMA_VERSION:
+    if meta.get("schema_version", SCHEMA_VERSION) > SCHEMA_VERSION:  # older ones are migrated
         raise DamagedState(
-            f"{state} has campaign schema version {meta['schema_version']}, this matloop reads version "
-            f"{SCHEMA_VERSION}; use the matloop release that started it"
+            f"{state} has campaign schema version {meta['schema_version']}, this matloop reads versions "
+            f"up to {SCHEMA_VERSION}; use the matloop release that started it"
         )
     if charged + 1e-6 < logged:  # the net spent of any record is at most what was ever charged
         raise DamagedState(

@@ -17,8 +17,8 @@ from matloop.agent.chat_model import LLMUnavailable, make_chat_model, one_line
 from matloop.agent.conversation import Conversation, NoProgress
 from matloop.agent.facts import Facts
 from matloop.agent.guardrails import TokenBudgetExhausted
-from matloop.agent.toolbox import to_json
-from matloop.agent.toolspec import tool_guide
+from matloop.agent.tool_runner import to_json
+from matloop.agent.tool_spec import tool_guide
 from matloop.errors import CampaignStop
 from matloop.prompts import load_prompt
 
@@ -111,7 +111,7 @@ class LLMPlanner:
         try:
             conv = self._conversation(
                 campaign,
-                on_round_end=lambda: setattr(campaign, "round", campaign.round + 1),
+                on_round_end=lambda: campaign.start_round(campaign.round + 1),
                 unfinished=lambda: campaign_unfinished(campaign),
             )
             status = campaign.toolbox.call("campaign_status", {}, rationale="state at start").result

@@ -11,14 +11,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from matloop.agent.audit import AuditSummary
+from matloop.agent.audit_set import AuditSummary
 from matloop.agent.hull import campaign_hull
 from matloop.agent.session import Session
-from matloop.audit import N_BOOTSTRAP, in_window
+from matloop.audit_stats import N_BOOTSTRAP, in_window
 from matloop.stability import NEAR_STABLE, chemical_system
 
 if TYPE_CHECKING:
-    from matloop.agent.audit import Audit
+    from matloop.agent.audit_set import Audit
     from matloop.agent.decisions import DecisionLog
 
 

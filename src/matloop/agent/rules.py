@@ -41,14 +41,14 @@ class RulesPlanner:
             self._validate(campaign, "setup:cheap-level", pool_slice, pool.ids, why, level=cheap)
         if not campaign.own_labels():
             seed_ids = self._seed_ids(campaign, pool)
-            campaign.round = 0
+            campaign.start_round(0)
             self._validate(campaign, "r0", pool_slice, seed_ids, "seed set: random sample of the pool")
         if references is not None:  # after the seed set: reference labels are not the campaign's own
             why = "reference phases at the level (the hull)"
             self._validate(campaign, "setup:references", references[0], references[1], why)
         model_id = None
         for rnd in range(1, spec.rounds + 1):
-            campaign.round = rnd
+            campaign.start_round(rnd)
             model_id = self._train(campaign, f"r{rnd}", pool_slice, base_model, model_id, cheap)
             if (reason := campaign.stop_reason(model_id)) is not None:
                 return reason
@@ -70,7 +70,7 @@ class RulesPlanner:
             if not ids:
                 return "no candidates left in the pool"
             self._validate(campaign, f"r{rnd}", pool_slice, ids, f"round {rnd}: validate the selected batch")
-        campaign.round = spec.rounds + 1
+        campaign.start_round(spec.rounds + 1)
         model_id = self._train(campaign, f"r{spec.rounds + 1}", pool_slice, base_model, model_id, cheap)
         return campaign.stop_reason(model_id) or f"completed {spec.rounds} rounds"
 

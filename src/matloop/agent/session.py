@@ -12,22 +12,30 @@ if TYPE_CHECKING:
     from matloop.agent.guardrails import Guardrails
     from matloop.agent.spec import CampaignSpec
     from matloop.agent.state import CampaignState
-    from matloop.agent.toolbox import Toolbox
+    from matloop.agent.tool_runner import Toolbox
     from matloop.workspace import Workspace
 
 
 class Session(Protocol):
     """A running campaign as a planner sees it: its spec, workspace and state (read), the tools
-    behind guardrails (call), the round and the planner's name (written with every decision),
-    and when to stop."""
+    behind guardrails (call), the round (started explicitly) and the planner's name (written with
+    every decision), and when to stop."""
 
     spec: CampaignSpec
     ws: Workspace
     state: CampaignState
     guardrails: Guardrails
     toolbox: Toolbox
-    round: int
     planner: str
+
+    @property
+    def round(self) -> int:
+        """The current round (written with every decision)."""
+        ...
+
+    def start_round(self, number: int) -> None:
+        """Begin round ``number`` (the campaign's own work for a new round runs here)."""
+        ...
 
     def step(self, key: str, tool: str, args: dict[str, Any], rationale: str) -> Any:
         """Run one keyed tool call, or rebuild its stored result when it already finished; the

@@ -1,35 +1,40 @@
-"""Campaign state in the workspace's ``state.sqlite``: steps, candidates, calculations, labels,
-models and the budget ledger.
+"""Campaign state in the workspace's ``state.sqlite``: what is the campaign's own — steps,
+candidates, its validation batches and the rounds it collected them in, models, items refused
+and the budget ledger.
 
-Every write is its own committed transaction, so a process killed at any moment leaves a
-consistent record: a finished step is never redone, a label is never lost, and a budget
-reservation made before a calculation is queued is never counted twice (ledger rows are keyed).
+Calculations and labels live in the validation store (:mod:`matloop.validation.store`), once;
+the campaign reads them through :meth:`CampaignState.labels`, :meth:`CampaignState.calcs` and
+:meth:`CampaignState.used_ids`. Every write is its own committed transaction, so a process
+killed at any moment leaves a consistent record: a finished step is never redone, a label is
+never lost, and a budget reservation made before a calculation is queued is never counted
+twice (ledger rows are keyed). A state written by an older schema is migrated when opened.
 """
 
 from __future__ import annotations
 
 import json
+import sqlite3
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from matloop.names import JOB_STATUSES
+from matloop.validation.store import ValidationStore
 from matloop.workspace import Workspace
+
+#: Version of the campaign tables in ``state.sqlite``: 1 kept copies of labels and calculations
+#: (``campaign_labels``, ``campaign_calcs``); 2 reads them from the validation store.
+SCHEMA_VERSION = 2
 
 BudgetKind = Literal["calculations", "cpu_hours", "llm_tokens"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS campaign_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS campaign_steps (
-    key TEXT PRIMARY KEY, round INTEGER, tool TEXT, args TEXT, status TEXT, result TEXT,
-    started TEXT, finished TEXT);
+CREATE TABLE IF NOT EXISTS campaign_steps (key TEXT PRIMARY KEY, step INTEGER, result TEXT);
 CREATE TABLE IF NOT EXISTS campaign_candidates (
     item_id TEXT, round INTEGER, selection_id TEXT, strategy TEXT, mean REAL, std REAL, score REAL,
     reason TEXT, PRIMARY KEY (item_id, round));
-CREATE TABLE IF NOT EXISTS campaign_calcs (
-    batch_id TEXT, item_id TEXT, round INTEGER, level TEXT, status TEXT, reason TEXT,
-    PRIMARY KEY (batch_id, item_id));
-CREATE TABLE IF NOT EXISTS campaign_labels (
-    item_id TEXT, property TEXT, level TEXT, value REAL, unit TEXT, round INTEGER, batch_id TEXT,
-    PRIMARY KEY (item_id, property, level));
+CREATE TABLE IF NOT EXISTS campaign_batches (
+    batch_id TEXT PRIMARY KEY, queued_round INTEGER, collected_round INTEGER);
 CREATE TABLE IF NOT EXISTS campaign_models (
     model_id TEXT PRIMARY KEY, round INTEGER, kind TEXT, parent TEXT, n_train INTEGER, metrics TEXT);
 CREATE TABLE IF NOT EXISTS campaign_refused (
@@ -51,8 +56,12 @@ class CampaignState:
         #: ledger-key prefix of the spending this state charges and counts: ``""`` for a campaign
         #: (the whole workspace), ``"<request id>:"`` for one request in a shared workspace
         self.scope = scope
+        self.store = ValidationStore(workspace)
         with self.ws.connect() as db:
             db.executescript(_SCHEMA)
+            db.execute("BEGIN IMMEDIATE")  # one process migrates; the others find it done
+            if _table_exists(db, "campaign_labels"):
+                _migrate_v1(db)
 
     # -- key/value metadata ---------------------------------------------------------------
     def set_meta(self, key: str, value: Any) -> None:
@@ -65,7 +74,7 @@ class CampaignState:
         return default if row is None else json.loads(row[0])
 
     def audit_plan(self) -> dict[str, Any] | None:
-        """The campaign's random audit set as drawn (see :mod:`matloop.agent.audit`), or ``None``."""
+        """The campaign's random audit set as drawn (see :mod:`matloop.agent.audit_set`), or ``None``."""
         return self.meta("audit")
 
     def set_audit_plan(self, plan: dict[str, Any]) -> None:
@@ -75,27 +84,19 @@ class CampaignState:
         """Items of the campaign's random audit set."""
         return set((self.audit_plan() or {}).get("ids", []))
 
-    # -- memoised steps (what makes resume exact) -----------------------------------------
+    # -- results of finished keyed steps (what makes resume exact) -------------------------
     def step(self, key: str) -> dict[str, Any] | None:
-        """The stored record of a step (``status`` is ``started`` or ``done``), or ``None``."""
+        """A finished step: its ``step`` number in the decision log (which records the call) and
+        its full ``result``; ``None`` while it has not finished."""
         with self.ws.connect() as db:
             row = db.execute("SELECT * FROM campaign_steps WHERE key = ?", (key,)).fetchone()
-        if row is None:
-            return None
-        return {**dict(row), "args": json.loads(row["args"]), "result": json.loads(row["result"] or "null")}
+        return None if row is None else {**dict(row), "result": json.loads(row["result"])}
 
-    def begin_step(self, key: str, round_: int, tool: str, args: dict[str, Any]) -> None:
+    def finish_step(self, key: str, step: int, result: Any) -> None:
         with self.ws.connect() as db:
             db.execute(
-                "INSERT OR REPLACE INTO campaign_steps VALUES (?, ?, ?, ?, 'started', NULL, ?, NULL)",
-                (key, round_, tool, json.dumps(args, default=str), _now()),
-            )
-
-    def finish_step(self, key: str, result: Any) -> None:
-        with self.ws.connect() as db:
-            db.execute(
-                "UPDATE campaign_steps SET status = 'done', result = ?, finished = ? WHERE key = ?",
-                (json.dumps(result, default=str), _now(), key),
+                "INSERT OR REPLACE INTO campaign_steps (key, step, result) VALUES (?, ?, ?)",
+                (key, step, json.dumps(result, default=str)),
             )
 
     # -- budget ledger --------------------------------------------------------------------
@@ -170,49 +171,49 @@ class CampaignState:
         with self.ws.connect() as db:
             return [dict(r) for r in db.execute("SELECT * FROM campaign_candidates ORDER BY round, rowid")]
 
-    def add_calcs(self, batch_id: str, round_: int, level: str, statuses: list[dict]) -> None:
+    def add_batch(self, batch_id: str, round_: int) -> None:
+        """A validation batch this campaign queued in round ``round_``."""
         with self.ws.connect() as db:
-            db.executemany(
-                "INSERT OR REPLACE INTO campaign_calcs VALUES (?, ?, ?, ?, ?, ?)",
-                [
-                    (batch_id, s["item_id"], round_, level, s["status"], s.get("reason") or "")
-                    for s in statuses
-                ],
+            db.execute("INSERT OR IGNORE INTO campaign_batches VALUES (?, ?, NULL)", (batch_id, round_))
+
+    def collected(self, batch_id: str, round_: int) -> None:
+        """The campaign collected the batch in round ``round_`` (its first collection counts)."""
+        with self.ws.connect() as db:
+            db.execute("INSERT OR IGNORE INTO campaign_batches VALUES (?, NULL, NULL)", (batch_id,))
+            db.execute(
+                "UPDATE campaign_batches SET collected_round = COALESCE(collected_round, ?)"
+                " WHERE batch_id = ?",
+                (round_, batch_id),
             )
+
+    def _rounds(self, column: str) -> dict[str, int]:
+        with self.ws.connect() as db:
+            rows = db.execute(f"SELECT batch_id, {column} FROM campaign_batches WHERE {column} IS NOT NULL")
+            return dict(rows.fetchall())
 
     def calcs(self) -> list[dict[str, Any]]:
-        with self.ws.connect() as db:
-            return [dict(r) for r in db.execute("SELECT * FROM campaign_calcs ORDER BY rowid")]
-
-    def add_labels(self, round_: int, batch_id: str, labels: list[dict]) -> int:
-        """Store labels (first value wins); returns how many were new."""
-        with self.ws.connect() as db:
-            before = db.total_changes
-            db.executemany(
-                "INSERT OR IGNORE INTO campaign_labels VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        lb["item_id"],
-                        lb["property"],
-                        lb["level"],
-                        lb["value"],
-                        lb.get("unit", ""),
-                        round_,
-                        batch_id,
-                    )
-                    for lb in labels
-                ],
-            )
-            return db.total_changes - before
+        """The workspace's calculations (store rows) with the round their batch was queued in."""
+        rounds = self._rounds("queued_round")
+        return [{**c, "round": rounds.get(c["batch_id"], 0)} for c in self.store.calculations()]
 
     def labels(self, prop: str | None = None, level: str | None = None) -> list[dict[str, Any]]:
-        query, params = "SELECT * FROM campaign_labels WHERE 1=1", []
-        if prop:
-            query, params = query + " AND property = ?", [*params, prop]
-        if level:
-            query, params = query + " AND level = ?", [*params, level]
-        with self.ws.connect() as db:
-            return [dict(r) for r in db.execute(query + " ORDER BY rowid", params)]
+        """The campaign's labels: those ``collect_validation`` handed out, one per item, property
+        and level (the first collected; a duplicate served from another job's labels counts
+        once), with the round the campaign collected them in (0 for a batch collected outside a
+        campaign's rounds)."""
+        rounds = self._rounds("collected_round")
+        rows = [
+            {**lb, "round": rounds.get(lb["batch_id"], 0)} for lb in self.store.collected_labels(prop, level)
+        ]
+        first: dict[tuple[str, str, str], dict[str, Any]] = {}
+        for lb in sorted(rows, key=lambda r: r["round"]):  # stable: queue order within a round
+            first.setdefault((lb["item_id"], lb["property"], lb["level"]), lb)
+        return list(first.values())
+
+    def used_ids(self, level: str) -> set[str]:
+        """Items not to select again: labelled at ``level`` or sent to a calculation at it (failed
+        ones too, see :data:`matloop.names.JOB_STATUSES`), or refused by a guardrail."""
+        return self.store.taken_ids(JOB_STATUSES, level=level) | set(self.refused())
 
     def add_model(
         self, model_id: str, round_: int, kind: str, parent: str | None, n_train: int, metrics: dict
@@ -227,3 +228,38 @@ class CampaignState:
         with self.ws.connect() as db:
             rows = [dict(r) for r in db.execute("SELECT * FROM campaign_models ORDER BY rowid")]
         return [{**r, "metrics": json.loads(r["metrics"])} for r in rows]
+
+
+def _table_exists(db: sqlite3.Connection, name: str) -> bool:
+    query = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+    return db.execute(query, (name,)).fetchone() is not None
+
+
+def _migrate_v1(db: sqlite3.Connection) -> None:
+    """Schema 1 → 2, in the caller's transaction: the rounds of the campaign's batches come from
+    its copies (``campaign_calcs``: queued; ``campaign_labels``: collected), each batch it
+    collected is marked collected in the store as of its newest label the copy held, then the
+    copies go; a step keeps only its finished result (the decision log records the call)."""
+    db.execute(
+        "INSERT OR IGNORE INTO campaign_batches"
+        " SELECT batch_id, MIN(round), NULL FROM campaign_calcs GROUP BY batch_id"
+    )
+    collected = db.execute(
+        "SELECT c.batch_id, MIN(c.round), MAX(l.created) FROM campaign_labels c"
+        " JOIN validation_jobs j ON j.batch_id = c.batch_id AND j.item_id = c.item_id"
+        " JOIN labels l ON l.job_id = COALESCE(j.duplicate_of, j.job_id)"
+        " AND l.property = c.property GROUP BY c.batch_id"
+    ).fetchall()
+    for batch_id, round_, created in collected:
+        db.execute("INSERT OR IGNORE INTO campaign_batches VALUES (?, NULL, NULL)", (batch_id,))
+        db.execute("UPDATE campaign_batches SET collected_round = ? WHERE batch_id = ?", (round_, batch_id))
+        db.execute("UPDATE validation_batches SET collected = ? WHERE batch_id = ?", (created, batch_id))
+    db.execute("DROP TABLE campaign_labels")
+    db.execute("DROP TABLE campaign_calcs")
+    db.execute("DELETE FROM campaign_steps WHERE status != 'done'")
+    for column in ("round", "tool", "args", "status", "started", "finished"):
+        db.execute(f"ALTER TABLE campaign_steps DROP COLUMN {column}")
+    db.execute("ALTER TABLE campaign_steps ADD COLUMN step INTEGER")
+    db.execute(
+        "INSERT OR REPLACE INTO campaign_meta VALUES ('schema_version', ?)", (json.dumps(SCHEMA_VERSION),)
+    )

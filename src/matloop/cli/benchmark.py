@@ -72,7 +72,7 @@ def active_learning(
 ) -> None:
     """Pool-based active learning vs random sampling, run as campaigns with the rules planner at
     level lookup: JSON + PNG learning curves, resumable."""
-    from matloop.active_learning import ALConfig, load_dataset, run_simulation
+    from matloop.active_learning.harness import ALConfig, load_dataset, run_simulation
 
     console = Console()
     out_dir = Path(out or f"al-{dataset}-{target}")

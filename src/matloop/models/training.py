@@ -239,7 +239,7 @@ def _fit_members(
             warmup=warmup,
             progress=progress,
         )
-    if model.method == "gp":
+    if model.uq.fits_on_embeddings:
         with torch.no_grad():
             emb = torch.cat([model.members[0].embedding(b) for b in iter_batches(train[0], 512)])
         n_inducing = opts.gp_inducing if len(emb) > GP_EXACT_MAX else None

@@ -47,6 +47,9 @@ class UQMethod:
     n_outputs: ClassVar[int] = 2
     stochastic: ClassVar[bool] = False
     """Whether prediction averages several dropout passes."""
+    fits_on_embeddings: ClassVar[bool] = False
+    """Whether μ and σ come from a model fitted on the trained network's pooled embeddings
+    (fitted after training, saved with the checkpoint)."""
 
     def loss(self, out: Tensor, y: Tensor, *, warmup: bool) -> Tensor:
         mean, var = self.gaussian(out)
@@ -130,6 +133,7 @@ class GPHead(UQMethod):
 
     name = "gp"
     n_outputs = 1
+    fits_on_embeddings = True
 
     def loss(self, out: Tensor, y: Tensor, *, warmup: bool) -> Tensor:
         return F.mse_loss(out[:, 0], y)

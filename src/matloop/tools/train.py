@@ -292,37 +292,51 @@ def train_uq_gnn(
         )
     else:
         model = _fit_vector(ws, data, backbone, VECTOR_HEADS[method], seed, epochs)
-    seconds = time.perf_counter() - start
     metrics = data.evaluate(model)
-    meta = {
-        "target": target,
-        "unit": data.unit,
-        "method": method,
-        "backbone": backbone,
-        "cheap_level": cheap_level,
-        "feature_set_id": feature_set_id,
-        "metrics": metrics.model_dump(),
-        "metrics_split": data.eval_split,
-        **data.meta(),
-    }
-    model_id = save_model(ws, model, meta)
-    return TrainResult(
-        model_id=model_id,
+    model_id, shared = _save_trained(
+        ws,
+        data,
+        model,
+        metrics,
+        start,
         target=target,
-        unit=data.unit,
         method=method,
         feature_set_id=feature_set_id,
-        n_train=len(data.ids["train"]),
-        n_val=len(data.ids["val"]),
-        n_test=len(data.ids["test"]),
-        n_skipped=data.n_skipped,
-        metrics=metrics,
-        metrics_split=data.eval_split,
-        sigma_scale=float(model.sigma_scale),
-        epochs_run=int(model.meta["epochs_run"]),
-        checkpoint_mb=round(model.meta["checkpoint_bytes"] / 1e6, 3),
-        seconds=round(seconds, 2),
+        backbone=backbone,
+        cheap_level=cheap_level,
     )
+    return TrainResult(
+        model_id=model_id,
+        feature_set_id=feature_set_id,
+        metrics=metrics,
+        sigma_scale=float(model.sigma_scale),
+        **shared,
+    )
+
+
+def _save_trained(
+    ws: Workspace, data: _Labelled, model: Any, metrics: UQMetrics, start: float, **meta: Any
+) -> tuple[str, dict[str, Any]]:
+    """Save a model ``train_uq_gnn`` or ``fine_tune`` made (started at ``start``), with the
+    metadata both record (``meta`` adds the caller's own: target, method, feature set ...);
+    returns its id and the result fields both report (:class:`_FitSummary` and ``seconds``)."""
+    seconds = time.perf_counter() - start
+    saved = {"unit": data.unit, **meta, "metrics": metrics.model_dump(), "metrics_split": data.eval_split}
+    model_id = save_model(ws, model, {**saved, **data.meta()})
+    shared = {
+        "target": meta["target"],
+        "method": meta["method"],
+        "unit": data.unit,
+        "n_train": len(data.ids["train"]),
+        "n_val": len(data.ids["val"]),
+        "n_test": len(data.ids["test"]),
+        "n_skipped": data.n_skipped,
+        "metrics_split": data.eval_split,
+        "epochs_run": int(model.meta["epochs_run"]),
+        "checkpoint_mb": round(model.meta["checkpoint_bytes"] / 1e6, 3),
+        "seconds": round(seconds, 2),
+    }
+    return model_id, shared
 
 
 def _fit_finetuned(
@@ -469,39 +483,27 @@ def fine_tune(
             options=_options(ws),
             progress=progress,
         )
-    seconds = time.perf_counter() - start
     after = data.evaluate(tuned)
-    method = str(parent.meta.get("method", parent.method))
-    meta = {
-        "target": target,
-        "unit": data.unit,
-        "method": method,
-        "backbone": parent.meta.get("backbone", "gnn"),
-        "feature_set_id": feature_set_id,
-        "parent_model_id": model_id,
-        "metrics": after.model_dump(),
-        "metrics_before": before.model_dump(),
-        "metrics_split": data.eval_split,
-        **data.meta(),
-    }
-    new_id = save_model(ws, tuned, meta)
+    new_id, shared = _save_trained(
+        ws,
+        data,
+        tuned,
+        after,
+        start,
+        target=target,
+        method=str(parent.meta.get("method", parent.method)),
+        feature_set_id=feature_set_id,
+        backbone=parent.meta.get("backbone", "gnn"),
+        parent_model_id=model_id,
+        metrics_before=before.model_dump(),
+    )
     return FineTuneResult(
         model_id=new_id,
         parent_model_id=model_id,
-        target=target,
-        unit=data.unit,
-        method=method,
         freeze_backbone=freeze_backbone,
-        n_train=len(data.ids["train"]),
-        n_val=len(data.ids["val"]),
-        n_test=len(data.ids["test"]),
-        n_skipped=data.n_skipped,
         metrics_before=before,
         metrics_after=after,
-        metrics_split=data.eval_split,
-        epochs_run=int(tuned.meta["epochs_run"]),
-        checkpoint_mb=round(tuned.meta["checkpoint_bytes"] / 1e6, 3),
-        seconds=round(seconds, 2),
+        **shared,
     )
 
 

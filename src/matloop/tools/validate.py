@@ -240,7 +240,8 @@ def collect_validation(
     *,
     workspace: Workspace | str | Path | None = None,
 ) -> CollectResult:
-    """Labels of a batch, with failures and their reasons; saves the labelled slice.
+    """Labels of a batch, with failures and their reasons; saves the labelled slice. Collecting
+    is what makes the labels a campaign's own.
 
     Args:
         batch_id: Id returned by queue_validation.
@@ -299,6 +300,7 @@ def collect_validation(
                         provenance=provenance,
                     )
                 )
+    store.mark_collected(batch_id, time.time())  # the labels just read are now the caller's
     label_slice_id = _save_label_slice(ws, store, row, labels) if labels else None
     return CollectResult(
         batch_id=batch_id,

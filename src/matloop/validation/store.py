@@ -1,13 +1,16 @@
 """Validation state in the workspace's ``state.sqlite``: batches, jobs, labels, references.
 
-Every state change is one SQLite transaction, so a worker killed at any moment leaves the
-tables consistent: a job is ``queued``, ``running`` (re-queued when its worker is gone),
-or finished (``done``/``failed``/``rejected``/``duplicate``) and then never run again.
+The one place where calculations and their labels live: a campaign reads its labels from here
+(:meth:`ValidationStore.collected_labels`), it keeps no copy. Every state change is one SQLite
+transaction, so a worker killed at any moment leaves the tables consistent: a job is ``queued``,
+``running`` (re-queued when its worker is gone), or finished
+(``done``/``failed``/``rejected``/``duplicate``) and then never run again.
 """
 
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -24,21 +27,20 @@ from matloop.workspace import Workspace
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS validation_batches (
     batch_id TEXT PRIMARY KEY, level TEXT NOT NULL, executor TEXT NOT NULL,
-    slice_id TEXT NOT NULL, created REAL NOT NULL, meta TEXT NOT NULL
+    slice_id TEXT NOT NULL, created REAL NOT NULL, meta TEXT NOT NULL, collected REAL
 );
 CREATE TABLE IF NOT EXISTS validation_jobs (
     job_id TEXT PRIMARY KEY, batch_id TEXT NOT NULL, item_id TEXT NOT NULL,
-    level TEXT NOT NULL, executor TEXT NOT NULL, status TEXT NOT NULL, reason TEXT,
-    structure TEXT NOT NULL, formula TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
-    queued_at REAL NOT NULL, started_at REAL, finished_at REAL, calc_seconds REAL,
+    status TEXT NOT NULL, reason TEXT, structure TEXT NOT NULL, formula TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0, queued_at REAL NOT NULL, started_at REAL, finished_at REAL,
+    calc_seconds REAL,
     duplicate_of TEXT, task_doc TEXT, remote_id TEXT
 );
 CREATE INDEX IF NOT EXISTS validation_jobs_batch ON validation_jobs (batch_id);
-CREATE INDEX IF NOT EXISTS validation_jobs_status ON validation_jobs (status, executor);
+CREATE INDEX IF NOT EXISTS validation_jobs_state ON validation_jobs (status);
 CREATE TABLE IF NOT EXISTS labels (
-    job_id TEXT NOT NULL, item_id TEXT NOT NULL, level TEXT NOT NULL, property TEXT NOT NULL,
-    value REAL NOT NULL, unit TEXT NOT NULL, provenance TEXT NOT NULL, created REAL NOT NULL,
-    PRIMARY KEY (job_id, property)
+    job_id TEXT NOT NULL, property TEXT NOT NULL, value REAL NOT NULL, unit TEXT NOT NULL,
+    provenance TEXT NOT NULL, created REAL NOT NULL, PRIMARY KEY (job_id, property)
 );
 CREATE TABLE IF NOT EXISTS validation_references (
     level TEXT NOT NULL, element TEXT NOT NULL, energy_per_atom REAL NOT NULL,
@@ -93,6 +95,38 @@ def loads(text: str) -> Any:
     return MontyDecoder().process_decoded(json.loads(text))
 
 
+#: Jobs ``j`` with their batch ``b`` (a job's level and executor are its batch's).
+_JOBS = "validation_jobs j JOIN validation_batches b ON b.batch_id = j.batch_id"
+#: ... and the labels ``l`` each finished job serves: its own, or (a duplicate) its original's.
+_SERVED = f"{_JOBS} JOIN labels l ON l.job_id = COALESCE(j.duplicate_of, j.job_id)"
+_SERVES = "j.status IN ('done', 'duplicate')"
+#: Jobs of the batches of one executor (a parameter).
+_OF_EXECUTOR = "batch_id IN (SELECT batch_id FROM validation_batches WHERE executor = ?)"
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Bring a store written by an older release up to date, in the caller's transaction: batches
+    record their latest collection; a job's level and executor, a label's item and level are
+    read from the batch and the job, no longer copied."""
+    columns = {
+        t: {r[1] for r in db.execute(f"PRAGMA table_info({t})")}
+        for t in ("validation_batches", "validation_jobs", "labels")
+    }
+    if "collected" not in columns["validation_batches"]:
+        db.execute("ALTER TABLE validation_batches ADD COLUMN collected REAL")
+    if "level" in columns["validation_jobs"]:
+        db.execute("DROP INDEX IF EXISTS validation_jobs_status")
+        db.execute("ALTER TABLE validation_jobs DROP COLUMN level")
+        db.execute("ALTER TABLE validation_jobs DROP COLUMN executor")
+    if "level" in columns["labels"]:
+        db.execute("ALTER TABLE labels DROP COLUMN item_id")
+        db.execute("ALTER TABLE labels DROP COLUMN level")
+
+
+#: A job's columns with its batch's level and executor (as :class:`JobRecord` fields).
+_JOB_COLUMNS = "j.*, b.level, b.executor"
+
+
 def _job(row: Any) -> JobRecord:
     data = dict(row)
     data["structure"] = loads(data["structure"])
@@ -106,6 +140,8 @@ class ValidationStore:
         self.workspace = workspace
         with workspace.connect() as db:
             db.executescript(_SCHEMA)
+            db.execute("BEGIN IMMEDIATE")  # one process migrates; the others find it done
+            _migrate(db)
 
     # batches and jobs -------------------------------------------------------------------
     def add_batch(
@@ -115,21 +151,19 @@ class ValidationStore:
         now = time.time()
         with self.workspace.connect() as db:
             db.execute(
-                "INSERT INTO validation_batches VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO validation_batches VALUES (?, ?, ?, ?, ?, ?, NULL)",
                 (batch_id, level, executor, slice_id, now, "{}"),
             )
             for job in jobs:
                 structure = job["structure"]
                 db.execute(
-                    "INSERT INTO validation_jobs (job_id, batch_id, item_id, level, executor, status,"
+                    "INSERT INTO validation_jobs (job_id, batch_id, item_id, status,"
                     " reason, structure, formula, queued_at, duplicate_of, finished_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         job["job_id"],
                         batch_id,
                         job["item_id"],
-                        level,
-                        executor,
                         job["status"],
                         job.get("reason"),
                         dumps(structure),
@@ -163,26 +197,59 @@ class ValidationStore:
                 "UPDATE validation_batches SET meta = ? WHERE batch_id = ?", (json.dumps(meta), batch_id)
             )
 
+    def mark_collected(self, batch_id: str, at: float) -> None:
+        """Record that the batch's labels stored by time ``at`` were handed out (collected)."""
+        with self.workspace.connect() as db:
+            db.execute(
+                "UPDATE validation_batches SET collected = MAX(COALESCE(collected, ?), ?) WHERE batch_id = ?",
+                (at, at, batch_id),
+            )
+
+    def collected_labels(self, prop: str | None = None, level: str | None = None) -> list[dict[str, Any]]:
+        """Labels a collection handed out: of each job of a collected batch that is done (or a
+        duplicate of a done job), stored by the batch's latest collection; in queue order. An item
+        computed twice appears twice (the caller keeps the first)."""
+        where, params = "", []
+        for column, value in (("l.property", prop), ("b.level", level)):
+            if value:
+                where, params = f"{where} AND {column} = ?", [*params, value]
+        with self.workspace.connect() as db:
+            rows = db.execute(
+                "SELECT j.item_id, l.property, b.level, l.value, l.unit, j.batch_id"
+                f" FROM {_SERVED} WHERE {_SERVES} AND l.created <= b.collected{where}"
+                " ORDER BY j.rowid, l.rowid",
+                params,
+            )
+            return [dict(r) for r in rows]
+
+    def calculations(self) -> list[dict[str, Any]]:
+        """Every job as ``batch_id, item_id, level, status, reason`` (queue order; structures not
+        decoded)."""
+        with self.workspace.connect() as db:
+            rows = db.execute(
+                f"SELECT j.batch_id, j.item_id, b.level, j.status, j.reason FROM {_JOBS} ORDER BY j.rowid"
+            )
+            return [dict(r) for r in rows]
+
     def taken_ids(self, statuses: Collection[str] = TAKEN_STATUSES, level: str | None = None) -> set[str]:
         """Items of this workspace with a label, or with a job in one of ``statuses`` (by default
         queued, running, done or a duplicate), at ``level`` or at any: the items not to select or
         queue again."""
         marks = ",".join("?" * len(statuses))
-        where, params = ("", []) if level is None else (" AND level = ?", [level])
+        where, params = ("", []) if level is None else (" AND b.level = ?", [level])
+        labelled = "EXISTS (SELECT 1 FROM labels l WHERE l.job_id = j.job_id)"
         with self.workspace.connect() as db:
-            ids = {r[0] for r in db.execute(f"SELECT DISTINCT item_id FROM labels WHERE 1=1{where}", params)}
-            query = f"SELECT DISTINCT item_id FROM validation_jobs WHERE status IN ({marks}){where}"
-            ids |= {r[0] for r in db.execute(query, [*sorted(statuses), *params])}
-        return ids
+            query = (
+                f"SELECT DISTINCT j.item_id FROM {_JOBS} WHERE (j.status IN ({marks}) OR {labelled}){where}"
+            )
+            return {r[0] for r in db.execute(query, [*sorted(statuses), *params])}
 
     def level_table(self, level: str, item_ids: list[str]) -> tuple[list[str], np.ndarray]:
         """Every property computed at ``level`` (sorted) and an [items, properties] array of their
         values for ``item_ids`` (NaN where an item has none; a duplicate has its original's)."""
         with self.workspace.connect() as db:
             rows = db.execute(
-                "SELECT j.item_id, l.property, l.value FROM validation_jobs j"
-                " JOIN labels l ON l.job_id = COALESCE(j.duplicate_of, j.job_id)"
-                " WHERE j.level = ? AND j.status IN ('done', 'duplicate')",
+                f"SELECT j.item_id, l.property, l.value FROM {_SERVED} WHERE {_SERVES} AND b.level = ?",
                 (level,),
             ).fetchall()
         properties = sorted({r[1] for r in rows})
@@ -199,12 +266,13 @@ class ValidationStore:
         with self.workspace.connect() as db:
             if batch_id is not None:
                 rows = db.execute(
-                    "SELECT * FROM validation_jobs WHERE batch_id = ? ORDER BY rowid", (batch_id,)
+                    f"SELECT {_JOB_COLUMNS} FROM {_JOBS} WHERE j.batch_id = ? ORDER BY j.rowid", (batch_id,)
                 ).fetchall()
             else:
                 ids = job_ids or []
                 marks = ",".join("?" * len(ids))
-                rows = db.execute(f"SELECT * FROM validation_jobs WHERE job_id IN ({marks})", ids).fetchall()
+                query = f"SELECT {_JOB_COLUMNS} FROM {_JOBS} WHERE j.job_id IN ({marks})"
+                rows = db.execute(query, ids).fetchall()
         return [_job(r) for r in rows]
 
     def unfinished_count(self, batch_id: str) -> int:
@@ -233,7 +301,7 @@ class ValidationStore:
         """All jobs of ``executor`` in state ``status``."""
         with self.workspace.connect() as db:
             rows = db.execute(
-                "SELECT * FROM validation_jobs WHERE status = ? AND executor = ? ORDER BY rowid",
+                f"SELECT {_JOB_COLUMNS} FROM {_JOBS} WHERE j.status = ? AND b.executor = ? ORDER BY j.rowid",
                 (status, executor),
             ).fetchall()
         return [_job(r) for r in rows]
@@ -242,8 +310,8 @@ class ValidationStore:
         """Original (non-duplicate) jobs at ``level`` with this reduced formula that are not failed."""
         with self.workspace.connect() as db:
             rows = db.execute(
-                "SELECT * FROM validation_jobs WHERE level = ? AND formula = ?"
-                " AND status IN ('queued', 'running', 'done') ORDER BY rowid",
+                f"SELECT {_JOB_COLUMNS} FROM {_JOBS} WHERE b.level = ? AND j.formula = ?"
+                " AND j.status IN ('queued', 'running', 'done') ORDER BY j.rowid",
                 (level, formula),
             ).fetchall()
         return [_job(r) for r in rows]
@@ -253,7 +321,7 @@ class ValidationStore:
         marks = ",".join("?" * len(statuses))
         with self.workspace.connect() as db:
             (n,) = db.execute(
-                f"SELECT COUNT(*) FROM validation_jobs WHERE executor = ? AND status IN ({marks})",
+                f"SELECT COUNT(*) FROM validation_jobs WHERE {_OF_EXECUTOR} AND status IN ({marks})",
                 (executor, *statuses),
             ).fetchone()
         return int(n)
@@ -276,7 +344,7 @@ class ValidationStore:
             db.execute("BEGIN IMMEDIATE")
             if job_id is None:
                 row = db.execute(
-                    "SELECT job_id FROM validation_jobs WHERE status = 'queued' AND executor = ?"
+                    f"SELECT job_id FROM validation_jobs WHERE status = 'queued' AND {_OF_EXECUTOR}"
                     " ORDER BY rowid LIMIT 1",
                     (executor,),
                 ).fetchone()
@@ -286,7 +354,7 @@ class ValidationStore:
             cur = db.execute(
                 "UPDATE validation_jobs SET status = 'running', attempts = attempts + 1, started_at = ?,"
                 " remote_id = COALESCE(?, remote_id), reason = COALESCE(?, reason)"
-                " WHERE job_id = ? AND executor = ?"
+                f" WHERE job_id = ? AND {_OF_EXECUTOR}"
                 " AND (status = 'queued' OR (status = 'running' AND remote_id = ?))",
                 (time.time(), remote_id, reason, job_id, executor, remote_id),
             )
@@ -334,7 +402,7 @@ class ValidationStore:
         query = "SELECT status, COUNT(*) FROM validation_jobs"
         args: tuple[str, ...] = ()
         if executor is not None:
-            query, args = query + " WHERE executor = ?", (executor,)
+            query, args = f"{query} WHERE {_OF_EXECUTOR}", (executor,)
         with self.workspace.connect() as db:
             rows = db.execute(query + " GROUP BY status", args).fetchall()
         return {r[0]: int(r[1]) for r in rows}
@@ -344,7 +412,7 @@ class ValidationStore:
         with self.workspace.connect() as db:
             cur = db.execute(
                 "UPDATE validation_jobs SET status = 'queued', reason = 're-queued after worker restart'"
-                " WHERE status = 'running' AND executor = ?",
+                f" WHERE status = 'running' AND {_OF_EXECUTOR}",
                 (executor,),
             )
         return cur.rowcount
@@ -373,11 +441,9 @@ class ValidationStore:
         with self.workspace.connect() as db:
             for prop, (value, unit) in labels.items():
                 db.execute(
-                    "INSERT OR REPLACE INTO labels VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT OR REPLACE INTO labels VALUES (?, ?, ?, ?, ?, ?)",
                     (
                         job.job_id,
-                        job.item_id,
-                        job.level,
                         prop,
                         float(value),
                         unit,
@@ -396,7 +462,9 @@ class ValidationStore:
         marks = ",".join("?" * len(job_ids))
         with self.workspace.connect() as db:
             rows = db.execute(
-                f"SELECT * FROM labels WHERE job_id IN ({marks}) ORDER BY rowid", job_ids
+                f"SELECT l.*, j.item_id, b.level FROM {_JOBS} JOIN labels l ON l.job_id = j.job_id"
+                f" WHERE l.job_id IN ({marks}) ORDER BY l.rowid",
+                job_ids,
             ).fetchall()
         return [
             LabelRecord(

@@ -3,7 +3,7 @@
 :meth:`Toolbox.call` validates the arguments against the tool's schema, runs the guardrails,
 writes the decision (fsynced) before running the tool, charges the budget, runs it, lets its spec
 update the campaign state, and logs the outcome. What each tool is and does lives on its
-:class:`~matloop.agent.toolspec.ToolSpec` (:data:`matloop.agent.toolset.TOOLS`). Results stay
+:class:`~matloop.agent.tool_spec.ToolSpec` (:data:`matloop.agent.registry.TOOLS`). Results stay
 typed until they become JSON for the LLM and the log. Errors the caller can fix come back as a
 message, never as a crash.
 """
@@ -22,7 +22,7 @@ from pydantic import BaseModel, ValidationError
 from matloop.agent.decisions import Decision, DecisionLog
 from matloop.agent.guardrails import Guardrails, GuardrailViolation, verdicts_json
 from matloop.agent.state import CampaignState
-from matloop.agent.toolspec import ToolCall, ToolSpec
+from matloop.agent.tool_spec import ToolCall, ToolSpec
 from matloop.errors import ToolInputError, invalid_choice, validation_problems
 from matloop.workspace import Workspace
 
@@ -118,7 +118,9 @@ class Toolbox:
         return Decision(step, phase, c.campaign, c.round, c.planner, tool, args, cost=self.cost(), **kw)  # type: ignore[arg-type]
 
     def validate(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
-        """Check a call's name and arguments against the schema; raise a fixable error if wrong."""
+        """Check a call's name and arguments against the schema; raise a fixable error if wrong.
+        Returns every argument of the schema, defaults filled in (guardrails, charges and the
+        log read them here, never restate them)."""
         if name not in self.specs:
             raise invalid_choice("a tool name", name, self.specs)
         schema = self.specs[name].schema
@@ -132,7 +134,7 @@ class Toolbox:
         except ValidationError as exc:
             problems = "; ".join(validation_problems(exc, schema))
             raise ToolInputError(f"invalid arguments for {name}: {problems}") from None
-        return {k: getattr(parsed, k) for k in args}
+        return {k: getattr(parsed, k) for k in fields}
 
     def call(
         self, name: str, args: dict[str, Any], *, rationale: str = "", key: str | None = None

@@ -1,8 +1,8 @@
 """The agent's tools, each registered once, in the order of the standard loop.
 
 To add a tool: write it as a typed function returning a pydantic model (in :mod:`matloop.tools`,
-or here in :mod:`matloop.agent.tools` when it needs the campaign), then add one
-:class:`~matloop.agent.toolspec.ToolSpec` to :data:`TOOLS`. The LLM schema, the prompt's tool
+or here in :mod:`matloop.agent.campaign_tools` when it needs the campaign), then add one
+:class:`~matloop.agent.tool_spec.ToolSpec` to :data:`TOOLS`. The LLM schema, the prompt's tool
 guidance, the guardrails, the budget and the decision log all read it from there.
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from matloop.agent.tools import build_candidate_pool, campaign_status, training_set
-from matloop.agent.toolspec import ToolCall, ToolSpec
+from matloop.agent.campaign_tools import build_candidate_pool, campaign_status, training_set
+from matloop.agent.tool_spec import ToolCall, ToolSpec
 from matloop.tools import (
     collect_validation,
     featurize,
@@ -27,14 +27,12 @@ from matloop.tools.acquire import Selection
 from matloop.tools.train import FineTuneResult, TrainResult
 from matloop.tools.validate import CollectResult, ValidationBatch
 from matloop.validation.levels import get_level
-from matloop.validation.store import ValidationStore
 
 
 def _record_queued(call: ToolCall, args: dict[str, Any], result: ValidationBatch) -> None:
-    """The batch's calculations; rejected structures never run, so their charge is refunded
+    """The batch is the campaign's; rejected structures never run, so their charge is refunded
     (duplicates stay charged: after a resume they are the calculations queued before the crash)."""
-    statuses = [s.model_dump(mode="json") for s in result.statuses]
-    call.state.add_calcs(result.batch_id, call.round, result.level, statuses)
+    call.state.add_batch(result.batch_id, call.round)
     rejected = sum(s.status == "rejected" for s in result.statuses)
     if rejected:
         refund = -rejected * get_level(result.level).charge
@@ -42,9 +40,10 @@ def _record_queued(call: ToolCall, args: dict[str, Any], result: ValidationBatch
 
 
 def _record_collected(call: ToolCall, args: dict[str, Any], result: CollectResult) -> None:
-    """The labels, and the CPU time the batch's calculations took (charged once per batch)."""
-    call.state.add_labels(call.round, result.batch_id, [lb.model_dump(mode="json") for lb in result.labels])
-    jobs = ValidationStore(call.workspace).jobs(batch_id=result.batch_id)
+    """The round the labels arrived in, and the CPU time the batch's calculations took (charged
+    once per batch)."""
+    call.state.collected(result.batch_id, call.round)
+    jobs = call.state.store.jobs(batch_id=result.batch_id)
     hours = sum(j.calc_seconds or 0.0 for j in jobs) / 3600
     prefix = f"calc-cpu:{result.batch_id}"
     delta = hours - call.state.charged(prefix)
@@ -106,7 +105,7 @@ TOOLS: tuple[ToolSpec, ...] = (
         queue_validation,
         guidance="then collect_validation(batch_id, wait=true); calculations cost budget: ask for no "
         "more than the budget left (campaign_status tells you).",
-        calculations=lambda args: len(args["item_ids"]) * get_level(args.get("level", "chgnet")).charge,
+        calculations=lambda args: len(args["item_ids"]) * get_level(args["level"]).charge,
         compute=True,
         checks=("validation",),
         record=_record_queued,

@@ -7,10 +7,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from matloop.active_learning import ALConfig, load_dataset, run_simulation
+from matloop.active_learning.harness import ALConfig, load_dataset, run_simulation
+from matloop.active_learning.summary import expected_random_labels, labels_to_reach, summarise
 from matloop.agent.campaign import run_campaign
 from matloop.agent.state import CampaignState
-from matloop.al_summary import expected_random_labels, labels_to_reach, summarise
 from matloop.cli import app
 from matloop.data.slices import save_slice
 from matloop.errors import ToolInputError

@@ -11,7 +11,7 @@ when the planner stops (:meth:`Audit.finish`). Until released, the guardrails dr
 from any planner's calculation; audit labels never enter a training set (``training_set``).
 
 :meth:`Audit.summary` reads it back: every round's model on the audit items, calibration, and
-found-vs-random for discovery goals (statistics in :mod:`matloop.audit`).
+found-vs-random for discovery goals (statistics in :mod:`matloop.audit_stats`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from matloop.agent.hull import campaign_hull
-from matloop.audit import (
+from matloop.audit_stats import (
     BestVsRandom,
     Enrichment,
     ErrorMetrics,
@@ -155,7 +155,7 @@ class Audit:
         return {
             i
             for r, batch in enumerate(self.batches())
-            if state.step(f"audit:r{r}:queue") is None
+            if not state.charged(f"audit:release:r{r}")
             for i in batch
         }
 
@@ -249,7 +249,7 @@ class Audit:
     def _queue(self, rnd: int, batch: list[str]) -> None:
         c = self.campaign
         key = f"audit:r{rnd}:queue"
-        if not batch or ((done := c.state.step(key)) is not None and done["status"] == "done"):
+        if not batch or c.state.step(key) is not None:
             return
         c.state.charge(f"audit:release:r{rnd}", "calculations", -len(batch), "audit set (released)")
         with self._deciding():
@@ -269,7 +269,7 @@ class Audit:
         c = self.campaign
         queued = c.state.step(f"audit:r{rnd}:queue")
         collected = c.state.step(f"audit:r{rnd}:collect")
-        if queued is None or queued["status"] != "done" or (collected or {}).get("status") == "done":
+        if queued is None or collected is not None:
             return
         try:
             with self._deciding():

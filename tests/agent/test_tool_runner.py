@@ -6,9 +6,9 @@ import pytest
 from pydantic import BaseModel, Field
 
 from matloop.agent.conversation import forced_guide, next_step_tool
-from matloop.agent.toolbox import Toolbox, wrap_for_llm
-from matloop.agent.toolset import TOOLS
-from matloop.agent.toolspec import ToolSpec, tool_guide
+from matloop.agent.registry import TOOLS
+from matloop.agent.tool_runner import Toolbox, wrap_for_llm
+from matloop.agent.tool_spec import ToolSpec, tool_guide
 from matloop.tools.featurize import FeaturizeResult
 
 

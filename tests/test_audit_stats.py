@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from matloop.audit import (
+from matloop.audit_stats import (
     audit_schedule,
     audit_size,
     best_vs_random,

@@ -27,6 +27,8 @@ import numpy as np
 from pydantic import BaseModel, Field
 from scipy import stats
 
+from matloop.models.metrics import Z95, inside, rank_correlation
+
 #: Confidence level of every interval reported.
 LEVEL = 0.95
 #: Bootstrap resamples of the error intervals.
@@ -123,16 +125,13 @@ def error_metrics(y: np.ndarray, mean: np.ndarray, std: np.ndarray, *, seed: int
     rmse = float(np.sqrt((err**2).mean())) if n else math.nan
     mae_ci = bootstrap_interval(err, np.mean, seed=seed)
     rmse_ci = bootstrap_interval(err, lambda e: float(np.sqrt(np.mean(e**2))), seed=seed)
-    spearman = None
-    if n >= 3 and np.ptp(err) > 0 and np.ptp(std) > 0:
-        spearman = float(stats.spearmanr(err, std).statistic)
     return ErrorMetrics(
         n=n,
         mae=Interval(value=mae, low=mae_ci[0], high=mae_ci[1]),
         rmse=Interval(value=rmse, low=rmse_ci[0], high=rmse_ci[1]),
-        coverage_68=proportion_interval(int((err <= std).sum()), n),
-        coverage_95=proportion_interval(int((err <= 1.96 * std).sum()), n),
-        spearman=spearman,
+        coverage_68=proportion_interval(int(inside(err, std, 1.0).sum()), n),
+        coverage_95=proportion_interval(int(inside(err, std, Z95).sum()), n),
+        spearman=rank_correlation(err, std),
     )
 
 
@@ -147,7 +146,7 @@ def calibration_curve(
     std = np.asarray(std, dtype=float)
     if not len(err):
         return []
-    return [(float(q), float((err <= stats.norm.ppf(0.5 + q / 2) * std).mean())) for q in levels]
+    return [(float(q), float(inside(err, std, stats.norm.ppf(0.5 + q / 2)).mean())) for q in levels]
 
 
 class Enrichment(BaseModel):

@@ -35,12 +35,12 @@ from pydantic import ValidationError
 from torch_geometric.data import Data
 
 from matloop.acquisition import check_strategy
+from matloop.active_learning.summary import plot_curves, summarise
 from matloop.agent.campaign import run_campaign
 from matloop.agent.decisions import DecisionLog
 from matloop.agent.rules import RulesPlanner
 from matloop.agent.spec import CampaignSpec, ModelSpec
 from matloop.agent.state import CampaignState
-from matloop.al_summary import plot_curves, summarise
 from matloop.data.embedding_cache import EmbeddingCache
 from matloop.data.featurizer import featurize_items
 from matloop.data.graph_cache import GraphCache
