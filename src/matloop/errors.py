@@ -70,8 +70,9 @@ def validation_problems(exc: Any, model: Any = None) -> list[str]:
         elif err["type"] == "missing":
             lines.append(f"{where}: expected a value, got none")
         elif msg.startswith("Input should be "):
-            expected = msg.removeprefix("Input should be ")
-            lines.append(f"{where}: expected {expected}, got {_shown(err['input'])}")
+            expected, _, why = msg.removeprefix("Input should be ").partition(", got ")
+            why = f" ({why})" if why else ""  # e.g. "a number with a fractional part"
+            lines.append(f"{where}: expected {expected}, got {_shown(err['input'])}{why}")
         else:
             lines.append(f"{where}: {msg.removeprefix('Value error, ')}")
     return lines

@@ -36,7 +36,7 @@ def test_a_server_that_ignores_every_cap_never_takes_the_budget_past_its_limit(c
         return Text(tokens=100_000)  # never stops on its own
 
     server = fake_openai(script)
-    limit = 22_600  # the fourth call can afford only part of the 1,024-token cap
+    limit = 23_100  # the fourth call can afford only part of the 1,024-token cap
     campaign.guardrails.budget = campaign.guardrails.budget.model_copy(update={"llm_tokens": limit})
     conv = _conv(campaign, server, max_idle_turns=100)
     conv.unfinished = lambda: "0 of 2 rounds done"  # text never ends the run: it keeps asking
