@@ -111,7 +111,7 @@ def _needs(what: str) -> dict[str, str]:
 def _integer_ticks(axis: Any) -> None:
     from matplotlib.ticker import MaxNLocator
 
-    axis.set_major_locator(MaxNLocator(integer=True))
+    axis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
 
 
 def learning_curve_figure(summary: AuditSummary, unit: str) -> Figure:
@@ -362,6 +362,14 @@ def _stability_section(campaign: Reported) -> dict[str, Any] | None:
     }
 
 
+def _window_text(window: tuple[float | None, float | None] | None) -> str:
+    """A target window as a reader writes it: "[-∞, -2]", "[1, 2]"."""
+    if window is None:
+        return ""
+    lo, hi = window
+    return f"[{'-∞' if lo is None else f'{lo:g}'}, {'∞' if hi is None else f'{hi:g}'}]"
+
+
 def _date(iso: str) -> str:
     return datetime.fromisoformat(iso).strftime("%Y-%m-%d %H:%M UTC")
 
@@ -471,6 +479,7 @@ def render_report(campaign: Reported) -> str:
     template = _environment().get_template("report.html")
     return template.render(
         spec=spec,
+        window=_window_text(spec.target.window),
         status=status,
         reason=str(state.meta("reason", "") or ""),
         planner=campaign.planner,
