@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, Field
@@ -92,28 +93,44 @@ class ErrorMetrics(BaseModel):
 
 
 def bootstrap_interval(
-    values: np.ndarray, statistic: Callable[[np.ndarray], float], *, seed: int = 0, level: float = LEVEL
+    values: np.ndarray, statistic: Callable[..., np.ndarray], *, seed: int = 0, level: float = LEVEL
 ) -> tuple[float, float]:
-    """Percentile bootstrap interval of ``statistic`` over resamples of ``values`` (seeded)."""
+    """Percentile bootstrap interval (:func:`scipy.stats.bootstrap`, :data:`N_BOOTSTRAP` resamples,
+    seeded) of ``statistic(values, axis=-1)`` over resamples of ``values``."""
     values = np.asarray(values, dtype=float)
     if len(values) < 2:
         return (-math.inf, math.inf)
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(values), size=(N_BOOTSTRAP, len(values)))
-    boot = np.apply_along_axis(statistic, 1, values[idx])
-    tail = (1 - level) / 2
-    return float(np.quantile(boot, tail)), float(np.quantile(boot, 1 - tail))
+    ci = _bootstrap((values,), statistic, seed=seed, level=level)
+    return float(ci.low), float(ci.high)
+
+
+def _bootstrap(
+    data: tuple[np.ndarray, ...], statistic: Callable[..., np.ndarray], *, seed: int, level: float
+) -> Any:
+    """:func:`scipy.stats.bootstrap`'s percentile interval of a vectorised ``statistic`` (each
+    sample resampled on its last axis, independently of the others)."""
+    return stats.bootstrap(
+        data,
+        statistic,
+        n_resamples=N_BOOTSTRAP,
+        confidence_level=level,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    ).confidence_interval
+
+
+def _rms(values: np.ndarray, axis: int = -1) -> np.ndarray:
+    return np.sqrt(np.mean(values**2, axis=axis))
 
 
 def proportion_interval(k: int, m: int, level: float = LEVEL) -> Interval:
-    """``k`` successes in ``m`` trials: the share with its exact (Clopper–Pearson) interval, which
-    never covers less than ``level`` — also with ``k = 0`` or ``k = m``."""
+    """``k`` successes in ``m`` trials: the share with its exact (Clopper–Pearson) interval
+    (:meth:`scipy.stats.binomtest.proportion_ci`), which never covers less than ``level`` — also
+    with ``k = 0`` or ``k = m``."""
     if m <= 0:
         return Interval(value=math.nan, low=0.0, high=1.0)
-    tail = (1 - level) / 2
-    low = 0.0 if k == 0 else float(stats.beta.ppf(tail, k, m - k + 1))
-    high = 1.0 if k == m else float(stats.beta.ppf(1 - tail, k + 1, m - k))
-    return Interval(value=k / m, low=low, high=high)
+    ci = stats.binomtest(k, m).proportion_ci(confidence_level=level, method="exact")
+    return Interval(value=k / m, low=float(ci.low), high=float(ci.high))
 
 
 def error_metrics(y: np.ndarray, mean: np.ndarray, std: np.ndarray, *, seed: int = 0) -> ErrorMetrics:
@@ -124,7 +141,7 @@ def error_metrics(y: np.ndarray, mean: np.ndarray, std: np.ndarray, *, seed: int
     mae = float(err.mean()) if n else math.nan
     rmse = float(np.sqrt((err**2).mean())) if n else math.nan
     mae_ci = bootstrap_interval(err, np.mean, seed=seed)
-    rmse_ci = bootstrap_interval(err, lambda e: float(np.sqrt(np.mean(e**2))), seed=seed)
+    rmse_ci = bootstrap_interval(err, _rms, seed=seed)
     return ErrorMetrics(
         n=n,
         mae=Interval(value=mae, low=mae_ci[0], high=mae_ci[1]),
@@ -295,26 +312,23 @@ def informativeness(
         nan = Interval(value=math.nan, low=math.nan, high=math.nan)
         return Informativeness(picks=0, picks_mae=math.nan, random_mae=nan, ratio=nan, note="no estimate yet")
     weights = counts / counts.sum()
+    by_round = np.stack(audit)  # [round, audit item]
 
-    def estimate(p_idx: list[np.ndarray], a_idx: np.ndarray) -> tuple[float, float]:
-        found = np.concatenate([p[i] for p, i in zip(picks, p_idx, strict=True)]).mean()
-        rand = float(sum(w * a[a_idx].mean() for w, a in zip(weights, audit, strict=True)))
-        return float(found), rand
+    def estimate(items: np.ndarray, *picked: np.ndarray, axis: int = -1) -> np.ndarray:
+        """(picks' MAE ÷ random's, random's MAE) for the audit ``items`` (indices, the same in
+        every round): the picks pooled over rounds, the audit's mean error of each round weighted
+        by the round's picks."""
+        found = sum(w * p.mean(axis=axis) for w, p in zip(weights, picked, strict=True))
+        rand = np.tensordot(weights, by_round[:, items.astype(int)].mean(axis=-1), axes=1)
+        ratio = np.divide(found, rand, out=np.full(np.shape(rand), math.inf), where=rand > 0)
+        return np.stack([ratio, rand])
 
-    found, rand = estimate([np.arange(len(p)) for p in picks], np.arange(len(audit[0])))
-    rng = np.random.default_rng(seed)
-    boot_rand, boot_ratio = [], []
-    for _ in range(N_BOOTSTRAP):
-        a_idx = rng.integers(0, len(audit[0]), len(audit[0]))
-        f, r = estimate([rng.integers(0, len(p), len(p)) for p in picks], a_idx)
-        boot_rand.append(r)
-        boot_ratio.append(f / r if r > 0 else math.inf)
-    tail = (1 - LEVEL) / 2
-    rand_ci = np.quantile(boot_rand, [tail, 1 - tail])
-    ratio_ci = np.quantile(boot_ratio, [tail, 1 - tail])
-    ratio = Interval(
-        value=found / rand if rand > 0 else math.inf, low=float(ratio_ci[0]), high=float(ratio_ci[1])
-    )
+    items = np.arange(by_round.shape[1], dtype=float)
+    (ratio_value, rand), found = estimate(items, *picks), float(np.concatenate(picks).mean())
+    # scipy resamples samples of two or more: one value doubled has the same resamples (itself)
+    samples = tuple(np.repeat(a, 2) if len(a) == 1 else a for a in (items, *picks))
+    ci = _bootstrap(samples, estimate, seed=seed, level=LEVEL)
+    ratio = Interval(value=float(ratio_value), low=float(ci.low[0]), high=float(ci.high[0]))
     if ratio.low > 1:
         note = f"the picks carried at least {ratio.low:.2g}× the error of random picks (95 %): informative"
     elif ratio.high < 1:
@@ -324,7 +338,7 @@ def informativeness(
     return Informativeness(
         picks=int(counts.sum()),
         picks_mae=found,
-        random_mae=Interval(value=rand, low=float(rand_ci[0]), high=float(rand_ci[1])),
+        random_mae=Interval(value=float(rand), low=float(ci.low[1]), high=float(ci.high[1])),
         ratio=ratio,
         note=note,
     )

@@ -49,6 +49,10 @@ if TYPE_CHECKING:
     from matloop.agent.session import Session
 
 
+#: How a number that cannot be estimated yet is reported, followed by what it needs.
+NOT_YET = "not enough data yet: needs"
+
+
 class RoundAudit(BaseModel):
     """One round's model on the audit items."""
 
@@ -84,7 +88,9 @@ class AuditSummary(BaseModel):
         if not self.enabled:
             return [("audit set", "off (no unbiased test of this campaign)")]
         rows = [("audit set", f"{self.labelled} of {self.size} items labelled (drawn from {self.eligible})")]
-        if self.rounds:
+        if not self.rounds:
+            rows.append(("audit MAE", f"{NOT_YET} a model from round 1 on and 2 labelled audit items"))
+        else:
             last = self.rounds[-1]
             m = last.metrics
             rows += [
@@ -96,7 +102,9 @@ class AuditSummary(BaseModel):
             if len(self.rounds) > 1:
                 first = self.rounds[0].metrics.mae
                 rows.append(("audit MAE, first → last model", f"{first.text()} → {m.mae.text()}"))
-        if (e := self.enrichment) is not None:
+        if (e := self.enrichment) is not None and not e.audit_n:
+            rows.append(("found vs random", f"{NOT_YET} labelled audit items"))
+        elif e is not None:
             rows += [
                 ("hits found", f"{e.found} in {e.n} campaign calculations"),
                 ("pool hit rate (audit)", f"{e.audit_hits}/{e.audit_n} = {e.hit_rate.text(2)}"),
@@ -105,7 +113,9 @@ class AuditSummary(BaseModel):
                 ("P(random finds as many)", f"{e.p_random_as_good:.2g}"),
                 ("verdict", e.note),
             ]
-        if (i := self.informativeness) is not None:
+        if (i := self.informativeness) is not None and not i.picks:
+            rows.append(("error of the picks vs random", f"{NOT_YET} labels of items a model picked"))
+        elif i is not None:
             rows += [
                 (
                     "error of the picks (when picked)",
@@ -115,7 +125,9 @@ class AuditSummary(BaseModel):
                 ("picks' error ÷ random's", i.ratio.text(2)),
                 ("verdict", i.note),
             ]
-        if (b := self.best) is not None:
+        if (b := self.best) is not None and not b.audit_n:
+            rows.append(("best vs random", f"{NOT_YET} labelled audit items"))
+        elif b is not None:
             rows += [
                 ("best found", f"{b.best:.4g} {unit} in {b.n} campaign calculations".strip()),
                 ("pool share as good (audit)", f"{b.audit_as_good}/{b.audit_n} = {b.share_as_good.text(2)}"),

@@ -352,6 +352,7 @@ def _run(campaign: Campaign, planner: Planner | None, resume: bool) -> Campaign:
     planner = planner or choose_planner(spec.planner, campaign.ws.settings.llm)
     campaign.planner = planner.name
     campaign.state.set_meta("status", "running")
+    campaign.state.set_meta("reason", "")  # a resumed run's earlier stop no longer applies
     campaign.note(
         f"{'resumed' if resume else 'started'} campaign {spec.name} with the {planner.name} planner"
     )

@@ -223,11 +223,12 @@ class ValidationStore:
             return [dict(r) for r in rows]
 
     def calculations(self) -> list[dict[str, Any]]:
-        """Every job as ``batch_id, item_id, level, status, reason`` (queue order; structures not
-        decoded)."""
+        """Every job as ``batch_id, item_id, formula, level, status, reason`` (queue order;
+        structures not decoded)."""
         with self.workspace.connect() as db:
             rows = db.execute(
-                f"SELECT j.batch_id, j.item_id, b.level, j.status, j.reason FROM {_JOBS} ORDER BY j.rowid"
+                "SELECT j.batch_id, j.item_id, j.formula, b.level, j.status, j.reason"
+                f" FROM {_JOBS} ORDER BY j.rowid"
             )
             return [dict(r) for r in rows]
 
