@@ -132,21 +132,20 @@ def main() -> None:
     work += [(slice_.ids[k], "candidate", slice_.structures[k], True) for k in order]
     todo = [w for w in work if w[0] not in done]
     print(f"{len(done)} done, {len(todo)} to go", flush=True)
-    with LABELS.open("a") as out:
-        for n, (item_id, role, structure, relax_cell) in enumerate(todo, 1):
-            t0 = time.perf_counter()
-            record = {"id": item_id, "role": role, "formula": Composition(structure.composition).formula,
-                      "nsites": len(structure)}  # fmt: skip
-            try:
-                record |= _relax(structure, relax_cell, maker)
-            except Exception as exc:  # the level fails this item: recorded, never retried
-                record["error"] = f"{type(exc).__name__}: {exc}"[:300]
-            record["seconds"] = round(time.perf_counter() - t0, 2)
+    for n, (item_id, role, structure, relax_cell) in enumerate(todo, 1):
+        t0 = time.perf_counter()
+        record = {"id": item_id, "role": role, "formula": Composition(structure.composition).formula,
+                  "nsites": len(structure)}  # fmt: skip
+        try:
+            record |= _relax(structure, relax_cell, maker)
+        except Exception as exc:  # the level fails this item: recorded, never retried
+            record["error"] = f"{type(exc).__name__}: {exc}"[:300]
+        record["seconds"] = round(time.perf_counter() - t0, 2)
+        with LABELS.open("a") as out:  # opened per line: a file replaced under a long run loses nothing
             out.write(json.dumps(record) + "\n")
-            out.flush()
-            if n % 20 == 0 or n == len(todo):
-                print(f"{time.strftime('%H:%M:%S')} {len(done) + n}/{len(work)} ({role}) "
-                      f"last {record['seconds']} s", flush=True)  # fmt: skip
+        if n % 20 == 0 or n == len(todo):
+            print(f"{time.strftime('%H:%M:%S')} {len(done) + n}/{len(work)} ({role}) "
+                  f"last {record['seconds']} s", flush=True)  # fmt: skip
 
 
 def _relax(structure, relax_cell: bool, maker) -> dict:

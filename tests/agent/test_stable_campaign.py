@@ -58,8 +58,10 @@ def test_reference_phases_are_computed_at_the_level_and_charged(campaign):
 
 
 def test_selection_ranks_the_predicted_distance_to_the_hull(campaign):
-    select = campaign.state.step("r1:select")
-    assert select["args"]["hull_level"] == "lookup" and select["args"]["goal"] == "minimize"
+    step = campaign.state.step("r1:select")["step"]
+    planned = next(r for r in campaign.log.records() if r["step"] == step and r["phase"] == "planned")
+    args = planned["arguments"]
+    assert args["hull_level"] == "lookup" and args["goal"] == "minimize"
 
 
 def test_hits_are_pool_items_near_the_current_hull_and_the_report_shows_them(campaign):

@@ -50,9 +50,11 @@ def pool(workspace):
 
 def test_selection_excludes_labelled_excluded_and_duplicate_items(pool):
     ws, fs, model_id, ids = pool
-    ValidationStore(ws)  # the validation tables, as a campaign has them
-    with ws.connect() as db:
-        db.execute("INSERT INTO labels VALUES ('job-1', 'item-20', 'lookup', 'y', 1.0, 'eV', '{}', 0.0)")
+    mols, _ = _molecules(39)
+    job = {"job_id": "job-1", "item_id": "item-20", "status": "queued", "structure": mols[20]}
+    store = ValidationStore(ws)
+    store.add_batch("batch-1", "lookup", "local", "test", [job])
+    store.finish(store.jobs(job_ids=["job-1"])[0], {"y": (1.0, "eV")}, {}, task_doc="{}", calc_seconds=0.0)
     sel = select_candidates(model_id, fs, 5, "batch_entropy", exclude_ids=["item-21"], seed=1, workspace=ws)
     picked = [c.item_id for c in sel.candidates]
     assert len(picked) == len(set(picked)) == 5

@@ -17,7 +17,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 import pytest
@@ -201,6 +201,34 @@ def test_scancel_requeues_the_running_calculation_and_keeps_finished_ones(slurm_
     again = collect_validation(first.batch_id, workspace=slurm_ws)
     assert again.labels == before  # the finished calculation kept its labels and never re-ran
     assert ValidationStore(slurm_ws).jobs(batch_id=first.batch_id)[0].attempts == 1
+
+
+def test_single_points_run_in_chunks_and_a_chunk_killed_mid_run_reruns_alone(slurm_ws):
+    ws = Workspace(
+        slurm_ws.root,
+        settings=slurm_ws.settings.model_copy(
+            update={"validation": slurm_ws.settings.validation.model_copy(update={"chunk_size": 2})}
+        ),
+    )
+    sl = molecule_slice(ws)
+    first = queue_validation(sl, ["CH4"], level="xtb", executor="slurm", workspace=ws)
+    assert collect_validation(first.batch_id, timeout_s=180, workspace=ws).labels
+    batch = queue_validation(sl, ["H2O", "NH3", "C2H4"], level="xtb", executor="slurm", workspace=ws)
+    # NH3 is the last of the chunk [H2O, NH3]: once it is claimed the chunk computes but cannot record
+    with caught_running(ws, batch.batch_id, "NH3") as slurm_id:
+        with closing(sqlite3.connect(ws.db_path)) as db:  # a reader: the write lock is held
+            running = dict(db.execute("SELECT item_id, remote_id FROM validation_jobs WHERE batch_id = ?",
+                                      (batch.batch_id,)))  # fmt: skip
+        subprocess.run(["scancel", slurm_id], check=True)
+        assert _wait_ended(slurm_id) == "CANCELLED"
+    assert running["H2O"] == running["NH3"] == slurm_id  # claimed together, by one worker job
+    result = collect_validation(batch.batch_id, timeout_s=180, workspace=ws)
+    assert not result.failures and not result.pending
+    jobs = {j.item_id: j for j in ValidationStore(ws).jobs(batch_id=batch.batch_id)}
+    assert {i: j.attempts for i, j in jobs.items()} == {"H2O": 2, "NH3": 2, "C2H4": 1}
+    docs = {lab.item_id: lab.provenance["task_doc"] for lab in result.labels}
+    assert docs["H2O"] == docs["NH3"] != docs["C2H4"]  # one calculation per chunk
+    assert ValidationStore(ws).jobs(batch_id=first.batch_id)[0].attempts == 1  # finished: never re-ran
 
 
 def test_walltime_kill_fails_the_calculation_with_that_reason(slurm_ws):

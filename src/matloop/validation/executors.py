@@ -37,6 +37,7 @@ from matloop.filelock import is_held
 from matloop.names import ExecutorName
 from matloop.settings import Settings
 from matloop.validation.levels import LevelContext, get_level
+from matloop.validation.runner import chunks
 from matloop.validation.slurm import SlurmExecutor
 from matloop.validation.store import JobRecord, ValidationStore
 from matloop.validation.worker import (
@@ -127,32 +128,11 @@ class LocalExecutor:
 
 
 def run_stored_jobs(root: str, settings_json: str, job_ids: list[str]) -> int:
-    """Dask task: claim and run stored jobs of one level (a chunk of single points runs as one
-    calculation); returns how many it ran (jobs finished or claimed elsewhere are skipped)."""
-    from matloop.validation.runner import run_jobs
+    """Dask task: claim and run stored jobs (see :func:`~matloop.validation.runner.run_claimed`)."""
+    from matloop.validation.runner import run_claimed
 
     workspace = Workspace(root, settings=Settings.model_validate_json(settings_json))
-    store = ValidationStore(workspace)
-    jobs = [job for job in (store.claim(i, executor="dask") for i in job_ids) if job is not None]
-    if jobs:
-        run_jobs(workspace, jobs)
-    return len(jobs)
-
-
-def chunks(workspace: Workspace, jobs: list[JobRecord]) -> list[list[JobRecord]]:
-    """Jobs grouped into tasks: single points of one level ``settings.validation.chunk_size`` at a
-    time, every other job alone."""
-    size = workspace.settings.validation.chunk_size
-    out: list[list[JobRecord]] = []
-    by_level: dict[str, list[JobRecord]] = {}
-    for job in jobs:
-        if get_level(job.level).single_point is None:
-            out.append([job])
-        else:
-            by_level.setdefault(job.level, []).append(job)
-    for same in by_level.values():
-        out += [same[k : k + size] for k in range(0, len(same), size)]
-    return out
+    return run_claimed(workspace, job_ids, executor="dask")
 
 
 _CLIENTS: dict[str | None, Any] = {}
@@ -183,7 +163,7 @@ class DaskExecutor:
 
         client = dask_client(workspace.settings.validation.dask_address)
         settings_json = workspace.settings.model_dump_json()
-        for chunk in chunks(workspace, jobs):
+        for chunk in chunks(jobs, workspace.settings.validation.chunk_size):
             ids = [job.job_id for job in chunk]
             future = client.submit(
                 run_stored_jobs, str(workspace.root), settings_json, ids, pure=False, key=ids[0]

@@ -80,6 +80,39 @@ def run_job(workspace: Workspace, job: JobRecord) -> str:
         cache.close()
 
 
+def chunks(jobs: list[JobRecord], size: int) -> list[list[JobRecord]]:
+    """Jobs grouped into tasks: single points of one level ``size`` at a time (one model load
+    each, see :func:`run_jobs`), every other job alone."""
+    out: list[list[JobRecord]] = []
+    by_level: dict[str, list[JobRecord]] = {}
+    for job in jobs:
+        if get_level(job.level).single_point is None:
+            out.append([job])
+        else:
+            by_level.setdefault(job.level, []).append(job)
+    for same in by_level.values():
+        out += [same[k : k + size] for k in range(0, len(same), size)]
+    return out
+
+
+def run_claimed(
+    workspace: Workspace,
+    job_ids: list[str],
+    *,
+    executor: str,
+    remote_id: str | None = None,
+    reason: str | None = None,
+) -> int:
+    """What one task of a cluster runs: claim the stored jobs ``job_ids`` of ``executor`` (one
+    chunk; jobs finished or claimed elsewhere are skipped) and run them; returns how many ran."""
+    store = ValidationStore(workspace)
+    claimed = (store.claim(i, executor=executor, remote_id=remote_id, reason=reason) for i in job_ids)
+    jobs = [job for job in claimed if job is not None]
+    if jobs:
+        run_jobs(workspace, jobs)
+    return len(jobs)
+
+
 def run_jobs(workspace: Workspace, jobs: list[JobRecord]) -> None:
     """Run claimed jobs of one level: single points as one task (one model load for the chunk),
     others one by one. Cached results are served first; each job ends ``done`` or ``failed``."""

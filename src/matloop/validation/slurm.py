@@ -4,7 +4,9 @@ The process that queues calculations (a campaign, a notebook) owns one ``SLURMCl
 workspace and level: its Dask scheduler lives in that process, its workers are Slurm jobs with
 the level's resources (``settings.validation.slurm``). A worker job runs calculations one after
 another until none are left, so a thousand calculations cost ``max_jobs`` submissions, not a
-thousand. Nothing blocks: ``submit`` hands tasks to the scheduler and asks Slurm for workers;
+thousand; single points go to workers in chunks of ``settings.validation.chunk_size`` (one model
+load and one claim transaction per chunk), and a chunk whose worker died reruns only its
+unfinished jobs. Nothing blocks: ``submit`` hands tasks to the scheduler and asks Slurm for workers;
 ``poll`` (from ``validation_status`` / ``collect_validation``) reconciles the store with Slurm:
 
 - a worker claims a job atomically and records its Slurm job id (``remote_id``), so a
@@ -36,6 +38,7 @@ from typing import Any
 
 from matloop.filelock import try_flock
 from matloop.settings import Settings, SlurmResources
+from matloop.validation.runner import chunks, run_claimed
 from matloop.validation.store import JobRecord, ValidationStore
 from matloop.workspace import Workspace
 
@@ -134,15 +137,14 @@ def current_slurm_job() -> str | None:
     return os.environ.get("SLURM_JOB_ID")
 
 
-def run_in_slurm(root: str, settings_json: str, job_id: str) -> str:
-    """Dask task on a Slurm worker: claim one stored job, run it, return its final status.
+def run_in_slurm(root: str, settings_json: str, job_ids: list[str]) -> int:
+    """Dask task on a Slurm worker: claim and run one chunk of stored jobs, recording the Slurm
+    job id (:func:`~matloop.validation.runner.run_claimed`); returns how many ran.
 
     A job already ``running`` under this same Slurm job was left by a worker process that
     died (its nanny restarted it): it is claimed again. Threaded codes (CP2K) use the cores
     Slurm gave the job.
     """
-    from matloop.validation.runner import run_job
-
     settings = Settings.model_validate_json(settings_json)
     cores = os.environ.get("SLURM_CPUS_PER_TASK")
     if cores:
@@ -151,8 +153,7 @@ def run_in_slurm(root: str, settings_json: str, job_id: str) -> str:
     workspace = Workspace(root, settings=settings)
     slurm_id = current_slurm_job() or "none"
     reason = f"running in Slurm job {slurm_id} on {socket.gethostname()}"
-    job = ValidationStore(workspace).claim(job_id, executor=EXECUTOR, remote_id=slurm_id, reason=reason)
-    return run_job(workspace, job) if job is not None else "skipped"
+    return run_claimed(workspace, job_ids, executor=EXECUTOR, remote_id=slurm_id, reason=reason)
 
 
 def worker_log_directory(workspace: Workspace) -> Path:
@@ -340,20 +341,21 @@ def _fail_broken_tasks(store: ValidationStore, pool: SlurmPool, jobs: list[JobRe
 
 
 def _hand_out(workspace: Workspace, pool: SlurmPool, queued: list[JobRecord]) -> None:
-    """A task for every queued job that has none in flight (new, re-queued, or given up by Dask)."""
+    """A task for the queued jobs that have none in flight (new, re-queued, or given up by Dask):
+    single points of a level in chunks of ``settings.validation.chunk_size``, others one each."""
     settings_json = workspace.settings.model_dump_json()
-    for job in queued:
-        future = pool.futures.get(job.job_id)
-        if future is not None and not future.done():
-            continue
-        pool.futures[job.job_id] = pool.client.submit(
+    idle = [job for job in queued if (f := pool.futures.get(job.job_id)) is None or f.done()]
+    for chunk in chunks(idle, workspace.settings.validation.chunk_size):
+        ids = [job.job_id for job in chunk]
+        future = pool.client.submit(
             run_in_slurm,
             str(workspace.root),
             settings_json,
-            job.job_id,
+            ids,
             pure=False,
-            key=f"matloop-{job.job_id}-{job.attempts}-{len(pool.futures)}",
+            key=f"matloop-{ids[0]}-{chunk[0].attempts}-{len(pool.futures)}",
         )
+        pool.futures.update(dict.fromkeys(ids, future))
     pool.futures = {k: f for k, f in pool.futures.items() if not f.done() or k in {j.job_id for j in queued}}
 
 
