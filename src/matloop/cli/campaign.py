@@ -148,13 +148,13 @@ def _approver(assume_yes: bool):
 
 def _open(directory: Path):
     """The campaign in ``directory`` for reading (no lock); its state is checked first."""
+    spec_file = directory / "campaign.yaml"
+    if not spec_file.exists():
+        raise typer.BadParameter(f"{directory} is not a campaign directory (no campaign.yaml)")
     from matloop.agent.campaign import Campaign
     from matloop.agent.integrity import check_state
     from matloop.agent.spec import CampaignSpec
 
-    spec_file = directory / "campaign.yaml"
-    if not spec_file.exists():
-        raise typer.BadParameter(f"{directory} is not a campaign directory (no campaign.yaml)")
     check_state(directory)
     return Campaign(directory, CampaignSpec.from_yaml(spec_file))
 
@@ -242,10 +242,10 @@ def _status_line(c) -> str:
 @campaign_app.command("status")
 def status(directory: Dir) -> None:
     """Status, budget and labels of a campaign."""
-    from matloop.validation.store import ValidationStore
-
     with _errors():
         c = _open(directory)
+    from matloop.validation.store import ValidationStore
+
     table = Table(title=f"campaign {escape(c.spec.name)}")
     table.add_column("item")
     table.add_column("value")

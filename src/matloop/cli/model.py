@@ -21,7 +21,7 @@ Workspace = Annotated[Path | None, typer.Option("--workspace", "-w", help="Works
 
 def _run(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Call a tool with a per-epoch progress bar; tool errors become a one-line message."""
-    from matloop.models import EpochLog
+    from matloop.models.training import EpochLog
 
     with Progress(
         TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"), TimeElapsedColumn()

@@ -11,8 +11,8 @@ from pydantic import BaseModel, Field
 from matloop.models.finetuned import FINE_TUNABLE
 from matloop.models.foundation import PRETRAINED
 from matloop.models.layers import Conv
+from matloop.models.options import VECTOR_HEADS, VECTOR_METHODS
 from matloop.models.uq import METHODS
-from matloop.models.vector_uq import VECTOR_HEADS, VECTOR_METHODS
 
 CONV_DESCRIPTIONS = {
     "cgcnn": "gated crystal-graph convolutions (Xie & Grossman 2018), trained from scratch",
