@@ -18,7 +18,7 @@ from matloop.data.prototypes import Family
 from matloop.data.sources import source_names
 from matloop.errors import ToolInputError, validation_problems
 from matloop.models.options import FINE_TUNABLE_BLOCKS, VECTOR_HEADS, TrainableBlocks, check_trainable_blocks
-from matloop.names import BackboneName, ExecutorName, Goal, GoalName, LevelName, Strategy, UQMethod
+from matloop.names import BackboneName, ConvName, ExecutorName, Goal, GoalName, LevelName, Strategy, UQMethod
 from matloop.settings import SlurmSettings, TrainSettings
 from matloop.stability import HULL_PROPERTY
 from matloop.validation.levels import LEVELS
@@ -159,7 +159,7 @@ class ModelSpec(_Strict):
     patience: int | None = Field(None, gt=0, description="Early-stopping patience in epochs.")
     ensemble_size: int | None = Field(None, gt=0, description="Members of a deep ensemble.")
     hidden: int | None = Field(None, gt=0, description="Width of the graph network.")
-    conv: Literal["cgcnn", "schnet"] | None = Field(None, description="Graph convolution of the backbone.")
+    conv: ConvName | None = Field(None, description="Graph convolution of the backbone.")
     bootstrap: bool | None = Field(None, description="Train each ensemble member on a bootstrap resample.")
     cheap_level: Literal["auto", "none"] | LevelName = Field(
         "auto",
