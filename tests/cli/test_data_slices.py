@@ -137,3 +137,16 @@ def test_cif_export_of_molecules_says_what_it_needs(workspace, tmp_path):
         app, ["data", "export", slice_id, "--format", "cif", "--out", str(tmp_path / "c")]
     )
     assert result.exit_code == 2 and "expected a slice of crystals for CIF, got molecules" in result.output
+
+
+def test_bracketed_text_is_printed_as_written(workspace):
+    fe = Structure([[2.87, 0, 0], [0, 2.87, 0], [0, 0, 2.87]], ["Fe", "Fe"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    slice_id = save_slice(
+        workspace,
+        DatasetSlice(
+            ["Fe[bcc]"], [fe], pd.DataFrame({"e": [0.0]}), {"e": "eV [per atom]"}, "crystal", "mine[1]"
+        ),
+    )
+    result = CliRunner().invoke(app, ["data", "show", slice_id], env=WIDE)
+    assert result.exit_code == 0, result.output
+    assert "Fe[bcc]" in result.output and "mine[1]" in result.output and "e (eV [per atom])" in result.output

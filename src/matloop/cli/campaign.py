@@ -86,12 +86,12 @@ def log_counts(records: list[dict[str, Any]]) -> str:
     )
 
 
-def _progress():
+def _progress(out: Console = console):
     start = time.monotonic()
 
     def say(message: str) -> None:
         elapsed = time.monotonic() - start
-        console.print(
+        out.print(
             f"[dim]{int(elapsed // 60):02d}:{int(elapsed % 60):02d}[/dim] {escape(message)}",
             highlight=False,
             soft_wrap=True,
@@ -394,6 +394,9 @@ def ask_command(
     yes: Annotated[
         bool, typer.Option("--yes", "-y", help="Run without confirming the plan; approve expensive levels.")
     ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="The answer as one JSON document on stdout (progress on stderr).")
+    ] = False,
 ) -> None:
     """Answer a request by planning and calling tools; prints the answer with numbers and ids.
 
@@ -407,7 +410,7 @@ def ask_command(
     if plan:
         _print_plan(request)
         return
-    interactive = _interactive()
+    interactive = _interactive() and not as_json  # a JSON reader is a program: nothing is asked
     while True:
         with _errors():
             result = ask(
@@ -415,11 +418,14 @@ def ask_command(
                 workspace=workspace,
                 planner=planner,  # type: ignore[arg-type]
                 approver=_approver(yes),
-                progress=_progress(),
+                progress=_progress(err_console if as_json else console),
                 confirm=None if yes or not interactive else _confirm,
             )
         if not result.needs:
             break
+        if as_json:
+            print(result.model_dump_json())
+            raise typer.Exit(1)
         questions = "\n".join(f"  - {q}" for q in result.needs)
         if not interactive:
             err_console.print(f"error: the request is not clear enough to run:\n{questions}", markup=False)
@@ -431,6 +437,9 @@ def ask_command(
         request = typer.prompt("Re-phrase the request (empty to stop)", default="", show_default=False)
         if not request.strip():
             raise typer.Exit(1)
+    if as_json:
+        print(result.model_dump_json())
+        return
     console.print(result.answer, style="bold", markup=False, highlight=False, soft_wrap=True)
     tokens = f"; {result.tokens} LLM tokens" if result.tokens else ""
     console.print(

@@ -125,7 +125,7 @@ def predict_command(
     for col in ("item", "mean", "σ"):
         table.add_column(col)
     for item in res.lowest + res.highest:
-        table.add_row(item.item_id, f"{item.mean:.4g}", f"{item.std:.4g}")
+        table.add_row(escape(item.item_id), f"{item.mean:.4g}", f"{item.std:.4g}")
     Console().print(table)
 
 
