@@ -33,7 +33,10 @@ import numpy as np
 from _common import RESULTS_DIR, write_result
 from matloop.active_learning.harness import ALData, load_dataset
 from matloop.data.sources import load_source
-from matloop.models import METHODS, TrainOptions, UQModel, fine_tune_uq_model, fit_uq_model, uq_metrics
+from matloop.models.metrics import uq_metrics
+from matloop.models.model import UQModel
+from matloop.models.training import TrainOptions, fine_tune_uq_model, fit_uq_model
+from matloop.models.uq import METHODS
 
 TARGETS = {"qm9": "gap", "mp_formation_energy": "formation_energy_per_atom", "mp_dielectric": "band_gap"}
 #: (train, val, test) per dataset; flla has 3,938 items, the dielectric set 1,056.

@@ -79,10 +79,11 @@ from matloop.active_learning.harness import ALData, level_workspace, load_datase
 from matloop.data.composition import magpie_statistics
 from matloop.data.embedding_cache import EmbeddingCache
 from matloop.data.sources import load_source
-from matloop.models import TrainOptions, fit_uq_model, uq_metrics
 from matloop.models.finetuned import fit_finetuned, save_finetuned
 from matloop.models.forest import ForestUQ
 from matloop.models.foundation import embed_structures, get_pretrained
+from matloop.models.metrics import uq_metrics
+from matloop.models.training import TrainOptions, fit_uq_model
 from matloop.models.vector_uq import fit_vector_model
 from matloop.settings import get_settings
 from matloop.validation.store import ValidationStore

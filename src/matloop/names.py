@@ -19,6 +19,8 @@ UQMethod = Literal["ensemble", "mc_dropout", "evidential", "gp"]
 Strategy = Literal[
     "entropy", "batch_entropy", "bald", "random", "max_std", "ucb", "greedy", "ei", "in_window"
 ]
+#: The graph convolution of the trained graph network.
+ConvName = Literal["cgcnn", "schnet"]
 #: The input side of a surrogate: the trained graph network or a frozen featurizer.
 BackboneName = Literal["gnn", "chgnet", "sevennet_0", "magpie", "chgnet+magpie"]
 #: The direction of an optimisation (acquisition's ``goal``).
@@ -46,6 +48,7 @@ EXECUTOR_NAMES: tuple[str, ...] = get_args(ExecutorName)
 UQ_METHODS: tuple[str, ...] = get_args(UQMethod)
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
 BACKBONES: tuple[str, ...] = get_args(BackboneName)
+CONVS: tuple[str, ...] = get_args(ConvName)
 DIRECTIONS: tuple[str, ...] = get_args(Direction)
 GOALS: tuple[str, ...] = get_args(GoalName)
 JOB_STATUSES: tuple[str, ...] = get_args(JobStatus)

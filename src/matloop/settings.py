@@ -20,7 +20,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from matloop.names import LevelName
+from matloop.names import ConvName, LevelName
 
 
 def _default_cache_dir() -> Path:
@@ -52,7 +52,7 @@ class TrainSettings(BaseModel):
     ensemble_size: int = Field(5, gt=0)
     patience: int = Field(15, gt=0, description="Early-stopping patience in epochs.")
     hidden: int = Field(64, gt=0, description="Width of the graph network.")
-    conv: Literal["cgcnn", "schnet"] = Field(
+    conv: ConvName = Field(
         "cgcnn",
         description="Graph convolution of the backbone: CGCNN-style gated or SchNet continuous-filter.",
     )

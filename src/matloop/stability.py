@@ -22,12 +22,15 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
+from typing import TYPE_CHECKING
 
 import numpy as np
-from pymatgen.analysis.phase_diagram import PDEntry, PhaseDiagram
 from pymatgen.core import Composition, Element
 
 from matloop.errors import ToolInputError
+
+if TYPE_CHECKING:
+    from pymatgen.analysis.phase_diagram import PhaseDiagram
 
 #: The label a hull is built from (per atom, against elemental references at the same level).
 HULL_PROPERTY = "formation_energy_per_atom"
@@ -134,6 +137,11 @@ class Hull:
         """pymatgen's ``PhaseDiagram`` of one chemical system (cached)."""
         key = frozenset(system)
         if key not in self._diagrams:
+            from pymatgen.analysis.phase_diagram import (  # scipy's interpolate: slow import
+                PDEntry,
+                PhaseDiagram,
+            )
+
             entries = [PDEntry(Composition(el), 0.0, name=el) for el in sorted(key)]
             for elements, phases in self._by_elements.items():
                 if elements <= key:

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from matloop.agent.campaign import Campaign, CampaignSpec, run_campaign
 from matloop.cli import app
-from matloop.models import load_model
+from matloop.models.saved import load_model
 from matloop.validation.levels import SCREENING_CHARGE
 
 QUICKSTART = Path(__file__).parents[2] / "examples" / "quickstart.yaml"

@@ -17,7 +17,7 @@ from matloop.audit_stats import audit_size, draw_audit, error_metrics, in_window
 from matloop.cli import app
 from matloop.data.feature_sets import load_graphs
 from matloop.data.slices import load_slice
-from matloop.models import load_model
+from matloop.models.saved import load_model
 from matloop.validation.level_values import model_items
 
 WINDOW = (None, -2.0)  # ~10 % of the bundled formation energies

@@ -12,8 +12,8 @@ from matloop.agent.campaign import Campaign, run_campaign
 from matloop.agent.spec import CampaignSpec
 from matloop.data.feature_sets import load_graphs
 from matloop.data.items import Items
-from matloop.models import load_model
 from matloop.models.inputs import surrogate_inputs
+from matloop.models.saved import load_model
 from matloop.validation.level_values import model_items
 from matloop.validation.levels import SCREENING_CHARGE
 from matloop.validation.store import ValidationStore

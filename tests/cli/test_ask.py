@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -91,3 +92,19 @@ def test_a_dataset_property_of_a_structure_family_plans_a_run_on_its_dataset(set
     spec = CampaignSpec.from_yaml(path)
     assert (spec.target.property, spec.pool.source, spec.level) == ("band_gap", "mp_dielectric", "lookup")
     assert "mp_dielectric is not filtered by structure type" in result.stderr
+
+
+def test_ask_json_is_one_document_naming_the_slice(settings):
+    result = CliRunner().invoke(
+        app, ["ask", "--json", "--yes", "find materials with a band gap between 1 and 2 eV, excluding oxygen"]
+    )
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["planner"] == "rules" and "mp_dielectric" in doc["answer"]
+    assert any(i.startswith("slice-") for i in doc["ids"])
+
+
+def test_ask_json_of_an_unclear_request_lists_the_questions(settings):
+    result = CliRunner().invoke(app, ["ask", "--json", "formation energy, Cd"])
+    assert result.exit_code == 1
+    assert json.loads(result.stdout)["needs"]

@@ -32,7 +32,7 @@ def test_data_query(settings):
     assert result.exit_code == 0, result.output
     assert "5 of 1181" in result.output and "K_VRH" in result.output and "GPa" in result.output
     bad = runner.invoke(app, ["data", "query", "mp_elastic", "--elements-all", "Xx"])
-    assert bad.exit_code == 1 and "valid values" in bad.output
+    assert bad.exit_code == 2 and "valid values" in bad.output  # bad input: a usage error
 
 
 def test_data_query_prints_the_accounting_of_a_users_file(settings, tmp_path):
@@ -51,7 +51,7 @@ def test_data_query_prints_the_accounting_of_a_users_file(settings, tmp_path):
     strict = runner.invoke(
         app, ["data", "query", "cif_folder", "--path", path, "--strict"], env={"COLUMNS": "250"}
     )
-    assert strict.exit_code == 1
+    assert strict.exit_code == 2  # the file is bad input
     assert f"(strict mode), got {defects.CIF_FOLDER_ISSUES[0]}" in " ".join(strict.output.split())
 
 
@@ -72,4 +72,4 @@ def test_data_query_generates_substitution_candidates_with_their_counts(settings
     assert result.exit_code == 0, result.output
     assert "crystals from substitution" in result.output and "from 3938 templates" in result.output
     bad = runner.invoke(app, [*args, "--threshold", "1.5"], env={"COLUMNS": "250"})
-    assert bad.exit_code == 1 and "threshold: expected a probability in (0, 1], got 1.5" in bad.output
+    assert bad.exit_code == 2 and "threshold: expected a probability in (0, 1], got 1.5" in bad.output

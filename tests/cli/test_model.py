@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
@@ -57,18 +58,27 @@ def test_train_command_fine_tunes_chgnet(workspace):
     assert bad.exit_code != 0 and "or 'all'" in bad.output, bad.output
 
 
-def test_backbones_command_lists_graph_networks_and_pretrained_featurizers():
+def test_backbones_lists_what_the_spec_accepts_with_the_specs_names():
     import chgnet
 
-    out = CliRunner().invoke(app, ["model", "backbones"], env={"COLUMNS": "250"})
+    from matloop.agent.spec import ModelSpec
+    from matloop.names import BACKBONES, UQ_METHODS
+
+    out = CliRunner().invoke(app, ["model", "backbones", "--json"])
     assert out.exit_code == 0, out.output
-    names = (
-        "cgcnn",
-        "schnet",
-        "chgnet",
-        "mlp_ensemble",
-        f"chgnet {chgnet.__version__}",
-        "fine-tunable pretrained",
-    )
-    for name in names:
-        assert name in out.output
+    rows = json.loads(out.output)
+    assert [r["name"] for r in rows] == ["auto", *BACKBONES]
+    for row in rows:  # a method is listed exactly when the spec takes it with that backbone
+        for method in UQ_METHODS:
+            try:
+                ModelSpec(backbone=row["name"], method=method)
+                accepted = True
+            except ValueError:
+                accepted = False
+            assert accepted == (method in row["methods"]), (row["name"], method)
+    by_name = {r["name"]: r for r in rows}
+    assert "magpie" in by_name and "chgnet+magpie" in by_name["auto"]["description"]
+    assert f"chgnet {chgnet.__version__}" in by_name["chgnet"]["status"]
+    assert "to 4 or 'all'" in by_name["chgnet"]["options"] and "cgcnn or schnet" in by_name["gnn"]["options"]
+    table = CliRunner().invoke(app, ["model", "backbones"], env={"COLUMNS": "250"})
+    assert table.exit_code == 0 and all(f" {name} " in table.output for name in by_name)

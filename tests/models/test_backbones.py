@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from matloop.errors import ToolInputError
-from matloop.models import TrainOptions, fit_uq_model, load_checkpoint, save_checkpoint, uq_metrics
 from matloop.models.layers import CFConvBlock
-from matloop.models.training import bootstrap_sample
+from matloop.models.metrics import uq_metrics
+from matloop.models.model import load_checkpoint, save_checkpoint
+from matloop.models.training import TrainOptions, bootstrap_sample, fit_uq_model
 
 
 def test_schnet_backbone_learns_and_round_trips(crystal_data, tmp_path):

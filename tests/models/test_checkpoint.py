@@ -7,14 +7,10 @@ import pytest
 import torch
 
 from matloop.errors import ToolInputError
-from matloop.models import (
-    CheckpointError,
-    fit_uq_model,
-    load_checkpoint,
-    load_model,
-    save_checkpoint,
-    save_model,
-)
+from matloop.models.checkpoint import CheckpointError
+from matloop.models.model import load_checkpoint, save_checkpoint
+from matloop.models.saved import load_model, save_model
+from matloop.models.training import fit_uq_model
 
 
 @pytest.mark.parametrize("method", ["ensemble", "mc_dropout", "evidential", "gp"])

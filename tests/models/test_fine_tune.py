@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from matloop.models import fine_tune_uq_model, fit_uq_model
+from matloop.models.training import fine_tune_uq_model, fit_uq_model
 
 
 def _changed(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor]) -> set[str]:

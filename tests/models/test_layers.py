@@ -8,8 +8,8 @@ from pymatgen.core import Molecule
 from torch_geometric.data import Batch
 
 from matloop.data.graphs import GraphParams, build_graph
-from matloop.models import CrystalGNN
 from matloop.models.layers import CGConvBlock
+from matloop.models.network import CrystalGNN
 
 
 def test_block_matches_concatenated_cgcnn_formula():

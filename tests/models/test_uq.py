@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from matloop.errors import ToolInputError
-from matloop.models import METHODS, fit_uq_model, get_method, uq_metrics
+from matloop.models.metrics import uq_metrics
+from matloop.models.training import fit_uq_model
+from matloop.models.uq import METHODS, get_method
 
 
 @pytest.mark.parametrize("method", ["ensemble", "mc_dropout", "gp"])

@@ -11,9 +11,9 @@ from pymatgen.core import Element, Lattice, Structure
 from matloop.data.feature_sets import load_graphs
 from matloop.data.slices import DatasetSlice, save_slice
 from matloop.errors import ToolInputError
-from matloop.models import load_model
 from matloop.models.finetuned import FineTunedCHGNet
 from matloop.models.inputs import surrogate_inputs
+from matloop.models.saved import load_model
 from matloop.tools import (
     collect_validation,
     featurize,

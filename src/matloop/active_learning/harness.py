@@ -48,9 +48,9 @@ from matloop.data.graphs import GraphParams
 from matloop.data.slices import DatasetSlice, save_slice
 from matloop.data.sources import load_source
 from matloop.errors import ToolInputError, invalid_choice, validation_problems
-from matloop.models import Surrogate, load_model
 from matloop.models.inputs import Items
 from matloop.models.metrics import uq_metrics
+from matloop.models.saved import Surrogate, load_model
 from matloop.names import GOALS, GoalName, normalise_goal
 from matloop.settings import Settings, get_settings
 from matloop.tools.featurize import graph_params

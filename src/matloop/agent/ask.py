@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
-from langchain_core.language_models import BaseChatModel
 from pydantic import BaseModel, Field
 
 from matloop.agent.campaign import Campaign, llm_configured, run_campaign
@@ -24,6 +23,9 @@ from matloop.agent.spec import CampaignSpec
 from matloop.errors import CampaignStop
 from matloop.settings import get_settings
 from matloop.workspace import Workspace
+
+if TYPE_CHECKING:
+    from langchain_core.language_models import BaseChatModel
 
 COMPUTED = {"formation_energy_per_atom"}
 

@@ -307,15 +307,15 @@ class Audit:
     def _predictions(self, model_id: str, ids: list[str]) -> dict[str, tuple[float, float]] | None:
         """μ and σ of a model on the audit items (cached in the state); ``None`` if the model does
         not predict the campaign's labels."""
-        from matloop.data.feature_sets import load_graphs
-        from matloop.models import load_model
-        from matloop.validation.level_values import model_items
-
         c = self.campaign
         key = f"audit:predictions:{model_id}"
         cached = c.state.meta(key)
         if cached is not None and (cached.get("skip") or set(ids) <= set(cached["pred"])):
             return None if cached.get("skip") else {k: tuple(v) for k, v in cached["pred"].items()}
+        from matloop.data.feature_sets import load_graphs  # the model (torch) only when not cached
+        from matloop.models.saved import load_model
+        from matloop.validation.level_values import model_items
+
         model = load_model(c.ws, model_id)
         if model.meta.get("target") != f"{c.spec.target.property}@{c.spec.level}":
             c.state.set_meta(key, {"skip": True})

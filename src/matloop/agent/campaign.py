@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,6 @@ from matloop.agent.decisions import Decision, DecisionLog
 from matloop.agent.guardrails import Approver, Guardrails, PoolLimits
 from matloop.agent.hull import hits
 from matloop.agent.integrity import campaign_lock, check_state, spec_hash
-from matloop.agent.registry import TOOLS
 from matloop.agent.report import write_report
 from matloop.agent.rules import RulesPlanner
 from matloop.agent.session import Planner
@@ -89,12 +89,19 @@ class Campaign:
         )
         self.context = Context(campaign=spec.name)
         self.say = progress or (lambda _m: None)
-        self.toolbox = Toolbox(
-            self.ws, self.state, self.guardrails, self.log, self.context, TOOLS, progress=self._progress
-        )
         self.audit = Audit(self)
         self.guardrails.reserved = self.audit.reserved
         self.started = time.monotonic()
+
+    @cached_property
+    def toolbox(self) -> Toolbox:
+        """The registered tools behind the guardrails, built on first use: reading a campaign
+        (status, log, report) never imports the tools' scientific stack."""
+        from matloop.agent.registry import TOOLS
+
+        return Toolbox(
+            self.ws, self.state, self.guardrails, self.log, self.context, TOOLS, progress=self._progress
+        )
 
     @property
     def round(self) -> int:

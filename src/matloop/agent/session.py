@@ -25,8 +25,12 @@ class Session(Protocol):
     ws: Workspace
     state: CampaignState
     guardrails: Guardrails
-    toolbox: Toolbox
     planner: str
+
+    @property
+    def toolbox(self) -> Toolbox:
+        """The tools behind the guardrails and the decision log."""
+        ...
 
     @property
     def round(self) -> int:

@@ -17,9 +17,8 @@ from matloop.agent.request import TARGET_NEEDED, parse_request
 from matloop.data.prototypes import Family
 from matloop.data.sources import source_names
 from matloop.errors import ToolInputError, validation_problems
-from matloop.models.finetuned import FINE_TUNABLE, TrainableBlocks, check_trainable_blocks
-from matloop.models.vector_uq import VECTOR_HEADS
-from matloop.names import BackboneName, ExecutorName, Goal, GoalName, LevelName, Strategy, UQMethod
+from matloop.models.options import FINE_TUNABLE_BLOCKS, VECTOR_HEADS, TrainableBlocks, check_trainable_blocks
+from matloop.names import BackboneName, ConvName, ExecutorName, Goal, GoalName, LevelName, Strategy, UQMethod
 from matloop.settings import SlurmSettings, TrainSettings
 from matloop.stability import HULL_PROPERTY
 from matloop.validation.levels import LEVELS
@@ -160,7 +159,7 @@ class ModelSpec(_Strict):
     patience: int | None = Field(None, gt=0, description="Early-stopping patience in epochs.")
     ensemble_size: int | None = Field(None, gt=0, description="Members of a deep ensemble.")
     hidden: int | None = Field(None, gt=0, description="Width of the graph network.")
-    conv: Literal["cgcnn", "schnet"] | None = Field(None, description="Graph convolution of the backbone.")
+    conv: ConvName | None = Field(None, description="Graph convolution of the backbone.")
     bootstrap: bool | None = Field(None, description="Train each ensemble member on a bootstrap resample.")
     cheap_level: Literal["auto", "none"] | LevelName = Field(
         "auto",
@@ -185,15 +184,15 @@ class ModelSpec(_Strict):
         explicit_level = self.cheap_level not in ("auto", "none")
         heads = f"method one of {list(VECTOR_HEADS)}"
         if self.trainable_blocks != 0 and (
-            self.backbone not in FINE_TUNABLE or self.method not in VECTOR_HEADS or explicit_level
+            self.backbone not in FINE_TUNABLE_BLOCKS or self.method not in VECTOR_HEADS or explicit_level
         ):
             raise ValueError(
                 f"trainable_blocks fine-tunes a pretrained network under a UQ head: it needs "
-                f"backbone {' or '.join(map(repr, FINE_TUNABLE))}, {heads} and no cheap_level, "
+                f"backbone {' or '.join(map(repr, FINE_TUNABLE_BLOCKS))}, {heads} and no cheap_level, "
                 f"got backbone {self.backbone!r}, method {self.method!r}, cheap_level {self.cheap_level!r}"
             )
-        if self.backbone in FINE_TUNABLE:
-            check_trainable_blocks(self.trainable_blocks, FINE_TUNABLE[self.backbone].n_blocks)
+        if self.backbone in FINE_TUNABLE_BLOCKS:
+            check_trainable_blocks(self.trainable_blocks, FINE_TUNABLE_BLOCKS[self.backbone])
         frozen_warm_start = self.warm_start and self.trainable_blocks == 0
         if self.backbone not in ("auto", "gnn") and (self.method not in VECTOR_HEADS or frozen_warm_start):
             raise ValueError(

@@ -14,9 +14,8 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from langchain_core.tools import StructuredTool
 from pydantic import BaseModel, ValidationError
 
 from matloop.agent.decisions import Decision, DecisionLog
@@ -25,6 +24,9 @@ from matloop.agent.state import CampaignState
 from matloop.agent.tool_spec import ToolCall, ToolSpec
 from matloop.errors import ToolInputError, invalid_choice, validation_problems
 from matloop.workspace import Workspace
+
+if TYPE_CHECKING:
+    from langchain_core.tools import StructuredTool
 
 MAX_RESULT_CHARS = 4000
 
@@ -176,6 +178,8 @@ class Toolbox:
 
     def langchain_tools(self) -> list[StructuredTool]:
         """The tools as LangChain ``StructuredTool``s (schemas without the injected handles)."""
+        from langchain_core.tools import StructuredTool
+
         out = []
         for name, spec in self.specs.items():
 

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal
 
-from langchain_core.tools.base import create_schema_from_function
 from pydantic import BaseModel
 
 if TYPE_CHECKING:
@@ -89,6 +88,8 @@ class ToolSpec:
     @cached_property
     def schema(self) -> type[BaseModel]:
         """The argument model the LLM sees: visible parameters with their docstring descriptions."""
+        from langchain_core.tools.base import create_schema_from_function  # LangChain: only for a schema
+
         schema = create_schema_from_function(
             self.name, self.func, filter_args=list(self.hidden), parse_docstring=True
         )

@@ -8,6 +8,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -122,10 +123,10 @@ def active_learning(
 
             summary = run_simulation(data, config, out_dir, progress=progress)
     except MatloopError as exc:
-        Console(stderr=True).print(f"[red]error:[/red] {exc}")
+        Console(stderr=True).print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(1) from exc
     print_summary(console, summary)
-    console.print(f"results: {out_dir / 'summary.json'}, {out_dir / 'learning_curve.png'}")
+    console.print(escape(f"results: {out_dir / 'summary.json'}, {out_dir / 'learning_curve.png'}"))
 
 
 def print_summary(console: Console, summary: dict[str, Any]) -> None:

@@ -86,12 +86,12 @@ def log_counts(records: list[dict[str, Any]]) -> str:
     )
 
 
-def _progress():
+def _progress(out: Console = console):
     start = time.monotonic()
 
     def say(message: str) -> None:
         elapsed = time.monotonic() - start
-        console.print(
+        out.print(
             f"[dim]{int(elapsed // 60):02d}:{int(elapsed % 60):02d}[/dim] {escape(message)}",
             highlight=False,
             soft_wrap=True,
@@ -148,13 +148,13 @@ def _approver(assume_yes: bool):
 
 def _open(directory: Path):
     """The campaign in ``directory`` for reading (no lock); its state is checked first."""
+    spec_file = directory / "campaign.yaml"
+    if not spec_file.exists():
+        raise typer.BadParameter(f"{directory} is not a campaign directory (no campaign.yaml)")
     from matloop.agent.campaign import Campaign
     from matloop.agent.integrity import check_state
     from matloop.agent.spec import CampaignSpec
 
-    spec_file = directory / "campaign.yaml"
-    if not spec_file.exists():
-        raise typer.BadParameter(f"{directory} is not a campaign directory (no campaign.yaml)")
     check_state(directory)
     return Campaign(directory, CampaignSpec.from_yaml(spec_file))
 
@@ -239,34 +239,104 @@ def _status_line(c) -> str:
     return status
 
 
-@campaign_app.command("status")
-def status(directory: Dir) -> None:
-    """Status, budget and labels of a campaign."""
-    from matloop.validation.store import ValidationStore
+def _picks(c, limit: int) -> list[dict[str, Any]]:
+    """The campaign's picks by name, best label first for an optimisation (latest first otherwise):
+    id, formula, round, μ and σ when picked, and the label once it is known."""
+    from matloop.data.slices import load_slice
 
+    labels = {lb["item_id"]: lb["value"] for lb in c.state.labels(c.spec.target.property, c.spec.level)}
+    picks = c.state.candidates()[::-1]
+    sign = {"minimize": 1, "maximize": -1}.get(c.spec.target.goal)
+    if sign is not None:
+        picks.sort(key=lambda p: (p["item_id"] not in labels, sign * labels.get(p["item_id"], 0.0)))
+    first: dict[str, dict[str, Any]] = {}
+    for p in picks:
+        first.setdefault(p["item_id"], p)
+    picks = list(first.values())[:limit]
+    plan = c.audit.plan or {}
+    ids = [p["item_id"] for p in picks]
+    formulas = (
+        load_slice(c.ws, plan["pool_slice"]).subset(ids).formulas() if picks and plan else [None] * len(ids)
+    )
+    return [
+        {
+            "id": p["item_id"],
+            "formula": formula,
+            "round": p["round"],
+            "mean": p["mean"],
+            "std": p["std"],
+            "label": labels.get(p["item_id"]),
+        }
+        for p, formula in zip(picks, formulas, strict=True)
+    ]
+
+
+def _picks_table(picks: list[dict[str, Any]], unit: str) -> Table:
+    table = Table(title=f"picks ({unit})" if unit else "picks")
+    for col in ("id", "formula", "round", "μ ± σ when picked", "label"):
+        table.add_column(col)
+    for p in picks:
+        predicted = f"{p['mean']:.4g} ± {p['std']:.2g}" if p["mean"] is not None else "-"
+        label = f"{p['label']:.4g}" if p["label"] is not None else "not yet"
+        table.add_row(escape(p["id"]), escape(p["formula"] or "?"), str(p["round"]), predicted, label)
+    return table
+
+
+@campaign_app.command("status")
+def status(
+    directory: Dir,
+    top: Annotated[int, typer.Option(min=0, help="Picks listed by name.")] = 5,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON document instead of the tables.")] = False,
+) -> None:
+    """Status, budget, labels, audit and the best picks of a campaign."""
     with _errors():
         c = _open(directory)
+    from matloop.validation.store import ValidationStore
+
+    target = f"{c.spec.target.property}@{c.spec.level}"
+    labels = c.state.labels(c.spec.target.property, c.spec.level)
+    unit = labels[0]["unit"] if labels else ""
+    states = dict(sorted(ValidationStore(c.ws).status_counts().items()))
+    budget = c.guardrails.remaining()
+    picks = _picks(c, top)
+    if as_json:
+        doc = {
+            "campaign": c.spec.name,
+            "status": _status_line(c),
+            "reason": c.state.meta("reason", ""),
+            "target": target,
+            "unit": unit,
+            "labels": len(labels),
+            "calculations": len(c.state.calcs()),
+            "calculation_states": states,
+            "models": len(c.state.models()),
+            "decisions": log_counts(c.log.records()),
+            "budget_left": budget,
+            "audit": dict(c.audit.summary().headline(unit)),
+            "picks": picks,
+        }
+        print(json.dumps(doc, default=str))
+        return
     table = Table(title=f"campaign {escape(c.spec.name)}")
     table.add_column("item")
     table.add_column("value")
-    labels = c.state.labels(c.spec.target.property, c.spec.level)
     rows = {
         "status": _status_line(c),
         "reason": _one_line(c.state.meta("reason", "")),
-        "labels": f"{len(labels)} {c.spec.target.property}@{c.spec.level}",
+        "labels": f"{len(labels)} {target}",
         "calculations": str(len(c.state.calcs())),
-        f"calculation states ({c.spec.executor})": ", ".join(
-            f"{n} {state}" for state, n in sorted(ValidationStore(c.ws).status_counts().items())
-        )
+        f"calculation states ({c.spec.executor})": ", ".join(f"{n} {state}" for state, n in states.items())
         or "none yet",
         "models": str(len(c.state.models())),
         "decisions": log_counts(c.log.records()),
-        **{f"budget left: {k}": f"{v:.6g}" for k, v in c.guardrails.remaining().items()},
+        **{f"budget left: {k}": f"{v:.6g}" for k, v in budget.items()},
     }
     for k, v in rows.items():
-        table.add_row(k, v)
+        table.add_row(escape(k), escape(v))
     console.print(table)
     console.print(_audit_table(c))
+    if picks:
+        console.print(_picks_table(picks, unit))
 
 
 @campaign_app.command("report")
@@ -285,7 +355,7 @@ def report(
 @campaign_app.command("log")
 def log(
     directory: Dir,
-    raw: Annotated[bool, typer.Option("--json", help="Print the raw JSON lines.")] = False,
+    raw: Annotated[bool, typer.Option("--json", help="The records as JSON, one per line.")] = False,
 ) -> None:
     """Pretty-print the decision log."""
     from matloop.agent.decisions import DecisionLog
@@ -293,7 +363,7 @@ def log(
     records = DecisionLog(directory / "decisions.jsonl").records()
     if raw:
         for r in records:
-            console.print_json(json.dumps(r))
+            print(json.dumps(r, ensure_ascii=False))
         return
     colour = {"planned": "cyan", "done": "green", "error": "red", "rejected": "red", "note": "yellow"}
     for r in records:
@@ -324,6 +394,9 @@ def ask_command(
     yes: Annotated[
         bool, typer.Option("--yes", "-y", help="Run without confirming the plan; approve expensive levels.")
     ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="The answer as one JSON document on stdout (progress on stderr).")
+    ] = False,
 ) -> None:
     """Answer a request by planning and calling tools; prints the answer with numbers and ids.
 
@@ -337,7 +410,7 @@ def ask_command(
     if plan:
         _print_plan(request)
         return
-    interactive = _interactive()
+    interactive = _interactive() and not as_json  # a JSON reader is a program: nothing is asked
     while True:
         with _errors():
             result = ask(
@@ -345,11 +418,14 @@ def ask_command(
                 workspace=workspace,
                 planner=planner,  # type: ignore[arg-type]
                 approver=_approver(yes),
-                progress=_progress(),
+                progress=_progress(err_console if as_json else console),
                 confirm=None if yes or not interactive else _confirm,
             )
         if not result.needs:
             break
+        if as_json:
+            print(result.model_dump_json())
+            raise typer.Exit(1)
         questions = "\n".join(f"  - {q}" for q in result.needs)
         if not interactive:
             err_console.print(f"error: the request is not clear enough to run:\n{questions}", markup=False)
@@ -361,6 +437,9 @@ def ask_command(
         request = typer.prompt("Re-phrase the request (empty to stop)", default="", show_default=False)
         if not request.strip():
             raise typer.Exit(1)
+    if as_json:
+        print(result.model_dump_json())
+        return
     console.print(result.answer, style="bold", markup=False, highlight=False, soft_wrap=True)
     tokens = f"; {result.tokens} LLM tokens" if result.tokens else ""
     console.print(

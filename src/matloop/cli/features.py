@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -36,7 +37,7 @@ def featurize_command(
                 progress=lambda done, total: progress.update(task, completed=done, total=total),
             )
     except MatloopError as exc:
-        Console(stderr=True).print(f"[red]error:[/red] {exc}")
+        Console(stderr=True).print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(1) from exc
     console = Console()
     console.print(
@@ -49,7 +50,7 @@ def featurize_command(
         table.add_column("id")
         table.add_column("reason")
         for failure in result.failures:
-            table.add_row(failure.item_id, failure.reason)
+            table.add_row(escape(failure.item_id), escape(failure.reason))
         console.print(table)
 
 
@@ -79,11 +80,11 @@ def pool_command(
         )
         slice_id = save_slice(resolve_workspace(workspace), pool)
     except MatloopError as exc:
-        Console(stderr=True).print(f"[red]error:[/red] {exc}")
+        Console(stderr=True).print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(1) from exc
     counts: dict[str, int] = {}
     for item_id in pool.ids:
         family = item_id.split("-", 1)[0]
         counts[family] = counts.get(family, 0) + 1
     summary = ", ".join(f"{n} {family}" for family, n in counts.items())
-    Console().print(f"[bold]{slice_id}[/bold]: {len(pool)} candidates ({summary or 'none'})")
+    Console().print(f"[bold]{slice_id}[/bold]: {len(pool)} candidates ({escape(summary or 'none')})")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -21,7 +23,7 @@ Workspace = Annotated[Path | None, typer.Option("--workspace", "-w", help="Works
 
 def _run(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Call a tool with a per-epoch progress bar; tool errors become a one-line message."""
-    from matloop.models import EpochLog
+    from matloop.models.training import EpochLog
 
     with Progress(
         TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"), TimeElapsedColumn()
@@ -123,18 +125,25 @@ def predict_command(
     for col in ("item", "mean", "σ"):
         table.add_column(col)
     for item in res.lowest + res.highest:
-        table.add_row(item.item_id, f"{item.mean:.4g}", f"{item.std:.4g}")
+        table.add_row(escape(item.item_id), f"{item.mean:.4g}", f"{item.std:.4g}")
     Console().print(table)
 
 
 @model_app.command("backbones")
-def backbones() -> None:
-    """List the backbones (graph networks, pretrained featurizers, fine-tunable CHGNet) and their UQ heads."""
+def backbones(
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON document instead of the table.")] = False,
+) -> None:
+    """List what a campaign spec's `model.backbone` accepts, with the `model.method` values each takes."""
     from matloop.models.catalog import available_backbones
 
-    table = Table(title="matloop surrogate backbones")
-    for col in ("backbone", "kind", "UQ heads", "description", "status"):
+    infos = available_backbones()
+    if as_json:
+        print(json.dumps([info.model_dump() for info in infos]))
+        return
+    table = Table(title="model.backbone values (campaign spec)")
+    for col in ("backbone", "kind", "model.method", "options", "description", "status"):
         table.add_column(col)
-    for info in available_backbones():
-        table.add_row(info.name, info.kind, ", ".join(info.heads), info.description, info.status)
+    for info in infos:
+        cells = (info.name, info.kind, ", ".join(info.methods), info.options, info.description, info.status)
+        table.add_row(*map(escape, cells))
     Console().print(table)

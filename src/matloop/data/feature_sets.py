@@ -6,16 +6,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from torch_geometric.data import Data
 
 from matloop.data.embedding_cache import EmbeddingCache
 from matloop.data.graphs import GraphArrays, GraphParams, to_data
 from matloop.data.items import Items
 from matloop.data.slices import load_slice
 from matloop.workspace import Workspace, resolve_workspace
+
+if TYPE_CHECKING:
+    from torch_geometric.data import Data
 
 
 @dataclass

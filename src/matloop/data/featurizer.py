@@ -8,11 +8,10 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 from pymatgen.core import Molecule, Structure
-from torch_geometric.data import Data
 
 from matloop.data.graph_cache import GraphCache
 from matloop.data.graphs import (
@@ -26,6 +25,10 @@ from matloop.data.graphs import (
     content_key,
     to_data,
 )
+
+if TYPE_CHECKING:
+    from torch_geometric.data import Data
+
 
 logger = logging.getLogger(__name__)
 

@@ -28,15 +28,16 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
-import torch
 from pymatgen.core import Element, Molecule, Structure
 from pymatgen.optimization.neighbors import find_points_in_spheres
-from torch_geometric.data import Data
 
 from matloop.errors import MissingExtraError
+
+if TYPE_CHECKING:
+    from torch_geometric.data import Data
 
 MAX_Z = 100
 #: Molecules up to this size use a dense distance matrix instead of the cell list.
@@ -347,6 +348,9 @@ def graph_arrays(item: Structure | Molecule, params: GraphParams) -> GraphArrays
 
 def to_data(arrays: GraphArrays, params: GraphParams, item_id: str = "") -> Data:
     """The torch-geometric graph of a compact graph (node and edge features computed here)."""
+    import torch  # only graphs need torch: hashing and neighbour lists do not
+    from torch_geometric.data import Data
+
     z, edge_index, edge_dist = arrays
     return Data(
         x=torch.from_numpy(element_table(params.node_features)[z]),

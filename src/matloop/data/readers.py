@@ -22,7 +22,6 @@ from typing import Any, Literal
 
 import pandas as pd
 from pymatgen.core import DummySpecies, Molecule, Structure
-from pymatgen.io.cif import CifParser
 
 from matloop.data.accounting import Accounting
 from matloop.data.cells import numeric_properties
@@ -41,6 +40,8 @@ Row = tuple[int, str, str, Callable[[], Structure | Molecule]]
 
 def _parse_cif(text: str) -> Structure:
     """The first structure of a CIF; one whose atoms disagree with its formula (cut short) fails."""
+    from pymatgen.io.cif import CifParser  # slow import (spglib, symmetry): only for CIF input
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         parser = CifParser.from_str(text, check_cif=False)

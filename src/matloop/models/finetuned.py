@@ -50,12 +50,11 @@ import warnings
 from collections.abc import Sequence
 from importlib.util import find_spec
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from pymatgen.core import Structure
 from torch import Tensor, nn
 
@@ -70,32 +69,21 @@ from matloop.models.foundation import (
     sevennet_model,
 )
 from matloop.models.model import UQPrediction
+from matloop.models.options import (
+    FINE_TUNABLE_BLOCKS,
+    VECTOR_METHODS,
+    TrainableBlocks,
+    check_trainable_blocks,
+)
 from matloop.models.training import EpochLog, ProgressCallback, bootstrap_positions
-from matloop.models.vector_uq import VECTOR_METHODS, VectorUQModel, fit_vector_model
+from matloop.models.vector_uq import VectorUQModel, fit_vector_model
 
 log = logging.getLogger(__name__)
 
 FORMAT = "matloop.finetuned_pretrained"
 VERSION = 1
-#: How many of the pretrained parameters train: the last N interaction blocks, or all of them.
-TrainableBlocks = Annotated[int, Field(ge=0, le=5)] | Literal["all"]
 #: The head's own arguments, which a fine-tune of a saved model keeps.
 HEAD_ARGS = ("ensemble_size", "hidden", "layers", "dropout", "mc_samples")
-
-
-def check_trainable_blocks(value: Any, n_blocks: int = 5) -> TrainableBlocks:
-    """``value`` as an int in [0, n_blocks] or ``"all"``; anything else raises
-    :class:`ToolInputError` saying what is accepted."""
-    if value == "all":
-        return "all"
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value)
-    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= n_blocks:
-        return value
-    raise ToolInputError(
-        f"expected trainable_blocks 0 (frozen backbone) to {n_blocks} (the last N interaction blocks "
-        f"and the read-out) or 'all' (every pretrained parameter), got {value!r}"
-    )
 
 
 class FineTunedPretrained(VectorUQModel):
@@ -192,7 +180,7 @@ class FineTunedCHGNet(FineTunedPretrained):
     """CHGNet 0.3.0 under the heads (4 interaction blocks)."""
 
     pretrained = "chgnet"
-    n_blocks = 4
+    n_blocks = FINE_TUNABLE_BLOCKS[pretrained]
 
     def _load(self, model_name: str) -> nn.Module:
         return copy.deepcopy(chgnet_model(model_name))
@@ -223,7 +211,7 @@ class FineTunedSevenNet(FineTunedPretrained):
     """SevenNet-0 under the heads (5 interaction blocks)."""
 
     pretrained = "sevennet_0"
-    n_blocks = 5
+    n_blocks = FINE_TUNABLE_BLOCKS[pretrained]
     READOUT = ("reduce_input_to_hidden", "reduce_hidden_to_energy", "rescale_atomic_energy")
 
     def _load(self, model_name: str) -> nn.Module:

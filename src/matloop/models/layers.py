@@ -11,7 +11,6 @@ from torch import Tensor, nn
 from torch_geometric.nn.conv import MessagePassing
 
 Norm = Literal["batch", "layer", "none"]
-Conv = Literal["cgcnn", "schnet"]
 
 
 class CGConvBlock(MessagePassing):

@@ -16,9 +16,10 @@ from matloop.data.items import Items
 from matloop.errors import ToolInputError
 from matloop.models.calibrated import CalibratedModel
 from matloop.models.checkpoint import write_checkpoint
-from matloop.models.layers import Conv, Norm
+from matloop.models.layers import Norm
 from matloop.models.network import CrystalGNN, Pooling
 from matloop.models.uq import dropout_passes, get_method, mixture
+from matloop.names import ConvName
 
 FORMAT = "matloop.uq_gnn"
 VERSION = 1
@@ -84,7 +85,7 @@ class UQModel(CalibratedModel):
         head_layers: int = 1,
         norm: Norm = "batch",
         pooling: Pooling = "mean",
-        conv: Conv = "cgcnn",
+        conv: ConvName = "cgcnn",
     ) -> None:
         super().__init__()
         self.uq = get_method(method, evidential_lambda=evidential_lambda)

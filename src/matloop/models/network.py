@@ -9,7 +9,8 @@ from torch_geometric.data import Batch
 from torch_geometric.nn.aggr import AttentionalAggregation, MeanAggregation
 
 from matloop.errors import invalid_choice
-from matloop.models.layers import CFConvBlock, CGConvBlock, Conv, Norm
+from matloop.models.layers import CFConvBlock, CGConvBlock, Norm
+from matloop.names import ConvName
 
 Pooling = Literal["mean", "attention"]
 
@@ -49,7 +50,7 @@ class CrystalGNN(nn.Module):
         dropout: float = 0.0,
         norm: Norm = "batch",
         pooling: Pooling = "mean",
-        conv: Conv = "cgcnn",
+        conv: ConvName = "cgcnn",
     ) -> None:
         super().__init__()
         self.node_dim, self.edge_dim, self.n_outputs = node_dim, edge_dim, n_outputs

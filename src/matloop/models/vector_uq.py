@@ -22,7 +22,7 @@ import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,13 +34,10 @@ from matloop.models.checkpoint import write_checkpoint
 from matloop.models.gp import EmbeddingGP
 from matloop.models.inputs import Items, surrogate_inputs
 from matloop.models.model import PREDICT_SEED, UQPrediction
+from matloop.models.options import VECTOR_METHODS
 from matloop.models.training import GP_EXACT_MAX, bootstrap_positions
 from matloop.models.uq import Ensemble, MCDropout, UQMethod, dropout_passes, mixture
 
-VectorMethod = Literal["mlp_ensemble", "mlp_dropout", "gp"]
-VECTOR_METHODS: tuple[str, ...] = get_args(VectorMethod)
-#: The vector head standing for each UQ method (:data:`matloop.names.UQMethod`) a vector backbone takes.
-VECTOR_HEADS: dict[str, VectorMethod] = {"ensemble": "mlp_ensemble", "mc_dropout": "mlp_dropout", "gp": "gp"}
 FORMAT = "matloop.vector_uq"
 VERSION = 1
 

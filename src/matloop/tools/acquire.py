@@ -16,7 +16,7 @@ from matloop.data.graphs import structure_hashes
 from matloop.data.items import Items
 from matloop.data.slices import load_slice
 from matloop.errors import ToolInputError
-from matloop.models import Surrogate, load_model
+from matloop.models.saved import Surrogate, load_model
 from matloop.names import Direction, LevelName, Strategy
 from matloop.stability import HULL_PROPERTY, Hull, Phase
 from matloop.validation.level_values import model_items

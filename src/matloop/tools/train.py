@@ -12,25 +12,8 @@ from pydantic import BaseModel, Field
 from matloop.data.feature_sets import GraphSet, load_graphs
 from matloop.data.slices import load_slice
 from matloop.errors import ToolInputError, invalid_choice
-from matloop.models import (
-    Surrogate,
-    TrainOptions,
-    UQMetrics,
-    UQModel,
-    fine_tune_uq_model,
-    fit_uq_model,
-    load_model,
-    save_model,
-    uq_metrics,
-)
 from matloop.models.checkpoint import data_hash
-from matloop.models.finetuned import (
-    FINE_TUNABLE,
-    FineTunedPretrained,
-    TrainableBlocks,
-    check_trainable_blocks,
-    fit_finetuned,
-)
+from matloop.models.finetuned import FINE_TUNABLE, FineTunedPretrained, fit_finetuned
 from matloop.models.foundation import PRETRAINED
 from matloop.models.inputs import (
     Backbone,
@@ -39,8 +22,12 @@ from matloop.models.inputs import (
     resolve_backbone,
     surrogate_inputs,
 )
-from matloop.models.training import ProgressCallback
-from matloop.models.vector_uq import VECTOR_HEADS, fit_vector_model
+from matloop.models.metrics import UQMetrics, uq_metrics
+from matloop.models.model import UQModel
+from matloop.models.options import VECTOR_HEADS, TrainableBlocks, check_trainable_blocks
+from matloop.models.saved import Surrogate, load_model, save_model
+from matloop.models.training import ProgressCallback, TrainOptions, fine_tune_uq_model, fit_uq_model
+from matloop.models.vector_uq import fit_vector_model
 from matloop.names import LevelName, UQMethod
 from matloop.validation.level_values import model_items, with_level_values
 from matloop.workspace import Workspace, resolve_workspace

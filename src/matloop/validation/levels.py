@@ -7,15 +7,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from jobflow import Flow, Job, Maker
 from pymatgen.core import Molecule, Structure
 
 from matloop.data.references import bundled_references
 from matloop.errors import invalid_choice
 from matloop.names import LevelName
 from matloop.settings import Settings
+
+if TYPE_CHECKING:
+    from jobflow import Flow, Job, Maker
 
 #: Levels costing more than this per structure (relative to CHGNet) run only when approved.
 APPROVAL_COST = 10.0
@@ -41,8 +43,8 @@ class LevelContext:
         return cls(settings, {**bundled_references(level), **stored})
 
 
-FlowBuilder = Callable[[Structure | Molecule, LevelContext], Flow | Job]
-SinglePoint = Callable[[LevelContext], Maker]
+FlowBuilder = Callable[[Structure | Molecule, LevelContext], "Flow | Job"]
+SinglePoint = Callable[[LevelContext], "Maker"]
 
 
 @dataclass(frozen=True)
