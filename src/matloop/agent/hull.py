@@ -28,7 +28,7 @@ def pool_slice_id(campaign: Session) -> str | None:
     if campaign.spec.pool.slice_id is not None:
         return campaign.spec.pool.slice_id
     step = campaign.state.step(POOL_STEP)
-    return None if step is None or step["status"] != "done" else step["result"]["slice_id"]
+    return None if step is None else step["result"]["slice_id"]
 
 
 def pool_elements(campaign: Session) -> list[str]:

@@ -370,8 +370,8 @@ class ValidationStore:
             ids = [
                 r[0]
                 for r in db.execute(
-                    "SELECT job_id FROM validation_jobs"
-                    " WHERE status = 'queued' AND executor = ? AND level = ? ORDER BY rowid LIMIT ?",
+                    f"SELECT j.job_id FROM {_JOBS}"
+                    " WHERE j.status = 'queued' AND b.executor = ? AND b.level = ? ORDER BY j.rowid LIMIT ?",
                     (executor, level, n),
                 )
             ]
@@ -484,8 +484,8 @@ class ValidationStore:
         the points of the convex hull at that level (:mod:`matloop.stability`)."""
         with self.workspace.connect() as db:
             rows = db.execute(
-                "SELECT l.item_id, j.formula, l.value FROM labels l JOIN validation_jobs j USING (job_id)"
-                " WHERE l.level = ? AND l.property = 'formation_energy_per_atom' ORDER BY l.rowid",
+                f"SELECT j.item_id, j.formula, l.value FROM {_SERVED} WHERE {_SERVES} AND b.level = ?"
+                " AND l.property = 'formation_energy_per_atom' ORDER BY j.rowid",
                 (level,),
             ).fetchall()
         return [(str(r[0]), str(r[1]), float(r[2])) for r in rows]
