@@ -94,9 +94,10 @@ class CampaignPlan(BaseModel):
 
     @property
     def fits(self) -> bool:
-        """Whether screening and reference phases leave the labels what they need (a budget too
-        small for a first round by itself is the guardrails' to trim, as ever)."""
-        return not self.before_labels or self.left_for_labels + 1e-9 >= self.needed
+        """Whether screening and reference phases leave the labels what they need; spending of less
+        than one label before them never refuses a campaign (a budget too small for a first round
+        by itself is the guardrails' to trim, as ever)."""
+        return self.before_labels < self.charge or self.left_for_labels + 1e-9 >= self.needed
 
     def lines(self) -> list[str]:
         """The plan in words, one fact a line."""
@@ -189,8 +190,8 @@ def plan_spec(
 
 def check_budget(campaign: Campaign) -> CampaignPlan:
     """The campaign's plan, noted in its decision log; a pool whose screening and reference phases
-    leave less than the audit, the seed set and one batch for labels is refused
-    (:class:`~matloop.errors.ToolInputError`)."""
+    cost at least one label and leave less than the audit, the seed set and one batch for labels
+    is refused (:class:`~matloop.errors.ToolInputError`)."""
     plan = plan_campaign(campaign)
     campaign.note("plan: " + "; ".join(plan.lines()), plan=plan.model_dump(mode="json"))
     if not plan.fits:
