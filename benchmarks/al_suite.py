@@ -37,6 +37,7 @@ import numpy as np
 
 from _common import RESULTS_DIR, git_commit, machine_info
 from matloop.active_learning.harness import ALConfig, ALData, load_dataset, run_simulation
+from matloop.active_learning.summary import stable_classifier
 from matloop.agent.spec import default_strategy
 from matloop.models.inputs import resolve_backbone
 from matloop.settings import get_settings
@@ -192,16 +193,21 @@ def run_task(
         "seconds": round(time.perf_counter() - start, 1),
         "campaign_seconds": round(sum(c["seconds"]["wall"] for c in summary["curves"].values()), 1),
         "plot": png.name,
-        **({"stability": stability_rows(data, state / name, config)} if task.goal == "stable" else {}),
+        **(
+            {"stability": stability_rows(data, state / name, config, summary["curves"])}
+            if task.goal == "stable"
+            else {}
+        ),
     }
 
 
-def stability_rows(data: ALData, root: Path, config: ALConfig) -> dict[str, Any]:
+def stability_rows(data: ALData, root: Path, config: ALConfig, curves: dict[str, Any]) -> dict[str, Any]:
     """Hits (distance to the oracle hull ≤ 0 and ≤ 25 meV/atom) after 100/200/400 labels for the
     loop and random selection (the campaigns, mean ± std over seeds), random's expectation, and
     screen-only: the pool ranked by the screening level's own hull distance, the top B labelled
-    (no learning). Also the screen as a classifier of "stable" on the whole pool (precision,
-    recall, F1, DAF = precision / prevalence, as matbench-discovery reports them)."""
+    (no learning). Also the screen as a classifier of "stable" on the whole pool, and every round's
+    surrogate on the unlabelled remainder (precision, recall, F1, DAF = precision / prevalence, as
+    matbench-discovery reports them; ``curves``: the simulation's)."""
     from matloop.agent.state import CampaignState
     from matloop.workspace import Workspace
 
@@ -224,15 +230,10 @@ def stability_rows(data: ALData, root: Path, config: ALConfig) -> dict[str, Any]
         n_true = int(truth.sum())
         row: dict[str, Any] = {"stable_in_pool": n_true, "prevalence": round(n_true / len(pool), 4),
                                "ef_ceiling": round(len(pool) / max(n_true, 1), 2)}  # fmt: skip
-        predicted = screen <= t + 1e-6
-        tp = int((predicted & truth).sum())
-        precision = tp / max(int(predicted.sum()), 1)
-        recall = tp / max(n_true, 1)
+        screen_scores = stable_classifier(screen, oracle, threshold=t + 1e-6)
         row["screen_classifier"] = {
-            "precision": round(precision, 3), "recall": round(recall, 3),
-            "f1": round(2 * precision * recall / max(precision + recall, 1e-12), 3),
-            "daf": round(precision / max(n_true / len(pool), 1e-12), 2),
-        }  # fmt: skip
+            k: round(screen_scores[k], 3) for k in ("precision", "recall", "f1", "daf")
+        }
         hit_ids = {pool[k] for k in np.flatnonzero(truth)}
         for b in budgets:
             screen_hits = int(truth[ranked[:b]].sum())
@@ -256,6 +257,11 @@ def stability_rows(data: ALData, root: Path, config: ALConfig) -> dict[str, Any]
                 }  # fmt: skip
             row[str(b)] = cell
         out[f"e_hull<={t}"] = row
+    out["surrogate_classifier"] = {  # each round's model on the unlabelled remainder, mean over seeds
+        strategy: {"labels": curve["labels"], **curve["stable_classifier"]}
+        for strategy, curve in curves.items()
+        if "stable_classifier" in curve
+    }
     return out
 
 

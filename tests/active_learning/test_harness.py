@@ -8,7 +8,12 @@ import yaml
 from typer.testing import CliRunner
 
 from matloop.active_learning.harness import ALConfig, load_dataset, run_simulation
-from matloop.active_learning.summary import expected_random_labels, labels_to_reach, summarise
+from matloop.active_learning.summary import (
+    expected_random_labels,
+    labels_to_reach,
+    stable_classifier,
+    summarise,
+)
 from matloop.agent.campaign import run_campaign
 from matloop.agent.state import CampaignState
 from matloop.cli import app
@@ -145,6 +150,21 @@ def test_headline_discovery_figures():
     assert out["headline"]["random"]["discovery"]["acceleration_factor"] == pytest.approx(
         (10 / 3 / 6 + 10 / 3 / 4) / 2
     )
+
+
+def test_stable_classifier_scores_as_matbench_discovery():
+    """10 crystals, 4 stable (prevalence 0.4); the model calls 5 stable, 3 of them rightly:
+    precision 3/5, recall 3/4, F1 2·0.6·0.75/1.35 = 2/3, DAF 0.6/0.4 = 1.5."""
+    true = np.array([-0.1, 0.0, -0.02, -0.3, 0.1, 0.2, 0.05, 0.3, 0.4, 0.5])
+    predicted = np.array([-0.2, 0.01, -0.05, -0.1, -0.01, 0.0, 0.2, 0.3, 0.4, 0.5])
+    scores = stable_classifier(predicted, true)
+    assert scores["n"] == 10 and scores["prevalence"] == pytest.approx(0.4)
+    assert (scores["precision"], scores["recall"]) == (pytest.approx(0.6), pytest.approx(0.75))
+    assert scores["f1"] == pytest.approx(2 / 3) and scores["daf"] == pytest.approx(1.5)
+    nothing = stable_classifier(np.ones(4), np.array([-1.0, 1.0, 1.0, 1.0]))
+    assert (nothing["precision"], nothing["recall"], nothing["f1"], nothing["daf"]) == (0, 0, 0, 0)
+    within = stable_classifier(predicted, true, threshold=0.025)  # near-stable counts
+    assert within["prevalence"] == pytest.approx(0.4) and within["precision"] == pytest.approx(4 / 6)
 
 
 def test_benchmark_and_a_lookup_campaign_pick_the_same_items(settings, tmp_path):

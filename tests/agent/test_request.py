@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from tests.agent.request_eval import compare, load
@@ -75,6 +76,42 @@ def test_limits_in_words_become_the_campaigns_guardrails():
     budget, elements = hard_limits(spec)
     assert budget.calculations == 7
     assert elements.forbidden == ["Hg", "Pb", "Tl"] and elements.required == ["Li", "S"]
+
+
+def test_a_request_for_stable_crystals_is_a_substitution_campaign_on_the_hull(settings):
+    """Words → goal 'stable' on candidates substituted into the named elements, every limit kept;
+    its dry run generates the pool and counts the hull's reference phases."""
+    from matloop.agent.ask import spec_from_request
+    from matloop.agent.llm import campaign_goal
+    from matloop.agent.plan import plan_spec
+
+    text = "new stable Ca-Ti-O crystals within 25 meV/atom of the hull, no Al, at most 30 CHGNet calculations"
+    req = parse_request(text)
+    assert not req.needs and req.notes == [
+        "stable crystals of the chemical space Ca-O-Ti: the candidates and the reference phases of the "
+        "hull are made only of these elements"
+    ]
+    spec = spec_from_request(req, text)
+    assert (spec.target.property, spec.target.goal, spec.target.window) == (
+        "formation_energy_per_atom",
+        "stable",
+        (None, 0.025),
+    )
+    assert (spec.pool.source, spec.pool.elements) == ("substitution", ["Ca", "O", "Ti"])
+    assert spec.elements.allowed == ["Ca", "O", "Ti"] and spec.elements.forbidden == ["Al"]
+    assert hard_limits(spec)[1].required == []  # the words read again: the space, not each element
+    assert (spec.level, spec.budget.calculations) == ("chgnet", 30)
+    plan = plan_spec(spec, settings=settings)
+    assert 0 < plan.pool <= 150 and plan.references is not None and plan.references.count > 0
+    assert plan.elements == ["Ca", "O", "Ti"] and plan.fits
+
+    unworded = SimpleNamespace(spec=spec.model_copy(update={"request": None}))  # the goal the LLM reads
+    assert (
+        "stable crystals: distance to the convex hull of formation_energy_per_atom@chgnet in (None, 0.025)"
+        in (
+            campaign_goal(unworded)  # type: ignore[arg-type]
+        )
+    )
 
 
 def test_ask_without_a_model_answers_from_a_dataset_with_numbers_and_ids(settings, tmp_path):

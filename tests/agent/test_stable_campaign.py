@@ -55,12 +55,17 @@ def test_reference_phases_are_computed_at_the_level_and_charged(campaign):
     )
     seeds = next(k for k, r in enumerate(records) if (r.get("rationale") or "").startswith("seed set"))
     assert note < seeds and f"{len(ref_ids)} reference phases" in records[note]["rationale"]
+    plan = next(r for r in records if (r.get("rationale") or "").startswith("plan: "))
+    assert plan["step"] < records[seeds]["step"] and plan["result"]["plan"]["references"]["count"] == len(
+        ref_ids
+    )
 
 
 def test_selection_ranks_the_predicted_distance_to_the_hull(campaign):
     step = campaign.state.step("r1:select")["step"]
-    planned = next(r for r in campaign.log.records() if r["step"] == step and r["phase"] == "planned")
-    args = planned["arguments"]
+    args = next(
+        r["arguments"] for r in campaign.log.records() if r["step"] == step and r["phase"] == "planned"
+    )
     assert args["hull_level"] == "lookup" and args["goal"] == "minimize"
 
 

@@ -35,7 +35,7 @@ from pydantic import ValidationError
 from torch_geometric.data import Data
 
 from matloop.acquisition import check_strategy
-from matloop.active_learning.summary import plot_curves, summarise
+from matloop.active_learning.summary import plot_curves, stable_classifier, summarise
 from matloop.agent.campaign import run_campaign
 from matloop.agent.decisions import DecisionLog
 from matloop.agent.rules import RulesPlanner
@@ -351,7 +351,7 @@ def evaluate_rounds(
         rnd = m["round"]
         known = [lb["item_id"] for lb in labels if lb["round"] < rnd and lb["item_id"] in items_of_data]
         record = cached.get(m["model_id"])
-        if record is None:
+        if record is None or (config.goal == "stable" and "stable_classifier" not in record):
             model = load_model(ws, m["model_id"])
             taken = set(known)
             unlabelled = np.asarray([i for i in data.pool if data.ids[i] not in taken], dtype=np.int64)
@@ -369,6 +369,11 @@ def evaluate_rounds(
                 else None,
                 "selected_ids": [c["item_id"] for c in picks if c["round"] == rnd],
                 "seconds": seconds.get(rnd, {}),
+                "stable_classifier": _stable_classifier(
+                    data, config, model, items(model, unlabelled), unlabelled
+                )
+                if config.goal == "stable"
+                else None,
             }
             cached[m["model_id"]] = record
             _write_json(cache_path, list(cached.values()))
@@ -402,6 +407,28 @@ def _metrics(model: Surrogate, items: Items, y: np.ndarray) -> dict[str, Any] | 
     return uq_metrics(y, pred.mean, pred.std).model_dump()
 
 
+def _stable_classifier(
+    data: ALData, config: ALConfig, model: Surrogate, items: Items, positions: np.ndarray
+) -> dict[str, float] | None:
+    """The model as a classifier of "stable" (the task's window on the oracle's distance to the
+    hull) on the items at ``positions``. Its predicted distance is matbench-discovery's: the true
+    distance plus the model's error on the formation energy (the hull of the known phases stays)."""
+    if len(items) < 2 or config.window is None:
+        return None
+    mean = model.predict_items(items).mean
+    true = _column(data, "e_above_hull")[positions]
+    predicted = true + (mean - data.y[positions])
+    return stable_classifier(predicted, true, threshold=config.window[1])
+
+
+def _column(data: ALData, name: str) -> np.ndarray:
+    """The source's column ``name`` in the order of ``data.ids``."""
+    if data.source is None or name not in data.source.properties.columns:
+        raise ToolInputError(f"expected an {name} column for goal 'stable' in {data.name}, got none")
+    by_id = dict(zip(data.source.ids, data.source.target(name), strict=True))
+    return np.array([by_id[i] for i in data.ids])
+
+
 def _round_seconds(records: list[dict[str, Any]]) -> dict[int, dict[str, float]]:
     """Per round: wall seconds from the first to the last log record, and seconds inside tools
     (from each tool's planned → done records)."""
@@ -426,14 +453,7 @@ def target_set(data: ALData, config: ALConfig) -> set[str] | None:
     if config.window is None:
         return None
     lo, hi = config.window
-    values = data.y
-    if config.goal == "stable":
-        if data.source is None or "e_above_hull" not in data.source.properties.columns:
-            raise ToolInputError(
-                f"expected an e_above_hull column for goal 'stable' in {data.name}, got none"
-            )
-        by_id = dict(zip(data.source.ids, data.source.target("e_above_hull"), strict=True))
-        values = np.array([by_id[i] for i in data.ids])
+    values = _column(data, "e_above_hull") if config.goal == "stable" else data.y
     return {data.ids[i] for i in data.pool if lo <= values[i] <= hi}
 
 

@@ -80,6 +80,8 @@ def summarise(
             curve["hits_mean"] = hits.mean(0).tolist()
             curve["hits_std"] = hits.std(0).tolist()
             curve["hits_per_seed"] = hits.tolist()
+        if rows[0][0].get("stable_classifier") is not None:
+            curve["stable_classifier"] = _classifier_curve(rows)
         curve["seconds"] = _seconds(rows)
         curves[strategy] = curve
     headline: dict[str, Any] = {}
@@ -93,6 +95,40 @@ def summarise(
                 h["discovery"] = _discovery_headline(curve, curves["random"], hits_total, pool_size)
             headline[strategy] = h
     return {"curves": curves, "headline": headline}
+
+
+def stable_classifier(predicted: np.ndarray, true: np.ndarray, threshold: float = 0.0) -> dict[str, float]:
+    """A model as a classifier of "stable" (distance to the convex hull ≤ ``threshold``, eV/atom),
+    scored as matbench-discovery does (Riebesell et al., Nat. Mach. Intell. 2025): precision,
+    recall, F1 and the discovery acceleration factor DAF = precision / prevalence (how many times
+    more stable crystals per calculation than picking at random). Undefined ratios are 0."""
+    predicted_stable = np.asarray(predicted) <= threshold
+    stable = np.asarray(true) <= threshold
+    tp = int((predicted_stable & stable).sum())
+    n_predicted, n_stable, n = int(predicted_stable.sum()), int(stable.sum()), len(stable)
+    precision = tp / n_predicted if n_predicted else 0.0
+    recall = tp / n_stable if n_stable else 0.0
+    prevalence = n_stable / n if n else 0.0
+    return {
+        "n": n,
+        "prevalence": prevalence,
+        "precision": precision,
+        "recall": recall,
+        "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
+        "daf": precision / prevalence if prevalence else 0.0,
+    }
+
+
+def _classifier_curve(rows: list[list[dict[str, Any]]]) -> dict[str, list[float | None]]:
+    """Per round, the mean over seeds of each model's "stable" classifier on the unlabelled pool."""
+    out: dict[str, list[float | None]] = {}
+    for key in ("precision", "recall", "f1", "daf", "prevalence"):
+        values = [[(r.get("stable_classifier") or {}).get(key) for r in run] for run in rows]
+        out[f"{key}_mean"] = [
+            None if any(v is None for v in col) else round(float(np.mean(col)), 4)
+            for col in zip(*values, strict=True)
+        ]
+    return out
 
 
 def _aulc(labels: np.ndarray, mae: np.ndarray) -> float:

@@ -52,16 +52,20 @@ def _ids(campaign: Campaign, first_step: int) -> list[str]:
 
 
 def computed(req: ParsedRequest) -> bool:
-    """Whether the request asks for a property the validation levels compute on a prototype pool
-    (otherwise a dataset holding it answers)."""
-    return req.target in COMPUTED and req.dataset in (None, "prototypes")
+    """Whether the request asks for a property the validation levels compute on a generated pool
+    (prototypes, or substitution candidates for stable crystals; otherwise a dataset holding it
+    answers)."""
+    return req.target in COMPUTED and req.dataset in (None, "prototypes", "substitution")
 
 
 def spec_from_request(req: ParsedRequest, text: str, *, pool_items: int = 150) -> CampaignSpec:
     """The campaign spec a parsed request stands for: a small campaign on a prototype pool (at most
     ``pool_items`` candidates) for a property the level computes, else on the dataset holding it."""
     pool: dict[str, Any] = {"source": "prototypes", "max_items": pool_items}
-    if not computed(req):
+    if req.goal == "stable":  # new crystals of the named elements, by data-mined substitution
+        elements = sorted({*req.elements_include, *req.elements_allowed})
+        pool = {"source": "substitution", "elements": elements, "max_items": pool_items}
+    elif not computed(req):
         pool = {"source": req.dataset or "mp_formation_energy"}
         if req.n_elements is not None:
             pool["query"] = {"n_elements": req.n_elements}
@@ -122,7 +126,9 @@ def plan_notes(req: ParsedRequest) -> list[str]:
     """What the parse reports back, and what a campaign spec of it leaves out."""
     notes = list(req.notes)
     if req.n_elements is not None and computed(req):
-        notes.append(f"{req.n_elements} elements per item: not a limit of the prototype pool")
+        notes.append(
+            f"{req.n_elements} elements per item: not a limit of the {req.dataset or 'prototypes'} pool"
+        )
     if req.target and not computed(req):
         notes.append(
             f"{req.target} is read from the dataset {req.dataset or 'mp_formation_energy'}: `matloop ask` "

@@ -171,6 +171,14 @@ class Audit:
             for i in batch
         }
 
+    def size(self, eligible: int) -> int:
+        """Audit items to draw from ``eligible`` pool items for the campaign's budget (0: no audit)."""
+        spec = self.campaign.spec.audit
+        if not spec.enabled:
+            return 0
+        budget = int(self.campaign.guardrails.budget.calculations)
+        return audit_size(budget, eligible, fraction=spec.fraction, min_items=spec.min_items)
+
     # -- running it ------------------------------------------------------------------------
     def start(self) -> None:
         """Draw the audit set (once; a resumed campaign reads the stored draw) and reserve its budget."""
@@ -185,12 +193,7 @@ class Audit:
                 pool_slice, pool_fs = RulesPlanner().setup(c)
             used = set(c.used_ids())  # empty unless an older campaign is resumed with an audit
             eligible = [i for i in self.eligible(pool_slice) if i not in used]
-            size = audit_size(
-                int(c.guardrails.budget.calculations),
-                len(eligible),
-                fraction=spec.fraction,
-                min_items=spec.min_items,
-            )
+            size = self.size(len(eligible))
             plan = {
                 "ids": draw_audit(eligible, size, c.spec.seed),
                 "schedule": audit_schedule(size, c.spec.rounds),

@@ -27,6 +27,7 @@ from matloop.agent.decisions import Decision, DecisionLog
 from matloop.agent.guardrails import Approver, Guardrails, PoolLimits
 from matloop.agent.hull import hits
 from matloop.agent.integrity import campaign_lock, check_state, spec_hash
+from matloop.agent.plan import check_budget
 from matloop.agent.report import write_report
 from matloop.agent.rules import RulesPlanner
 from matloop.agent.session import Planner
@@ -335,6 +336,8 @@ def run_campaign(
     settings: Settings | None = None,
 ) -> Campaign:
     """Run (or resume) a campaign in ``directory``, holding its lock; writes the report at the end.
+    Before its first calculation, a budget that cannot pay for the pool's screening, the reference
+    phases and a first round of labels is refused (:func:`~matloop.agent.plan.check_budget`).
     ``settings`` default to the environment's. SIGTERM or Ctrl-C stop it cleanly (status
     ``stopped``; resume continues it)."""
     directory = Path(directory)
@@ -365,6 +368,8 @@ def _run(campaign: Campaign, planner: Planner | None, resume: bool) -> Campaign:
     )
     try:
         try:
+            if not campaign.state.spent("calculations"):  # before the first calculation
+                check_budget(campaign)
             campaign.audit.start()
             reason = planner.run(campaign)
             status = "finished"

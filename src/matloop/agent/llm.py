@@ -34,6 +34,8 @@ def campaign_goal(campaign: Session) -> str:
         "window": f"find items with {t.property} in {t.window}",
         "minimize": f"find the lowest {t.property}",
         "maximize": f"find the highest {t.property}",
+        "stable": f"find new thermodynamically stable crystals: distance to the convex hull of "
+        f"{t.property}@{spec.level} in {t.window} eV/atom",
     }[t.goal]
     pool = f"pool: {spec.pool.source}" + (
         f" (max {spec.pool.max_items} items)" if spec.pool.max_items else ""

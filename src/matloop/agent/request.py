@@ -180,6 +180,17 @@ _MATERIAL_NOUNS = "|".join(
     + [f"{word}s?" for word in PROTOTYPE_WORDS.values()]
     + ["compounds?", "materials?", "alloys?", "salts?", "phases?", "crystals?", "halides?", "chalcogenides?"]
 )
+#: words that ask for thermodynamically stable crystals (goal ``stable``); "most stable" is not one
+#: of them (it reads as the lowest formation energy, see QUALITIES)
+_STABLE = (
+    rf"\b(?:thermodynamically\s+)?(?<!most )(?<!more )(?<!meta)stable(?=\s+(?:new\s+)?"
+    rf"(?:[a-z]{{1,2}}(?:-[a-z]{{1,2}})+\s+)?(?:{_MATERIAL_NOUNS})\b)|\bthermodynamically\s+stable\b"
+    r"|\b(?:on|at)\s+the\s+(?:convex\s+)?hull\b"
+)
+STABLE_NEEDS_ELEMENTS = (
+    "the elements of the chemical space to search for stable crystals: name them, e.g. 'new stable "
+    "Li-Mg-O crystals'"
+)
 TARGET_NEEDED = f"a target property (one of: {', '.join(sorted({p for p, _ in PROPERTIES.values()}))})"
 _LIST_SEP = re.compile(r"^\s*(?:,\s*(?:and|or|nor)?|and|or|nor|/|&|as well as)\s*$", re.IGNORECASE)
 
@@ -302,14 +313,63 @@ def parse_request(text: str) -> ParsedRequest:
     req = ParsedRequest()
     _level(t, req)
     _budget(t, req)
+    stable, hull_window = _stability(t, req)
     _target(t, req)
     _window(t, req)
     _goal(t, req)
     _elements(t, req)
     _leftovers(t, req)
+    if stable:
+        _stable_goal(req, hull_window)
     if req.target is None:
         req.needs.append(TARGET_NEEDED)
     return req
+
+
+def _stability(t: _Text, req: ParsedRequest) -> tuple[bool, tuple[float | None, float | None] | None]:
+    """Whether words ask for thermodynamically stable crystals ("new stable Li-Mg-O crystals", "on
+    the convex hull"), and the window "within 25 meV/atom of the hull" sets on the distance."""
+    found = False
+    for m in t.find(rf"\bwithin\s+{_NUM}{_UNIT}\s+(?:of|from|above)\s+the\s+(?:convex\s+)?hull\b"):
+        scale = 1e-3 if "mev" in m.group(0) else 1.0
+        req.window = (None, float(m.group(1)) * scale)
+        t.take(m.start(), m.end())
+        found = True
+    for m in t.find(_STABLE):
+        t.take(m.start(), m.end())
+        found = True
+    return found, req.window
+
+
+def _stable_goal(req: ParsedRequest, hull_window: tuple[float | None, float | None] | None) -> None:
+    """Goal ``stable``: labels are formation energies, hits lie within the window of the convex hull
+    (a window on the energy above the hull is that window); candidates come from substitution into
+    the named elements, which are the chemical space (allowed, not each required: the hull needs the
+    known phases of its subsystems)."""
+    from matloop.stability import HULL_PROPERTY
+
+    if req.target not in (None, HULL_PROPERTY, "e_above_hull"):
+        req.needs.append(
+            f"one goal: stable crystals (the convex hull) or {req.target}? ask for one at a time"
+        )
+        return
+    if req.target == HULL_PROPERTY and req.window != hull_window:
+        req.needs.append(
+            f"a window on the distance to the hull or on {HULL_PROPERTY}: stable crystals are those "
+            "within a distance of the hull (say 'within 25 meV/atom of the hull')"
+        )
+        return
+    req.target, req.goal, req.dataset = HULL_PROPERTY, "stable", "substitution"
+    req.window = req.window or (None, 0.0)
+    space = sorted({*req.elements_include, *req.elements_allowed})
+    if not space:
+        req.needs.append(STABLE_NEEDS_ELEMENTS)
+        return
+    req.elements_allowed, req.elements_include = space, []
+    req.notes.append(
+        f"stable crystals of the chemical space {'-'.join(space)}: the candidates and the reference "
+        "phases of the hull are made only of these elements"
+    )
 
 
 def _budget(t: _Text, req: ParsedRequest) -> None:

@@ -35,7 +35,7 @@ class RulesPlanner:
         references = self._references(campaign) if spec.target.goal == "stable" else None
         base_model = self._pretrain(campaign)
         pool = load_graphs(pool_fs, workspace=campaign.ws)
-        cheap = self._cheap_level(campaign, pool)
+        cheap = self.cheap_level(campaign, str(pool.meta.get("kind")))
         if cheap is not None:
             why = f"cheap level {cheap} for the whole pool: an input of the surrogate (multi-fidelity)"
             self._validate(campaign, "setup:cheap-level", pool_slice, pool.ids, why, level=cheap)
@@ -76,6 +76,12 @@ class RulesPlanner:
 
     def setup(self, campaign: Session) -> tuple[str, str]:
         """The candidate pool's slice and feature set (memoised steps)."""
+        slice_id = self.pool(campaign)
+        fs = campaign.step("setup:featurize", "featurize", {"slice_id": slice_id}, "pool → graphs")
+        return slice_id, fs.feature_set_id
+
+    def pool(self, campaign: Session) -> str:
+        """The candidate pool's slice (a memoised step)."""
         pool = campaign.spec.pool
         if pool.slice_id is not None:
             slice_id = pool.slice_id
@@ -101,25 +107,33 @@ class RulesPlanner:
         else:
             args = {"source": pool.source, "limit": pool.max_items, "seed": campaign.spec.seed, **pool.query}
             slice_id = campaign.step("setup:pool", "query_dataset", args, "query the candidate pool").slice_id
-        fs = campaign.step("setup:featurize", "featurize", {"slice_id": slice_id}, "pool → graphs")
-        return slice_id, fs.feature_set_id
+        return slice_id
 
-    def _references(self, campaign: Session) -> tuple[str, list[str]] | None:
-        """The known phases of the pool's chemical systems (slice and ids), counted before any
-        calculation: labelled at the campaign's level they make the convex hull with the labelled
-        candidates, charged to the budget like any label."""
+    def reference_phases(self, campaign: Session) -> str | None:
+        """The slice of the known phases of the pool's chemical systems (a memoised step), None
+        when the reference set has none: labelled at the campaign's level they make the convex hull
+        with the labelled candidates, charged to the budget like any label."""
         spec = campaign.spec
         args = {"elements": pool_elements(campaign), "min_elements": 2, **spec.target.references}
         try:
-            refs = campaign.step("setup:references", "query_dataset", args, "reference phases for the hull")
+            return campaign.step(
+                "setup:references", "query_dataset", args, "reference phases for the hull"
+            ).slice_id
         except CampaignStop as exc:
             campaign.note(f"no reference phases besides the elements ({exc}): hits may be artefacts")
             return None
+
+    def _references(self, campaign: Session) -> tuple[str, list[str]] | None:
+        """The reference phases' slice and ids, counted before any calculation."""
+        slice_id = self.reference_phases(campaign)
+        if slice_id is None:
+            return None
+        ids = load_slice(campaign.ws, slice_id).ids
         campaign.note(
-            f"{refs.count} reference phases to compute at level {spec.level} for the convex hull "
-            f"(charged {refs.count} x {get_level(spec.level).charge} calculations)"
+            f"{len(ids)} reference phases to compute at level {campaign.spec.level} for the convex hull "
+            f"(charged {len(ids)} x {get_level(campaign.spec.level).charge} calculations)"
         )
-        return refs.slice_id, load_slice(campaign.ws, refs.slice_id).ids
+        return slice_id, ids
 
     def _pretrain(self, campaign: Session) -> str | None:
         pre = campaign.spec.pretrained
@@ -151,15 +165,15 @@ class RulesPlanner:
         )
         return model.model_id
 
-    def _cheap_level(self, campaign: Session, pool: GraphSet) -> str | None:
+    def cheap_level(self, campaign: Session, kind: str) -> str | None:
         """The cheap level the surrogate reads: the spec's, or with ``auto`` the screening level of
-        the pool's kind of items that computes the target too, when the surrogate is a vector head
-        (never the campaign's own level)."""
+        the pool's ``kind`` of items that computes the target too, when the surrogate is a vector
+        head (never the campaign's own level)."""
         m, level = campaign.spec.model, None
         if m.cheap_level not in ("auto", "none"):
             level = m.cheap_level
         elif m.cheap_level == "auto" and self._backbone(campaign) != "gnn":
-            screening = screening_level(str(pool.meta.get("kind")), campaign.spec.target.property)
+            screening = screening_level(kind, campaign.spec.target.property)
             level = screening.name if screening is not None else None
         return None if level == campaign.spec.level else level
 

@@ -1,4 +1,4 @@
-"""``matloop campaign run|resume|status|report|log`` and ``matloop ask``."""
+"""``matloop campaign plan|run|resume|status|report|log`` and ``matloop ask``."""
 
 from __future__ import annotations
 
@@ -181,6 +181,25 @@ def run(
         console.print(f"campaign [bold]{escape(parsed.name)}[/bold] → {escape(str(directory))}")
         campaign = run_campaign(parsed, directory, approver=_approver(yes), progress=_progress())
     _finish(campaign, time.monotonic() - start)
+
+
+@campaign_app.command("plan")
+def plan(
+    spec: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Campaign YAML file.")],
+) -> None:
+    """Print what SPEC will spend before its labels, computing nothing and writing no campaign
+    directory: the pool, its screening calculations, the reference phases of the hull, and what the
+    budget leaves for labels. Exit code 1 when that is less than the audit, seed set and one batch."""
+    from matloop.agent.plan import plan_spec
+    from matloop.agent.spec import CampaignSpec
+
+    with _errors():
+        result = plan_spec(CampaignSpec.from_yaml(spec))
+    for line in result.lines():
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+    if not result.fits:
+        console.print(f"[red]error:[/red] {escape(result.refusal())}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_ERROR)
 
 
 @campaign_app.command("resume")

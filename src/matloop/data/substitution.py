@@ -82,10 +82,14 @@ def _table_species() -> tuple[Species, ...]:
     return tuple(sorted(_probability_model().species, key=str))
 
 
+#: pymatgen guesses oxidation states of reduced formulas of at most this many sites
+_GUESS_SITES = 20
+
+
 @cache
 def _oxidation_states(formula: str) -> tuple[tuple[str, float], ...] | None:
     """The most likely charge-balanced oxidation state of each element, or None."""
-    guesses = Composition(formula).oxi_state_guesses(max_sites=-20)
+    guesses = Composition(formula).oxi_state_guesses(max_sites=-_GUESS_SITES)
     return tuple(sorted(guesses[0].items())) if guesses else None
 
 
@@ -213,6 +217,11 @@ def generate_substitutions(
             rejected_templates["more sites than max_sites"] += 1
             continue
         counts = Counter(species)
+        if Composition(counts).reduced_composition.num_atoms > _GUESS_SITES:
+            rejected_templates[
+                f"oxidation states not guessed (over {_GUESS_SITES} sites in the reduced formula)"
+            ] += 1
+            continue
         states = _oxidation_states(Composition(counts).formula)
         if states is None:
             rejected_templates["no charge-balanced oxidation states"] += 1

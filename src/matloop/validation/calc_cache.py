@@ -8,12 +8,13 @@ the same structure with the same package version, so a campaign never reruns one
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from importlib.metadata import version
 from pathlib import Path
 
 from pymatgen.core import Molecule, Structure
 
-from matloop.data.graphs import structure_hash
+from matloop.data.graphs import structure_hash, structure_hashes
 from matloop.validation.documents import ValidationDocument
 from matloop.validation.levels import Level
 
@@ -43,6 +44,18 @@ class CalculationCache:
         row = self.db.execute("SELECT document, seconds FROM documents WHERE key = ?", (self.key(item),))
         found = row.fetchone()
         return None if found is None else (ValidationDocument.model_validate_json(found[0]), found[1])
+
+    def held(self, items: Sequence[Structure | Molecule]) -> int:
+        """How many of ``items`` the cache holds (a whole pool's rows are hashed without building
+        their structures where the sequence allows it)."""
+        keys = [self.prefix + key for key in structure_hashes(items)]
+        found = 0
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            row = self.db.execute(f"SELECT COUNT(*) FROM documents WHERE key IN ({marks})", chunk)
+            found += row.fetchone()[0]
+        return found
 
     def put(self, item: Structure | Molecule, doc: ValidationDocument, seconds: float) -> None:
         with self.db:

@@ -485,8 +485,8 @@ class ValidationStore:
         the points of the convex hull at that level (:mod:`matloop.stability`)."""
         with self.workspace.connect() as db:
             rows = db.execute(
-                f"SELECT j.item_id, j.formula, l.value FROM {_JOBS} JOIN labels l ON l.job_id = j.job_id"
-                " WHERE b.level = ? AND l.property = 'formation_energy_per_atom' ORDER BY l.rowid",
+                f"SELECT j.item_id, j.formula, l.value FROM {_SERVED} WHERE {_SERVES} AND b.level = ?"
+                " AND l.property = 'formation_energy_per_atom' ORDER BY j.rowid",
                 (level,),
             ).fetchall()
         return [(str(r[0]), str(r[1]), float(r[2])) for r in rows]
