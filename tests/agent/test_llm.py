@@ -393,7 +393,7 @@ def test_limits_stated_in_the_request_and_the_spec_bind_the_llm_before_it_sees_a
 
     spec = CampaignSpec(
         name="limits",
-        request="Find stable rock-salts excluding oxygen, at most 5 calculations",
+        request="Find the most stable rock-salts excluding oxygen, at most 5 calculations",
         pool={"source": "prototypes", "families": ["rocksalt"], "max_items": 12},
         budget={"calculations": 40},
     )
@@ -505,7 +505,7 @@ def test_an_answer_that_contradicts_the_records_is_flagged_with_the_facts(settin
         return AIMessage(content="Queued everything, oxygen included: 4 calculations queued.")
 
     result = ask(
-        "Find stable rock-salts excluding oxygen", workspace=root, model=ScriptedChatModel(script=liar)
+        "Find the most stable rock-salts excluding oxygen", workspace=root, model=ScriptedChatModel(script=liar)
     )
     text, facts = result.answer.split("\n\nFrom the records: ")
     assert text == "Queued everything, oxygen included: 4 calculations queued."  # the model's words ...
