@@ -504,9 +504,8 @@ def test_an_answer_that_contradicts_the_records_is_flagged_with_the_facts(settin
             return call("queue_validation", {"slice_id": unguarded.slice_id, "item_ids": oxides}, n=1)
         return AIMessage(content="Queued everything, oxygen included: 4 calculations queued.")
 
-    result = ask(
-        "Find the most stable rock-salts excluding oxygen", workspace=root, model=ScriptedChatModel(script=liar)
-    )
+    request = "Find the most stable rock-salts excluding oxygen"
+    result = ask(request, workspace=root, model=ScriptedChatModel(script=liar))
     text, facts = result.answer.split("\n\nFrom the records: ")
     assert text == "Queued everything, oxygen included: 4 calculations queued."  # the model's words ...
     assert facts.startswith("no calculation queued; ")  # ... then the facts, from the records

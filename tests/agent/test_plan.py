@@ -10,8 +10,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from matloop.agent.campaign import Campaign, run_campaign
-from matloop.agent.plan import plan_campaign, plan_spec
+from matloop.agent.campaign import Campaign, plan_spec, run_campaign
+from matloop.agent.plan import plan_campaign
 from matloop.agent.spec import CampaignSpec
 from matloop.audit_stats import audit_size
 from matloop.cli import app

@@ -82,8 +82,8 @@ def test_a_request_for_stable_crystals_is_a_substitution_campaign_on_the_hull(se
     """Words → goal 'stable' on candidates substituted into the named elements, every limit kept;
     its dry run generates the pool and counts the hull's reference phases."""
     from matloop.agent.ask import spec_from_request
+    from matloop.agent.campaign import plan_spec
     from matloop.agent.llm import campaign_goal
-    from matloop.agent.plan import plan_spec
 
     text = "new stable Ca-Ti-O crystals within 25 meV/atom of the hull, no Al, at most 30 CHGNet calculations"
     req = parse_request(text)

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from pydantic import BaseModel, Field
 
 from matloop.agent.hull import campaign_hull
+from matloop.agent.session import Session
 from matloop.audit_stats import (
     BestVsRandom,
     Enrichment,
@@ -46,7 +47,7 @@ from matloop.names import DIRECTIONS
 from matloop.validation.sanity import check_structure
 
 if TYPE_CHECKING:
-    from matloop.agent.session import Session
+    from matloop.agent.decisions import DecisionLog
 
 
 #: How a number that cannot be estimated yet is reported, followed by what it needs.
@@ -412,3 +413,10 @@ class Audit:
                 best = float(values.min() if minimize else values.max())
                 out.best = best_vs_random(best, y, len(values), minimize=minimize)
         return out
+
+
+class AuditedSession(Session, Protocol):
+    """A session with its decision log and its audit set: what the report and the dry-run plan read."""
+
+    log: DecisionLog
+    audit: Audit

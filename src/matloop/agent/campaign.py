@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import os
 import signal
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -27,7 +28,7 @@ from matloop.agent.decisions import Decision, DecisionLog
 from matloop.agent.guardrails import Approver, Guardrails, PoolLimits
 from matloop.agent.hull import hits
 from matloop.agent.integrity import campaign_lock, check_state, spec_hash
-from matloop.agent.plan import check_budget
+from matloop.agent.plan import CampaignPlan, check_budget, plan_campaign
 from matloop.agent.report import write_report
 from matloop.agent.rules import RulesPlanner
 from matloop.agent.session import Planner
@@ -394,3 +395,13 @@ def _run(campaign: Campaign, planner: Planner | None, resume: bool) -> Campaign:
     path = write_report(campaign)
     campaign.say(f"report: {path}")
     return campaign
+
+
+def plan_spec(
+    spec: CampaignSpec, *, settings: Settings | None = None, progress: Callable[[str], None] | None = None
+) -> CampaignPlan:
+    """The plan of a campaign not created yet (:func:`~matloop.agent.plan.plan_campaign`): its pool
+    is built in a temporary workspace, removed afterwards (the calculation cache is the settings'
+    own)."""
+    with tempfile.TemporaryDirectory(prefix="matloop-plan-") as tmp:
+        return plan_campaign(Campaign(Path(tmp), spec, settings=settings, progress=progress))

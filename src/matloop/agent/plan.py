@@ -24,12 +24,8 @@ from matloop.validation.calc_cache import CalculationCache
 from matloop.validation.levels import get_level
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
-    from matloop.agent.campaign import Campaign
-    from matloop.agent.spec import CampaignSpec
+    from matloop.agent.audit_set import AuditedSession
     from matloop.data.slices import DatasetSlice
-    from matloop.settings import Settings
 
 
 class Calculations(BaseModel):
@@ -141,7 +137,7 @@ class CampaignPlan(BaseModel):
         )
 
 
-def plan_campaign(campaign: Campaign) -> CampaignPlan:
+def plan_campaign(campaign: AuditedSession) -> CampaignPlan:
     """The plan of ``campaign``: its pool is built (a memoised step) and its reference phases
     queried; nothing is calculated."""
     from matloop.agent.rules import RulesPlanner
@@ -175,20 +171,7 @@ def plan_campaign(campaign: Campaign) -> CampaignPlan:
     )
 
 
-def plan_spec(
-    spec: CampaignSpec, *, settings: Settings | None = None, progress: Callable[[str], None] | None = None
-) -> CampaignPlan:
-    """The plan of a campaign not created yet: its pool is built in a temporary workspace, removed
-    afterwards (the calculation cache is the settings' own)."""
-    import tempfile
-
-    from matloop.agent.campaign import Campaign
-
-    with tempfile.TemporaryDirectory(prefix="matloop-plan-") as tmp:
-        return plan_campaign(Campaign(Path(tmp), spec, settings=settings, progress=progress))
-
-
-def check_budget(campaign: Campaign) -> CampaignPlan:
+def check_budget(campaign: AuditedSession) -> CampaignPlan:
     """The campaign's plan, noted in its decision log; a pool whose screening and reference phases
     cost at least one label and leave less than the audit, the seed set and one batch for labels
     is refused (:class:`~matloop.errors.ToolInputError`)."""

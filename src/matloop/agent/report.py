@@ -12,13 +12,12 @@ from datetime import datetime
 from functools import cache
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from matloop.agent.audit_set import NOT_YET, AuditSummary
+from matloop.agent.audit_set import NOT_YET, AuditedSession, AuditSummary
 from matloop.agent.hull import campaign_hull
-from matloop.agent.session import Session
 from matloop.audit_stats import N_BOOTSTRAP, in_window
 from matloop.errors import ToolInputError
 from matloop.stability import NEAR_STABLE, chemical_system
@@ -27,8 +26,6 @@ if TYPE_CHECKING:
     from jinja2 import Environment
     from matplotlib.figure import Figure
 
-    from matloop.agent.audit_set import Audit
-    from matloop.agent.decisions import DecisionLog
 
 #: Distributions whose versions the provenance block lists (read from their metadata, never imported).
 PROVENANCE_PACKAGES = (
@@ -46,14 +43,7 @@ HEAD_NAMES = {
 }
 
 
-class Reported(Session, Protocol):
-    """What the report reads: a session, its decision log and its audit set."""
-
-    log: DecisionLog
-    audit: Audit
-
-
-def prospective_pairs(campaign: Reported) -> list[dict[str, Any]]:
+def prospective_pairs(campaign: AuditedSession) -> list[dict[str, Any]]:
     """Selected candidates whose label came back: the prediction made when they were picked vs the label."""
     spec = campaign.spec
     labels = {lb["item_id"]: lb for lb in campaign.state.labels(spec.target.property, spec.level)}
@@ -78,7 +68,7 @@ def model_kind(meta: dict[str, Any]) -> str:
     return f"{mlp}{head} on frozen {backbone} vectors"
 
 
-def _model_meta(campaign: Reported, model_id: str) -> dict[str, Any] | None:
+def _model_meta(campaign: AuditedSession, model_id: str) -> dict[str, Any] | None:
     try:
         return campaign.ws.artifact(model_id, kind="model").meta
     except ToolInputError:  # a model file removed by hand: the log still names it
@@ -185,7 +175,7 @@ def parity_figure(pairs: list[dict[str, Any]], *, level: str, unit: str) -> Figu
 
 
 def _found_vs_random(
-    campaign: Reported, summary: AuditSummary, unit: str
+    campaign: AuditedSession, summary: AuditSummary, unit: str
 ) -> tuple[dict[str, str], str] | None:
     """The figure comparing the campaign with random selection (or what it needs) and how it is
     made; None when the goal has no such comparison."""
@@ -281,18 +271,18 @@ def _table(rows: list[list[Any]], header: list[str]) -> dict[str, Any]:
     return {"header": header, "rows": [[_fmt(c) for c in r] for r in rows]}
 
 
-def _audit_values(campaign: Reported) -> dict[str, float]:
+def _audit_values(campaign: AuditedSession) -> dict[str, float]:
     ids = set(campaign.audit.ids())
     labels = campaign.state.labels(campaign.spec.target.property, campaign.spec.level)
     return {lb["item_id"]: lb["value"] for lb in labels if lb["item_id"] in ids}
 
 
-def _unit(campaign: Reported) -> str:
+def _unit(campaign: AuditedSession) -> str:
     labels = campaign.state.labels(campaign.spec.target.property, campaign.spec.level)
     return labels[0]["unit"] if labels else ""
 
 
-def _audit_section(campaign: Reported, summary: AuditSummary, unit: str) -> dict[str, Any]:
+def _audit_section(campaign: AuditedSession, summary: AuditSummary, unit: str) -> dict[str, Any]:
     """The report's lead: headline numbers, learning curve and calibration on the audit set, and
     found vs random."""
     out: dict[str, Any] = {
@@ -323,7 +313,7 @@ def _audit_section(campaign: Reported, summary: AuditSummary, unit: str) -> dict
     return out
 
 
-def _stability_section(campaign: Reported) -> dict[str, Any] | None:
+def _stability_section(campaign: AuditedSession) -> dict[str, Any] | None:
     """Goal ``stable``: the stable and near-stable candidates with their decomposition, a hull plot
     per chemical system with hits, and how complete each system's reference set is."""
     if campaign.spec.target.goal != "stable":
@@ -385,7 +375,7 @@ def package_versions() -> list[list[str]]:
     return rows
 
 
-def _provenance(campaign: Reported, records: list[dict[str, Any]], status: str) -> dict[str, Any]:
+def _provenance(campaign: AuditedSession, records: list[dict[str, Any]], status: str) -> dict[str, Any]:
     spec = campaign.spec
     facts: list[list[Any]] = [
         ["level", spec.level],
@@ -413,7 +403,7 @@ def _environment() -> Environment:
     )
 
 
-def render_report(campaign: Reported) -> str:
+def render_report(campaign: AuditedSession) -> str:
     spec, state = campaign.spec, campaign.state
     unit = _unit(campaign)
     pairs = prospective_pairs(campaign)
@@ -514,7 +504,7 @@ def render_report(campaign: Reported) -> str:
     )
 
 
-def write_report(campaign: Reported, path: str | Path | None = None) -> Path:
+def write_report(campaign: AuditedSession, path: str | Path | None = None) -> Path:
     """Write ``report.html`` in the campaign directory (or ``path``)."""
     out = Path(path) if path else campaign.ws.root / "report.html"
     out.write_text(render_report(campaign), encoding="utf-8")

@@ -190,7 +190,7 @@ def plan(
     """Print what SPEC will spend before its labels, computing nothing and writing no campaign
     directory: the pool, its screening calculations, the reference phases of the hull, and what the
     budget leaves for labels. Exit code 1 when that is less than the audit, seed set and one batch."""
-    from matloop.agent.plan import plan_spec
+    from matloop.agent.campaign import plan_spec
     from matloop.agent.spec import CampaignSpec
 
     with _errors():
