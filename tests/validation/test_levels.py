@@ -7,7 +7,9 @@ import pandas as pd
 from ase.build import molecule
 from jobflow import JobStore, run_locally
 from maggma.stores import MemoryStore
+from pymatgen.core import Molecule
 from pymatgen.io.ase import AseAtomsAdaptor
+from scipy.spatial.transform import Rotation
 from validation_helpers import crystal_slice, rocksalt
 from validation_helpers import molecule_slice as make_molecule_slice
 
@@ -16,6 +18,7 @@ from matloop.data.slices import DatasetSlice, save_slice
 from matloop.models.foundation import embed_structures
 from matloop.tools import collect_validation, queue_validation
 from matloop.validation.levels import LevelContext, get_level
+from matloop.validation.sanity import distance_cell, molecule_distances
 from matloop.validation.store import ValidationStore
 from matloop.validation.vasp import write_vasp_inputs
 from matloop.workspace import Workspace
@@ -70,6 +73,38 @@ def test_chgnet_static_labels_crystals_as_given(workspace):
     assert -2.6 < by[("NaCl", "formation_energy_per_atom")] < -1.6  # PBE/MP: about -2.1 eV/atom
     assert by[("MgO-strained", "energy_per_atom")] > by[("MgO", "energy_per_atom")]  # not relaxed
     assert {lab.provenance["code"] for lab in result.labels} == {"CHGNet 0.3.0"}
+
+
+def test_copies_within_the_tolerance_are_duplicates_whichever_fingerprint_cell_they_fall_in(workspace):
+    """Rotated copies of ethane with every atom moved 0.004 Å (every distance within 0.008 Å) are
+    duplicates of the first, also those whose distance fingerprint lands in a neighbouring cell;
+    a copy with the C-C bond stretched by 0.05 Å is not; a later batch finds the stored one."""
+    rng = np.random.default_rng(0)
+    ethane = AseAtomsAdaptor.get_molecule(molecule("C2H6"))
+
+    def moved(stretch: float = 0.0) -> Molecule:
+        axis, angle = rng.normal(size=3), rng.uniform(0, 2 * np.pi)
+        rotation = Rotation.from_rotvec(angle * axis / np.linalg.norm(axis)).as_matrix()
+        shifts = rng.normal(size=(len(ethane), 3))
+        coords = ethane.cart_coords + 0.004 * shifts / np.linalg.norm(shifts, axis=1, keepdims=True)
+        coords[ethane.indices_from_symbol("C")[1]] += [0.0, 0.0, stretch]  # C-C along z
+        return Molecule(ethane.species, coords @ rotation.T)
+
+    copies = [moved() for _ in range(30)]
+    cells = {distance_cell(molecule_distances(m)) for m in copies}
+    assert len(cells) > 1  # the copies straddle a cell boundary
+    items = {"first": ethane, **{f"copy-{k}": m for k, m in enumerate(copies)}, "stretched": moved(0.05)}
+    data = DatasetSlice(
+        list(items), list(items.values()), pd.DataFrame(index=range(len(items))), {}, "molecule", "test"
+    )
+    slice_id = save_slice(workspace, data)
+    batch = queue_validation(slice_id, list(items), level="xtb", workspace=workspace)
+    status = {s.item_id: s for s in batch.statuses}
+    first = ValidationStore(workspace).jobs(batch_id=batch.batch_id)[0].job_id
+    assert {status[f"copy-{k}"].reason for k in range(30)} == {f"same structure as calculation {first}"}
+    assert status["first"].status != "duplicate" and status["stretched"].status != "duplicate"
+    again = queue_validation(slice_id, ["copy-3"], level="xtb", workspace=workspace)
+    assert again.statuses[0].reason == f"same structure as calculation {first}"
 
 
 def test_level_table_gives_a_duplicate_its_originals_values(workspace):

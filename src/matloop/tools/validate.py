@@ -7,6 +7,7 @@ with provenance and saves them as a slice whose columns are ``<property>@<level>
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import numbers
@@ -25,7 +26,13 @@ from matloop.names import FINISHED_STATUSES, ExecutorName, JobStatus, LevelName
 from matloop.validation.executors import get_executor
 from matloop.validation.levels import LEVELS, get_level
 from matloop.validation.runner import serve_cached
-from matloop.validation.sanity import check_structure, molecule_distances, same_distances, same_structure
+from matloop.validation.sanity import (
+    check_structure,
+    distance_cell,
+    molecule_distances,
+    same_distances,
+    same_structure,
+)
 from matloop.validation.store import JobRecord, ValidationStore
 from matloop.workspace import Workspace, resolve_workspace
 
@@ -72,33 +79,40 @@ class CollectResult(BaseModel):
     )
 
 
-class _Queued:
-    """Items queued so far in a batch, by reduced formula; a molecule's sorted interatomic
-    distances are computed once, so that a whole pool of isomers is checked quickly."""
+class _Seen:
+    """Calculations a new item may repeat: those stored at the level, then those queued so far in
+    this batch. Grouped by reduced formula and, for molecules, by the grid cell of their sorted
+    interatomic distances (:func:`~matloop.validation.sanity.distance_cell`), so a pool of isomers
+    is compared with near neighbours only: linear in the pool, not quadratic."""
 
     def __init__(self, as_given: bool) -> None:
         self.as_given = as_given
-        self.by_formula: dict[str, list[tuple[str, Any, np.ndarray | None]]] = {}
+        self.groups: dict[tuple, list[tuple[int, str, Any, np.ndarray | None]]] = {}
+        self.added = 0
 
     def add(self, job_id: str, item: Any) -> None:
         signature = molecule_distances(item) if isinstance(item, Molecule) else None
-        self.by_formula.setdefault(item.composition.reduced_formula, []).append((job_id, item, signature))
+        self.groups.setdefault(self._key(item, signature), []).append((self.added, job_id, item, signature))
+        self.added += 1
 
     def match(self, item: Any) -> str | None:
-        """The queued calculation of the same structure as ``item``, or None."""
-        earlier = self.by_formula.get(item.composition.reduced_formula, [])
-        if isinstance(item, Molecule):
-            signature = molecule_distances(item)
-            return next((j for j, _, other in earlier if same_distances(signature, other)), None)
-        return next((j for j, other, _ in earlier if same_structure(item, other, self.as_given)), None)
+        """The earliest calculation of the same structure as ``item``, or None."""
+        if not isinstance(item, Molecule):
+            earlier = self.groups.get(self._key(item, None), [])
+            return next((j for _, j, other, _ in earlier if same_structure(item, other, self.as_given)), None)
+        signature = molecule_distances(item)
+        formula, n, mean, largest = self._key(item, signature)
+        near = sorted(
+            entry
+            for d_mean, d_largest in itertools.product((-1, 0, 1), repeat=2)
+            for entry in self.groups.get((formula, n, mean + d_mean, largest + d_largest), [])
+        )
+        return next((j for _, j, _, other in near if same_distances(signature, other)), None)
 
-
-def _find_duplicate(item, level: str, store: ValidationStore, queued: _Queued) -> str | None:
-    """The calculation already stored at ``level`` or queued in this batch that computes the same
-    structure as ``item``, or None."""
-    stored = store.comparable_jobs(level, item.composition.reduced_formula)
-    found = next((j.job_id for j in stored if same_structure(item, j.structure, queued.as_given)), None)
-    return found or queued.match(item)
+    @staticmethod
+    def _key(item: Any, signature: np.ndarray | None) -> tuple:
+        formula = item.composition.reduced_formula
+        return (formula,) if signature is None else (formula, *distance_cell(signature))
 
 
 def _lookup_labels(data: DatasetSlice, item_id: str) -> dict[str, tuple[float, str]]:
@@ -160,7 +174,11 @@ def queue_validation(
     store = ValidationStore(ws)
     batch_id = ws.new_id("valbatch")
     jobs: list[dict[str, Any]] = []
-    queued = _Queued(as_given=not spec.relaxes)
+    seen = _Seen(as_given=not spec.relaxes)
+    if level != "lookup":
+        formulas = {data.structures[position[i]].composition.reduced_formula for i in item_ids}
+        for stored in store.comparable_jobs(level, formulas):
+            seen.add(stored.job_id, stored.structure)
     for item_id in item_ids:
         item = data.structures[position[item_id]]
         job = {"job_id": ws.new_id("calc"), "item_id": item_id, "structure": item, "status": "queued"}
@@ -168,12 +186,12 @@ def queue_validation(
             job["status"] = "done"
         elif reason := check_structure(item, ws.settings.validation):
             job.update(status="rejected", reason=reason)
-        elif original := _find_duplicate(item, level, store, queued):
+        elif original := seen.match(item):
             job.update(
                 status="duplicate", reason=f"same structure as calculation {original}", duplicate_of=original
             )
         else:
-            queued.add(job["job_id"], item)
+            seen.add(job["job_id"], item)
         jobs.append(job)
     store.add_batch(batch_id, level, executor, slice_id, jobs)
     if level == "lookup":

@@ -62,4 +62,19 @@ def molecule_distances(molecule: Molecule) -> np.ndarray:
 
 def same_distances(a: np.ndarray, b: np.ndarray) -> bool:
     """Whether two molecules' :func:`molecule_distances` agree within 0.01 Å."""
-    return a.shape == b.shape and bool(np.allclose(a, b, atol=0.01))
+    return a.shape == b.shape and bool(np.allclose(a, b, atol=DISTANCE_TOLERANCE))
+
+
+#: Tolerance of :func:`same_distances` (Å) and the width of a :func:`distance_cell` (Å), which
+#: exceeds the tolerance plus ``np.allclose``'s relative part for any distance below 500 Å.
+DISTANCE_TOLERANCE, CELL_WIDTH = 0.01, 0.02
+
+
+def distance_cell(distances: np.ndarray) -> tuple[int, int, int]:
+    """A grid cell of a molecule's :func:`molecule_distances`: their count, and their mean and
+    largest value in steps of ``CELL_WIDTH``. Two molecules that :func:`same_distances` accepts
+    differ by less than the tolerance in every distance, hence in the mean and the largest, so
+    their cells are the same or neighbours: a fingerprint to compare near neighbours only."""
+    if not len(distances):
+        return (0, 0, 0)
+    return (len(distances), int(distances.mean() // CELL_WIDTH), int(distances[-1] // CELL_WIDTH))

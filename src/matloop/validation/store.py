@@ -307,15 +307,16 @@ class ValidationStore:
             ).fetchall()
         return [_job(r) for r in rows]
 
-    def comparable_jobs(self, level: str, formula: str) -> list[JobRecord]:
-        """Original (non-duplicate) jobs at ``level`` with this reduced formula that are not failed."""
+    def comparable_jobs(self, level: str, formulas: Collection[str]) -> list[JobRecord]:
+        """Original (non-duplicate) jobs at ``level`` with one of these reduced formulas that are
+        not failed, in queue order (one query; only those structures are decoded)."""
         with self.workspace.connect() as db:
             rows = db.execute(
-                f"SELECT {_JOB_COLUMNS} FROM {_JOBS} WHERE b.level = ? AND j.formula = ?"
+                f"SELECT {_JOB_COLUMNS} FROM {_JOBS} WHERE b.level = ?"
                 " AND j.status IN ('queued', 'running', 'done') ORDER BY j.rowid",
-                (level, formula),
-            ).fetchall()
-        return [_job(r) for r in rows]
+                (level,),
+            )
+            return [_job(r) for r in rows if r["formula"] in formulas]
 
     def count(self, executor: str, statuses: tuple[str, ...] = ("queued", "running")) -> int:
         """Number of jobs of ``executor`` in these states."""
