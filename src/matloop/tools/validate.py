@@ -218,8 +218,8 @@ def queue_validation(
 
 def _batch(store: ValidationStore, batch_id: str) -> ValidationBatch:
     row = store.batch(batch_id)
-    jobs = store.jobs(batch_id=batch_id)
-    statuses = [CandidateStatus(item_id=j.item_id, status=j.status, reason=j.reason) for j in jobs]
+    states = store.job_states(batch_id)
+    statuses = [CandidateStatus(item_id=i, status=status, reason=reason) for i, status, reason in states]
     counts: dict[str, int] = {}
     for s in statuses:
         counts[s.status] = counts.get(s.status, 0) + 1

@@ -276,6 +276,16 @@ class ValidationStore:
                 rows = db.execute(query, ids).fetchall()
         return [_job(r) for r in rows]
 
+    def job_states(self, batch_id: str) -> list[tuple[str, str, str | None]]:
+        """``(item_id, status, reason)`` of every job of a batch, in queue order (no structure
+        decoded: a 100,000-item batch reads in a fraction of a second)."""
+        with self.workspace.connect() as db:
+            rows = db.execute(
+                "SELECT item_id, status, reason FROM validation_jobs WHERE batch_id = ? ORDER BY rowid",
+                (batch_id,),
+            )
+            return [(r[0], r[1], r[2]) for r in rows]
+
     def unfinished_count(self, batch_id: str) -> int:
         """Jobs of a batch not finished yet, or duplicates of an unfinished calculation (read
         without decoding structures, for polling)."""
