@@ -104,9 +104,11 @@ class Workspace:
             db.close()
 
     @staticmethod
-    def new_id(kind: str) -> str:
-        """A fresh id such as ``slice-3f9a1c2e``."""
-        return f"{kind}-{uuid.uuid4().hex[:8]}"
+    def new_id(kind: str, digits: int = 8) -> str:
+        """A fresh id such as ``slice-3f9a1c2e``: ``digits`` random hex digits. Eight make a
+        collision unlikely among thousands of ids (artefacts, batches); kinds made by the hundred
+        thousand (calculations) need 16 (among 10⁶ ids, a chance of 3·10⁻⁸)."""
+        return f"{kind}-{uuid.uuid4().hex[:digits]}"
 
     def save_artifact(
         self,

@@ -181,7 +181,8 @@ def queue_validation(
             seen.add(stored.job_id, stored.structure)
     for item_id in item_ids:
         item = data.structures[position[item_id]]
-        job = {"job_id": ws.new_id("calc"), "item_id": item_id, "structure": item, "status": "queued"}
+        job_id = ws.new_id("calc", digits=16)  # a pool of 100,000 would collide with 8
+        job = {"job_id": job_id, "item_id": item_id, "structure": item, "status": "queued"}
         if level == "lookup":
             job["status"] = "done"
         elif reason := check_structure(item, ws.settings.validation):
