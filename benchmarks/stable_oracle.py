@@ -18,7 +18,8 @@ structure ranks the pool, the relaxation (here CHGNet, on a cluster DFT) decides
 
 Resumable: one JSON line per item appended to ``benchmarks/data/stable_gen/labels.jsonl``
 (references first, then the candidates in a seeded random order, so any prefix of the file is a
-uniform random sample of the pool); a restart skips the ids already there. One thread.
+uniform random sample of the pool); a restart skips the ids already there. One thread; ``--part
+K/N`` splits what is left between N runs started together (every N-th remaining item).
 
     OMP_NUM_THREADS=1 nohup nice -n 10 python benchmarks/stable_oracle.py > oracle.log 2>&1 &
     python benchmarks/stable_oracle.py --pool-only     # write pool.parquet, count, exit
@@ -96,6 +97,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pool-only", action="store_true", help="write the pool table, print counts, exit")
     parser.add_argument("--assemble", action="store_true", help="build the benchmark set from the labels")
+    parser.add_argument(
+        "--part", default="1/1", help="K/N: label every N-th remaining item from the K-th (parallel runs)"
+    )
     args = parser.parse_args()
     if args.assemble:
         return assemble()
@@ -130,7 +134,8 @@ def main() -> None:
     order = np.random.default_rng(ORDER_SEED).permutation(len(pool))
     slice_ = pool.to_slice()
     work += [(slice_.ids[k], "candidate", slice_.structures[k], True) for k in order]
-    todo = [w for w in work if w[0] not in done]
+    part, parts = map(int, args.part.split("/"))
+    todo = [w for w in work if w[0] not in done][part - 1 :: parts]
     print(f"{len(done)} done, {len(todo)} to go", flush=True)
     for n, (item_id, role, structure, relax_cell) in enumerate(todo, 1):
         t0 = time.perf_counter()

@@ -11,7 +11,7 @@ from matloop.data.slices import DatasetSlice, save_slice
 from matloop.errors import ToolInputError
 from matloop.settings import TrainSettings
 from matloop.tools import featurize, select_candidates, train_uq_gnn
-from matloop.validation.store import ValidationStore
+from matloop.validation.store import Finished, ValidationStore
 from matloop.workspace import Workspace
 
 
@@ -54,7 +54,7 @@ def test_selection_excludes_labelled_excluded_and_duplicate_items(pool):
     job = {"job_id": "job-1", "item_id": "item-20", "status": "queued", "structure": mols[20]}
     store = ValidationStore(ws)
     store.add_batch("batch-1", "lookup", "local", "test", [job])
-    store.finish(store.jobs(job_ids=["job-1"])[0], {"y": (1.0, "eV")}, {}, task_doc="{}", calc_seconds=0.0)
+    store.finish([Finished(store.jobs(job_ids=["job-1"])[0], {"y": (1.0, "eV")}, {}, "{}", 0.0)])
     sel = select_candidates(model_id, fs, 5, "batch_entropy", exclude_ids=["item-21"], seed=1, workspace=ws)
     picked = [c.item_id for c in sel.candidates]
     assert len(picked) == len(set(picked)) == 5

@@ -102,7 +102,7 @@ def training_set(
     known = set(pool.ids)
     labels = [lb for lb in labels if lb["item_id"] in known]
     if not labels:
-        have = sorted({f"{lb['property']}@{lb['level']}" for lb in state.labels()})
+        have = list(state.store.label_counts())
         raise ToolInputError(
             f"expected a property@level with labels on slice {slice_id}, got {target}@{level}; "
             f"valid values are {have}"
@@ -127,13 +127,9 @@ def training_set(
 
 def campaign_status(*, state: CampaignState, guardrails: Guardrails) -> CampaignStatus:
     """Budget left, labels and models of this campaign so far."""
-    counts: dict[str, int] = {}
-    for lb in state.labels():
-        key = f"{lb['property']}@{lb['level']}"
-        counts[key] = counts.get(key, 0) + 1
     return CampaignStatus(
         budget_left=guardrails.remaining(),
-        labels=counts,
-        calculations=len(state.calcs()),
+        labels=state.store.label_counts(),
+        calculations=sum(state.store.status_counts().values()),
         models=[m["model_id"] for m in state.models()],
     )

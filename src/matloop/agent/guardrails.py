@@ -157,7 +157,7 @@ class Guardrails:
         verdicts.append(Verdict("step_cap", True, f"step {self.steps}/{self.max_steps}"))
 
         # the same call while nothing has changed (no new label, calculation or model) is a loop
-        world = (len(self.state.labels()), len(self.state.calcs()), len(self.state.models()))
+        world = (*self.state.store.version(), len(self.state.models()))
         signature = tool + json.dumps([args, world], sort_keys=True, default=str)
         self._calls[signature] += 1
         if self._calls[signature] > self.max_repeats and not spec.polls:

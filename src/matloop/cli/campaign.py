@@ -223,22 +223,21 @@ def resume(
     _finish(campaign, time.monotonic() - start)
 
 
-def _audit_table(campaign) -> Table:
+def _audit_table(campaign, unit: str) -> Table:
     """The audit set's headline numbers (the report's first table)."""
-    labels = campaign.state.labels(campaign.spec.target.property, campaign.spec.level)
     table = Table(title="random audit set (95 % intervals)")
     table.add_column("")
     table.add_column("value")
-    for name, value in campaign.audit.summary().headline(labels[0]["unit"] if labels else ""):
+    for name, value in campaign.audit.summary().headline(unit):
         table.add_row(name, escape(value))
     return table
 
 
 def _finish(campaign, seconds: float) -> None:
     """The closing summary; a campaign that stopped before its end exits with EXIT_STOPPED."""
-    console.print(_audit_table(campaign))
     st = campaign.state
     labels = st.labels(campaign.spec.target.property, campaign.spec.level)
+    console.print(_audit_table(campaign, labels[0]["unit"] if labels else ""))
     text = (
         f"{_one_line(st.meta('reason'), 200)} — {len(labels)} labels, {log_counts(campaign.log.records())}, "
         f"{seconds / 60:.1f} min; report: {campaign.ws.root / 'report.html'}"
@@ -258,35 +257,36 @@ def _status_line(c) -> str:
     return status
 
 
-def _picks(c, limit: int) -> list[dict[str, Any]]:
+def _picks(c, limit: int, labels: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The campaign's picks by name, best label first for an optimisation (latest first otherwise):
     id, formula, round, μ and σ when picked, and the label once it is known."""
     from matloop.data.slices import load_slice
 
-    labels = {lb["item_id"]: lb["value"] for lb in c.state.labels(c.spec.target.property, c.spec.level)}
+    value = {lb["item_id"]: lb["value"] for lb in labels}
     picks = c.state.candidates()[::-1]
     sign = {"minimize": 1, "maximize": -1}.get(c.spec.target.goal)
     if sign is not None:
-        picks.sort(key=lambda p: (p["item_id"] not in labels, sign * labels.get(p["item_id"], 0.0)))
+        picks.sort(key=lambda p: (p["item_id"] not in value, sign * value.get(p["item_id"], 0.0)))
     first: dict[str, dict[str, Any]] = {}
     for p in picks:
         first.setdefault(p["item_id"], p)
     picks = list(first.values())[:limit]
-    plan = c.audit.plan or {}
     ids = [p["item_id"] for p in picks]
-    formulas = (
-        load_slice(c.ws, plan["pool_slice"]).subset(ids).formulas() if picks and plan else [None] * len(ids)
-    )
+    formulas = c.state.store.formulas(ids)  # from the calculations: no pool to read
+    unqueued = [i for i in ids if i not in formulas]
+    if unqueued and c.audit.plan:
+        pool = load_slice(c.ws, c.audit.plan["pool_slice"]).subset(unqueued)
+        formulas |= dict(zip(unqueued, pool.formulas(), strict=True))
     return [
         {
             "id": p["item_id"],
-            "formula": formula,
+            "formula": formulas.get(p["item_id"]),
             "round": p["round"],
             "mean": p["mean"],
             "std": p["std"],
-            "label": labels.get(p["item_id"]),
+            "label": value.get(p["item_id"]),
         }
-        for p, formula in zip(picks, formulas, strict=True)
+        for p in picks
     ]
 
 
@@ -317,7 +317,7 @@ def status(
     unit = labels[0]["unit"] if labels else ""
     states = dict(sorted(ValidationStore(c.ws).status_counts().items()))
     budget = c.guardrails.remaining()
-    picks = _picks(c, top)
+    picks = _picks(c, top, labels)
     if as_json:
         doc = {
             "campaign": c.spec.name,
@@ -326,7 +326,7 @@ def status(
             "target": target,
             "unit": unit,
             "labels": len(labels),
-            "calculations": len(c.state.calcs()),
+            "calculations": sum(states.values()),
             "calculation_states": states,
             "models": len(c.state.models()),
             "decisions": log_counts(c.log.records()),
@@ -343,7 +343,7 @@ def status(
         "status": _status_line(c),
         "reason": _one_line(c.state.meta("reason", "")),
         "labels": f"{len(labels)} {target}",
-        "calculations": str(len(c.state.calcs())),
+        "calculations": str(sum(states.values())),
         f"calculation states ({c.spec.executor})": ", ".join(f"{n} {state}" for state, n in states.items())
         or "none yet",
         "models": str(len(c.state.models())),
@@ -353,7 +353,7 @@ def status(
     for k, v in rows.items():
         table.add_row(escape(k), escape(v))
     console.print(table)
-    console.print(_audit_table(c))
+    console.print(_audit_table(c, unit))
     if picks:
         console.print(_picks_table(picks, unit))
 

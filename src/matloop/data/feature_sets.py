@@ -4,9 +4,10 @@ and loaded back as torch-geometric graphs."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
 
@@ -20,12 +21,63 @@ if TYPE_CHECKING:
     from torch_geometric.data import Data
 
 
+class StoredGraphs(Sequence["Data"]):
+    """The graphs of a feature set, each built when it is read (node and edge features with it):
+    the concatenated arrays are all that stays in memory, so a pool of 100,000 items never holds
+    its torch graphs at once. ``take`` gives a view of some of them."""
+
+    def __init__(self, ids: list[str], arrays: dict[str, np.ndarray], params: GraphParams) -> None:
+        self.ids, self.arrays, self.params = ids, arrays, params
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @overload
+    def __getitem__(self, k: int) -> Data: ...
+    @overload
+    def __getitem__(self, k: slice) -> list[Data]: ...
+    def __getitem__(self, k: int | slice) -> Data | list[Data]:
+        if isinstance(k, slice):
+            return [self[i] for i in range(*k.indices(len(self)))]
+        a, stored = self.arrays, self.ids[k]
+        k = int(a["order"][k])
+        atoms, edges = (
+            slice(a["atom_ptr"][k], a["atom_ptr"][k + 1]),
+            slice(a["edge_ptr"][k], a["edge_ptr"][k + 1]),
+        )
+        graph = GraphArrays(
+            a["z"][atoms].astype(np.int64),
+            a["edge_index"][:, edges].astype(np.int64),
+            a["edge_dist"][edges].copy(),
+        )
+        return to_data(graph, self.params, stored)
+
+    def take(self, positions: Sequence[int]) -> StoredGraphs:
+        """The graphs at ``positions``, in that order (nothing built)."""
+        order = self.arrays["order"][np.asarray(positions, dtype=np.int64)]
+        return StoredGraphs(
+            [self.ids[int(k)] for k in positions], self.arrays | {"order": order}, self.params
+        )
+
+    def atomic_numbers(self) -> list[np.ndarray]:
+        """Each graph's atomic numbers (no graph built)."""
+        z, ptr = self.arrays["z"], self.arrays["atom_ptr"]
+        return [z[ptr[k] : ptr[k + 1]].astype(np.int64) for k in self.arrays["order"]]
+
+
+def atomic_numbers(graphs: Sequence[Data]) -> list[np.ndarray]:
+    """The atomic numbers of each graph (read from the stored arrays when the graphs are stored)."""
+    if isinstance(graphs, StoredGraphs):
+        return graphs.atomic_numbers()
+    return [g.z.numpy() for g in graphs]
+
+
 @dataclass
 class GraphSet:
     """Graphs loaded back from a feature set, aligned with ``ids``."""
 
     ids: list[str]
-    graphs: list[Data]
+    graphs: Sequence[Data]
     meta: dict[str, Any]
 
     def items(self, workspace: Workspace) -> Items:
@@ -60,24 +112,11 @@ def save_feature_set(workspace: Workspace, arrays: dict[str, GraphArrays], meta:
 
 
 def load_graphs(feature_set_id: str, *, workspace: Workspace | str | Path | None = None) -> GraphSet:
-    """Load a stored feature set as a list of ``Data`` graphs."""
+    """A stored feature set; its graphs are built as they are read (:class:`StoredGraphs`)."""
     ws = resolve_workspace(workspace)
     art = ws.artifact(feature_set_id, kind="features")
-    params = GraphParams(**art.meta["params"])
     with np.load(art.path) as stored:
+        arrays = {k: stored[k] for k in ("atom_ptr", "edge_ptr", "z", "edge_index", "edge_dist")}
         ids = [str(i) for i in stored["ids"]]
-        atom_ptr, edge_ptr = stored["atom_ptr"], stored["edge_ptr"]
-        z, edge_index, edge_dist = stored["z"], stored["edge_index"], stored["edge_dist"]
-    graphs = [
-        to_data(
-            GraphArrays(
-                z[atom_ptr[k] : atom_ptr[k + 1]].astype(np.int64),
-                edge_index[:, edge_ptr[k] : edge_ptr[k + 1]].astype(np.int64),
-                edge_dist[edge_ptr[k] : edge_ptr[k + 1]].copy(),
-            ),
-            params,
-            item_id,
-        )
-        for k, item_id in enumerate(ids)
-    ]
+    graphs = StoredGraphs(ids, arrays | {"order": np.arange(len(ids))}, GraphParams(**art.meta["params"]))
     return GraphSet(ids=ids, graphs=graphs, meta=art.meta)

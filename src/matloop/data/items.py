@@ -15,6 +15,12 @@ if TYPE_CHECKING:
     from torch_geometric.data import Data
 
 
+def _take(items: Sequence, positions: Sequence[int]) -> Sequence:
+    """``items`` at ``positions``: a lazy sequence's own view when it has one (``take``)."""
+    take = getattr(items, "take", None)
+    return take(positions) if take is not None else [items[i] for i in positions]
+
+
 @dataclass(frozen=True)
 class Items:
     """Items to train on or predict, aligned: their graphs and, for pretrained backbones, their
@@ -33,14 +39,13 @@ class Items:
 
     def take(self, positions: Sequence[int]) -> Items:
         """The items at ``positions``, in that order."""
-        structures = self.structures
-        if structures is not None:
-            take = getattr(structures, "take", None)
-            structures = take(positions) if take is not None else [structures[i] for i in positions]
+        structures = None if self.structures is None else _take(self.structures, positions)
         values = None if self.level_values is None else self.level_values[list(positions)]
-        return replace(
-            self, graphs=[self.graphs[i] for i in positions], structures=structures, level_values=values
-        )
+        return replace(self, graphs=_take(self.graphs, positions), structures=structures, level_values=values)
+
+    def built(self) -> Items:
+        """These items with their graphs built once (a training set, read every epoch)."""
+        return replace(self, graphs=list(self.graphs))
 
     def with_level_values(self, columns: Sequence[str], values: np.ndarray) -> Items:
         """These items with a cheap level's ``values`` ([items, columns]) as extra inputs."""

@@ -29,6 +29,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from matloop.data.composition import magpie_statistics
+from matloop.data.feature_sets import atomic_numbers
 from matloop.data.items import Items
 from matloop.errors import ToolInputError, invalid_choice
 from matloop.models.foundation import embed_structures
@@ -78,7 +79,7 @@ def backbone_vectors(backbone: str, items: Items) -> np.ndarray:
     parts = []
     for part in backbone_parts(backbone):
         if part == "magpie":
-            parts.append(magpie_statistics([g.z.numpy() for g in items.graphs]))
+            parts.append(magpie_statistics(atomic_numbers(items.graphs)))
             continue
         if items.structures is None:
             raise ToolInputError(f"expected the items' structures for backbone {backbone!r}, got graphs only")

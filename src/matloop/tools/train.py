@@ -151,7 +151,7 @@ class _Labelled:
         }
         self.ids = split
         everything = with_level_values(gs.items(ws), gs.ids, ws, cheap_level)
-        self.items = {name: everything.take([pos[i] for i in part]) for name, part in split.items()}
+        self.items = {name: everything.take([pos[i] for i in part]).built() for name, part in split.items()}
         self.y = {name: np.array([values[i] for i in part], dtype=np.float64) for name, part in split.items()}
         self.eval_split: Literal["test", "val", "train"] = "test" if n_test else ("val" if n_val else "train")
 

@@ -33,7 +33,7 @@ from matloop.validation.sanity import (
     same_distances,
     same_structure,
 )
-from matloop.validation.store import JobRecord, ValidationStore
+from matloop.validation.store import Finished, JobRecord, ValidationStore
 from matloop.workspace import Workspace, resolve_workspace
 
 
@@ -196,6 +196,7 @@ def queue_validation(
         jobs.append(job)
     store.add_batch(batch_id, level, executor, slice_id, jobs)
     if level == "lookup":
+        finished = []
         for job in store.jobs(batch_id=batch_id):
             labels = _lookup_labels(data, job.item_id)
             if labels:
@@ -207,9 +208,10 @@ def queue_validation(
                     "job_id": job.job_id,
                     "batch_id": batch_id,
                 }
-                store.finish(job, labels, provenance, task_doc=f"slice {slice_id}", calc_seconds=0.0)
+                finished.append(Finished(job, labels, provenance, f"slice {slice_id}", 0.0))
             else:
                 store.set_status(job.job_id, "failed", "no label for this item in the slice")
+        store.finish(finished)
     else:
         queued = serve_cached(ws, [j for j in store.jobs(batch_id=batch_id) if j.status == "queued"])
         if queued:

@@ -39,29 +39,41 @@ class CalculationCache:
     def key(self, item: Structure | Molecule) -> str:
         return self.prefix + structure_hash(item)
 
-    def get(self, item: Structure | Molecule) -> tuple[ValidationDocument, float] | None:
-        """The stored document of ``item`` and the seconds it took to compute, or None."""
-        row = self.db.execute("SELECT document, seconds FROM documents WHERE key = ?", (self.key(item),))
-        found = row.fetchone()
-        return None if found is None else (ValidationDocument.model_validate_json(found[0]), found[1])
+    def get(self, items: Sequence[Structure | Molecule]) -> list[tuple[ValidationDocument, float] | None]:
+        """The stored document of each of ``items`` and the seconds it took to compute, or None."""
+        keys, found = self._stored(items)
+        return [
+            (ValidationDocument.model_validate_json(found[k][0]), found[k][1]) if k in found else None
+            for k in keys
+        ]
 
     def held(self, items: Sequence[Structure | Molecule]) -> int:
         """How many of ``items`` the cache holds (a whole pool's rows are hashed without building
         their structures where the sequence allows it)."""
+        keys, found = self._stored(items)
+        return sum(k in found for k in keys)
+
+    def _stored(
+        self, items: Sequence[Structure | Molecule]
+    ) -> tuple[list[str], dict[str, tuple[str, float]]]:
+        """The keys of ``items`` and the stored ``(document, seconds)`` of those the cache holds."""
         keys = [self.prefix + key for key in structure_hashes(items)]
-        found = 0
+        found: dict[str, tuple[str, float]] = {}
         for start in range(0, len(keys), 500):
             chunk = keys[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            row = self.db.execute(f"SELECT COUNT(*) FROM documents WHERE key IN ({marks})", chunk)
-            found += row.fetchone()[0]
-        return found
+            rows = self.db.execute(
+                f"SELECT key, document, seconds FROM documents WHERE key IN ({marks})", chunk
+            )
+            found |= {key: (doc, seconds) for key, doc, seconds in rows}
+        return keys, found
 
-    def put(self, item: Structure | Molecule, doc: ValidationDocument, seconds: float) -> None:
+    def put(self, results: Sequence[tuple[Structure | Molecule, ValidationDocument, float]]) -> None:
+        """Store each structure's document and the seconds it took, in one transaction."""
         with self.db:
-            self.db.execute(
+            self.db.executemany(
                 "INSERT OR REPLACE INTO documents VALUES (?, ?, ?)",
-                (self.key(item), doc.model_dump_json(), seconds),
+                [(self.key(item), doc.model_dump_json(), seconds) for item, doc, seconds in results],
             )
 
     def close(self) -> None:

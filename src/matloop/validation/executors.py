@@ -241,7 +241,7 @@ class JobflowRemoteExecutor:
         from jobflow_remote.jobs.state import JobState
 
         from matloop.validation.documents import ValidationDocument
-        from matloop.validation.runner import record_document
+        from matloop.validation.runner import record_documents
 
         store = ValidationStore(workspace)
         jobs = store.jobs_with_status("running", executor="jobflow-remote")
@@ -262,7 +262,9 @@ class JobflowRemoteExecutor:
                 elif infos and all(i.state == JobState.COMPLETED for i in infos):
                     output = controller.jobstore.get_output(output_uuid, load=True)
                     doc = ValidationDocument.model_validate(output)
-                    record_document(workspace, job, doc, f"jobflow-remote {project}: job {output_uuid}", 0.0)
+                    record_documents(
+                        workspace, [(job, doc, f"jobflow-remote {project}: job {output_uuid}", 0.0)]
+                    )
         except Exception as exc:  # unreachable database: jobs stay running, the reason says why
             for job in jobs:
                 store.set_status(

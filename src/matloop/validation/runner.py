@@ -30,7 +30,7 @@ from matloop.settings import Settings
 from matloop.validation.calc_cache import CalculationCache
 from matloop.validation.documents import ValidationDocument
 from matloop.validation.levels import Level, LevelContext, get_level
-from matloop.validation.store import JobRecord, ValidationStore
+from matloop.validation.store import Finished, JobRecord, ValidationStore
 from matloop.workspace import Workspace
 
 
@@ -72,8 +72,8 @@ def run_job(workspace: Workspace, job: JobRecord) -> str:
         return _run_flow(workspace, job, level, None)
     cache = CalculationCache(workspace.settings.cache_dir, level)
     try:
-        if (hit := cache.get(job.structure)) is not None:
-            _record_cached(workspace, job, cache, hit)
+        if (hit := cache.get([job.structure])[0]) is not None:
+            _record_cached(workspace, cache, [(job, hit)])
             return "done"
         return _run_flow(workspace, job, level, cache)
     finally:
@@ -123,13 +123,11 @@ def run_jobs(workspace: Workspace, jobs: list[JobRecord]) -> None:
         return
     cache = CalculationCache(workspace.settings.cache_dir, level)
     try:
-        todo = []
-        for job in jobs:
-            if (hit := cache.get(job.structure)) is not None:
-                _record_cached(workspace, job, cache, hit)
-            else:
-                todo.append(job)
-        if todo:
+        hits = cache.get([job.structure for job in jobs])
+        _record_cached(
+            workspace, cache, [(job, hit) for job, hit in zip(jobs, hits, strict=True) if hit is not None]
+        )
+        if todo := [job for job, hit in zip(jobs, hits, strict=True) if hit is None]:
             _run_chunk(workspace, todo, level, cache)
     finally:
         cache.close()
@@ -148,40 +146,50 @@ def _run_chunk(workspace: Workspace, jobs: list[JobRecord], level: Level, cache:
             store.set_status(job.job_id, "failed", _reason(exc))
         return
     seconds = (time.perf_counter() - start) / len(jobs)
+    done = []
     for job, doc in zip(jobs, docs, strict=True):
         if isinstance(doc, str):
             store.set_status(job.job_id, "failed", _reason(RuntimeError(doc)), calc_seconds=seconds)
-            continue
-        doc = ValidationDocument.model_validate(doc)
-        record_document(workspace, job, doc, str(docs_path.relative_to(workspace.root)), seconds)
-        cache.put(job.structure, doc.model_copy(update={"final_structure": None}), seconds)
+        else:
+            done.append((job, ValidationDocument.model_validate(doc)))
+    task_doc = str(docs_path.relative_to(workspace.root))
+    record_documents(workspace, [(job, doc, task_doc, seconds) for job, doc in done])
+    cache.put(
+        [(job.structure, doc.model_copy(update={"final_structure": None}), seconds) for job, doc in done]
+    )
 
 
 def serve_cached(workspace: Workspace, jobs: list[JobRecord]) -> list[JobRecord]:
-    """Finish the queued jobs (of one level) whose result the calculation cache holds, claiming each
-    first; returns the others, which still need to run."""
+    """Finish the queued jobs (of one level) whose result the calculation cache holds, claiming them
+    first (one transaction for all); returns the others, which still need to run."""
     if not jobs or (level := get_level(jobs[0].level)).package is None:
         return jobs
-    store, rest = ValidationStore(workspace), []
     cache = CalculationCache(workspace.settings.cache_dir, level)
     try:
-        for job in jobs:
-            hit = cache.get(job.structure)
-            if hit is None:
-                rest.append(job)
-            elif store.transition(job.job_id, "queued", "running", None):  # claimed: no one runs it now
-                _record_cached(workspace, job, cache, hit)
+        hits = cache.get([job.structure for job in jobs])
+        found = [(job, hit) for job, hit in zip(jobs, hits, strict=True) if hit is not None]
+        claimed = ValidationStore(workspace).transition_many(
+            [job.job_id for job, _ in found], "queued", "running"
+        )
+        _record_cached(workspace, cache, [(job, hit) for job, hit in found if job.job_id in claimed])
     finally:
         cache.close()
-    return rest
+    return [job for job, hit in zip(jobs, hits, strict=True) if hit is None]
 
 
 def _record_cached(
-    workspace: Workspace, job: JobRecord, cache: CalculationCache, hit: tuple[ValidationDocument, float]
+    workspace: Workspace,
+    cache: CalculationCache,
+    hits: list[tuple[JobRecord, tuple[ValidationDocument, float]]],
 ) -> None:
-    """Store a cached result as the job's, with the seconds it took when it ran."""
-    doc, seconds = hit
-    record_document(workspace, job, doc, f"{CalculationCache.FILE}:{cache.key(job.structure)}", seconds)
+    """Store cached results as the jobs', each with the seconds it took when it ran."""
+    record_documents(
+        workspace,
+        [
+            (job, doc, f"{CalculationCache.FILE}:{cache.key(job.structure)}", seconds)
+            for job, (doc, seconds) in hits
+        ],
+    )
 
 
 def _reason(exc: BaseException) -> str:
@@ -232,9 +240,9 @@ def _run_flow(workspace: Workspace, job: JobRecord, level: Level, cache: Calcula
         store.set_status(job.job_id, "failed", _reason(exc), calc_seconds=time.perf_counter() - start)
         return "failed"
     seconds = time.perf_counter() - start
-    record_document(workspace, job, doc, str(docs_path.relative_to(workspace.root)), seconds)
+    record_documents(workspace, [(job, doc, str(docs_path.relative_to(workspace.root)), seconds)])
     if cache is not None:
-        cache.put(job.structure, doc.model_copy(update={"final_structure": None}), seconds)
+        cache.put([(job.structure, doc.model_copy(update={"final_structure": None}), seconds)])
     return "done"
 
 
@@ -243,24 +251,33 @@ def _matloop_version() -> str:
     return version("matloop")
 
 
-def record_document(
-    workspace: Workspace, job: JobRecord, doc: ValidationDocument, task_doc: str, seconds: float
+def record_documents(
+    workspace: Workspace, results: list[tuple[JobRecord, ValidationDocument, str, float]]
 ) -> None:
-    """Store a finished job's labels with provenance and cache its elemental references."""
+    """Store finished jobs' labels with provenance, one transaction for all (each result: the
+    job, its document, where its task document is, the seconds it took), and cache the elemental
+    references they computed."""
+    if not results:
+        return
     store = ValidationStore(workspace)
-    provenance = {
-        "level": job.level,
-        "code": doc.code,
-        "code_version": doc.code_version,
-        "matloop_version": _matloop_version(),
-        "task_doc": task_doc,
-        "job_id": job.job_id,
-        "batch_id": job.batch_id,
-        "executor": job.executor,
-    }
-    if job.remote_id:
-        provenance["remote_id"] = job.remote_id  # the Slurm job id; flow:job uuids for jobflow-remote
-    if doc.references:
-        store.add_references(job.level, doc.references, {"code": doc.code, "code_version": doc.code_version})
-    labels = {p: (v, doc.units[p]) for p, v in doc.properties.items()}
-    store.finish(job, labels, provenance, task_doc=task_doc, calc_seconds=seconds)
+    finished = []
+    for job, doc, task_doc, seconds in results:
+        provenance = {
+            "level": job.level,
+            "code": doc.code,
+            "code_version": doc.code_version,
+            "matloop_version": _matloop_version(),
+            "task_doc": task_doc,
+            "job_id": job.job_id,
+            "batch_id": job.batch_id,
+            "executor": job.executor,
+        }
+        if job.remote_id:
+            provenance["remote_id"] = job.remote_id  # the Slurm job id; flow:job uuids for jobflow-remote
+        if doc.references:
+            store.add_references(
+                job.level, doc.references, {"code": doc.code, "code_version": doc.code_version}
+            )
+        labels = {p: (v, doc.units[p]) for p, v in doc.properties.items()}
+        finished.append(Finished(job, labels, provenance, task_doc, seconds))
+    store.finish(finished)

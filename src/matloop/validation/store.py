@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -51,7 +52,7 @@ CREATE TABLE IF NOT EXISTS validation_references (
 
 @dataclass(frozen=True)
 class JobRecord:
-    """One candidate's calculation as stored."""
+    """One candidate's calculation as stored (its structure decoded when first read)."""
 
     job_id: str
     batch_id: str
@@ -60,7 +61,7 @@ class JobRecord:
     executor: str
     status: str
     reason: str | None
-    structure: Structure | Molecule
+    structure_json: str
     formula: str
     attempts: int
     queued_at: float
@@ -70,6 +71,22 @@ class JobRecord:
     duplicate_of: str | None
     task_doc: str | None
     remote_id: str | None
+
+    @cached_property
+    def structure(self) -> Structure | Molecule:
+        return loads(self.structure_json)
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A job's result to store: its labels (property → value, unit) with their provenance, where
+    its task document is, and the seconds it took."""
+
+    job: JobRecord
+    labels: dict[str, tuple[float, str]]
+    provenance: dict[str, Any]
+    task_doc: str
+    calc_seconds: float
 
 
 @dataclass(frozen=True)
@@ -97,8 +114,13 @@ def loads(text: str) -> Any:
 
 #: Jobs ``j`` with their batch ``b`` (a job's level and executor are its batch's).
 _JOBS = "validation_jobs j JOIN validation_batches b ON b.batch_id = j.batch_id"
+#: The same with the batches leading, for queries on one level: SQLite would otherwise walk the
+#: status index through every finished job of every level (0.2 s at 100,000 jobs against 6 ms).
+_LEVEL_JOBS = "validation_batches b CROSS JOIN validation_jobs j ON j.batch_id = b.batch_id"
 #: ... and the labels ``l`` each finished job serves: its own, or (a duplicate) its original's.
-_SERVED = f"{_JOBS} JOIN labels l ON l.job_id = COALESCE(j.duplicate_of, j.job_id)"
+_LABELS = "JOIN labels l ON l.job_id = COALESCE(j.duplicate_of, j.job_id)"
+_SERVED = f"{_JOBS} {_LABELS}"
+_LEVEL_SERVED = f"{_LEVEL_JOBS} {_LABELS}"
 _SERVES = "j.status IN ('done', 'duplicate')"
 #: Jobs of the batches of one executor (a parameter).
 _OF_EXECUTOR = "batch_id IN (SELECT batch_id FROM validation_batches WHERE executor = ?)"
@@ -129,7 +151,7 @@ _JOB_COLUMNS = "j.*, b.level, b.executor"
 
 def _job(row: Any) -> JobRecord:
     data = dict(row)
-    data["structure"] = loads(data["structure"])
+    data["structure_json"] = data.pop("structure")
     return JobRecord(**data)
 
 
@@ -216,7 +238,8 @@ class ValidationStore:
         with self.workspace.connect() as db:
             rows = db.execute(
                 "SELECT j.item_id, l.property, b.level, l.value, l.unit, j.batch_id"
-                f" FROM {_SERVED} WHERE {_SERVES} AND l.created <= b.collected{where}"
+                f" FROM {_SERVED if level is None else _LEVEL_SERVED}"
+                f" WHERE {_SERVES} AND l.created <= b.collected{where}"
                 " ORDER BY j.rowid, l.rowid",
                 params,
             )
@@ -232,17 +255,43 @@ class ValidationStore:
             )
             return [dict(r) for r in rows]
 
+    def label_counts(self) -> dict[str, int]:
+        """Items with a collected label (as :meth:`collected_labels`), per ``property@level``."""
+        with self.workspace.connect() as db:
+            rows = db.execute(
+                f"SELECT l.property || '@' || b.level, COUNT(DISTINCT j.item_id) FROM {_SERVED}"
+                f" WHERE {_SERVES} AND l.created <= b.collected GROUP BY 1 ORDER BY 1"
+            )
+            return dict(rows.fetchall())
+
+    def version(self) -> tuple[int, int, float]:
+        """Stored labels, jobs and the sum of the batches' collection times: it changes whenever
+        a calculation is queued, a label lands or a batch is collected (three counts, no rows)."""
+        with self.workspace.connect() as db:
+            return db.execute(
+                "SELECT (SELECT COUNT(*) FROM labels), (SELECT COUNT(*) FROM validation_jobs),"
+                " (SELECT COALESCE(SUM(collected), 0) FROM validation_batches)"
+            ).fetchone()
+
+    def formulas(self, item_ids: Collection[str]) -> dict[str, str]:
+        """The reduced formula of each of ``item_ids`` that has a calculation here."""
+        marks = ",".join("?" * len(item_ids))
+        with self.workspace.connect() as db:
+            rows = db.execute(
+                f"SELECT item_id, formula FROM validation_jobs WHERE item_id IN ({marks})", list(item_ids)
+            )
+            return dict(rows.fetchall())
+
     def taken_ids(self, statuses: Collection[str] = TAKEN_STATUSES, level: str | None = None) -> set[str]:
         """Items of this workspace with a label, or with a job in one of ``statuses`` (by default
         queued, running, done or a duplicate), at ``level`` or at any: the items not to select or
         queue again."""
         marks = ",".join("?" * len(statuses))
-        where, params = ("", []) if level is None else (" AND b.level = ?", [level])
+        jobs, where, params = (_JOBS, "", []) if level is None else (_LEVEL_JOBS, " AND b.level = ?", [level])
         labelled = "EXISTS (SELECT 1 FROM labels l WHERE l.job_id = j.job_id)"
         with self.workspace.connect() as db:
-            query = (
-                f"SELECT DISTINCT j.item_id FROM {_JOBS} WHERE (j.status IN ({marks}) OR {labelled}){where}"
-            )
+            query = f"SELECT DISTINCT j.item_id FROM {jobs} WHERE (j.status IN ({marks}) OR {labelled})"
+            query += where
             return {r[0] for r in db.execute(query, [*sorted(statuses), *params])}
 
     def level_table(self, level: str, item_ids: list[str]) -> tuple[list[str], np.ndarray]:
@@ -250,7 +299,7 @@ class ValidationStore:
         values for ``item_ids`` (NaN where an item has none; a duplicate has its original's)."""
         with self.workspace.connect() as db:
             rows = db.execute(
-                f"SELECT j.item_id, l.property, l.value FROM {_SERVED} WHERE {_SERVES} AND b.level = ?",
+                f"SELECT j.item_id, l.property, l.value FROM {_LEVEL_SERVED} WHERE {_SERVES} AND b.level = ?",
                 (level,),
             ).fetchall()
         properties = sorted({r[1] for r in rows})
@@ -322,7 +371,7 @@ class ValidationStore:
         not failed, in queue order (one query; only those structures are decoded)."""
         with self.workspace.connect() as db:
             rows = db.execute(
-                f"SELECT {_JOB_COLUMNS} FROM {_JOBS} WHERE b.level = ?"
+                f"SELECT {_JOB_COLUMNS} FROM {_LEVEL_JOBS} WHERE b.level = ?"
                 " AND j.status IN ('queued', 'running', 'done') ORDER BY j.rowid",
                 (level,),
             )
@@ -399,15 +448,31 @@ class ValidationStore:
     ) -> bool:
         """Move a job from ``old`` to ``new`` only if it is still ``old`` (and held by ``remote_id``
         when given); returns whether it moved. Never overwrites a state someone else just set."""
+        return job_id in self.transition_many([job_id], old, new, reason, remote_id=remote_id)
+
+    def transition_many(
+        self,
+        job_ids: Sequence[str],
+        old: JobStatus,
+        new: JobStatus,
+        reason: str | None = None,
+        *,
+        remote_id: str | None = None,
+    ) -> set[str]:
+        """:meth:`transition` for many jobs in one transaction; returns those that moved."""
         finished = time.time() if new in FINISHED_STATUSES else None
         held = " AND remote_id = ?" if remote_id is not None else ""
+        moved = set()
         with self.workspace.connect() as db:
-            cur = db.execute(
-                "UPDATE validation_jobs SET status = ?, reason = ?, finished_at = ?"
-                f" WHERE job_id = ? AND status = ?{held}",
-                (new, reason, finished, job_id, old, *([remote_id] if remote_id is not None else [])),
-            )
-        return cur.rowcount == 1
+            for job_id in job_ids:
+                cur = db.execute(
+                    "UPDATE validation_jobs SET status = ?, reason = ?, finished_at = ?"
+                    f" WHERE job_id = ? AND status = ?{held}",
+                    (new, reason, finished, job_id, old, *([remote_id] if remote_id is not None else [])),
+                )
+                if cur.rowcount == 1:
+                    moved.add(job_id)
+        return moved
 
     def status_counts(self, executor: str | None = None) -> dict[str, int]:
         """Number of jobs per state (of one executor, or all)."""
@@ -439,34 +504,22 @@ class ValidationStore:
                 (status, reason, finished, *fields.values(), job_id),
             )
 
-    def finish(
-        self,
-        job: JobRecord,
-        labels: dict[str, tuple[float, str]],
-        provenance: dict[str, Any],
-        *,
-        task_doc: str,
-        calc_seconds: float,
-    ) -> None:
-        """Mark a job ``done`` and write its labels in the same transaction."""
+    def finish(self, results: Sequence[Finished]) -> None:
+        """Mark the jobs of ``results`` ``done`` and write their labels, in one transaction."""
         now = time.time()
         with self.workspace.connect() as db:
-            for prop, (value, unit) in labels.items():
-                db.execute(
-                    "INSERT OR REPLACE INTO labels VALUES (?, ?, ?, ?, ?, ?)",
-                    (
-                        job.job_id,
-                        prop,
-                        float(value),
-                        unit,
-                        json.dumps(provenance),
-                        now,
-                    ),
-                )
-            db.execute(
+            db.executemany(
+                "INSERT OR REPLACE INTO labels VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (r.job.job_id, prop, float(value), unit, json.dumps(r.provenance), now)
+                    for r in results
+                    for prop, (value, unit) in r.labels.items()
+                ],
+            )
+            db.executemany(
                 "UPDATE validation_jobs SET status = 'done', reason = NULL, finished_at = ?,"
                 " calc_seconds = ?, task_doc = ? WHERE job_id = ?",
-                (now, calc_seconds, task_doc, job.job_id),
+                [(now, r.calc_seconds, r.task_doc, r.job.job_id) for r in results],
             )
 
     def labels(self, job_ids: list[str]) -> list[LabelRecord]:
@@ -496,7 +549,7 @@ class ValidationStore:
         the points of the convex hull at that level (:mod:`matloop.stability`)."""
         with self.workspace.connect() as db:
             rows = db.execute(
-                f"SELECT j.item_id, j.formula, l.value FROM {_SERVED} WHERE {_SERVES} AND b.level = ?"
+                f"SELECT j.item_id, j.formula, l.value FROM {_LEVEL_SERVED} WHERE {_SERVES} AND b.level = ?"
                 " AND l.property = 'formation_energy_per_atom' ORDER BY j.rowid",
                 (level,),
             ).fetchall()
