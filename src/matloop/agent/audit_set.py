@@ -44,7 +44,7 @@ from matloop.data.graphs import structure_hashes
 from matloop.data.slices import load_slice
 from matloop.errors import CampaignStop
 from matloop.names import DIRECTIONS
-from matloop.validation.sanity import check_structure
+from matloop.validation.sanity import check_structures, site_elements
 
 if TYPE_CHECKING:
     from matloop.agent.decisions import DecisionLog
@@ -144,6 +144,7 @@ class Audit:
     def __init__(self, campaign: Session) -> None:
         self.campaign = campaign
         self.live = False  # set by start(): round changes then release audit batches
+        self._eligible: dict[str, list[str]] = {}  # pool slice → eligible ids (the plan's, then the draw's)
 
     # -- the stored draw --------------------------------------------------------------------
     @property
@@ -216,20 +217,25 @@ class Audit:
     def eligible(self, pool_slice: str) -> list[str]:
         """Pool items a planner could get calculated: allowed elements, sane structure, one per
         distinct structure; in the pool's order."""
+        if pool_slice in self._eligible:
+            return self._eligible[pool_slice]
         c = self.campaign
         g = c.guardrails
         data = load_slice(c.ws, pool_slice)
+        structures = data.structures
         seen: set[str] = set()
         keep = []
-        for item_id, structure, key in zip(
-            data.ids, data.structures, structure_hashes(data.structures), strict=True
+        for item_id, key, elements, problem in zip(
+            data.ids,
+            structure_hashes(structures),
+            site_elements(structures),
+            check_structures(structures, c.ws.settings.validation),
+            strict=True,
         ):
-            elements = {el.symbol for el in structure.composition.elements}
-            if key in seen or g.element_problem(elements):
-                continue
-            if check_structure(structure, c.ws.settings.validation) is None:
+            if key not in seen and not g.element_problem(elements) and problem is None:
                 seen.add(key)
                 keep.append(item_id)
+        self._eligible[pool_slice] = keep
         return keep
 
     def on_round(self, rnd: int) -> None:

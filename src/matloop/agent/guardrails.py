@@ -22,7 +22,7 @@ from matloop.agent.tool_spec import GuardrailCheck, ToolSpec
 from matloop.data.slices import load_slice
 from matloop.errors import CampaignStop, ToolInputError
 from matloop.validation.levels import get_level
-from matloop.validation.sanity import check_structure
+from matloop.validation.sanity import check_structures, site_elements
 from matloop.workspace import Workspace
 
 Approver = Callable[[str, int], bool]
@@ -270,9 +270,9 @@ class Guardrails:
         sub = data.subset(ids)
         keep, refused = [], {}
         cfg = self.ws.settings.validation
-        for item_id, structure in zip(sub.ids, sub.structures, strict=True):
-            symbols = {el.symbol for el in structure.composition.elements}
-            if problem := self.element_problem(symbols) or check_structure(structure, cfg):
+        sane = check_structures(sub.structures, cfg)
+        for item_id, symbols, insane in zip(sub.ids, site_elements(sub.structures), sane, strict=True):
+            if problem := self.element_problem(symbols) or insane:
                 refused[item_id] = problem
             else:
                 keep.append(item_id)

@@ -27,7 +27,7 @@ from matloop.validation.executors import get_executor
 from matloop.validation.levels import LEVELS, get_level
 from matloop.validation.runner import serve_cached
 from matloop.validation.sanity import (
-    check_structure,
+    check_structures,
     distance_cell,
     molecule_distances,
     same_distances,
@@ -175,17 +175,18 @@ def queue_validation(
     batch_id = ws.new_id("valbatch")
     jobs: list[dict[str, Any]] = []
     seen = _Seen(as_given=not spec.relaxes)
+    items = list(data.subset(item_ids).structures)  # each built once
     if level != "lookup":
-        formulas = {data.structures[position[i]].composition.reduced_formula for i in item_ids}
+        formulas = {item.composition.reduced_formula for item in items}
         for stored in store.comparable_jobs(level, formulas):
             seen.add(stored.job_id, stored.structure)
-    for item_id in item_ids:
-        item = data.structures[position[item_id]]
+    problems = check_structures(items, ws.settings.validation)
+    for item_id, item, problem in zip(item_ids, items, problems, strict=True):
         job_id = ws.new_id("calc", digits=16)  # a pool of 100,000 would collide with 8
         job = {"job_id": job_id, "item_id": item_id, "structure": item, "status": "queued"}
         if level == "lookup":
             job["status"] = "done"
-        elif reason := check_structure(item, ws.settings.validation):
+        elif reason := problem:
             job.update(status="rejected", reason=reason)
         elif original := seen.match(item):
             job.update(
@@ -213,7 +214,9 @@ def queue_validation(
                 store.set_status(job.job_id, "failed", "no label for this item in the slice")
         store.finish(finished)
     else:
-        queued = serve_cached(ws, [j for j in store.jobs(batch_id=batch_id) if j.status == "queued"])
+        held = {job["job_id"]: job["structure"] for job in jobs}
+        waiting = [j for j in store.jobs(batch_id=batch_id) if j.status == "queued"]
+        queued = serve_cached(ws, waiting, [held[j.job_id] for j in waiting])
         if queued:
             runner.submit(ws, queued)
     return _batch(store, batch_id)

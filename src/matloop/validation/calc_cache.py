@@ -11,6 +11,7 @@ import sqlite3
 from collections.abc import Sequence
 from importlib.metadata import version
 from pathlib import Path
+from typing import NamedTuple
 
 from pymatgen.core import Molecule, Structure
 
@@ -19,6 +20,14 @@ from matloop.validation.documents import ValidationDocument
 from matloop.validation.levels import Level
 
 _SCHEMA = "CREATE TABLE IF NOT EXISTS documents (key TEXT PRIMARY KEY, document TEXT, seconds REAL)"
+
+
+class Hit(NamedTuple):
+    """A stored result: the document, the seconds it took to compute and its key."""
+
+    document: ValidationDocument
+    seconds: float
+    key: str
 
 
 class CalculationCache:
@@ -39,11 +48,11 @@ class CalculationCache:
     def key(self, item: Structure | Molecule) -> str:
         return self.prefix + structure_hash(item)
 
-    def get(self, items: Sequence[Structure | Molecule]) -> list[tuple[ValidationDocument, float] | None]:
-        """The stored document of each of ``items`` and the seconds it took to compute, or None."""
+    def get(self, items: Sequence[Structure | Molecule]) -> list[Hit | None]:
+        """The stored result of each of ``items``, or None."""
         keys, found = self._stored(items)
         return [
-            (ValidationDocument.model_validate_json(found[k][0]), found[k][1]) if k in found else None
+            Hit(ValidationDocument.model_validate_json(found[k][0]), found[k][1], k) if k in found else None
             for k in keys
         ]
 

@@ -17,7 +17,7 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from importlib.metadata import version
 from pathlib import Path
@@ -25,9 +25,10 @@ from typing import Any
 
 from jobflow import Flow, Job, JobStore, run_locally
 from maggma.stores import MemoryStore
+from pymatgen.core import Molecule, Structure
 
 from matloop.settings import Settings
-from matloop.validation.calc_cache import CalculationCache
+from matloop.validation.calc_cache import CalculationCache, Hit
 from matloop.validation.documents import ValidationDocument
 from matloop.validation.levels import Level, LevelContext, get_level
 from matloop.validation.store import Finished, JobRecord, ValidationStore
@@ -73,7 +74,7 @@ def run_job(workspace: Workspace, job: JobRecord) -> str:
     cache = CalculationCache(workspace.settings.cache_dir, level)
     try:
         if (hit := cache.get([job.structure])[0]) is not None:
-            _record_cached(workspace, cache, [(job, hit)])
+            _record_cached(workspace, [(job, hit)])
             return "done"
         return _run_flow(workspace, job, level, cache)
     finally:
@@ -159,36 +160,32 @@ def _run_chunk(workspace: Workspace, jobs: list[JobRecord], level: Level, cache:
     )
 
 
-def serve_cached(workspace: Workspace, jobs: list[JobRecord]) -> list[JobRecord]:
+def serve_cached(
+    workspace: Workspace, jobs: list[JobRecord], structures: Sequence[Structure | Molecule] | None = None
+) -> list[JobRecord]:
     """Finish the queued jobs (of one level) whose result the calculation cache holds, claiming them
-    first (one transaction for all); returns the others, which still need to run."""
+    first (one transaction for all); returns the others, which still need to run. ``structures``:
+    the jobs' structures where the caller holds them (else decoded from the store)."""
     if not jobs or (level := get_level(jobs[0].level)).package is None:
         return jobs
     cache = CalculationCache(workspace.settings.cache_dir, level)
     try:
-        hits = cache.get([job.structure for job in jobs])
+        hits = cache.get(structures if structures is not None else [job.structure for job in jobs])
         found = [(job, hit) for job, hit in zip(jobs, hits, strict=True) if hit is not None]
         claimed = ValidationStore(workspace).transition_many(
             [job.job_id for job, _ in found], "queued", "running"
         )
-        _record_cached(workspace, cache, [(job, hit) for job, hit in found if job.job_id in claimed])
+        _record_cached(workspace, [(job, hit) for job, hit in found if job.job_id in claimed])
     finally:
         cache.close()
     return [job for job, hit in zip(jobs, hits, strict=True) if hit is None]
 
 
-def _record_cached(
-    workspace: Workspace,
-    cache: CalculationCache,
-    hits: list[tuple[JobRecord, tuple[ValidationDocument, float]]],
-) -> None:
+def _record_cached(workspace: Workspace, hits: list[tuple[JobRecord, Hit]]) -> None:
     """Store cached results as the jobs', each with the seconds it took when it ran."""
     record_documents(
         workspace,
-        [
-            (job, doc, f"{CalculationCache.FILE}:{cache.key(job.structure)}", seconds)
-            for job, (doc, seconds) in hits
-        ],
+        [(job, hit.document, f"{CalculationCache.FILE}:{hit.key}", hit.seconds) for job, hit in hits],
     )
 
 

@@ -5,8 +5,10 @@ A structure that fails is ``rejected`` with the reason; it never reaches a calcu
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
-from pymatgen.core import Molecule, Structure
+from pymatgen.core import Lattice, Molecule, Structure
 
 from matloop.settings import ValidationSettings
 
@@ -21,20 +23,56 @@ def check_structure(item: Structure | Molecule, settings: ValidationSettings) ->
     ``settings.min_distance`` Å, and (for crystals) a volume per atom inside
     :data:`VOLUME_PER_ATOM_RANGE`.
     """
-    n = len(item)
+    if isinstance(item, Structure):
+        return _problem(np.asarray(item.frac_coords), item.lattice, settings)
+    return _problem(np.asarray(item.cart_coords), None, settings)
+
+
+def check_structures(items: Sequence[Structure | Molecule], settings: ValidationSettings) -> list[str | None]:
+    """:func:`check_structure` of each item, read from compact rows without building pymatgen
+    objects where the sequence has them (``columns()``, as dataset slices do)."""
+    columns = getattr(items, "columns", None)
+    if not callable(columns):
+        return [check_structure(item, settings) for item in items]
+    rows = columns()
+    return [
+        _problem(
+            np.asarray(coords, dtype=np.float64).reshape(-1, 3),
+            None if lattice is None else Lattice(np.asarray(lattice, dtype=np.float64).reshape(3, 3)),
+            settings,
+        )
+        for coords, lattice in zip(rows["coords"], rows["lattice"], strict=True)
+    ]
+
+
+def site_elements(items: Sequence[Structure | Molecule]) -> list[set[str]]:
+    """The element symbols of each item (from compact rows where the sequence has them)."""
+    columns = getattr(items, "columns", None)
+    if callable(columns):
+        return [set(species) for species in columns()["species"]]
+    return [{el.symbol for el in item.composition.elements} for item in items]
+
+
+def _problem(coords: np.ndarray, lattice: Lattice | None, settings: ValidationSettings) -> str | None:
+    """:func:`check_structure` of fractional ``coords`` in ``lattice``, or of a molecule's
+    Cartesian ``coords`` (``lattice`` None)."""
+    n = len(coords)
     if n == 0:
         return "empty structure"
     if n > settings.max_sites:
         return f"{n} atoms exceeds the limit of {settings.max_sites} (settings.validation.max_sites)"
     if n > 1:
-        dist = np.array(item.distance_matrix, dtype=float)
+        if lattice is None:
+            dist = np.linalg.norm(coords[:, None, :] - coords[None, :, :], axis=-1)
+        else:  # the minimum-image distances of Structure.distance_matrix
+            dist = np.array(lattice.get_all_distances(coords, coords), dtype=float)
         np.fill_diagonal(dist, np.inf)
         d_min = float(dist.min())
         if d_min < settings.min_distance:
             return f"atoms {d_min:.2f} Å apart, closer than {settings.min_distance} Å"
-    if isinstance(item, Structure):
+    if lattice is not None:
         lo, hi = VOLUME_PER_ATOM_RANGE
-        vpa = item.volume / n
+        vpa = lattice.volume / n
         if not lo <= vpa <= hi:
             return f"volume per atom {vpa:.1f} Å³ outside [{lo}, {hi}] Å³"
     return None
