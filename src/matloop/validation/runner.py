@@ -126,7 +126,7 @@ def run_jobs(workspace: Workspace, jobs: list[JobRecord]) -> None:
     try:
         hits = cache.get([job.structure for job in jobs])
         _record_cached(
-            workspace, cache, [(job, hit) for job, hit in zip(jobs, hits, strict=True) if hit is not None]
+            workspace, [(job, hit) for job, hit in zip(jobs, hits, strict=True) if hit is not None]
         )
         if todo := [job for job, hit in zip(jobs, hits, strict=True) if hit is None]:
             _run_chunk(workspace, todo, level, cache)
