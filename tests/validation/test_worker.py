@@ -1,5 +1,6 @@
 """The local worker under a hostile environment: a module that shadows the standard library, a
-worker that cannot import at all, and the process that started it killed with -9."""
+worker that cannot import at all, a calculation that kills its worker, and the process that
+started it killed with -9."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from validation_helpers import crystal_slice, perovskite
 
 from matloop.tools import collect_validation, queue_validation
 from matloop.validation.executors import worker_alive
-from matloop.validation.store import ValidationStore
+from matloop.validation.store import MAX_ATTEMPTS, ValidationStore
 from matloop.validation.worker import MAX_STARTS
 
 BROKEN = "raise ImportError('this inspect.py shadows the standard library')\n"
@@ -53,6 +54,25 @@ def test_a_worker_that_cannot_start_fails_its_jobs_after_a_few_tries(
 
     monkeypatch.delenv("PYTHONPATH")  # fixed: new work runs again
     again = queue_validation(molecule_slice, ["NH3"], level="xtb", workspace=workspace)
+    assert collect_validation(again.batch_id, timeout_s=120, workspace=workspace).labels
+
+
+def test_a_job_that_takes_its_worker_down_fails_after_a_few_attempts(
+    workspace, molecule_slice, tmp_path, monkeypatch
+):
+    shadow = tmp_path / "shadow" / "tblite"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("")
+    (shadow / "interface.py").write_text("import os\nos._exit(3)  # the calculation kills its worker\n")
+    monkeypatch.setenv("PYTHONPATH", str(shadow.parent))  # workers start, then die in the calculation
+    batch = queue_validation(molecule_slice, ["H2O"], level="xtb", workspace=workspace)
+    result = collect_validation(batch.batch_id, timeout_s=180, workspace=workspace)
+    assert not result.labels and not result.pending
+    assert [f.status for f in result.failures] == ["failed"]
+    assert f"its worker died during each of {MAX_ATTEMPTS} attempts" in (result.failures[0].reason or "")
+
+    monkeypatch.delenv("PYTHONPATH")  # the rest of the campaign carries on
+    again = queue_validation(molecule_slice, ["CH4"], level="xtb", workspace=workspace)
     assert collect_validation(again.batch_id, timeout_s=120, workspace=workspace).labels
 
 

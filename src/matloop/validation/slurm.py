@@ -39,13 +39,12 @@ from typing import Any
 from matloop.filelock import try_flock
 from matloop.settings import Settings, SlurmResources
 from matloop.validation.runner import chunks, run_claimed
-from matloop.validation.store import JobRecord, ValidationStore
+from matloop.validation.store import MAX_ATTEMPTS, JobRecord, ValidationStore
 from matloop.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
 EXECUTOR = "slurm"
-MAX_ATTEMPTS = 3
 ACTIVE = frozenset(
     {
         "PENDING",

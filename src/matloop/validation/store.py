@@ -112,6 +112,9 @@ def loads(text: str) -> Any:
     return MontyDecoder().process_decoded(json.loads(text))
 
 
+#: Attempts after which a job that took its worker down each time fails instead of running again.
+MAX_ATTEMPTS = 3
+
 #: Jobs ``j`` with their batch ``b`` (a job's level and executor are its batch's).
 _JOBS = "validation_jobs j JOIN validation_batches b ON b.batch_id = j.batch_id"
 #: The same with the batches leading, for queries on one level: SQLite would otherwise walk the
@@ -484,15 +487,22 @@ class ValidationStore:
             rows = db.execute(query + " GROUP BY status", args).fetchall()
         return {r[0]: int(r[1]) for r in rows}
 
-    def requeue_running(self, executor: str) -> int:
-        """Put jobs left ``running`` by a dead worker back in the queue; returns how many."""
+    def requeue_running(self, executor: str) -> tuple[int, int]:
+        """Put jobs left ``running`` by a dead worker back in the queue, except those whose worker
+        died during each of :data:`MAX_ATTEMPTS` attempts: they fail. Returns (re-queued, failed)."""
         with self.workspace.connect() as db:
-            cur = db.execute(
+            failed = db.execute(
+                "UPDATE validation_jobs SET status = 'failed', finished_at = ?, reason ="
+                " 'its worker died during each of ' || attempts || ' attempts (see calcs/worker.log)'"
+                f" WHERE status = 'running' AND attempts >= ? AND {_OF_EXECUTOR}",
+                (time.time(), MAX_ATTEMPTS, executor),
+            ).rowcount
+            requeued = db.execute(
                 "UPDATE validation_jobs SET status = 'queued', reason = 're-queued after worker restart'"
                 f" WHERE status = 'running' AND {_OF_EXECUTOR}",
                 (executor,),
-            )
-        return cur.rowcount
+            ).rowcount
+        return requeued, failed
 
     def set_status(self, job_id: str, status: JobStatus, reason: str | None = None, **fields: Any) -> None:
         """Update a job's state (and optional columns such as ``remote_id``)."""
