@@ -283,7 +283,8 @@ def _row(task: Task, headline: dict[str, Any]) -> dict[str, Any]:
 
 def overhead(state: Path) -> dict[str, float]:
     """Share of the campaigns' round wall time spent outside the tools (workspace, SQLite,
-    decision log, planner), from the decision logs."""
+    decision log, planner), from the decision logs of the campaigns under ``state`` (one task's,
+    or every task's)."""
     wall = tools = 0.0
     for path in state.rglob("summary.json"):
         for curve in json.loads(path.read_text())["curves"].values():
@@ -344,6 +345,7 @@ def main() -> None:
             task_name, task, state, args.backbone, args.quick, name, data_seed=args.data_seed
         )
         result["tasks"][task_name]["seeds_of_protocol"] = protocol_seeds
+        result["tasks"][task_name]["overhead"] = overhead(state / task_name)
         result.update(
             git_commit=git_commit(),
             machine=machine_info(),

@@ -6,6 +6,7 @@ import pytest
 import torch
 from pymatgen.core import Lattice, Molecule, Structure
 
+from matloop.data.feature_sets import atomic_numbers
 from matloop.data.graphs import GraphParams, build_graph
 from matloop.data.slices import DatasetSlice, save_slice
 from matloop.errors import ToolInputError
@@ -106,3 +107,15 @@ def test_bad_arguments_raise_tool_input_errors(workspace, kwargs, fragment):
         featurize(slice_id, workspace=workspace, **kwargs)
     with pytest.raises(ToolInputError, match="expected a known slice id"):
         featurize("slice-missing", workspace=workspace)
+
+
+def test_a_view_of_stored_graphs_reads_the_same_graphs_and_atomic_numbers(workspace):
+    slice_id = _slice(workspace, [_perovskite(a) for a in (3.8, 3.9, 4.0)] + [_perovskite(4.0) * (2, 1, 1)])
+    graphs = load_graphs(featurize(slice_id, workspace=workspace).feature_set_id, workspace=workspace).graphs
+    view = graphs.take([3, 0])
+    assert [g.item_id for g in view] == ["item-3", "item-0"] and len(view) == 2
+    for got, want in zip(view, [graphs[3], graphs[0]], strict=True):
+        for field in ("x", "z", "edge_index", "edge_attr"):
+            assert torch.equal(got[field], want[field])
+    assert [len(z) for z in atomic_numbers(view)] == [10, 5]
+    assert [z.tolist() for z in atomic_numbers(view)] == [g.z.tolist() for g in view]

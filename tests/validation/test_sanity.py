@@ -1,10 +1,13 @@
 from __future__ import annotations
 
-from pymatgen.core import Lattice, Structure
+import numpy as np
+import pandas as pd
+from pymatgen.core import Lattice, Molecule, Structure
 from validation_helpers import perovskite, rocksalt
 
+from matloop.data.compact import STRUCTURE_COLUMNS, LazyStructures, structure_row
 from matloop.settings import ValidationSettings
-from matloop.validation.sanity import check_structure, same_structure
+from matloop.validation.sanity import check_structure, check_structures, same_structure, site_elements
 
 
 def test_physical_structure_passes():
@@ -31,3 +34,23 @@ def test_same_structure_matches_strained_copy_not_other_formula():
     # a level that computes the structure as given (a single point) tells the two volumes apart
     assert not same_structure(perovskite("Sr", "Ti", 3.95), perovskite("Sr", "Ti", 3.90), as_given=True)
     assert same_structure(perovskite("Sr", "Ti", 3.95), perovskite("Sr", "Ti", 3.95), as_given=True)
+
+
+def test_compact_rows_are_checked_like_the_structures_they_hold():
+    items = [
+        perovskite("Sr", "Ti", 3.95),
+        Structure(Lattice.cubic(4.0), ["Na", "Cl"], [[0, 0, 0], [0.05, 0, 0]]),
+        rocksalt("Mg", "O", 30.0),
+        perovskite("Sr", "Ti", 3.95) * (2, 2, 1),
+        Molecule(["C", "O"], [[0, 0, 0], [0, 0, 0.3]]),
+        Molecule(["C", "O"], [[0, 0, 0], [0, 0, 1.13]]),
+    ]
+    frame = pd.DataFrame([structure_row(s) for s in items], columns=list(STRUCTURE_COLUMNS))
+    rows = LazyStructures(frame, np.arange(len(items)))
+    settings = ValidationSettings(max_sites=10)
+    expected = [check_structure(s, settings) for s in items]
+    assert [r is None for r in expected] == [True, False, False, False, False, True]
+    assert check_structures(rows, settings) == expected == check_structures(items, settings)
+    perovskite_, salt, molecule = {"Sr", "Ti", "O"}, {"Na", "Cl"}, {"C", "O"}
+    elements = [perovskite_, salt, {"Mg", "O"}, perovskite_, molecule, molecule]
+    assert site_elements(rows) == site_elements(items) == elements

@@ -124,11 +124,7 @@ def run_jobs(workspace: Workspace, jobs: list[JobRecord]) -> None:
         return
     cache = CalculationCache(workspace.settings.cache_dir, level)
     try:
-        hits = cache.get([job.structure for job in jobs])
-        _record_cached(
-            workspace, [(job, hit) for job, hit in zip(jobs, hits, strict=True) if hit is not None]
-        )
-        if todo := [job for job, hit in zip(jobs, hits, strict=True) if hit is None]:
+        if todo := _serve(workspace, cache, jobs, [job.structure for job in jobs], claim=False):
             _run_chunk(workspace, todo, level, cache)
     finally:
         cache.close()
@@ -170,14 +166,30 @@ def serve_cached(
         return jobs
     cache = CalculationCache(workspace.settings.cache_dir, level)
     try:
-        hits = cache.get(structures if structures is not None else [job.structure for job in jobs])
-        found = [(job, hit) for job, hit in zip(jobs, hits, strict=True) if hit is not None]
-        claimed = ValidationStore(workspace).transition_many(
-            [job.job_id for job, _ in found], "queued", "running"
-        )
-        _record_cached(workspace, [(job, hit) for job, hit in found if job.job_id in claimed])
+        held = structures if structures is not None else [job.structure for job in jobs]
+        return _serve(workspace, cache, jobs, held, claim=True)
     finally:
         cache.close()
+
+
+def _serve(
+    workspace: Workspace,
+    cache: CalculationCache,
+    jobs: list[JobRecord],
+    structures: Sequence[Structure | Molecule],
+    *,
+    claim: bool,
+) -> list[JobRecord]:
+    """Store the cached results of ``jobs`` (their ``structures``) as theirs, claiming the queued
+    jobs first when ``claim`` (one transaction); returns the jobs the cache does not hold."""
+    hits = cache.get(structures)
+    found = [(job, hit) for job, hit in zip(jobs, hits, strict=True) if hit is not None]
+    if claim:
+        moved = ValidationStore(workspace).transition_many(
+            [job.job_id for job, _ in found], "queued", "running"
+        )
+        found = [(job, hit) for job, hit in found if job.job_id in moved]
+    _record_cached(workspace, found)
     return [job for job, hit in zip(jobs, hits, strict=True) if hit is None]
 
 
