@@ -20,6 +20,7 @@ from matloop.agent.audit_set import NOT_YET, AuditedSession, AuditSummary
 from matloop.agent.hull import campaign_hull
 from matloop.audit_stats import N_BOOTSTRAP, in_window
 from matloop.errors import ToolInputError
+from matloop.names import FINISHED_STATUSES
 from matloop.stability import NEAR_STABLE, chemical_system
 
 if TYPE_CHECKING:
@@ -407,8 +408,10 @@ def render_report(campaign: AuditedSession) -> str:
     spec, state = campaign.spec, campaign.state
     unit = _unit(campaign)
     pairs = prospective_pairs(campaign)
-    calcs = state.calcs()
-    formula_of = {c["item_id"]: c["formula"] for c in calcs}
+    picked, refused = state.candidates(), state.refused()
+    found = campaign.found() if spec.target.window is not None else []
+    audit = _audit_values(campaign)
+    formula_of = state.store.formulas([c["item_id"] for c in picked + found] + list(refused) + list(audit))
     labels = {lb["item_id"]: lb["value"] for lb in state.labels(spec.target.property, spec.level)}
     candidates = [
         [
@@ -422,7 +425,7 @@ def render_report(campaign: AuditedSession) -> str:
             labels.get(c["item_id"]),
             c["reason"],
         ]
-        for c in state.candidates()
+        for c in picked
     ]
     remaining = campaign.guardrails.remaining()
     budget = [
@@ -441,14 +444,12 @@ def render_report(campaign: AuditedSession) -> str:
         )
     failures = [
         [c["round"], c["item_id"], c["formula"], c["status"], c["reason"]]
-        for c in calcs
-        if c["status"] not in ("queued", "done", "running")
+        for c in state.calcs(statuses=FINISHED_STATUSES - {"done"})
     ] + [
         ["—", item_id, formula_of.get(item_id), "refused by a guardrail", reason]
-        for item_id, reason in state.refused().items()
+        for item_id, reason in refused.items()
     ]
     mae = [abs(p["mean"] - p["label"]) for p in pairs]
-    audit = _audit_values(campaign)
     records = campaign.log.records()
     summary = (
         f"{len(labels) - len(audit)} campaign labels and {len(audit)} audit labels at level {spec.level}; "
@@ -458,7 +459,7 @@ def render_report(campaign: AuditedSession) -> str:
     hits = None
     if spec.target.window is not None:
         hits = _table(
-            [[h["item_id"], formula_of.get(h["item_id"]), h["value"], h["round"]] for h in campaign.found()],
+            [[h["item_id"], formula_of.get(h["item_id"]), h["value"], h["round"]] for h in found],
             ["item", "formula", "value", "round"],
         )
     by_planner: dict[str, dict[str, int]] = defaultdict(lambda: {"planned": 0, "rejected": 0, "note": 0})

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Collection
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -191,10 +192,11 @@ class CampaignState:
             rows = db.execute(f"SELECT batch_id, {column} FROM campaign_batches WHERE {column} IS NOT NULL")
             return dict(rows.fetchall())
 
-    def calcs(self) -> list[dict[str, Any]]:
-        """The workspace's calculations (store rows) with the round their batch was queued in."""
+    def calcs(self, statuses: Collection[str] | None = None) -> list[dict[str, Any]]:
+        """The workspace's calculations (store rows; those in one of ``statuses``) with the round
+        their batch was queued in."""
         rounds = self._rounds("queued_round")
-        return [{**c, "round": rounds.get(c["batch_id"], 0)} for c in self.store.calculations()]
+        return [{**c, "round": rounds.get(c["batch_id"], 0)} for c in self.store.calculations(statuses)]
 
     def labels(self, prop: str | None = None, level: str | None = None) -> list[dict[str, Any]]:
         """The campaign's labels: those ``collect_validation`` handed out, one per item, property

@@ -152,6 +152,11 @@ def _migrate(db: sqlite3.Connection) -> None:
 _JOB_COLUMNS = "j.*, b.level, b.executor"
 
 
+def _marks(values: Collection[Any]) -> str:
+    """SQL placeholders for ``values``: ``?,?,?``."""
+    return ",".join("?" * len(values))
+
+
 def _job(row: Any) -> JobRecord:
     data = dict(row)
     data["structure_json"] = data.pop("structure")
@@ -248,13 +253,17 @@ class ValidationStore:
             )
             return [dict(r) for r in rows]
 
-    def calculations(self) -> list[dict[str, Any]]:
-        """Every job as ``batch_id, item_id, formula, level, status, reason`` (queue order;
-        structures not decoded)."""
+    def calculations(self, statuses: Collection[str] | None = None) -> list[dict[str, Any]]:
+        """Every job (or those in one of ``statuses``) as ``batch_id, item_id, formula, level,
+        status, reason`` (queue order; structures not decoded)."""
+        where, params = (
+            ("", []) if statuses is None else (f" WHERE j.status IN ({_marks(statuses)})", list(statuses))
+        )
         with self.workspace.connect() as db:
             rows = db.execute(
                 "SELECT j.batch_id, j.item_id, j.formula, b.level, j.status, j.reason"
-                f" FROM {_JOBS} ORDER BY j.rowid"
+                f" FROM {_JOBS}{where} ORDER BY j.rowid",
+                params,
             )
             return [dict(r) for r in rows]
 
@@ -278,18 +287,19 @@ class ValidationStore:
 
     def formulas(self, item_ids: Collection[str]) -> dict[str, str]:
         """The reduced formula of each of ``item_ids`` that has a calculation here."""
-        marks = ",".join("?" * len(item_ids))
+        ids, found = list(item_ids), {}
         with self.workspace.connect() as db:
-            rows = db.execute(
-                f"SELECT item_id, formula FROM validation_jobs WHERE item_id IN ({marks})", list(item_ids)
-            )
-            return dict(rows.fetchall())
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                query = f"SELECT item_id, formula FROM validation_jobs WHERE item_id IN ({_marks(chunk)})"
+                found |= dict(db.execute(query, chunk).fetchall())
+        return found
 
     def taken_ids(self, statuses: Collection[str] = TAKEN_STATUSES, level: str | None = None) -> set[str]:
         """Items of this workspace with a label, or with a job in one of ``statuses`` (by default
         queued, running, done or a duplicate), at ``level`` or at any: the items not to select or
         queue again."""
-        marks = ",".join("?" * len(statuses))
+        marks = _marks(statuses)
         jobs, where, params = (_JOBS, "", []) if level is None else (_LEVEL_JOBS, " AND b.level = ?", [level])
         labelled = "EXISTS (SELECT 1 FROM labels l WHERE l.job_id = j.job_id)"
         with self.workspace.connect() as db:
@@ -323,7 +333,7 @@ class ValidationStore:
                 ).fetchall()
             else:
                 ids = job_ids or []
-                marks = ",".join("?" * len(ids))
+                marks = _marks(ids)
                 query = f"SELECT {_JOB_COLUMNS} FROM {_JOBS} WHERE j.job_id IN ({marks})"
                 rows = db.execute(query, ids).fetchall()
         return [_job(r) for r in rows]
@@ -342,7 +352,7 @@ class ValidationStore:
         """Jobs of a batch not finished yet, or duplicates of an unfinished calculation (read
         without decoding structures, for polling)."""
         finished = sorted(FINISHED_STATUSES)
-        marks = ",".join("?" * len(finished))
+        marks = _marks(finished)
         with self.workspace.connect() as db:
             (n,) = db.execute(
                 "SELECT COUNT(*) FROM validation_jobs j"
@@ -382,7 +392,7 @@ class ValidationStore:
 
     def count(self, executor: str, statuses: tuple[str, ...] = ("queued", "running")) -> int:
         """Number of jobs of ``executor`` in these states."""
-        marks = ",".join("?" * len(statuses))
+        marks = _marks(statuses)
         with self.workspace.connect() as db:
             (n,) = db.execute(
                 f"SELECT COUNT(*) FROM validation_jobs WHERE {_OF_EXECUTOR} AND status IN ({marks})",
@@ -534,7 +544,7 @@ class ValidationStore:
 
     def labels(self, job_ids: list[str]) -> list[LabelRecord]:
         """Labels of these jobs."""
-        marks = ",".join("?" * len(job_ids))
+        marks = _marks(job_ids)
         with self.workspace.connect() as db:
             rows = db.execute(
                 f"SELECT l.*, j.item_id, b.level FROM {_JOBS} JOIN labels l ON l.job_id = j.job_id"
