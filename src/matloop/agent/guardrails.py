@@ -270,9 +270,9 @@ class Guardrails:
         sub = data.subset(ids)
         keep, refused = [], {}
         cfg = self.ws.settings.validation
-        sane = check_structures(sub.structures, cfg)
-        for item_id, symbols, insane in zip(sub.ids, site_elements(sub.structures), sane, strict=True):
-            if problem := self.element_problem(symbols) or insane:
+        unsound = check_structures(sub.structures, cfg)
+        for item_id, symbols, why in zip(sub.ids, site_elements(sub.structures), unsound, strict=True):
+            if problem := self.element_problem(symbols) or why:
                 refused[item_id] = problem
             else:
                 keep.append(item_id)

@@ -28,7 +28,7 @@ from maggma.stores import MemoryStore
 from pymatgen.core import Molecule, Structure
 
 from matloop.settings import Settings
-from matloop.validation.calc_cache import CalculationCache, Hit
+from matloop.validation.calc_cache import CalculationCache
 from matloop.validation.documents import ValidationDocument
 from matloop.validation.levels import Level, LevelContext, get_level
 from matloop.validation.store import Finished, JobRecord, ValidationStore
@@ -73,8 +73,7 @@ def run_job(workspace: Workspace, job: JobRecord) -> str:
         return _run_flow(workspace, job, level, None)
     cache = CalculationCache(workspace.settings.cache_dir, level)
     try:
-        if (hit := cache.get([job.structure])[0]) is not None:
-            _record_cached(workspace, [(job, hit)])
+        if not _serve(workspace, cache, [job], [job.structure], claim=False):
             return "done"
         return _run_flow(workspace, job, level, cache)
     finally:
@@ -189,16 +188,11 @@ def _serve(
             [job.job_id for job, _ in found], "queued", "running"
         )
         found = [(job, hit) for job, hit in found if job.job_id in moved]
-    _record_cached(workspace, found)
-    return [job for job, hit in zip(jobs, hits, strict=True) if hit is None]
-
-
-def _record_cached(workspace: Workspace, hits: list[tuple[JobRecord, Hit]]) -> None:
-    """Store cached results as the jobs', each with the seconds it took when it ran."""
     record_documents(
         workspace,
-        [(job, hit.document, f"{CalculationCache.FILE}:{hit.key}", hit.seconds) for job, hit in hits],
+        [(job, hit.document, f"{CalculationCache.FILE}:{hit.key}", hit.seconds) for job, hit in found],
     )
+    return [job for job, hit in zip(jobs, hits, strict=True) if hit is None]
 
 
 def _reason(exc: BaseException) -> str:
