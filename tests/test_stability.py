@@ -68,3 +68,20 @@ def test_levels_are_never_mixed_and_completeness_is_counted(mg_si_o):
         hull.with_candidates([Phase("x", "MgSiO3", -1.0)], "sevenn")
     assert hull.completeness(["Mg", "Si", "O"]) == len(mg_si_o)
     assert hull.completeness(["Mg", "Na"]) == 0
+
+
+def test_predictions_compete_on_the_hull_they_make_together(mg_si_o):
+    """Candidates predicted below the known hull: of two polymorphs only the lower one is on the
+    hull they make (≤ 0: its depth below the known hull); a much lower neighbouring phase then
+    covers both (> 0), though against the known hull alone every one looks stable."""
+    hull = Hull("chgnet", references=mg_si_o)
+    at = float(hull.energy(["Mg4SiO6"])[0])
+    low, high = Phase("poly-low", "Mg4SiO6", at - 0.050), Phase("poly-high", "Mg4SiO6", at - 0.020)
+    assert np.allclose(hull.predicted_distance([low, high]), [-0.050, 0.030])
+    neighbour = Phase("neighbour", "Mg7Si2O11", float(hull.energy(["Mg7Si2O11"])[0]) - 0.300)
+    covered = float(hull.with_candidates([neighbour], "chgnet").energy(["Mg4SiO6"])[0])
+    assert covered < at - 0.050
+    distance = hull.predicted_distance([low, high, neighbour])
+    assert np.allclose(distance, [at - 0.050 - covered, at - 0.020 - covered, -0.300])
+    energies = [p.formation_energy_per_atom for p in (low, high, neighbour)]
+    assert (hull.distance(["Mg4SiO6", "Mg4SiO6", "Mg7Si2O11"], energies) < 0).all()

@@ -180,6 +180,16 @@ class Hull:
         μ, the predicted distance to the hull μ − hull(composition) that selection ranks."""
         return np.asarray(formation_energies, dtype=np.float64) - self.energy(formulas)
 
+    def predicted_distance(self, phases: Sequence[Phase]) -> np.ndarray:
+        """Each of ``phases`` (predictions, not labels) against the hull they make together with
+        this one (eV/atom): its height above that hull (> 0), or for the phases on it, its depth
+        below this hull (≤ 0). Of several phases predicted in one chemical system only those on
+        their common hull rank as stable, as when a whole pool's screening energies make one hull."""
+        formulas = [p.formula for p in phases]
+        energies = np.array([p.formation_energy_per_atom for p in phases])
+        above = self.with_candidates(phases, self.level).distance(formulas, energies)
+        return np.where(above > ON_HULL_TOL, above, np.minimum(self.distance(formulas, energies), 0.0))
+
     def stability(self, phases: Sequence[Phase] | None = None) -> list[Stability]:
         """Each labelled candidate (or ``phases``) against this hull and against the references
         alone, with its decomposition products (fractions of the formula's atoms)."""

@@ -101,3 +101,52 @@ def test_resume_keeps_the_references_and_computes_none_twice(campaign):
     ]
     assert sum(bool(ref_ids & set(r["arguments"]["item_ids"])) for r in queued) == 1
     assert len(scores) > len(before.candidates)
+
+
+@pytest.fixture(scope="module")
+def screened(tmp_path_factory):
+    """The same campaign with CHGNet single points as the cheap level: the surrogate learns the
+    label minus CHGNet's, and each batch is split between its ranking and CHGNet's own."""
+    spec = CampaignSpec.model_validate(
+        {
+            "name": "stable-screened",
+            "planner": "rules",
+            "pool": {"source": "mp_formation_energy", "query": {"elements": ELEMENTS, "n_elements": 3}},
+            "target": {
+                "property": "formation_energy_per_atom",
+                "goal": "stable",
+                "window": [None, 0.025],
+                "references": {"source": "mp_formation_energy", "max_elements": 2},
+            },
+            "level": "lookup",
+            "model": {"backbone": "magpie", "ensemble_size": 2, "cheap_level": "chgnet_static"},
+            "seed_size": 8,
+            "batch_size": 6,
+            "rounds": 3,
+            "budget": {"calculations": 100, "cpu_hours": 10, "llm_tokens": 0},
+            "audit": {"min_items": 6, "fraction": 0.1},
+        }
+    )
+    return run_campaign(spec, tmp_path_factory.mktemp("screened") / "c")
+
+
+def test_batches_are_split_between_the_surrogate_and_its_cheap_level_by_their_hits(screened):
+    state, hits = screened.state, {h["item_id"] for h in screened.found()}
+    notes = [r["rationale"] for r in screened.log.records() if "hits so far by" in (r.get("rationale") or "")]
+    assert len(notes) == 3 and "surrogate 0/0, cheap_level 0/0" in notes[0]
+    picks = [c for c in state.candidates() if c["round"] > 0]
+    by_ranking = {}
+    for c in picks:
+        ranking = screened.ws.artifact(c["selection_id"], kind="selection").meta["ranking"]
+        by_ranking.setdefault(ranking, []).append(c)
+    assert set(by_ranking) == {"surrogate", "cheap_level"}
+    assert len(picks) == 3 * 6 and len({c["item_id"] for c in picks}) == len(picks)
+    # the last round's note counts the earlier rounds' picks of each ranking and their hits
+    earlier = {r: [c for c in cs if c["round"] < 3] for r, cs in by_ranking.items()}
+    for ranking, cs in earlier.items():
+        assert f"{ranking} {sum(c['item_id'] in hits for c in cs)}/{len(cs)}" in notes[2]
+    # the cheap level ranks the same distance to the hull as the surrogate
+    step = state.step("r1:select-cheap_level")["step"]
+    records = screened.log.records()
+    args = next(r["arguments"] for r in records if r["step"] == step and r["phase"] == "planned")
+    assert args["ranking"] == "cheap_level" and args["hull_level"] == "lookup" and args["goal"] == "minimize"

@@ -193,6 +193,7 @@ BAD_SPECS = {
         {**SPEC, "level": "chgnet", "target": {"property": "band_gap_typo"}},
         "target.property: expected a property level 'chgnet' computes",
     ),
+    "cheap arm without hits": ({**SPEC, "cheap_arm": True}, "cheap_arm: expected a target window"),
     "missing pool source": ({**SPEC, "pool": {"source": "nowhere"}}, "pool: source: expected one of"),
     "missing pool file": (
         {**SPEC, "pool": {"source": "table", "query": {"path": "/no/such/file.csv"}}},

@@ -91,6 +91,10 @@ def test_bad_arguments_give_clear_messages(pool):
         select_candidates(model_id, fs, 2, "in_window", window=(3.0, 1.0), workspace=ws)
     with pytest.raises(ToolInputError, match="model id"):
         select_candidates("model-nope", fs, 2, workspace=ws)
+    with pytest.raises(ToolInputError, match="trained with a cheap level to rank by that level"):
+        select_candidates(model_id, fs, 2, ranking="cheap_level", workspace=ws)
+    with pytest.raises(ToolInputError, match=r"expected a ranking, got 'screen'; valid values"):
+        select_candidates(model_id, fs, 2, ranking="screen", workspace=ws)  # type: ignore[arg-type]
     everything = [f"item-{k}" for k in range(40)]
     with pytest.raises(ToolInputError, match="non-empty candidate pool"):
         select_candidates(model_id, fs, 1, exclude_ids=everything, workspace=ws)

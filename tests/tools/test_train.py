@@ -174,6 +174,12 @@ def test_formation_energy_head_learns_the_residual_to_chgnets_static_level(works
     assert np.isfinite(baseline).all() and baseline.min() < -1.0  # ionic rock salts are stable
     np.testing.assert_allclose(model.predict_items(items).mean, model.predict(x).mean + baseline, rtol=1e-9)
     assert np.isfinite(res.metrics.mae)
+    # the cheap level as a ranker: its value plus the mean training offset, nothing learned per item
+    cheap = model.predict_items(items, cheap_only=True)
+    np.testing.assert_allclose(cheap.mean, baseline + float(model.y_mean), rtol=1e-9)
+    assert np.allclose(cheap.std, float(model.y_std))
+    with pytest.raises(ToolInputError, match="got none of the 40 eligible"):  # rs-40..79 were not screened
+        select_candidates(res.model_id, feature_set, 2, ranking="cheap_level", workspace=workspace)
 
 
 def test_fine_tuned_chgnet_trains_reloads_predicts_and_continues(workspace, feature_set):

@@ -52,21 +52,8 @@ class RulesPlanner:
             model_id = self._train(campaign, f"r{rnd}", pool_slice, base_model, model_id, cheap)
             if (reason := campaign.stop_reason(model_id)) is not None:
                 return reason
-            selection = campaign.step(
-                f"r{rnd}:select",
-                "select_candidates",
-                {
-                    "model_id": model_id,
-                    "pool_feature_set_id": pool_fs,
-                    "n": min(spec.batch_size, int(campaign.guardrails.remaining()["calculations"])),
-                    "strategy": campaign.strategy(),
-                    **campaign.goal_args(),
-                    "exclude_ids": campaign.used_ids(),
-                    "seed": spec.seed + rnd,
-                },
-                f"round {rnd}: pick the next batch by {campaign.strategy()} with the round-{rnd} model",
-            )
-            ids = [c.item_id for c in selection.candidates]
+            arms = cheap is not None and self._arms(campaign)
+            ids = self._select(campaign, rnd, model_id, pool_fs, arms)
             if not ids:
                 return "no candidates left in the pool"
             self._validate(campaign, f"r{rnd}", pool_slice, ids, f"round {rnd}: validate the selected batch")
@@ -176,6 +163,61 @@ class RulesPlanner:
             screening = screening_level(kind, campaign.spec.target.property)
             level = screening.name if screening is not None else None
         return None if level == campaign.spec.level else level
+
+    @staticmethod
+    def _arms(campaign: Session) -> bool:
+        """Whether the surrogate shares each batch with its cheap level's own ranking."""
+        spec = campaign.spec
+        if campaign.strategy() == "random":  # a random pick is a random pick, whatever ranks the pool
+            return False
+        if spec.cheap_arm == "auto":
+            return spec.target.goal == "stable" and spec.target.window is not None
+        return spec.cheap_arm
+
+    def _select(self, campaign: Session, rnd: int, model_id: str, pool_fs: str, arms: bool) -> list[str]:
+        """The round's batch: ranked by the surrogate, or split between it and its cheap level
+        (``arms``, :meth:`_arm_sizes`); each ranking is one memoised ``select_candidates`` step."""
+        spec, strategy = campaign.spec, campaign.strategy()
+        n = min(spec.batch_size, int(campaign.guardrails.remaining()["calculations"]))
+        args = {"model_id": model_id, "pool_feature_set_id": pool_fs, "strategy": strategy,
+                **campaign.goal_args(), "seed": spec.seed + rnd}  # fmt: skip
+        if not arms:
+            why = f"round {rnd}: pick the next batch by {strategy} with the round-{rnd} model"
+            step_args = {**args, "n": n, "exclude_ids": campaign.used_ids()}
+            selection = campaign.step(f"r{rnd}:select", "select_candidates", step_args, why)
+            return [c.item_id for c in selection.candidates]
+        ids: list[str] = []
+        for ranking, size in self._arm_sizes(campaign, rnd, n).items():
+            if size:
+                why = f"round {rnd}: {size} of {n} by {strategy} on the {ranking.replace('_', ' ')}'s ranking"
+                step_args = {**args, "n": size, "ranking": ranking, "exclude_ids": campaign.used_ids() + ids}
+                selection = campaign.step(f"r{rnd}:select-{ranking}", "select_candidates", step_args, why)
+                ids += [c.item_id for c in selection.candidates]
+        return ids
+
+    @staticmethod
+    def _arm_sizes(campaign: Session, rnd: int, n: int) -> dict[str, int]:
+        """How many of the ``n`` picks each ranking (surrogate, cheap level) makes: Thompson
+        sampling on their hit rates so far — per pick, a draw from each ranking's Beta(hits + 1,
+        misses + 1) over its labelled picks (hits on the current hull), the larger draw's ranking
+        picks. Seeded by the campaign's seed and the round, so a resumed round splits alike."""
+        hits = {lb["item_id"] for lb in campaign.found()}
+        labelled = {lb["item_id"] for lb in campaign.own_labels()}
+        picks = [c for c in campaign.state.candidates() if c["round"] > 0 and c["item_id"] in labelled]
+        ranking = {
+            sid: campaign.ws.artifact(sid, kind="selection").meta.get("ranking", "surrogate")
+            for sid in {c["selection_id"] for c in picks}
+        }
+        tally = {"surrogate": [1, 1], "cheap_level": [1, 1]}  # Beta(1, 1) prior: hits + 1, misses + 1
+        for c in picks:
+            tally[ranking[c["selection_id"]]][c["item_id"] not in hits] += 1
+        rng = np.random.default_rng([campaign.spec.seed, rnd])
+        draws = {arm: rng.beta(a, b, size=n) for arm, (a, b) in tally.items()}
+        cheap = int((draws["cheap_level"] > draws["surrogate"]).sum())
+        rates = ", ".join(f"{arm} {a - 1}/{a + b - 2}" for arm, (a, b) in tally.items())
+        split = f"{n - cheap} surrogate, {cheap} cheap level"
+        campaign.note(f"round {rnd}: hits so far by {rates}; this batch: {split}")
+        return {"cheap_level": cheap, "surrogate": n - cheap}
 
     def _seed_ids(self, campaign: Session, pool: GraphSet) -> list[str]:
         used = set(campaign.used_ids())  # the audit set's items are never seed items

@@ -254,6 +254,12 @@ class CampaignSpec(_Strict):
     pretrained: PretrainSpec | None = None
     model: ModelSpec = Field(default_factory=ModelSpec)
     strategy: Literal["auto"] | Strategy = "auto"
+    cheap_arm: Literal["auto"] | bool = Field(
+        "auto",
+        description="Split each batch between the surrogate's ranking and its cheap level's own by their hit "
+        "rates so far (Thompson sampling); needs a target window and a cheap level computing the target. "
+        "auto: on for goal stable.",
+    )
     seed_size: int = Field(8, gt=0)
     batch_size: int = Field(6, gt=0)
     rounds: int = Field(4, ge=1)
@@ -284,6 +290,14 @@ class CampaignSpec(_Strict):
             raise ValueError(
                 f"target.property: expected a property level {self.level!r} computes, one of "
                 f"{list(computes)}, got {self.target.property!r}"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _cheap_arm_needs_hits(self) -> CampaignSpec:
+        if self.cheap_arm is True and self.target.window is None:
+            raise ValueError(
+                "cheap_arm: expected a target window (the arms are compared by their hits), got none"
             )
         return self
 

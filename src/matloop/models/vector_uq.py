@@ -166,16 +166,28 @@ class VectorUQModel(CalibratedModel):
         emb[ok] = self._x(x[ok]).double().numpy()
         return UQPrediction(mean=mean, std=std, embedding=emb, epistemic_std=epi)
 
-    def predict_items(self, items: Items) -> UQPrediction:
+    def predict_items(self, items: Items, cheap_only: bool = False) -> UQPrediction:
         """:meth:`predict` on the items' vectors from this model's backbone (and cheap level); a Δ
-        head's cheap level is added to the mean (items without it get the training labels' mean)."""
+        head's cheap level is added to the mean (items without it get the training labels' mean).
+
+        ``cheap_only``: the cheap level's value plus the mean training offset, σ the offsets'
+        spread — the Δ head's prior, nothing learned per item (a Δ head only)."""
         backbone = self.config["backbone"]
         if backbone is None:
             raise ToolInputError("expected a model that records its backbone, got one trained on raw vectors")
+        if cheap_only and self.config.get("delta") is None:
+            raise ToolInputError(
+                "expected a surrogate that learns the target minus a cheap level's value (a vector head "
+                "with a cheap level computing the target) to rank by that level, got one with cheap level "
+                f"columns {self.config.get('level_columns') or 'none'}"
+            )
         x, baseline = surrogate_inputs(
             backbone, items, self.config.get("level_columns", ()), self.config.get("delta")
         )
         pred = self.predict(x)
+        if cheap_only:
+            pred.mean[:] = float(self.y_mean)
+            pred.std[:] = pred.epistemic_std[:] = float(self.y_std)
         if baseline is not None:
             known = np.isfinite(baseline)
             pred.mean[known] += baseline[known]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 from pydantic import BaseModel, Field
@@ -15,8 +15,9 @@ from matloop.data.feature_sets import load_graphs
 from matloop.data.graphs import structure_hashes
 from matloop.data.items import Items
 from matloop.data.slices import load_slice
-from matloop.errors import ToolInputError
+from matloop.errors import ToolInputError, invalid_choice
 from matloop.models.saved import Surrogate, load_model
+from matloop.models.vector_uq import VectorUQModel
 from matloop.names import Direction, LevelName, Strategy
 from matloop.stability import HULL_PROPERTY, Hull, Phase
 from matloop.validation.level_values import model_items
@@ -24,6 +25,9 @@ from matloop.validation.store import ValidationStore
 from matloop.workspace import Workspace, resolve_workspace
 
 log = logging.getLogger(__name__)
+
+#: What ranks the pool: the surrogate, or the cheap level it learns the residual to (its prior).
+Ranking = Literal["surrogate", "cheap_level"]
 
 #: Graphs per prediction call, so a 100k-item pool never holds all batches' activations at once.
 PREDICT_CHUNK = 4096
@@ -44,6 +48,7 @@ class Selection(BaseModel):
     model_id: str = Field(description="Model that scored the pool.")
     pool_feature_set_id: str = Field(description="Feature set of the pool.")
     strategy: str = Field(description="Acquisition strategy used.")
+    ranking: Ranking = Field("surrogate", description="What predicted the values the strategy ranked.")
     target: str | None = Field(description="Property the model predicts.")
     unit: str | None = Field(description="Unit of mean and std.")
     seed: int = Field(description="Seed of random picks and tie-breaking.")
@@ -51,6 +56,7 @@ class Selection(BaseModel):
     considered: int = Field(description="Items scored after exclusions and de-duplication.")
     excluded: int = Field(description="Items left out as already labelled, queued or excluded by id.")
     duplicates: int = Field(description="Items left out as structure duplicates of another item.")
+    unscored: int = Field(0, description="Items left out without a value of the cheap level the model reads.")
     candidates: list[Candidate] = Field(description="Picked items, in pick order.")
 
 
@@ -66,6 +72,7 @@ def select_candidates(
     best: float | None = None,
     kappa: float = 2.0,
     hull_level: LevelName | None = None,
+    ranking: Ranking = "surrogate",
     *,
     workspace: Workspace | str | Path | None = None,
 ) -> Selection:
@@ -92,13 +99,22 @@ def select_candidates(
         best: best value observed so far, for ``ei`` (default: the best training label).
         kappa: exploration weight of ``ucb`` (mean ± kappa·std).
         hull_level: rank the predicted distance to the convex hull at this level instead of the
-            prediction itself: mean − hull(composition) in eV/atom (same std), the hull built from
-            every formation energy labelled at that level in this workspace (reference phases and
-            candidates); needs a model of formation_energy_per_atom at that level. ``goal`` and
-            ``window`` then apply to the distance (e.g. window [-inf, 0]: predicted stable).
+            prediction itself (eV/atom, same std): the hull of every formation energy labelled at
+            that level in this workspace (reference phases and candidates) and every considered
+            item's prediction — above it (> 0), or for the items on it, below the labelled hull
+            (≤ 0); of several candidates predicted in one chemical system only those on their
+            common hull rank as stable. Needs a model of formation_energy_per_atom at that level.
+            ``goal`` and ``window`` then apply to the distance (e.g. window [-inf, 0]: predicted
+            stable).
+        ranking: ``surrogate`` (default), or ``cheap_level``: the cheap level's own value of the
+            target plus the surrogate's mean training offset, σ the offsets' spread — the screen
+            as a ranker, nothing learned per item (needs a surrogate trained with a cheap level
+            that computes the target).
     """
     ws = resolve_workspace(workspace)
     check_strategy(strategy)
+    if ranking not in get_args(Ranking):
+        raise invalid_choice("a ranking", ranking, get_args(Ranking))
     model = load_model(ws, model_id)
     meta = model.meta
     graphs = load_graphs(pool_feature_set_id, workspace=ws)
@@ -106,15 +122,25 @@ def select_candidates(
     level = str(meta.get("target", "")).partition("@")[2] or None  # a cheap level's items stay selectable
     taken = set(exclude_ids or []) | ValidationStore(ws).taken_ids(level=level) | _model_ids(meta)
     keep, n_excluded, n_dup = _eligible(ws, graphs.ids, graphs.meta.get("slice_id"), taken)
+    items, n_unscored = model_items(graphs, ws, meta).take(keep), 0
+    if items.level_values is not None:  # the model reads a cheap level: items it failed on are not ranked
+        scored = np.isfinite(items.level_values).all(axis=1)
+        n_unscored = int((~scored).sum())
+        keep, items = keep[scored], items.take(np.flatnonzero(scored))
+        if not len(keep) and n_unscored:
+            raise ToolInputError(
+                f"expected pool items with values of cheap level {meta.get('cheap_level')!r}, which the "
+                f"model reads, got none of the {n_unscored} eligible (queue_validation at that level first)"
+            )
     if isinstance(n, int) and not isinstance(n, bool) and n > len(keep) > 0:
         raise ToolInputError(
-            f"expected n ≤ {len(keep)} (pool of {pool_size} minus {n_excluded} excluded and "
-            f"{n_dup} duplicates), got n={n}"
+            f"expected n ≤ {len(keep)} (pool of {pool_size} minus {n_excluded} excluded, {n_dup} "
+            f"duplicates and {n_unscored} without the cheap level's values), got n={n}"
         )
-    mean, std, epistemic, emb = _predict(model, model_items(graphs, ws, meta).take(keep))
+    mean, std, epistemic, emb = _predict(model, items, ranking)
     if hull_level is not None:
-        mean = mean - _hull_energy(
-            ws, meta, hull_level, [graphs.ids[k] for k in keep], graphs.meta.get("slice_id")
+        mean = _hull_distance(
+            ws, meta, hull_level, [graphs.ids[k] for k in keep], graphs.meta.get("slice_id"), mean
         )
         if strategy == "ei" and best is None:
             best = 0.0  # improve on the hull itself
@@ -151,6 +177,7 @@ def select_candidates(
         "model_id": model_id,
         "pool_feature_set_id": pool_feature_set_id,
         "strategy": strategy,
+        "ranking": ranking,
         "goal": goal,
         "window": list(window) if window is not None else None,
         "best": best,
@@ -167,6 +194,7 @@ def select_candidates(
         model_id=model_id,
         pool_feature_set_id=pool_feature_set_id,
         strategy=strategy,
+        ranking=ranking,
         target=meta.get("target"),
         unit=meta.get("unit"),
         seed=seed,
@@ -174,14 +202,16 @@ def select_candidates(
         considered=len(keep),
         excluded=n_excluded,
         duplicates=n_dup,
+        unscored=n_unscored,
         candidates=candidates,
     )
 
 
-def _hull_energy(
-    ws: Workspace, meta: dict[str, Any], level: str, ids: list[str], slice_id: str | None
+def _hull_distance(
+    ws: Workspace, meta: dict[str, Any], level: str, ids: list[str], slice_id: str | None, mean: np.ndarray
 ) -> np.ndarray:
-    """The current hull's formation energy per atom at the composition of each of ``ids``."""
+    """Each item's predicted distance to the hull of the formation energies labelled at ``level``
+    and every item's prediction ``mean`` (:meth:`matloop.stability.Hull.predicted_distance`)."""
     if meta.get("target") != f"{HULL_PROPERTY}@{level}" or slice_id is None:
         raise ToolInputError(
             f"hull_level: expected a model of {HULL_PROPERTY}@{level} on a pool slice, "
@@ -189,9 +219,10 @@ def _hull_energy(
         )
     data = load_slice(ws, slice_id)
     formula = {i: s.composition.formula for i, s in zip(data.ids, data.structures, strict=True)}
-    points = ValidationStore(ws).formation_energies(level)
-    hull = Hull(level, candidates=[Phase(i, f, e) for i, f, e in points])
-    return hull.energy([formula[i] for i in ids])
+    known = Hull(
+        level, candidates=[Phase(i, f, e) for i, f, e in ValidationStore(ws).formation_energies(level)]
+    )
+    return known.predicted_distance([Phase(i, formula[i], float(m)) for i, m in zip(ids, mean, strict=True)])
 
 
 def _model_ids(meta: dict[str, Any]) -> set[str]:
@@ -225,12 +256,21 @@ def _eligible(
     return np.asarray(keep, dtype=np.int64), excluded, duplicates
 
 
-def _predict(model: Surrogate, items: Items) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Mean, σ, epistemic σ and embeddings, predicted in chunks of ``PREDICT_CHUNK`` items."""
+def _predict(
+    model: Surrogate, items: Items, ranking: Ranking = "surrogate"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Mean, σ, epistemic σ and embeddings, predicted in chunks of ``PREDICT_CHUNK`` items (by
+    the surrogate, or by its cheap level: ``ranking``)."""
+    if ranking == "cheap_level" and not isinstance(model, VectorUQModel):
+        raise ToolInputError(
+            "expected a vector head trained with a cheap level to rank by that level, "
+            f"got {type(model).__name__}"
+        )
     if not len(items):
         return np.zeros(0), np.zeros(0), np.zeros(0), np.zeros((0, 1))
     chunks = [range(s, min(s + PREDICT_CHUNK, len(items))) for s in range(0, len(items), PREDICT_CHUNK)]
-    parts = [model.predict_items(items.take(chunk)) for chunk in chunks]
+    options = {"cheap_only": True} if ranking == "cheap_level" else {}
+    parts = [model.predict_items(items.take(chunk), **options) for chunk in chunks]
     return (
         np.concatenate([p.mean for p in parts]),
         np.concatenate([p.std for p in parts]),
