@@ -134,7 +134,14 @@ def hit_window(data: ALData, task: Task) -> tuple[float, float] | None:
 
 
 def run_task(
-    name: str, task: Task, state: Path, backbone: str, quick: bool, stem: str, data_seed: int = 0
+    name: str,
+    task: Task,
+    state: Path,
+    backbone: str,
+    quick: bool,
+    stem: str,
+    data_seed: int = 0,
+    cheap_arm: bool | str = "auto",
 ) -> dict[str, Any]:
     start = time.perf_counter()
     data = load_dataset(
@@ -161,6 +168,7 @@ def run_task(
         window=window,
         model=model,
         references=task.references,
+        cheap_arm=cheap_arm,
     )
     logging.info(
         "%s: pool %d, test %d, strategies %s", name, len(data.pool), len(data.test), config.strategies
@@ -313,6 +321,12 @@ def main() -> None:
         "--strategies", default=None, help="Strategies instead of the task's ('default' allowed)."
     )
     parser.add_argument(
+        "--cheap-arm",
+        choices=("auto", "true", "false"),
+        default="auto",
+        help="The campaigns' cheap_arm (not auto → results in al_suite_cheap_arm_<value>.json).",
+    )
+    parser.add_argument(
         "--backbone",
         default="auto",
         help="Surrogate backbone (auto: as campaigns pick it, or one of models.inputs.BACKBONES → results "
@@ -326,6 +340,8 @@ def main() -> None:
     name = "al_suite" + ("_quick" if args.quick else "")
     if args.backbone != "auto":
         name += "_" + args.backbone.replace("+", "_")
+    if args.cheap_arm != "auto":
+        name += f"_cheap_arm_{args.cheap_arm}"
     if args.data_seed or isinstance(args.seeds, list):  # other seeds or split: files of their own
         name += f"_split{args.data_seed}_seeds{'-'.join(map(str, _seed_list(args.seeds or 5)))}"
     state = args.state or get_settings().cache_dir / "benchmarks" / name
@@ -341,8 +357,9 @@ def main() -> None:
         protocol_seeds = len(_seed_list(task.seeds))
         if args.seeds:
             task = replace(task, seeds=args.seeds)
+        cheap_arm = {"true": True, "false": False}.get(args.cheap_arm, "auto")
         result["tasks"][task_name] = run_task(
-            task_name, task, state, args.backbone, args.quick, name, data_seed=args.data_seed
+            task_name, task, state, args.backbone, args.quick, name, args.data_seed, cheap_arm
         )
         result["tasks"][task_name]["seeds_of_protocol"] = protocol_seeds
         result["tasks"][task_name]["overhead"] = overhead(state / task_name)

@@ -187,8 +187,11 @@ class Hull:
         their common hull rank as stable, as when a whole pool's screening energies make one hull."""
         formulas = [p.formula for p in phases]
         energies = np.array([p.formation_energy_per_atom for p in phases])
-        above = self.with_candidates(phases, self.level).distance(formulas, energies)
-        return np.where(above > ON_HULL_TOL, above, np.minimum(self.distance(formulas, energies), 0.0))
+        below = self.distance(formulas, energies)
+        # only phases below this hull can be on the common one: the others change no diagram
+        competing = [p for p, d in zip(phases, below, strict=True) if d < -ON_HULL_TOL]
+        above = self.with_candidates(competing, self.level).distance(formulas, energies)
+        return np.where(above > ON_HULL_TOL, above, np.minimum(below, 0.0))
 
     def stability(self, phases: Sequence[Phase] | None = None) -> list[Stability]:
         """Each labelled candidate (or ``phases``) against this hull and against the references

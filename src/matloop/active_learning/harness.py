@@ -120,6 +120,8 @@ class ALConfig:
     model: dict[str, Any] = field(default_factory=dict)
     #: Goal ``stable``: query_dataset arguments of the reference phases (labelled at ``lookup``).
     references: dict[str, Any] | None = None
+    #: The campaigns' ``cheap_arm`` (:class:`matloop.agent.spec.CampaignSpec`).
+    cheap_arm: bool | str = "auto"
 
     def __post_init__(self) -> None:
         self.goal = normalise_goal(self.goal)  # type: ignore[assignment]
@@ -269,6 +271,7 @@ def campaign_spec(data: ALData, config: ALConfig, strategy: str, seed: int) -> C
             "level": "lookup",
             "model": config.model,
             "strategy": strategy,
+            "cheap_arm": config.cheap_arm,
             "seed_size": config.init,
             "batch_size": config.batch,
             "rounds": max(config.rounds, 1),
