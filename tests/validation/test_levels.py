@@ -18,7 +18,7 @@ from matloop.data.slices import DatasetSlice, save_slice
 from matloop.models.foundation import embed_structures
 from matloop.tools import collect_validation, queue_validation
 from matloop.validation.levels import LevelContext, get_level
-from matloop.validation.sanity import distance_cell, molecule_distances
+from matloop.validation.sanity import VOLUME_CELL_WIDTH, distance_cell, molecule_distances, volume_cell
 from matloop.validation.store import ValidationStore
 from matloop.validation.vasp import write_vasp_inputs
 from matloop.workspace import Workspace
@@ -105,6 +105,31 @@ def test_copies_within_the_tolerance_are_duplicates_whichever_fingerprint_cell_t
     assert status["first"].status != "duplicate" and status["stretched"].status != "duplicate"
     again = queue_validation(slice_id, ["copy-3"], level="xtb", workspace=workspace)
     assert again.statuses[0].reason == f"same structure as calculation {first}"
+
+
+def test_crystal_copies_taken_as_given_are_duplicates_whichever_volume_cell_they_fall_in(workspace):
+    """At a level that takes crystals as given: copies of MgO within 0.2 % of its lattice constant,
+    on both sides of a volume-cell boundary, and its 2×1×1 supercell are duplicates of the first;
+    MgO 3 % larger and another formula are not."""
+    probe = rocksalt("Mg", "O", 4.2)
+    boundary = np.exp(round(np.log(probe.volume / len(probe)) / VOLUME_CELL_WIDTH) * VOLUME_CELL_WIDTH)
+    a0 = 4.2 * (boundary / (probe.volume / len(probe))) ** (1 / 3)  # volume per atom on a boundary
+    copies = {
+        f"copy-{k}": rocksalt("Mg", "O", a0 * (1 + e)) for k, e in enumerate((-0.002, -0.001, 0.001, 0.002))
+    }
+    assert len({volume_cell(s) for s in copies.values()}) == 2
+    supercell = rocksalt("Mg", "O", a0).make_supercell([2, 1, 1])
+    items = {
+        "first": rocksalt("Mg", "O", a0), **copies, "supercell": supercell,
+        "larger": rocksalt("Mg", "O", a0 * 1.03), "CaO": rocksalt("Ca", "O", a0),
+    }  # fmt: skip
+    batch = queue_validation(
+        crystal_slice(workspace, items), list(items), level="chgnet_static", workspace=workspace
+    )
+    status = {s.item_id: s for s in batch.statuses}
+    first = ValidationStore(workspace).jobs(batch_id=batch.batch_id)[0].job_id
+    assert {status[k].reason for k in [*copies, "supercell"]} == {f"same structure as calculation {first}"}
+    assert all(status[k].status != "duplicate" for k in ("first", "larger", "CaO"))
 
 
 def test_level_table_gives_a_duplicate_its_originals_values(workspace):

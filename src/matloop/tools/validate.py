@@ -32,6 +32,7 @@ from matloop.validation.sanity import (
     molecule_distances,
     same_distances,
     same_structure,
+    volume_cell,
 )
 from matloop.validation.store import Finished, JobRecord, ValidationStore
 from matloop.workspace import Workspace, resolve_workspace
@@ -81,9 +82,12 @@ class CollectResult(BaseModel):
 
 class _Seen:
     """Calculations a new item may repeat: those stored at the level, then those queued so far in
-    this batch. Grouped by reduced formula and, for molecules, by the grid cell of their sorted
-    interatomic distances (:func:`~matloop.validation.sanity.distance_cell`), so a pool of isomers
-    is compared with near neighbours only: linear in the pool, not quadratic."""
+    this batch. Grouped by reduced formula and a grid cell that a repeat shares or neighbours — for
+    molecules the cell of their sorted interatomic distances
+    (:func:`~matloop.validation.sanity.distance_cell`), for crystals at a level that takes them as
+    given that of their volume per atom (:func:`~matloop.validation.sanity.volume_cell`) — so a
+    pool of isomers or polymorphs is compared with near neighbours only: linear in the pool, not
+    quadratic."""
 
     def __init__(self, as_given: bool) -> None:
         self.as_given = as_given
@@ -97,22 +101,24 @@ class _Seen:
 
     def match(self, item: Any) -> str | None:
         """The earliest calculation of the same structure as ``item``, or None."""
-        if not isinstance(item, Molecule):
-            earlier = self.groups.get(self._key(item, None), [])
-            return next((j for _, j, other, _ in earlier if same_structure(item, other, self.as_given)), None)
-        signature = molecule_distances(item)
-        formula, n, mean, largest = self._key(item, signature)
+        signature = molecule_distances(item) if isinstance(item, Molecule) else None
+        exact, cells = self._key(item, signature)
         near = sorted(
             entry
-            for d_mean, d_largest in itertools.product((-1, 0, 1), repeat=2)
-            for entry in self.groups.get((formula, n, mean + d_mean, largest + d_largest), [])
+            for shift in itertools.product((-1, 0, 1), repeat=len(cells))
+            for entry in self.groups.get((exact, tuple(c + d for c, d in zip(cells, shift, strict=True))), [])
         )
+        if signature is None:
+            return next((j for _, j, other, _ in near if same_structure(item, other, self.as_given)), None)
         return next((j for _, j, _, other in near if same_distances(signature, other)), None)
 
-    @staticmethod
-    def _key(item: Any, signature: np.ndarray | None) -> tuple:
+    def _key(self, item: Any, signature: np.ndarray | None) -> tuple[tuple, tuple[int, ...]]:
+        """What a repeat has equal, and the grid cells it shares or neighbours."""
         formula = item.composition.reduced_formula
-        return (formula,) if signature is None else (formula, *distance_cell(signature))
+        if signature is not None:
+            n, mean, largest = distance_cell(signature)
+            return (formula, n), (mean, largest)
+        return (formula,), (volume_cell(item),) if self.as_given else ()
 
 
 def _lookup_labels(data: DatasetSlice, item_id: str) -> dict[str, tuple[float, str]]:

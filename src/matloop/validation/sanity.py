@@ -106,6 +106,17 @@ def same_distances(a: np.ndarray, b: np.ndarray) -> bool:
 #: Tolerance of :func:`same_distances` (Å) and the width of a :func:`distance_cell` (Å), which
 #: exceeds the tolerance plus ``np.allclose``'s relative part for any distance below 500 Å.
 DISTANCE_TOLERANCE, CELL_WIDTH = 0.01, 0.02
+#: Width of a :func:`volume_cell`: ln(1.1), twice the volume difference a match taken as given allows.
+VOLUME_CELL_WIDTH = 0.0953
+
+
+def volume_cell(structure: Structure) -> int:
+    """A grid cell of a crystal's volume per atom, in steps of ``VOLUME_CELL_WIDTH`` of its
+    logarithm. The tolerances of :func:`same_structure` taken as given (1 % on the lengths and
+    0.5° on the angles of the reduced lattices, no rescaling) keep two matching crystals' volumes
+    per atom within about 5 %, so their cells are the same or neighbours, whatever cell (primitive
+    or super-) each is given in."""
+    return int(np.log(structure.volume / len(structure)) // VOLUME_CELL_WIDTH)
 
 
 def distance_cell(distances: np.ndarray) -> tuple[int, int, int]:
