@@ -261,10 +261,10 @@ def _predict(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Mean, σ, epistemic σ and embeddings, predicted in chunks of ``PREDICT_CHUNK`` items (by
     the surrogate, or by its cheap level: ``ranking``)."""
-    if ranking == "cheap_level" and not isinstance(model, VectorUQModel):
+    if ranking == "cheap_level" and not (isinstance(model, VectorUQModel) and model.config.get("delta")):
         raise ToolInputError(
-            "expected a vector head trained with a cheap level to rank by that level, "
-            f"got {type(model).__name__}"
+            "expected a vector head trained with a cheap level to rank by that level (one that learns "
+            f"the target minus the level's value), got a {type(model).__name__} without one"
         )
     if not len(items):
         return np.zeros(0), np.zeros(0), np.zeros(0), np.zeros((0, 1))
