@@ -13,30 +13,30 @@ from matloop.data.slices import load_slice
 ELEMENTS = ["Li", "Na", "K", "Mg", "Ca", "Sr", "Ba", "Al", "Si", "O", "S", "F", "Cl"]
 
 
+#: The campaign of this module: the ternaries of ELEMENTS at level lookup, their binaries the references.
+SPEC = {
+    "name": "stable-lookup",
+    "planner": "rules",
+    "pool": {"source": "mp_formation_energy", "query": {"elements": ELEMENTS, "n_elements": 3}},
+    "target": {
+        "property": "formation_energy_per_atom",
+        "goal": "stable",
+        "window": [None, 0.025],
+        "references": {"source": "mp_formation_energy", "max_elements": 2},
+    },
+    "level": "lookup",
+    "model": {"backbone": "magpie", "ensemble_size": 2, "cheap_level": "none"},
+    "seed_size": 8,
+    "batch_size": 6,
+    "rounds": 2,
+    "budget": {"calculations": 100, "cpu_hours": 10, "llm_tokens": 0},
+    "audit": {"min_items": 6, "fraction": 0.1},
+}
+
+
 @pytest.fixture(scope="module")
 def campaign(tmp_path_factory):
-    root = tmp_path_factory.mktemp("stable")
-    spec = CampaignSpec.model_validate(
-        {
-            "name": "stable-lookup",
-            "planner": "rules",
-            "pool": {"source": "mp_formation_energy", "query": {"elements": ELEMENTS, "n_elements": 3}},
-            "target": {
-                "property": "formation_energy_per_atom",
-                "goal": "stable",
-                "window": [None, 0.025],
-                "references": {"source": "mp_formation_energy", "max_elements": 2},
-            },
-            "level": "lookup",
-            "model": {"backbone": "magpie", "ensemble_size": 2, "cheap_level": "none"},
-            "seed_size": 8,
-            "batch_size": 6,
-            "rounds": 2,
-            "budget": {"calculations": 100, "cpu_hours": 10, "llm_tokens": 0},
-            "audit": {"min_items": 6, "fraction": 0.1},
-        }
-    )
-    return run_campaign(spec, root / "c")
+    return run_campaign(CampaignSpec.model_validate(SPEC), tmp_path_factory.mktemp("stable") / "c")
 
 
 def test_reference_phases_are_computed_at_the_level_and_charged(campaign):
@@ -107,26 +107,8 @@ def test_resume_keeps_the_references_and_computes_none_twice(campaign):
 def screened(tmp_path_factory):
     """The same campaign with CHGNet single points as the cheap level: the surrogate learns the
     label minus CHGNet's, and each batch is split between its ranking and CHGNet's own."""
-    spec = CampaignSpec.model_validate(
-        {
-            "name": "stable-screened",
-            "planner": "rules",
-            "pool": {"source": "mp_formation_energy", "query": {"elements": ELEMENTS, "n_elements": 3}},
-            "target": {
-                "property": "formation_energy_per_atom",
-                "goal": "stable",
-                "window": [None, 0.025],
-                "references": {"source": "mp_formation_energy", "max_elements": 2},
-            },
-            "level": "lookup",
-            "model": {"backbone": "magpie", "ensemble_size": 2, "cheap_level": "chgnet_static"},
-            "seed_size": 8,
-            "batch_size": 6,
-            "rounds": 3,
-            "budget": {"calculations": 100, "cpu_hours": 10, "llm_tokens": 0},
-            "audit": {"min_items": 6, "fraction": 0.1},
-        }
-    )
+    model = {**SPEC["model"], "cheap_level": "chgnet_static"}
+    spec = CampaignSpec.model_validate({**SPEC, "name": "stable-screened", "model": model, "rounds": 3})
     return run_campaign(spec, tmp_path_factory.mktemp("screened") / "c")
 
 
