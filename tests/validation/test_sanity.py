@@ -7,7 +7,13 @@ from validation_helpers import perovskite, rocksalt
 
 from matloop.data.compact import STRUCTURE_COLUMNS, LazyStructures, structure_row
 from matloop.settings import ValidationSettings
-from matloop.validation.sanity import check_structure, check_structures, same_structure, site_elements
+from matloop.validation.sanity import (
+    check_structure,
+    check_structures,
+    reduced_structure,
+    same_structure,
+    site_elements,
+)
 
 
 def test_physical_structure_passes():
@@ -34,6 +40,17 @@ def test_same_structure_matches_strained_copy_not_other_formula():
     # a level that computes the structure as given (a single point) tells the two volumes apart
     assert not same_structure(perovskite("Sr", "Ti", 3.95), perovskite("Sr", "Ti", 3.90), as_given=True)
     assert same_structure(perovskite("Sr", "Ti", 3.95), perovskite("Sr", "Ti", 3.95), as_given=True)
+
+
+def test_reduced_cells_compare_as_the_structures_do():
+    base, strained = perovskite("Sr", "Ti", 3.95), perovskite("Sr", "Ti", 3.90)
+    supercell, shifted = base * (2, 1, 1), base.copy().translate_sites(range(len(base)), [0.1, 0.2, 0.3])
+    for a, b in [(base, supercell), (base, shifted), (base, strained), (base, rocksalt("Sr", "O", 5.1))]:
+        for as_given in (False, True):
+            ra, rb = reduced_structure(a), reduced_structure(b)
+            assert same_structure(ra, rb, as_given, reduced=True) is same_structure(a, b, as_given)
+    assert len(reduced_structure(supercell)) == len(base)
+    assert same_structure(reduced_structure(base), reduced_structure(supercell), as_given=True, reduced=True)
 
 
 def test_compact_rows_are_checked_like_the_structures_they_hold():

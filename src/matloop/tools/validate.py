@@ -7,18 +7,20 @@ with provenance and saves them as a slice whose columns are ``<property>@<level>
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import math
 import numbers
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, Field
-from pymatgen.core import Molecule
+from pymatgen.core import Molecule, Structure
 
 from matloop.data.slices import DatasetSlice, load_slice, save_slice
 from matloop.errors import ToolInputError
@@ -30,6 +32,7 @@ from matloop.validation.sanity import (
     check_structures,
     distance_cell,
     molecule_distances,
+    reduced_structure,
     same_distances,
     same_structure,
     volume_cell,
@@ -80,6 +83,23 @@ class CollectResult(BaseModel):
     )
 
 
+@dataclass(eq=False)
+class _Entry:
+    """A calculation a new item may repeat."""
+
+    order: int
+    job_id: str
+    item: Structure | Molecule
+
+    @functools.cached_property
+    def signature(self) -> Structure | np.ndarray:
+        """What a repeat must match: a molecule's sorted interatomic distances, a crystal's
+        reduced cell (computed when first compared)."""
+        if isinstance(self.item, Molecule):
+            return molecule_distances(self.item)
+        return reduced_structure(self.item)
+
+
 class _Seen:
     """Calculations a new item may repeat: those stored at the level, then those queued so far in
     this batch. Grouped by reduced formula and a grid cell that a repeat shares or neighbours — for
@@ -91,34 +111,44 @@ class _Seen:
 
     def __init__(self, as_given: bool) -> None:
         self.as_given = as_given
-        self.groups: dict[tuple, list[tuple[int, str, Any, np.ndarray | None]]] = {}
+        self.groups: dict[tuple, list[_Entry]] = {}
         self.added = 0
 
-    def add(self, job_id: str, item: Any) -> None:
-        signature = molecule_distances(item) if isinstance(item, Molecule) else None
-        self.groups.setdefault(self._key(item, signature), []).append((self.added, job_id, item, signature))
+    def add(self, job_id: str, item: Structure | Molecule) -> None:
+        entry = _Entry(self.added, job_id, item)
+        self._add(entry, self._key(entry))
+
+    def first(self, job_id: str, item: Structure | Molecule) -> str | None:
+        """The earliest calculation of the same structure as ``item``; with none, ``item`` is
+        recorded as ``job_id``'s and None returned."""
+        entry = _Entry(self.added, job_id, item)
+        key = exact, cells = self._key(entry)
+        neighbours = (
+            (exact, tuple(c + d for c, d in zip(cells, shift, strict=True)))
+            for shift in itertools.product((-1, 0, 1), repeat=len(cells))
+        )
+        near = sorted((o for cell in neighbours for o in self.groups.get(cell, [])), key=lambda o: o.order)
+        original = next((other.job_id for other in near if self._same(entry, other)), None)
+        if original is None:
+            self._add(entry, key)
+        return original
+
+    def _add(self, entry: _Entry, key: tuple[tuple, tuple[int, ...]]) -> None:
+        self.groups.setdefault(key, []).append(entry)
         self.added += 1
 
-    def match(self, item: Any) -> str | None:
-        """The earliest calculation of the same structure as ``item``, or None."""
-        signature = molecule_distances(item) if isinstance(item, Molecule) else None
-        exact, cells = self._key(item, signature)
-        near = sorted(
-            entry
-            for shift in itertools.product((-1, 0, 1), repeat=len(cells))
-            for entry in self.groups.get((exact, tuple(c + d for c, d in zip(cells, shift, strict=True))), [])
-        )
-        if signature is None:
-            return next((j for _, j, other, _ in near if same_structure(item, other, self.as_given)), None)
-        return next((j for _, j, _, other in near if same_distances(signature, other)), None)
+    def _same(self, a: _Entry, b: _Entry) -> bool:
+        if isinstance(a.item, Molecule):
+            return same_distances(a.signature, b.signature)
+        return same_structure(a.signature, b.signature, self.as_given, reduced=True)
 
-    def _key(self, item: Any, signature: np.ndarray | None) -> tuple[tuple, tuple[int, ...]]:
+    def _key(self, entry: _Entry) -> tuple[tuple, tuple[int, ...]]:
         """What a repeat has equal, and the grid cells it shares or neighbours."""
-        formula = item.composition.reduced_formula
-        if signature is not None:
-            n, mean, largest = distance_cell(signature)
+        formula = entry.item.composition.reduced_formula
+        if isinstance(entry.item, Molecule):
+            n, mean, largest = distance_cell(entry.signature)
             return (formula, n), (mean, largest)
-        return (formula,), (volume_cell(item),) if self.as_given else ()
+        return (formula,), (volume_cell(entry.item),) if self.as_given else ()
 
 
 def _lookup_labels(data: DatasetSlice, item_id: str) -> dict[str, tuple[float, str]]:
@@ -194,12 +224,10 @@ def queue_validation(
             job["status"] = "done"
         elif reason := problem:
             job.update(status="rejected", reason=reason)
-        elif original := seen.match(item):
+        elif original := seen.first(job_id, item):
             job.update(
                 status="duplicate", reason=f"same structure as calculation {original}", duplicate_of=original
             )
-        else:
-            seen.add(job["job_id"], item)
         jobs.append(job)
     store.add_batch(batch_id, level, executor, slice_id, jobs)
     if level == "lookup":

@@ -15,7 +15,7 @@ class ValidationDocument(BaseModel):
     code: str = Field(description="Code that computed the labels (CHGNet, SevenNet, CP2K, tblite).")
     code_version: str = Field(description="Version of that code.")
     final_structure: Structure | Molecule | None = Field(
-        None, description="Final structure or molecule (after relaxation, if any)."
+        None, description="Structure or molecule after relaxation (None for a single point: the input's)."
     )
     references: dict[str, float] = Field(
         default_factory=dict, description="Elemental reference energies used (eV/atom)."

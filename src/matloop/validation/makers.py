@@ -15,15 +15,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from atomate2.forcefields.jobs import ForceFieldRelaxMaker
 from jobflow import Flow, Maker, job
 from pymatgen.core import Molecule, Structure
 
 from matloop.data.references import reference_structure
 from matloop.validation.documents import ValidationDocument
+
+if TYPE_CHECKING:
+    from atomate2.forcefields.jobs import ForceFieldRelaxMaker
 
 
 def _field(doc: Any, *path: str) -> Any:
@@ -72,6 +74,14 @@ def formation_energy_document(
     )
 
 
+def _chgnet_relax_maker() -> ForceFieldRelaxMaker:
+    """atomate2's CHGNet relaxation, imported on first use: a worker that runs only single points
+    never loads atomate2's force-field jobs (2.5 s of imports)."""
+    from atomate2.forcefields.jobs import ForceFieldRelaxMaker
+
+    return ForceFieldRelaxMaker(force_field_name="CHGNet", steps=300)
+
+
 @dataclass
 class FormationEnergyMaker(Maker):
     """Relax a crystal with a force field; label energy and formation energy per atom.
@@ -89,9 +99,7 @@ class FormationEnergyMaker(Maker):
 
     name: str = "formation energy"
     level: str = "chgnet"
-    relax_maker: ForceFieldRelaxMaker = field(
-        default_factory=lambda: ForceFieldRelaxMaker(force_field_name="CHGNet", steps=300)
-    )
+    relax_maker: ForceFieldRelaxMaker = field(default_factory=_chgnet_relax_maker)
     references: dict[str, float] = field(default_factory=dict)
 
     def make(self, structure: Structure) -> Flow:
@@ -138,14 +146,14 @@ class ChgnetStaticMaker(Maker):
 
         energy, formation, references = chgnet_static(structures, Path(self.cache_dir) / EmbeddingCache.FILE)
         code, unit = f"CHGNet {get_pretrained('chgnet').model_name}", "eV/atom"
+        code_version = version("chgnet")
         return [
             ValidationDocument(
                 level="chgnet_static",
                 properties={"energy_per_atom": float(e), "formation_energy_per_atom": float(f)},
                 units={"energy_per_atom": unit, "formation_energy_per_atom": unit},
                 code=code,
-                code_version=version("chgnet"),
-                final_structure=structure,
+                code_version=code_version,
                 references={el.symbol: references[el.symbol] for el in structure.composition},
             )
             if np.isfinite(e)
@@ -181,10 +189,11 @@ class XtbMaker(Maker):
         with one thread, 90 ms with two on a busy 2-core machine); run more workers instead."""
         from threadpoolctl import threadpool_limits
 
+        code_version = version("tblite")
         with threadpool_limits(limits=1, user_api="openmp"):
-            return [self._document(molecule) for molecule in molecules]
+            return [self._document(molecule, code_version) for molecule in molecules]
 
-    def _document(self, molecule: Molecule) -> ValidationDocument | str:
+    def _document(self, molecule: Molecule, code_version: str) -> ValidationDocument | str:
         from ase.units import Bohr, Hartree
         from tblite.interface import Calculator
 
@@ -213,8 +222,7 @@ class XtbMaker(Maker):
             properties={"energy": energy, "homo": homo, "lumo": lumo, "gap": lumo - homo},
             units={"energy": "eV", "homo": "eV", "lumo": "eV", "gap": "eV"},
             code=f"tblite {self.method}",
-            code_version=version("tblite"),
-            final_structure=molecule,
+            code_version=code_version,
         )
 
 

@@ -150,9 +150,7 @@ def _run_chunk(workspace: Workspace, jobs: list[JobRecord], level: Level, cache:
             done.append((job, ValidationDocument.model_validate(doc)))
     task_doc = str(docs_path.relative_to(workspace.root))
     record_documents(workspace, [(job, doc, task_doc, seconds) for job, doc in done])
-    cache.put(
-        [(job.structure, doc.model_copy(update={"final_structure": None}), seconds) for job, doc in done]
-    )
+    cache.put([(job.structure, doc, seconds) for job, doc in done])
 
 
 def serve_cached(
@@ -264,6 +262,7 @@ def record_documents(
         return
     store = ValidationStore(workspace)
     finished = []
+    references: dict[tuple[str, str, str], dict[str, float]] = {}
     for job, doc, task_doc, seconds in results:
         provenance = {
             "level": job.level,
@@ -277,10 +276,12 @@ def record_documents(
         }
         if job.remote_id:
             provenance["remote_id"] = job.remote_id  # the Slurm job id; flow:job uuids for jobflow-remote
-        if doc.references:
-            store.add_references(
-                job.level, doc.references, {"code": doc.code, "code_version": doc.code_version}
-            )
+        known = references.setdefault((job.level, doc.code, doc.code_version), {})
+        for element, energy in doc.references.items():
+            known.setdefault(element, energy)  # the first one stays, as in the store
         labels = {p: (v, doc.units[p]) for p, v in doc.properties.items()}
         finished.append(Finished(job, labels, provenance, task_doc, seconds))
+    for (level, code, code_version), energies in references.items():
+        if energies:
+            store.add_references(level, energies, {"code": code, "code_version": code_version})
     store.finish(finished)

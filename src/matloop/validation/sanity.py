@@ -78,19 +78,30 @@ def _problem(coords: np.ndarray, lattice: Lattice | None, settings: ValidationSe
     return None
 
 
-def same_structure(a: Structure | Molecule, b: Structure | Molecule, as_given: bool = False) -> bool:
+def same_structure(
+    a: Structure | Molecule, b: Structure | Molecule, as_given: bool = False, reduced: bool = False
+) -> bool:
     """Whether two items are the same material: pymatgen ``StructureMatcher`` for crystals (with
     ``as_given``, for a level that does not relax them, also the same lattice and positions:
     no volume rescaling, 1 % tolerances), same composition and sorted interatomic distances
-    (±0.01 Å) for molecules."""
+    (±0.01 Å) for molecules. ``reduced``: both crystals are already their
+    :func:`reduced_structure`, which the matcher then skips computing."""
     if type(a) is not type(b) or a.composition.reduced_composition != b.composition.reduced_composition:
         return False
     if isinstance(a, Structure) and isinstance(b, Structure):
         from pymatgen.analysis.structure_matcher import StructureMatcher
 
+        if reduced and len(a) != len(b):  # the matcher maps primitive cells site to site
+            return False
         tight = {"ltol": 0.01, "stol": 0.01, "angle_tol": 0.5, "scale": False} if as_given else {}
-        return StructureMatcher(**tight).fit(a, b)
+        return StructureMatcher(**tight).fit(a, b, skip_structure_reduction=reduced)
     return same_distances(molecule_distances(a), molecule_distances(b))
+
+
+def reduced_structure(structure: Structure) -> Structure:
+    """The cell ``StructureMatcher`` compares a crystal in: Niggli-reduced, then primitive. Computed
+    once per crystal, it spares :func:`same_structure` (``reduced=True``) redoing it for every pair."""
+    return structure.get_reduced_structure("niggli").get_primitive_structure()
 
 
 def molecule_distances(molecule: Molecule) -> np.ndarray:
