@@ -244,6 +244,18 @@ def test_compact_rows_hit_the_cache_without_building_structures(tmp_path):
     )
 
 
+def test_graphs_from_compact_rows_equal_the_graphs_of_built_structures():
+    items = [_perovskite(), _rocksalt(), METHANE, _bad_items()["overlap"]]
+    ids = ["sto", "mgo", "ch4", "bad"]
+    built = featurize_items(items, ids)
+    _CompactRows.accessed = 0
+    compact = featurize_items(_CompactRows(items), ids)
+    assert _CompactRows.accessed == 0  # no pymatgen object built
+    assert compact.failures == built.failures and "overlap" in compact.failures[0].reason
+    for a, b in zip(built.graphs, compact.graphs, strict=True):
+        assert torch.equal(a.edge_index, b.edge_index) and torch.allclose(a.edge_dist, b.edge_dist)
+
+
 def test_hashes_from_dataset_rows_equal_the_hashes_of_built_structures(settings):
     """Caches keyed by structure hash (graphs, embeddings) hit whether a dataset's lazy rows or
     pymatgen objects built from them come in."""

@@ -85,6 +85,17 @@ class GraphArrays(NamedTuple):
     edge_dist: np.ndarray  # float32 [E]
 
 
+class Atoms(NamedTuple):
+    """What a graph is built from: atomic numbers, Cartesian coordinates (Å) and, for a crystal,
+    its lattice (row vectors) and periodicity; read from a pymatgen object (:func:`atoms_of`) or
+    straight from compact dataset rows (:func:`compact_atoms`)."""
+
+    z: np.ndarray  # int64 [n]
+    cart: np.ndarray  # float64 [n, 3]
+    lattice: np.ndarray | None = None  # float64 [3, 3]; None for a molecule
+    pbc: np.ndarray | None = None  # int64 [3]; None for a molecule
+
+
 @cache
 def element_table(node_features: str) -> np.ndarray:
     """[MAX_Z + 1, node_dim] float32 table of node features indexed by atomic number."""
@@ -146,7 +157,7 @@ def structure_hash(item: Structure | Molecule) -> str:
     cache's key, which dataset rows give without building the object (:func:`structure_hashes`).
     Items with disordered or unknown species hash their species strings instead."""
     try:
-        return content_key(item, atomic_numbers(item))
+        return content_key(atoms_of(item))
     except GraphError:
         h = hashlib.sha256(" ".join(site.species_string for site in item).encode())
         h.update(np.round(item.cart_coords, 6).tobytes())
@@ -158,22 +169,23 @@ def structure_hash(item: Structure | Molecule) -> str:
 def structure_hashes(structures: Sequence[Structure | Molecule]) -> list[str]:
     """Content hashes of many items: read from compact rows without building pymatgen objects
     where the sequence allows it (dataset sources), else :func:`structure_hash` per item."""
-    compact = compact_keys(structures) or [None] * len(structures)
-    return [key if key is not None else structure_hash(structures[k]) for k, key in enumerate(compact)]
+    compact = compact_atoms(structures) or [None] * len(structures)
+    return [
+        content_key(atoms) if atoms is not None else structure_hash(structures[k])
+        for k, atoms in enumerate(compact)
+    ]
 
 
-def neighbor_pairs(
-    item: Structure | Molecule, cutoff: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def neighbor_pairs(atoms: Atoms, cutoff: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Centre, neighbour, periodic image (int triple) and distance of every pair within ``cutoff``.
 
     Distinct atoms at the same position are kept (distance 0); only an atom paired with
     itself in the same image is dropped.
     """
-    coords = np.ascontiguousarray(item.cart_coords, dtype=float)
-    if isinstance(item, Structure):
-        pbc = np.ascontiguousarray(item.pbc, dtype=np.int64)
-        lattice = np.ascontiguousarray(item.lattice.matrix, dtype=float)
+    coords = np.ascontiguousarray(atoms.cart, dtype=float)
+    if atoms.lattice is not None and atoms.pbc is not None:
+        pbc = np.ascontiguousarray(atoms.pbc, dtype=np.int64)
+        lattice = np.ascontiguousarray(atoms.lattice, dtype=float)
     else:
         pbc = np.zeros(3, dtype=np.int64)
         lattice = np.eye(3)
@@ -210,27 +222,38 @@ def atomic_numbers(item: Structure | Molecule) -> np.ndarray:
     return z
 
 
-def check_item(item: Structure | Molecule, params: GraphParams) -> np.ndarray:
-    """Atomic numbers of a usable item; raises :class:`GraphError` before any neighbour search.
+def atoms_of(item: Structure | Molecule) -> Atoms:
+    """The :class:`Atoms` of a pymatgen object; raises :class:`GraphError` for disordered or
+    unknown species."""
+    z = atomic_numbers(item)
+    if isinstance(item, Structure):
+        return Atoms(z, item.cart_coords, item.lattice.matrix, np.asarray(item.pbc, dtype=np.int64))
+    return Atoms(z, item.cart_coords)
+
+
+def checked_atoms(item: Structure | Molecule | Atoms, params: GraphParams) -> Atoms:
+    """The :class:`Atoms` of a usable item; raises :class:`GraphError` before any neighbour search.
 
     Catches empty items, unknown/disordered species, NaN/inf coordinates or lattice, and
     cells too small to hold their atoms ``min_distance`` apart.
     """
-    if len(item) == 0:
+    if len(item.z if isinstance(item, Atoms) else item) == 0:
         raise GraphError("empty structure (no sites)")
-    z = atomic_numbers(item)
-    if not np.all(np.isfinite(item.cart_coords)):
+    atoms = item if isinstance(item, Atoms) else atoms_of(item)
+    if not np.all(np.isfinite(atoms.cart)):
         raise GraphError("non-finite (NaN/inf) coordinates")
-    if isinstance(item, Structure):
-        if not np.all(np.isfinite(item.lattice.matrix)):
+    if atoms.lattice is not None:
+        if not np.all(np.isfinite(atoms.lattice)):
             raise GraphError("non-finite (NaN/inf) lattice")
-        volume = abs(float(np.linalg.det(item.lattice.matrix)))
-        if all(item.pbc) and volume < _PACKING_VOLUME * len(item) * params.min_distance**3:
+        volume = abs(float(np.linalg.det(atoms.lattice)))
+        n = len(atoms.z)
+        periodic = atoms.pbc is not None and atoms.pbc.all()
+        if periodic and volume < _PACKING_VOLUME * n * params.min_distance**3:
             raise GraphError(
-                f"atoms overlap: cell volume {volume:.3g} Å³ is too small for {len(item)} atoms "
+                f"atoms overlap: cell volume {volume:.3g} Å³ is too small for {n} atoms "
                 f"at least {params.min_distance} Å apart"
             )
-    return z
+    return atoms
 
 
 def _hash_arrays(z: np.ndarray, cart: np.ndarray, lattice: np.ndarray | None) -> str:
@@ -241,13 +264,12 @@ def _hash_arrays(z: np.ndarray, cart: np.ndarray, lattice: np.ndarray | None) ->
     return h.hexdigest()
 
 
-def content_key(item: Structure | Molecule, z: np.ndarray) -> str:
+def content_key(atoms: Atoms) -> str:
     """Hash of what a graph depends on: atomic numbers, coordinates (1e-6 Å), lattice."""
-    if isinstance(item, Structure):
-        pbc = np.asarray(item.pbc, dtype=np.int64)
-        lattice = item.lattice.matrix if pbc.all() else np.vstack([item.lattice.matrix, pbc])
-        return _hash_arrays(z, item.cart_coords, lattice)
-    return _hash_arrays(z, item.cart_coords, None)
+    if atoms.lattice is None or atoms.pbc is None:
+        return _hash_arrays(atoms.z, atoms.cart, None)
+    lattice = atoms.lattice if atoms.pbc.all() else np.vstack([atoms.lattice, atoms.pbc])
+    return _hash_arrays(atoms.z, atoms.cart, lattice)
 
 
 @cache
@@ -255,31 +277,38 @@ def _symbol_z(symbol: str) -> int:
     return Element(symbol).Z
 
 
-def compact_keys(structures: Sequence[Structure | Molecule]) -> list[str | None] | None:
-    """Content keys read from compact rows without building pymatgen objects, when available.
+_PERIODIC = np.ones(3, dtype=np.int64)
+
+
+def compact_atoms(structures: Sequence[Structure | Molecule]) -> list[Atoms | None] | None:
+    """The :class:`Atoms` of each item read from compact rows, without building pymatgen objects,
+    when available.
 
     Sequences that expose ``columns()`` -> ``{"species", "coords", "lattice"}`` (element
     symbols; Cartesian coordinates for molecules, fractional ones plus a row-vector lattice
     for periodic crystals), as the lazy structures of dataset sources do, qualify. ``None``
-    for other sequences; ``None`` entries for rows that need the full checks.
+    for other sequences; ``None`` entries for rows that need the full checks (unknown symbols,
+    malformed rows).
     """
     columns = getattr(structures, "columns", None)
     if not callable(columns):
         return None
     rows = columns()
-    keys: list[str | None] = []
+    out: list[Atoms | None] = []
     for species, coords, lattice in zip(rows["species"], rows["coords"], rows["lattice"], strict=True):
         try:
             z = np.array([_symbol_z(str(s)) for s in species], dtype=np.int64)
+            if not (z <= MAX_Z).all():
+                raise ValueError("beyond the element table")
             xyz = np.asarray(coords, dtype=np.float64).reshape(len(z), 3)
             if lattice is None:
-                keys.append(_hash_arrays(z, xyz, None))
+                out.append(Atoms(z, xyz))
             else:
                 matrix = np.asarray(lattice, dtype=np.float64).reshape(3, 3)
-                keys.append(_hash_arrays(z, xyz @ matrix, matrix))
+                out.append(Atoms(z, xyz @ matrix, matrix, _PERIODIC))
         except (ValueError, TypeError):  # unknown symbol or malformed row: full checks decide
-            keys.append(None)
-    return keys
+            out.append(None)
+    return out
 
 
 def _overlap_error(i: int, j: int, dist: float, params: GraphParams) -> GraphError:
@@ -311,15 +340,16 @@ def _dense_molecule_edges(coords: np.ndarray, z: np.ndarray, params: GraphParams
     return GraphArrays(z, np.stack([src, dst]).astype(np.int64), dist[dst, src].astype(np.float32))
 
 
-def checked_graph_arrays(item: Structure | Molecule, z: np.ndarray, params: GraphParams) -> GraphArrays:
-    """Compact graph of an item that passed :func:`check_item`."""
-    if isinstance(item, Molecule) and len(item) <= DENSE_MAX_ATOMS:
-        return _dense_molecule_edges(np.asarray(item.cart_coords, dtype=float), z, params)
-    centres, neighbours, images, dists = neighbor_pairs(item, params.cutoff)
+def checked_graph_arrays(atoms: Atoms, params: GraphParams) -> GraphArrays:
+    """Compact graph of the atoms of an item that passed :func:`checked_atoms`."""
+    z, n = atoms.z, len(atoms.z)
+    if atoms.lattice is None and n <= DENSE_MAX_ATOMS:
+        return _dense_molecule_edges(np.asarray(atoms.cart, dtype=float), z, params)
+    centres, neighbours, images, dists = neighbor_pairs(atoms, params.cutoff)
     if len(dists) and dists.min() < params.min_distance:
         k = int(np.argmin(dists))
         raise _overlap_error(int(centres[k]), int(neighbours[k]), float(dists[k]), params)
-    degree = np.bincount(centres, minlength=len(item))
+    degree = np.bincount(centres, minlength=n)
     if (degree == 0).any():
         raise _lonely_error(np.flatnonzero(degree == 0), params)
     if degree.max() <= params.max_neighbors:
@@ -332,7 +362,7 @@ def checked_graph_arrays(item: Structure | Molecule, z: np.ndarray, params: Grap
     img = np.concatenate([images[keep], -images[keep]])
     dist = np.concatenate([dists[keep], dists[keep]])
     span = 2 * int(np.abs(img).max(initial=0)) + 1
-    key = (src * len(item) + dst) * span**3 + ((img + span // 2) @ np.array([span**2, span, 1]))
+    key = (src * n + dst) * span**3 + ((img + span // 2) @ np.array([span**2, span, 1]))
     _, unique = np.unique(key, return_index=True)
     return GraphArrays(
         z=z,
@@ -343,7 +373,7 @@ def checked_graph_arrays(item: Structure | Molecule, z: np.ndarray, params: Grap
 
 def graph_arrays(item: Structure | Molecule, params: GraphParams) -> GraphArrays:
     """Compact graph of one item; raises :class:`GraphError` with the reason when unusable."""
-    return checked_graph_arrays(item, check_item(item, params), params)
+    return checked_graph_arrays(checked_atoms(item, params), params)
 
 
 def to_data(arrays: GraphArrays, params: GraphParams, item_id: str = "") -> Data:
