@@ -44,7 +44,8 @@ again warm (the same items in a new workspace: served from the calculation cache
     python benchmarks/scale.py                  # full mode (what counts), resumable by size
     python benchmarks/scale.py --quick          # CI-sized: 300 / 1,000 items, 300 screened
 
-Writes ``benchmarks/results/scale.json`` (``scale_quick.json``) and ``scale.png``.
+Writes ``benchmarks/results/scale.json`` (``scale_quick.json``) and ``scale.png``; a run of some
+families keeps the others' results, each family with the command, commit and machine of its run.
 """
 
 from __future__ import annotations
@@ -59,14 +60,14 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import psutil
 
 import stable_oracle
-from _common import RESULTS_DIR, write_result
+from _common import RESULTS_DIR, git_commit, machine_info, write_result
 from al_suite import surrogate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -405,7 +406,13 @@ def main() -> None:
             "runs": runs,
             "ratios": ratios(runs) if len(runs) > 1 else None,
             "screening": throughput,
+            "command": " ".join(["python", *sys.argv]),
+            "git_commit": git_commit(),
+            "date_utc": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "machine": machine_info(),
         }
+    out = RESULTS_DIR / f"{name}.json"
+    families = (json.loads(out.read_text())["families"] if out.exists() else {}) | families  # others kept
     png = RESULTS_DIR / f"{name}.png"
     plot(families, png)
     payload = {"mode": "quick" if args.quick else "full", "families": families, "seeds": {"campaign": 0},
