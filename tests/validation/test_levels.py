@@ -7,19 +7,20 @@ import pandas as pd
 from ase.build import molecule
 from jobflow import JobStore, run_locally
 from maggma.stores import MemoryStore
-from pymatgen.core import Molecule
+from pymatgen.core import Lattice, Molecule, Structure
 from pymatgen.io.ase import AseAtomsAdaptor
 from scipy.spatial.transform import Rotation
-from validation_helpers import crystal_slice, rocksalt
+from validation_helpers import crystal_slice, perovskite, rocksalt
 from validation_helpers import molecule_slice as make_molecule_slice
 
 from matloop.data.embedding_cache import EmbeddingCache
+from matloop.data.graphs import structure_hash, structure_hashes
 from matloop.data.slices import DatasetSlice, save_slice
 from matloop.models.foundation import embed_structures
 from matloop.tools import collect_validation, queue_validation
 from matloop.validation.levels import LevelContext, get_level
 from matloop.validation.sanity import VOLUME_CELL_WIDTH, distance_cell, molecule_distances, volume_cell
-from matloop.validation.store import ValidationStore
+from matloop.validation.store import StoredStructures, ValidationStore, dumps
 from matloop.validation.vasp import write_vasp_inputs
 from matloop.workspace import Workspace
 
@@ -50,6 +51,23 @@ def test_xtb_single_points_are_reused_across_workspaces(settings, workspace, mol
     jobs = ValidationStore(other).jobs(batch_id=batch.batch_id)
     assert not any((other.root / "calcs" / j.job_id).exists() for j in jobs)
     assert all(j.calc_seconds > 0 for j in jobs)  # what the calculation cost when it ran
+
+
+def test_stored_structures_hash_as_the_structures_they_hold():
+    """A worker keys the calculation cache from its jobs' stored JSON, without decoding it; the
+    queue from the pool's structures: the keys agree, odd sites included."""
+    ordered = perovskite("Sr", "Ti", 3.95)
+    disordered = ordered.copy()
+    disordered.replace(0, {"Sr": 0.5, "Ba": 0.5})
+    charged = ordered.copy()
+    charged.add_oxidation_state_by_guess()
+    slab_lattice = Lattice(ordered.lattice.matrix, pbc=(True, True, False))
+    slab = Structure(slab_lattice, ordered.species, ordered.frac_coords)
+    items = [ordered, disordered, charged, slab, Molecule(["C", "O"], [[0, 0, 0], [0, 0, 1.13]])]
+    stored = StoredStructures([dumps(item) for item in items])
+    assert structure_hashes(stored) == [structure_hash(item) for item in items]
+    assert [row is None for row in stored.columns()["species"]] == [False, True, True, True, False]
+    assert stored[1] == disordered
 
 
 def test_chgnet_static_labels_crystals_as_given(workspace):

@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 from pymatgen.core import Molecule, Structure
 
-from matloop.data.graphs import structure_hash, structure_hashes
+from matloop.data.graphs import structure_hashes
 from matloop.validation.documents import ValidationDocument
 from matloop.validation.levels import Level
 
@@ -45,44 +45,44 @@ class CalculationCache:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute(_SCHEMA)
 
-    def key(self, item: Structure | Molecule) -> str:
-        return self.prefix + structure_hash(item)
+    def keys(self, items: Sequence[Structure | Molecule]) -> list[str]:
+        """The key of each of ``items`` (hashed from compact rows, without building the structures,
+        where the sequence has them: dataset slices, stored jobs)."""
+        return [self.prefix + key for key in structure_hashes(items)]
 
-    def get(self, items: Sequence[Structure | Molecule]) -> list[Hit | None]:
-        """The stored result of each of ``items``, or None."""
-        keys, found = self._stored(items)
+    def get(self, keys: Sequence[str]) -> list[Hit | None]:
+        """The stored result under each of ``keys``, or None."""
+        found = self._stored(keys)
         return [
             Hit(ValidationDocument.model_validate_json(found[k][0]), found[k][1], k) if k in found else None
             for k in keys
         ]
 
     def held(self, items: Sequence[Structure | Molecule]) -> int:
-        """How many of ``items`` the cache holds (a whole pool's rows are hashed without building
-        their structures where the sequence allows it)."""
-        keys, found = self._stored(items)
+        """How many of ``items`` the cache holds."""
+        keys = self.keys(items)
+        found = self._stored(keys)
         return sum(k in found for k in keys)
 
-    def _stored(
-        self, items: Sequence[Structure | Molecule]
-    ) -> tuple[list[str], dict[str, tuple[str, float]]]:
-        """The keys of ``items`` and the stored ``(document, seconds)`` of those the cache holds."""
-        keys = [self.prefix + key for key in structure_hashes(items)]
+    def _stored(self, keys: Sequence[str]) -> dict[str, tuple[str, float]]:
+        """The stored ``(document, seconds)`` of those ``keys`` the cache holds."""
         found: dict[str, tuple[str, float]] = {}
         for start in range(0, len(keys), 500):
-            chunk = keys[start : start + 500]
+            chunk = list(keys[start : start + 500])
             marks = ",".join("?" * len(chunk))
             rows = self.db.execute(
                 f"SELECT key, document, seconds FROM documents WHERE key IN ({marks})", chunk
             )
             found |= {key: (doc, seconds) for key, doc, seconds in rows}
-        return keys, found
+        return found
 
-    def put(self, results: Sequence[tuple[Structure | Molecule, ValidationDocument, float]]) -> None:
-        """Store each structure's document and the seconds it took, in one transaction."""
+    def put(self, results: Sequence[tuple[str, ValidationDocument, float]]) -> None:
+        """Store documents under their keys (:meth:`keys`) with the seconds they took, in one
+        transaction."""
         with self.db:
             self.db.executemany(
                 "INSERT OR REPLACE INTO documents VALUES (?, ?, ?)",
-                [(self.key(item), doc.model_dump_json(), seconds) for item, doc, seconds in results],
+                [(key, doc.model_dump_json(), seconds) for key, doc, seconds in results],
             )
 
     def close(self) -> None:

@@ -83,8 +83,9 @@ class Level:
     optional_properties: tuple[str, ...] = ()
     single_point: SinglePoint | None = None
 
-    def build_batch(self, structures: list[Structure | Molecule], ctx: LevelContext) -> Job:
-        """One job computing the single points of all ``structures`` (one model load)."""
+    def build_batch(self, structures: list[Structure | Molecule | str], ctx: LevelContext) -> Job:
+        """One job computing the single points of all ``structures`` (one model load); each a
+        pymatgen object or its JSON text."""
         from matloop.validation.makers import SinglePointsMaker
 
         assert self.single_point is not None, f"level {self.name!r} has no batch single points"

@@ -23,6 +23,7 @@ from pymatgen.core import Molecule, Structure
 
 from matloop.data.references import reference_structure
 from matloop.validation.documents import ValidationDocument
+from matloop.validation.store import loads
 
 if TYPE_CHECKING:
     from atomate2.forcefields.jobs import ForceFieldRelaxMaker
@@ -241,9 +242,12 @@ class SinglePointsMaker(Maker):
     single_point: ChgnetStaticMaker | XtbMaker = field(default_factory=XtbMaker)
 
     @job
-    def make(self, structures: list[Structure | Molecule]) -> list[ValidationDocument | str]:
-        """Run the single points; a structure that fails does not stop the others."""
-        return self.single_point.documents(structures)  # type: ignore[arg-type]
+    def make(self, structures: list[Structure | Molecule | str]) -> list[ValidationDocument | str]:
+        """Run the single points; a structure that fails does not stop the others. Each structure
+        is a pymatgen object or its JSON text (``as_dict``), which jobflow passes on as it is,
+        without serialising every site of a chunk again when it builds and runs the job."""
+        items = [loads(s) if isinstance(s, str) else s for s in structures]
+        return self.single_point.documents(items)  # type: ignore[arg-type]
 
 
 def _one(documents: list[ValidationDocument | str]) -> ValidationDocument:

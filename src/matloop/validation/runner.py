@@ -31,7 +31,7 @@ from matloop.settings import Settings
 from matloop.validation.calc_cache import CalculationCache
 from matloop.validation.documents import ValidationDocument
 from matloop.validation.levels import Level, LevelContext, get_level
-from matloop.validation.store import Finished, JobRecord, ValidationStore
+from matloop.validation.store import Finished, JobRecord, StoredStructures, ValidationStore
 from matloop.workspace import Workspace
 
 
@@ -73,11 +73,15 @@ def run_job(workspace: Workspace, job: JobRecord) -> str:
         return _run_flow(workspace, job, level, None)
     cache = CalculationCache(workspace.settings.cache_dir, level)
     try:
-        if not _serve(workspace, cache, [job], [job.structure], claim=False):
-            return "done"
-        return _run_flow(workspace, job, level, cache)
+        todo = _serve(workspace, cache, [job], cache.keys(_structures([job])), claim=False)
+        return _run_flow(workspace, job, level, cache, todo[0][1]) if todo else "done"
     finally:
         cache.close()
+
+
+def _structures(jobs: Sequence[JobRecord]) -> StoredStructures:
+    """The jobs' structures as stored: hashed without decoding, each decoded when read."""
+    return StoredStructures([job.structure_json for job in jobs])
 
 
 def chunks(jobs: list[JobRecord], size: int) -> list[list[JobRecord]]:
@@ -123,19 +127,25 @@ def run_jobs(workspace: Workspace, jobs: list[JobRecord]) -> None:
         return
     cache = CalculationCache(workspace.settings.cache_dir, level)
     try:
-        if todo := _serve(workspace, cache, jobs, [job.structure for job in jobs], claim=False):
+        if todo := _serve(workspace, cache, jobs, cache.keys(_structures(jobs)), claim=False):
             _run_chunk(workspace, todo, level, cache)
     finally:
         cache.close()
 
 
-def _run_chunk(workspace: Workspace, jobs: list[JobRecord], level: Level, cache: CalculationCache) -> None:
-    """One job of single points for ``jobs``; its task documents go to the first job's directory."""
+def _run_chunk(
+    workspace: Workspace, todo: list[tuple[JobRecord, str]], level: Level, cache: CalculationCache
+) -> None:
+    """One job of single points for the jobs of ``todo`` (each with its cache key); its task
+    documents go to the first job's directory. The structures go in as their stored JSON text,
+    which jobflow passes on without walking through every site."""
     store = ValidationStore(workspace)
+    jobs = [job for job, _ in todo]
+    texts = [job.structure_json for job in jobs]
     start = time.perf_counter()
     try:
         docs, docs_path = _execute(
-            workspace, level, jobs[0].job_id, lambda ctx: level.build_batch([j.structure for j in jobs], ctx)
+            workspace, level, jobs[0].job_id, lambda ctx: level.build_batch(texts, ctx)
         )
     except Exception as exc:  # the whole chunk failed: every job records why
         for job in jobs:
@@ -143,14 +153,14 @@ def _run_chunk(workspace: Workspace, jobs: list[JobRecord], level: Level, cache:
         return
     seconds = (time.perf_counter() - start) / len(jobs)
     done = []
-    for job, doc in zip(jobs, docs, strict=True):
+    for (job, key), doc in zip(todo, docs, strict=True):
         if isinstance(doc, str):
             store.set_status(job.job_id, "failed", _reason(RuntimeError(doc)), calc_seconds=seconds)
         else:
-            done.append((job, ValidationDocument.model_validate(doc)))
+            done.append((job, key, ValidationDocument.model_validate(doc)))
     task_doc = str(docs_path.relative_to(workspace.root))
-    record_documents(workspace, [(job, doc, task_doc, seconds) for job, doc in done])
-    cache.put([(job.structure, doc, seconds) for job, doc in done])
+    record_documents(workspace, [(job, doc, task_doc, seconds) for job, _, doc in done])
+    cache.put([(key, doc, seconds) for _, key, doc in done])
 
 
 def serve_cached(
@@ -163,23 +173,19 @@ def serve_cached(
         return jobs
     cache = CalculationCache(workspace.settings.cache_dir, level)
     try:
-        held = structures if structures is not None else [job.structure for job in jobs]
-        return _serve(workspace, cache, jobs, held, claim=True)
+        keys = cache.keys(structures if structures is not None else _structures(jobs))
+        return [job for job, _ in _serve(workspace, cache, jobs, keys, claim=True)]
     finally:
         cache.close()
 
 
 def _serve(
-    workspace: Workspace,
-    cache: CalculationCache,
-    jobs: list[JobRecord],
-    structures: Sequence[Structure | Molecule],
-    *,
-    claim: bool,
-) -> list[JobRecord]:
-    """Store the cached results of ``jobs`` (their ``structures``) as theirs, claiming the queued
-    jobs first when ``claim`` (one transaction); returns the jobs the cache does not hold."""
-    hits = cache.get(structures)
+    workspace: Workspace, cache: CalculationCache, jobs: list[JobRecord], keys: list[str], *, claim: bool
+) -> list[tuple[JobRecord, str]]:
+    """Store the cached results of ``jobs`` (under their cache ``keys``) as theirs, claiming the
+    queued jobs first when ``claim`` (one transaction); returns the jobs the cache does not hold,
+    each with its key."""
+    hits = cache.get(keys)
     found = [(job, hit) for job, hit in zip(jobs, hits, strict=True) if hit is not None]
     if claim:
         moved = ValidationStore(workspace).transition_many(
@@ -190,7 +196,7 @@ def _serve(
         workspace,
         [(job, hit.document, f"{CalculationCache.FILE}:{hit.key}", hit.seconds) for job, hit in found],
     )
-    return [job for job, hit in zip(jobs, hits, strict=True) if hit is None]
+    return [(job, key) for job, key, hit in zip(jobs, keys, hits, strict=True) if hit is None]
 
 
 def _reason(exc: BaseException) -> str:
@@ -227,8 +233,10 @@ def _execute(
         _write_task_docs(job_store, docs_path)
 
 
-def _run_flow(workspace: Workspace, job: JobRecord, level: Level, cache: CalculationCache | None) -> str:
-    """Build and run the job's Flow; a finished single point goes into ``cache``."""
+def _run_flow(
+    workspace: Workspace, job: JobRecord, level: Level, cache: CalculationCache | None, key: str = ""
+) -> str:
+    """Build and run the job's Flow; a finished single point goes into ``cache`` under ``key``."""
     store = ValidationStore(workspace)
     start = time.perf_counter()
     try:
@@ -243,7 +251,7 @@ def _run_flow(workspace: Workspace, job: JobRecord, level: Level, cache: Calcula
     seconds = time.perf_counter() - start
     record_documents(workspace, [(job, doc, str(docs_path.relative_to(workspace.root)), seconds)])
     if cache is not None:
-        cache.put([(job.structure, doc.model_copy(update={"final_structure": None}), seconds)])
+        cache.put([(key, doc.model_copy(update={"final_structure": None}), seconds)])
     return "done"
 
 

@@ -112,6 +112,40 @@ def loads(text: str) -> Any:
     return MontyDecoder().process_decoded(json.loads(text))
 
 
+class StoredStructures(Sequence):
+    """Structures as stored (:func:`dumps` text), each decoded when read. :meth:`columns` reads
+    the compact rows that content hashes need straight from the JSON, without building pymatgen
+    objects (:func:`~matloop.data.graphs.compact_atoms`)."""
+
+    def __init__(self, texts: Sequence[str]) -> None:
+        self.texts = list(texts)
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def __getitem__(self, k: int) -> Structure | Molecule:  # type: ignore[override]
+        return loads(self.texts[k])
+
+    def columns(self) -> dict[str, list]:
+        """Element symbols, coordinates (fractional for a crystal, with its lattice) and lattice of
+        each structure; species None where the compact form does not hold it (a disordered or
+        charged site, a crystal not periodic in three dimensions): that one is decoded instead."""
+        rows: dict[str, list] = {"species": [], "coords": [], "lattice": []}
+        for text in self.texts:
+            d = json.loads(text)
+            sites, lattice = d.get("sites", []), d.get("lattice")
+            simple = all(
+                len(site["species"]) == 1
+                and site["species"][0].get("occu") == 1
+                and set(site["species"][0]) <= {"element", "occu"}
+                for site in sites
+            ) and (lattice is None or all(lattice.get("pbc", (True,) * 3)))
+            rows["species"].append([site["species"][0]["element"] for site in sites] if simple else None)
+            rows["coords"].append([site["abc" if lattice else "xyz"] for site in sites])
+            rows["lattice"].append(lattice["matrix"] if lattice else None)
+        return rows
+
+
 #: Attempts after which a job that took its worker down each time fails instead of running again.
 MAX_ATTEMPTS = 3
 
