@@ -86,6 +86,7 @@ def test_one_process_per_campaign_and_kill_9_releases_it(settings, tmp_path):
     first = _start(_spec_file(tmp_path, rounds=12, budget={"calculations": 60}), out)
     try:
         _wait_for(lambda: _logged_tool(out, "featurize"))
+        os.killpg(first.pid, signal.SIGSTOP)  # frozen mid-campaign, lock held: no race with its end
         assert running(out)
         second = _cli("campaign", "resume", str(out))
         assert second.returncode == 1
