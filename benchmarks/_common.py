@@ -75,6 +75,11 @@ def timed(fn: Callable[[], T]) -> tuple[T, float]:
     return out, time.perf_counter() - start
 
 
+def utc_now() -> str:
+    """The current UTC time as the results' ``date_utc`` (ISO 8601, seconds)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
 def write_result(name: str, payload: dict[str, Any]) -> Path:
     """Write ``results/<name>.json`` with command, commit and machine added; returns the path."""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
@@ -82,7 +87,7 @@ def write_result(name: str, payload: dict[str, Any]) -> Path:
         "benchmark": name,
         "command": " ".join(["python", *sys.argv]),
         "git_commit": git_commit(),
-        "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "date_utc": utc_now(),
         "machine": machine_info(),
         **payload,
     }

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from _common import RESULTS_DIR, git_commit, machine_info
+from _common import RESULTS_DIR, git_commit, machine_info, utc_now
 from matloop.active_learning.harness import ALConfig, ALData, load_dataset, run_simulation
 from matloop.active_learning.summary import stable_classifier
 from matloop.agent.spec import default_strategy
@@ -363,6 +363,8 @@ def main() -> None:
         )
         result["tasks"][task_name]["seeds_of_protocol"] = protocol_seeds
         result["tasks"][task_name]["overhead"] = overhead(state / task_name)
+        # each task keeps the commit and date it finished at: a rerun of some tasks keeps the others
+        result["tasks"][task_name] |= {"git_commit": git_commit(), "date_utc": utc_now()}
         result.update(
             git_commit=git_commit(),
             machine=machine_info(),
@@ -370,7 +372,7 @@ def main() -> None:
             command="python benchmarks/al_suite.py " + " ".join(f"--{k} {v}" for k, v in vars(args).items()),
             backbone=args.backbone,
             overhead=overhead(state),
-            date_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            date_utc=utc_now(),
         )
         out.write_text(json.dumps(result, indent=1, default=_json) + "\n")
         _print(task_name, result["tasks"][task_name])

@@ -60,14 +60,14 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import psutil
 
 import stable_oracle
-from _common import RESULTS_DIR, git_commit, machine_info, write_result
+from _common import RESULTS_DIR, git_commit, machine_info, utc_now, write_result
 from al_suite import surrogate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -202,7 +202,7 @@ def phase_seconds(decisions: Path, screen_level: str) -> dict[str, float]:
     return {k: round(v, 2) for k, v in seconds.items()}
 
 
-def run_one(family: Family, size: int, directory: Path, out: Path) -> None:
+def run_one(family: Family, size: int, directory: Path) -> dict[str, Any]:
     """One campaign at ``size`` (this process), its phases, memory and the CLI's reading times."""
     from matloop.agent.campaign import run_campaign
     from matloop.agent.spec import CampaignSpec
@@ -228,7 +228,7 @@ def run_one(family: Family, size: int, directory: Path, out: Path) -> None:
             " JOIN validation_batches b USING (batch_id) WHERE b.level = ?",
             (family.screen_level,),
         ).fetchone()
-    record = {
+    return {
         "size": size,
         "status": campaign.state.meta("status"),
         "wall_s": round(wall, 1),
@@ -240,7 +240,6 @@ def run_one(family: Family, size: int, directory: Path, out: Path) -> None:
         "state_sqlite_mib": round((directory / "state.sqlite").stat().st_size / 2**20, 1),
         "labels": len(campaign.state.labels(family.target, family.label_level)),
     }
-    out.write_text(json.dumps(record, indent=1) + "\n")
 
 
 def bare_seconds(family: Family, items: list) -> float:
@@ -379,9 +378,12 @@ def main() -> None:
         family, what, *n = args.one.split(":")
         out = state / f"{args.one.replace(':', '-')}.json"
         if what == "screen":
-            out.write_text(json.dumps(screening_throughput(FAMILIES[family], int(n[0])), indent=1) + "\n")
+            record = screening_throughput(FAMILIES[family], int(n[0]))
         else:
-            run_one(FAMILIES[family], int(what), state / f"{family}-{what}", out)
+            record = run_one(FAMILIES[family], int(what), state / f"{family}-{what}")
+        # each part keeps the commit and date it ran at: a resumed run reuses parts of earlier ones
+        record |= {"git_commit": git_commit(), "date_utc": utc_now()}
+        out.write_text(json.dumps(record, indent=1) + "\n")
         return
     screen = args.screen if args.screen is not None else (300 if args.quick else 2_000)
     families: dict[str, dict[str, Any]] = {}
@@ -408,7 +410,7 @@ def main() -> None:
             "screening": throughput,
             "command": " ".join(["python", *sys.argv]),
             "git_commit": git_commit(),
-            "date_utc": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "date_utc": utc_now(),
             "machine": machine_info(),
         }
     out = RESULTS_DIR / f"{name}.json"
