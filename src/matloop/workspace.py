@@ -9,7 +9,9 @@ through :meth:`Workspace.connect`.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -43,18 +45,53 @@ class Artifact:
     meta: dict[str, Any]
 
 
-_HELD: dict[Path, sqlite3.Connection] = {}
+class _Connections(threading.local):
+    """This thread's open connections, one per database file, and how deep each is in
+    :meth:`Workspace.connect` blocks."""
+
+    def __init__(self) -> None:
+        self.open: dict[Path, tuple[tuple[int, int, int], sqlite3.Connection]] = {}
+        self.depth: dict[Path, int] = {}
 
 
-def _hold_open(path: Path) -> None:
-    """Keep one idle connection to ``path`` open for the life of the process, so that closing a
-    short-lived connection is never the last close, which would checkpoint the write-ahead log
-    (and sync the file) after every transaction."""
-    if path not in _HELD and path.parent.exists():
-        held = sqlite3.connect(path, timeout=60.0, check_same_thread=False)
-        held.execute("PRAGMA journal_mode=WAL")
-        held.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
-        _HELD[path] = held
+_CONNECTIONS = _Connections()
+#: connections inherited through a fork: never used nor closed in the child (closing them could
+#: release the parent's locks on the file)
+_INHERITED: list[sqlite3.Connection] = []
+
+
+def _file_identity(path: Path) -> tuple[int, int, int] | None:
+    """(process, device, inode) of ``path`` now, None when it does not exist."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return os.getpid(), st.st_dev, st.st_ino
+
+
+def _connection(path: Path) -> sqlite3.Connection:
+    """This thread's connection to ``path``, opened on first use and kept open: opening one costs
+    more than most queries, and a connection that stays open means no close is ever the last one,
+    which would checkpoint the write-ahead log (and sync the file) after every transaction. A new
+    one is opened in a forked child and when the file was replaced (deleted, restored)."""
+    identity = _file_identity(path)
+    held = _CONNECTIONS.open.get(path)
+    if held is not None and held[0] == identity:
+        return held[1]
+    if held is not None:
+        if held[0][0] != os.getpid():
+            _INHERITED.append(held[1])
+        else:
+            held[1].close()
+    db = sqlite3.connect(path, timeout=60.0)
+    db.row_factory = sqlite3.Row
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute("PRAGMA busy_timeout=60000")
+    identity = _file_identity(path)
+    assert identity is not None  # setting WAL mode wrote the file
+    _CONNECTIONS.open[path] = (identity, db)
+    return db
 
 
 class Workspace:
@@ -85,23 +122,24 @@ class Workspace:
 
     @contextmanager
     def connect(self) -> Iterator[sqlite3.Connection]:
-        """A SQLite connection in WAL mode; commits on success, rolls back on error. Commits are
-        not synced to disk one by one (``synchronous=NORMAL``): a crashed process loses nothing,
-        a power cut at most the last transactions, and the file stays consistent either way."""
-        _hold_open(self.db_path)
-        db = sqlite3.connect(self.db_path, timeout=60.0)
-        db.row_factory = sqlite3.Row
+        """This thread's SQLite connection in WAL mode, as one transaction: commits on success,
+        rolls back on error. A block inside another on the same file is part of the outer
+        transaction. Commits are not synced to disk one by one (``synchronous=NORMAL``): a crashed
+        process loses nothing, a power cut at most the last transactions, and the file stays
+        consistent either way."""
+        path, depth = self.db_path, _CONNECTIONS.depth
+        db = _connection(path) if not depth.get(path) else _CONNECTIONS.open[path][1]
+        depth[path] = depth.get(path, 0) + 1
         try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("PRAGMA busy_timeout=60000")
             yield db
-            db.commit()
+            if depth[path] == 1:
+                db.commit()
         except BaseException:
-            db.rollback()
+            if depth[path] == 1:
+                db.rollback()
             raise
         finally:
-            db.close()
+            depth[path] -= 1
 
     @staticmethod
     def new_id(kind: str, digits: int = 8) -> str:

@@ -244,3 +244,24 @@ def test_explicit_seed_lists_and_a_data_seed_run_exactly_those(settings, tmp_pat
     )
     with pytest.raises(ToolInputError, match="expected seeds: a count ≥ 1 or distinct seeds, got"):
         _config(seeds=[3, 3]).validate(split_7)
+
+
+def test_round_seconds_leave_out_the_time_no_process_ran_the_campaign():
+    from matloop.active_learning.harness import _round_seconds
+
+    def record(second, rnd, phase, step, **result):
+        return {"time": f"2026-01-01T00:00:{second:02d}+00:00", "round": rnd, "phase": phase,
+                "step": step, "result": result or None}  # fmt: skip
+
+    records = [
+        record(0, 0, "note", 1, run="started"),
+        record(1, 1, "planned", 2),
+        record(4, 1, "done", 2),
+        record(5, 1, "planned", 3),  # killed while this tool ran; resumed 40 s later
+        record(45, 0, "note", 4, run="resumed"),
+        record(46, 1, "planned", 5),
+        record(50, 1, "done", 5),
+    ]
+    seconds = _round_seconds(records)
+    assert seconds[1] == {"wall": 1 + 3 + 1 + 1 + 4, "tools": 3 + 4}
+    assert seconds[0] == {"wall": 0.0, "tools": 0.0}

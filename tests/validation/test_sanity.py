@@ -25,6 +25,11 @@ def test_close_atoms_rejected():
     assert "closer than 0.5" in check_structure(s, ValidationSettings())
 
 
+def test_atom_close_to_its_own_periodic_image_rejected():
+    thin = Structure(Lattice.orthorhombic(0.4, 4.0, 4.0), ["Na"], [[0, 0, 0]])  # 6.4 Å³ per atom
+    assert "0.40 Å apart, closer than 0.5" in check_structure(thin, ValidationSettings())
+
+
 def test_absurd_volume_rejected():
     assert "volume per atom" in check_structure(rocksalt("Mg", "O", 30.0), ValidationSettings())
 

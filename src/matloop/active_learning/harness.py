@@ -433,21 +433,25 @@ def _column(data: ALData, name: str) -> np.ndarray:
 
 
 def _round_seconds(records: list[dict[str, Any]]) -> dict[int, dict[str, float]]:
-    """Per round: wall seconds from the first to the last log record, and seconds inside tools
-    (from each tool's planned → done records)."""
+    """Per round: wall seconds (from each log record to the next, counted in the later one's
+    round, except the time no process ran the campaign: up to a resumed run's first note), and
+    seconds inside tools (from each tool's planned → done records)."""
     from datetime import datetime
 
     out: dict[int, dict[str, float]] = {}
     planned: dict[int, datetime] = {}
+    previous: datetime | None = None
     for r in records:
         t = datetime.fromisoformat(r["time"])
-        entry = out.setdefault(r["round"], {"first": t.timestamp(), "last": t.timestamp(), "tools": 0.0})
-        entry["last"] = t.timestamp()
+        entry = out.setdefault(r["round"], {"wall": 0.0, "tools": 0.0})
+        if previous is not None and (r.get("result") or {}).get("run") != "resumed":
+            entry["wall"] += (t - previous).total_seconds()
+        previous = t
         if r["phase"] == "planned":
             planned[r["step"]] = t
         elif r["phase"] == "done" and r["step"] in planned:
             entry["tools"] += (t - planned.pop(r["step"])).total_seconds()
-    return {k: {"wall": v["last"] - v["first"], "tools": v["tools"]} for k, v in out.items()}
+    return out
 
 
 def target_set(data: ALData, config: ALConfig) -> set[str] | None:

@@ -364,9 +364,8 @@ def _run(campaign: Campaign, planner: Planner | None, resume: bool) -> Campaign:
     campaign.planner = planner.name
     campaign.state.set_meta("status", "running")
     campaign.state.set_meta("reason", "")  # a resumed run's earlier stop no longer applies
-    campaign.note(
-        f"{'resumed' if resume else 'started'} campaign {spec.name} with the {planner.name} planner"
-    )
+    run = "resumed" if resume else "started"
+    campaign.note(f"{run} campaign {spec.name} with the {planner.name} planner", run=run)
     try:
         try:
             if not campaign.state.spent("calculations"):  # before the first calculation

@@ -2,8 +2,11 @@
 
 Each step writes a ``planned`` record (tool, arguments, rationale, guardrail verdicts, cost so
 far) and fsyncs it before the tool is called, then an outcome record (``done``, ``error`` or
-``rejected``) with the result summary under the same step number. Nothing secret is written:
-keys that look like credentials are masked and known secret values are scrubbed from strings.
+``rejected``) with the result summary under the same step number. Outcomes and notes are
+flushed to the operating system, not synced one by one: a crashed process loses none of them,
+a power cut at most those since the last ``planned`` record (as the state file's transactions).
+Nothing secret is written: keys that look like credentials are masked and known secret values
+are scrubbed from strings.
 """
 
 from __future__ import annotations
@@ -55,22 +58,26 @@ def _scrub(value: Any, secrets: tuple[str, ...]) -> Any:
 
 
 class DecisionLog:
-    """Append-only ``decisions.jsonl``; every record is flushed and fsynced when written."""
+    """Append-only ``decisions.jsonl``; every record is flushed when written, and a ``planned``
+    record (an action about to run) fsynced with everything before it."""
 
     def __init__(self, path: str | Path, *, secrets: tuple[str, ...] = ()) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         env_secrets = tuple(v for k, v in os.environ.items() if _SECRET_KEY.search(k) and len(v) >= 8)
         self._secrets = tuple(s for s in (*secrets, *env_secrets) if s)
+        self._scanned = (0, 0)  # (inode, bytes) of the whole records next_step has read
+        self._last_step = 0  # the largest step among them
 
     def write(self, decision: Decision) -> None:
-        """Append one record and fsync it."""
+        """Append one record; fsync the log when it plans an action."""
         record = _scrub(asdict(decision), self._secrets)
         line = json.dumps(record, default=str, ensure_ascii=False) + "\n"
         with open(self.path, "a", encoding="utf-8") as fh:
             fh.write(line)
             fh.flush()
-            os.fsync(fh.fileno())
+            if decision.phase == "planned":
+                os.fsync(fh.fileno())
 
     def records(self) -> list[dict[str, Any]]:
         """All records, oldest first (a torn last line from a crash is skipped)."""
@@ -85,8 +92,25 @@ class DecisionLog:
         return out
 
     def next_step(self) -> int:
-        """The number the next step gets (continues across resumes)."""
-        return max((r["step"] for r in self.records()), default=0) + 1
+        """The number the next step gets (continues across resumes). Reads only the records
+        written since the last call, so a long campaign's log is not re-read at every step."""
+        if not self.path.exists():
+            self._scanned, self._last_step = (0, 0), 0
+            return 1
+        with open(self.path, "rb") as fh:
+            inode, size = os.fstat(fh.fileno()).st_ino, fh.seek(0, os.SEEK_END)
+            if inode != self._scanned[0] or size < self._scanned[1]:  # another file: read it all
+                self._scanned, self._last_step = (inode, 0), 0
+            fh.seek(self._scanned[1])
+            tail = fh.read()
+        whole = tail[: tail.rfind(b"\n") + 1]  # a torn last line from a crash waits
+        self._scanned = (inode, self._scanned[1] + len(whole))
+        for line in whole.splitlines():
+            try:
+                self._last_step = max(self._last_step, int(json.loads(line)["step"]))
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                continue
+        return self._last_step + 1
 
     def steps(self) -> int:
         """Number of planner steps logged."""

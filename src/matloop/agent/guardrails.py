@@ -260,14 +260,12 @@ class Guardrails:
             )
             if not ids:
                 self._reject(verdicts, "audit", "every item asked for is reserved for the random audit set")
-        data = load_slice(self.ws, args["slice_id"])
-        known = set(data.ids)
-        unknown = [i for i in ids if i not in known]
-        if unknown:
+        sub = load_slice(self.ws, args["slice_id"], ids)
+        if len(sub) < len(ids):
+            unknown = [i for i in ids if i not in set(sub.ids)]
             self._reject(
                 verdicts, "ids", f"expected ids of slice {args['slice_id']}, got unknown {unknown[:5]}"
             )
-        sub = data.subset(ids)
         keep, refused = [], {}
         cfg = self.ws.settings.validation
         unsound = check_structures(sub.structures, cfg)

@@ -176,16 +176,19 @@ def structure_hashes(structures: Sequence[Structure | Molecule]) -> list[str]:
     ]
 
 
-def neighbor_pairs(atoms: Atoms, cutoff: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Centre, neighbour, periodic image (int triple) and distance of every pair within ``cutoff``.
+def neighbor_pairs(
+    cart: np.ndarray, lattice: np.ndarray | None, pbc: np.ndarray | None, cutoff: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Centre, neighbour, periodic image (int triple) and distance of every pair within ``cutoff``
+    of Cartesian ``cart`` (a crystal: in its row-vector ``lattice``, periodic along ``pbc``).
 
     Distinct atoms at the same position are kept (distance 0); only an atom paired with
     itself in the same image is dropped.
     """
-    coords = np.ascontiguousarray(atoms.cart, dtype=float)
-    if atoms.lattice is not None and atoms.pbc is not None:
-        pbc = np.ascontiguousarray(atoms.pbc, dtype=np.int64)
-        lattice = np.ascontiguousarray(atoms.lattice, dtype=float)
+    coords = np.ascontiguousarray(cart, dtype=float)
+    if lattice is not None and pbc is not None:
+        pbc = np.ascontiguousarray(pbc, dtype=np.int64)
+        lattice = np.ascontiguousarray(lattice, dtype=float)
     else:
         pbc = np.zeros(3, dtype=np.int64)
         lattice = np.eye(3)
@@ -345,7 +348,7 @@ def checked_graph_arrays(atoms: Atoms, params: GraphParams) -> GraphArrays:
     z, n = atoms.z, len(atoms.z)
     if atoms.lattice is None and n <= DENSE_MAX_ATOMS:
         return _dense_molecule_edges(np.asarray(atoms.cart, dtype=float), z, params)
-    centres, neighbours, images, dists = neighbor_pairs(atoms, params.cutoff)
+    centres, neighbours, images, dists = neighbor_pairs(atoms.cart, atoms.lattice, atoms.pbc, params.cutoff)
     if len(dists) and dists.min() < params.min_distance:
         k = int(np.argmin(dists))
         raise _overlap_error(int(centres[k]), int(neighbours[k]), float(dists[k]), params)

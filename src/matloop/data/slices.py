@@ -112,10 +112,18 @@ def save_slice(workspace: Workspace, data: DatasetSlice, *, slice_id: str | None
     ).id
 
 
-def load_slice(workspace: Workspace, slice_id: str) -> DatasetSlice:
-    """Read a slice back; unknown ids raise a :class:`~matloop.errors.ToolInputError`."""
+def load_slice(workspace: Workspace, slice_id: str, item_ids: Sequence[str] | None = None) -> DatasetSlice:
+    """Read a slice back: all of it, or only the rows of ``item_ids`` in their order (ids the
+    slice lacks are left out), read without decoding the others. Unknown slice ids raise a
+    :class:`~matloop.errors.ToolInputError`."""
     art = workspace.artifact(slice_id, kind="slice")
-    table = pd.read_parquet(art.path)
+    if item_ids is None:
+        table = pd.read_parquet(art.path)
+    else:
+        wanted = list(dict.fromkeys(str(i) for i in item_ids))
+        table = pd.read_parquet(art.path, filters=[("id", "in", wanted)] if wanted else None)
+        position = {str(i): k for k, i in enumerate(table["id"])}
+        table = table.take([position[i] for i in wanted if i in position]).reset_index(drop=True)
     structures: Sequence[Structure | Molecule]
     if art.meta.get("structure_format") == "arrays":
         structures = LazyStructures(table, np.arange(len(table)))

@@ -318,7 +318,7 @@ def collect_validation(
             break
         if not store.unfinished_count(batch_id):
             break
-        time.sleep(0.5)
+        time.sleep(0.2)
     jobs = store.jobs(batch_id=batch_id)
     unfinished = _unfinished(store, jobs)
     pending_ids = {j.job_id for j in unfinished}

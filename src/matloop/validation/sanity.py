@@ -8,41 +8,45 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from pymatgen.core import Lattice, Molecule, Structure
+from pymatgen.core import Molecule, Structure
 
+from matloop.data.graphs import neighbor_pairs
 from matloop.settings import ValidationSettings
 
 #: Volume per atom accepted for periodic cells, in Å³ (dense metals ~6, open frameworks ~60).
 VOLUME_PER_ATOM_RANGE = (2.0, 150.0)
+_PERIODIC = np.ones(3, dtype=np.int64)
 
 
 def check_structure(item: Structure | Molecule, settings: ValidationSettings) -> str | None:
     """The reason ``item`` must not be calculated, or ``None`` when it looks physical.
 
-    Checks: at most ``settings.max_sites`` atoms, no two atoms closer than
-    ``settings.min_distance`` Å, and (for crystals) a volume per atom inside
-    :data:`VOLUME_PER_ATOM_RANGE`.
+    Checks: at most ``settings.max_sites`` atoms, no atom closer than ``settings.min_distance``
+    Å to another (or, in a crystal, to a periodic image of itself), and (for crystals) a volume
+    per atom inside :data:`VOLUME_PER_ATOM_RANGE`.
     """
     if isinstance(item, Structure):
-        return _problem(np.asarray(item.frac_coords), item.lattice, settings)
-    return _problem(np.asarray(item.cart_coords), None, settings)
+        pbc = np.asarray(item.pbc, dtype=np.int64)
+        return _problem(np.asarray(item.cart_coords), item.lattice.matrix, pbc, settings)
+    return _problem(np.asarray(item.cart_coords), None, None, settings)
 
 
 def check_structures(items: Sequence[Structure | Molecule], settings: ValidationSettings) -> list[str | None]:
     """:func:`check_structure` of each item, read from compact rows without building pymatgen
-    objects where the sequence has them (``columns()``, as dataset slices do)."""
+    objects where the sequence has them (``columns()``, as dataset slices do: fractional
+    coordinates of periodic crystals, Cartesian ones of molecules)."""
     columns = getattr(items, "columns", None)
     if not callable(columns):
         return [check_structure(item, settings) for item in items]
-    rows = columns()
-    return [
-        _problem(
-            np.asarray(coords, dtype=np.float64).reshape(-1, 3),
-            None if lattice is None else Lattice(np.asarray(lattice, dtype=np.float64).reshape(3, 3)),
-            settings,
-        )
-        for coords, lattice in zip(rows["coords"], rows["lattice"], strict=True)
-    ]
+    rows, out = columns(), []
+    for coords, lattice in zip(rows["coords"], rows["lattice"], strict=True):
+        xyz = np.asarray(coords, dtype=np.float64).reshape(-1, 3)
+        if lattice is None:
+            out.append(_problem(xyz, None, None, settings))
+        else:
+            matrix = np.asarray(lattice, dtype=np.float64).reshape(3, 3)
+            out.append(_problem(xyz @ matrix, matrix, _PERIODIC, settings))
+    return out
 
 
 def site_elements(items: Sequence[Structure | Molecule]) -> list[set[str]]:
@@ -53,26 +57,22 @@ def site_elements(items: Sequence[Structure | Molecule]) -> list[set[str]]:
     return [{el.symbol for el in item.composition.elements} for item in items]
 
 
-def _problem(coords: np.ndarray, lattice: Lattice | None, settings: ValidationSettings) -> str | None:
-    """:func:`check_structure` of fractional ``coords`` in ``lattice``, or of a molecule's
-    Cartesian ``coords`` (``lattice`` None)."""
-    n = len(coords)
+def _problem(
+    cart: np.ndarray, lattice: np.ndarray | None, pbc: np.ndarray | None, settings: ValidationSettings
+) -> str | None:
+    """:func:`check_structure` of Cartesian ``cart`` (a crystal: in the row-vector ``lattice``,
+    periodic along ``pbc``; a molecule: ``lattice`` None)."""
+    n = len(cart)
     if n == 0:
         return "empty structure"
     if n > settings.max_sites:
         return f"{n} atoms exceeds the limit of {settings.max_sites} (settings.validation.max_sites)"
-    if n > 1:
-        if lattice is None:
-            dist = np.linalg.norm(coords[:, None, :] - coords[None, :, :], axis=-1)
-        else:  # the minimum-image distances of Structure.distance_matrix
-            dist = np.array(lattice.get_all_distances(coords, coords), dtype=float)
-        np.fill_diagonal(dist, np.inf)
-        d_min = float(dist.min())
-        if d_min < settings.min_distance:
-            return f"atoms {d_min:.2f} Å apart, closer than {settings.min_distance} Å"
+    *_, dists = neighbor_pairs(cart, lattice, pbc, settings.min_distance)
+    if len(dists):
+        return f"atoms {float(dists.min()):.2f} Å apart, closer than {settings.min_distance} Å"
     if lattice is not None:
         lo, hi = VOLUME_PER_ATOM_RANGE
-        vpa = lattice.volume / n
+        vpa = abs(float(np.linalg.det(lattice))) / n
         if not lo <= vpa <= hi:
             return f"volume per atom {vpa:.1f} Å³ outside [{lo}, {hi}] Å³"
     return None
