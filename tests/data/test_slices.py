@@ -37,6 +37,10 @@ def test_source_slices_are_stored_as_arrays(workspace, source):
             np.testing.assert_allclose(a.lattice.matrix, b.lattice.matrix)
     sub = back.subset([back.ids[2], back.ids[0]])
     assert sub.structures[1] == back.structures[0]
+    asked = load_slice(workspace, slice_id, [back.ids[2], "not-in-it", back.ids[0], back.ids[2]])
+    assert asked.ids == sub.ids and list(asked.structures) == list(sub.structures)
+    pd.testing.assert_frame_equal(asked.properties, sub.properties)
+    assert load_slice(workspace, slice_id, []).ids == []
     assert isinstance(sub.structures, LazyStructures)  # a subset stays compact when saved again
     assert workspace.artifact(save_slice(workspace, sub)).meta["structure_format"] == "arrays"
 
@@ -50,5 +54,6 @@ def test_other_slices_keep_pymatgen_json(workspace):
     assert workspace.artifact(slice_id).meta["structure_format"] == "pymatgen-json"
     back = load_slice(workspace, slice_id)
     assert back.structures[0] == s and str(back.structures[0][0].specie) == "Mg2+"
+    assert load_slice(workspace, slice_id, ["mgo"]).structures == [s]
     mol_id = save_slice(workspace, DatasetSlice(["w"], [m], pd.DataFrame(index=[0]), {}, "molecule", "t"))
     assert load_slice(workspace, mol_id).structures[0] == m
