@@ -90,6 +90,7 @@ class _Entry:
     order: int
     job_id: str
     item: Structure | Molecule
+    formula: str  # reduced
 
     @functools.cached_property
     def signature(self) -> Structure | np.ndarray:
@@ -114,14 +115,14 @@ class _Seen:
         self.groups: dict[tuple, list[_Entry]] = {}
         self.added = 0
 
-    def add(self, job_id: str, item: Structure | Molecule) -> None:
-        entry = _Entry(self.added, job_id, item)
+    def add(self, job_id: str, item: Structure | Molecule, formula: str) -> None:
+        entry = _Entry(self.added, job_id, item, formula)
         self._add(entry, self._key(entry))
 
-    def first(self, job_id: str, item: Structure | Molecule) -> str | None:
-        """The earliest calculation of the same structure as ``item``; with none, ``item`` is
-        recorded as ``job_id``'s and None returned."""
-        entry = _Entry(self.added, job_id, item)
+    def first(self, job_id: str, item: Structure | Molecule, formula: str) -> str | None:
+        """The earliest calculation of the same structure as ``item`` (of reduced ``formula``);
+        with none, ``item`` is recorded as ``job_id``'s and None returned."""
+        entry = _Entry(self.added, job_id, item, formula)
         key = exact, cells = self._key(entry)
         neighbours = (
             (exact, tuple(c + d for c, d in zip(cells, shift, strict=True)))
@@ -144,11 +145,10 @@ class _Seen:
 
     def _key(self, entry: _Entry) -> tuple[tuple, tuple[int, ...]]:
         """What a repeat has equal, and the grid cells it shares or neighbours."""
-        formula = entry.item.composition.reduced_formula
         if isinstance(entry.item, Molecule):
             n, mean, largest = distance_cell(entry.signature)
-            return (formula, n), (mean, largest)
-        return (formula,), (volume_cell(entry.item),) if self.as_given else ()
+            return (entry.formula, n), (mean, largest)
+        return (entry.formula,), (volume_cell(entry.item),) if self.as_given else ()
 
 
 def _lookup_labels(data: DatasetSlice, item_id: str) -> dict[str, tuple[float, str]]:
@@ -211,20 +211,21 @@ def queue_validation(
     batch_id = ws.new_id("valbatch")
     jobs: list[dict[str, Any]] = []
     seen = _Seen(as_given=not spec.relaxes)
-    items = list(data.subset(item_ids).structures)  # each built once
+    asked = data.subset(item_ids)
+    items, formulas = list(asked.structures), asked.formulas()  # each built once
     if level != "lookup":
-        formulas = {item.composition.reduced_formula for item in items}
-        for stored in store.comparable_jobs(level, formulas):
-            seen.add(stored.job_id, stored.structure)
-    problems = check_structures(items, ws.settings.validation)
-    for item_id, item, problem in zip(item_ids, items, problems, strict=True):
+        for stored in store.comparable_jobs(level, set(formulas)):
+            seen.add(stored.job_id, stored.structure, stored.formula)
+    problems = check_structures(asked.structures, ws.settings.validation)
+    for item_id, item, formula, problem in zip(item_ids, items, formulas, problems, strict=True):
         job_id = ws.new_id("calc", digits=16)  # a pool of 100,000 would collide with 8
-        job = {"job_id": job_id, "item_id": item_id, "structure": item, "status": "queued"}
+        job = {"job_id": job_id, "item_id": item_id, "structure": item, "formula": formula}
+        job["status"] = "queued"
         if level == "lookup":
             job["status"] = "done"
         elif reason := problem:
             job.update(status="rejected", reason=reason)
-        elif original := seen.first(job_id, item):
+        elif original := seen.first(job_id, item, formula):
             job.update(
                 status="duplicate", reason=f"same structure as calculation {original}", duplicate_of=original
             )

@@ -110,8 +110,7 @@ def run_claimed(
     """What one task of a cluster runs: claim the stored jobs ``job_ids`` of ``executor`` (one
     chunk; jobs finished or claimed elsewhere are skipped) and run them; returns how many ran."""
     store = ValidationStore(workspace)
-    claimed = (store.claim(i, executor=executor, remote_id=remote_id, reason=reason) for i in job_ids)
-    jobs = [job for job in claimed if job is not None]
+    jobs = store.claim_ids(job_ids, executor=executor, remote_id=remote_id, reason=reason)
     if jobs:
         run_jobs(workspace, jobs)
     return len(jobs)

@@ -211,7 +211,8 @@ class ValidationStore:
     def add_batch(
         self, batch_id: str, level: str, executor: str, slice_id: str, jobs: list[dict[str, Any]]
     ) -> None:
-        """Insert a batch and its jobs (dicts with job_id, item_id, status, reason, structure, ...)."""
+        """Insert a batch and its jobs (dicts with job_id, item_id, status, reason, structure, and
+        the structure's reduced formula when known, ...)."""
         now = time.time()
         with self.workspace.connect() as db:
             db.execute(
@@ -231,7 +232,7 @@ class ValidationStore:
                         job["status"],
                         job.get("reason"),
                         dumps(structure),
-                        structure.composition.reduced_formula,
+                        job.get("formula") or structure.composition.reduced_formula,
                         now,
                         job.get("duplicate_of"),
                         now if job["status"] in FINISHED_STATUSES else None,
@@ -434,41 +435,48 @@ class ValidationStore:
             ).fetchone()
         return int(n)
 
-    def claim(
+    def claim(self, *, executor: str = "local") -> JobRecord | None:
+        """Atomically move the oldest queued job of ``executor`` to ``running``."""
+        with self.workspace.connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            row = db.execute(
+                f"SELECT job_id FROM validation_jobs WHERE status = 'queued' AND {_OF_EXECUTOR}"
+                " ORDER BY rowid LIMIT 1",
+                (executor,),
+            ).fetchone()
+        claimed = self.claim_ids([row[0]], executor=executor) if row is not None else []
+        return claimed[0] if claimed else None
+
+    def claim_ids(
         self,
-        job_id: str | None = None,
+        job_ids: Sequence[str],
         *,
-        executor: str = "local",
+        executor: str,
         remote_id: str | None = None,
         reason: str | None = None,
-    ) -> JobRecord | None:
-        """Atomically move one queued job (the oldest, or ``job_id``) to ``running``.
+    ) -> list[JobRecord]:
+        """Atomically move these jobs of ``executor`` to ``running``, in one transaction; returns
+        those claimed, in the order given.
 
-        With ``remote_id`` (where it runs, e.g. a Slurm job id) that is recorded too, and a job
+        With ``remote_id`` (where they run, e.g. a Slurm job id) that is recorded too, and a job
         already ``running`` under the same ``remote_id`` is claimed again: the attempt that
         held it there is gone.
         """
+        claimed = []
         with self.workspace.connect() as db:
             db.execute("BEGIN IMMEDIATE")
-            if job_id is None:
-                row = db.execute(
-                    f"SELECT job_id FROM validation_jobs WHERE status = 'queued' AND {_OF_EXECUTOR}"
-                    " ORDER BY rowid LIMIT 1",
-                    (executor,),
-                ).fetchone()
-                if row is None:
-                    return None
-                job_id = row[0]
-            cur = db.execute(
-                "UPDATE validation_jobs SET status = 'running', attempts = attempts + 1, started_at = ?,"
-                " remote_id = COALESCE(?, remote_id), reason = COALESCE(?, reason)"
-                f" WHERE job_id = ? AND {_OF_EXECUTOR}"
-                " AND (status = 'queued' OR (status = 'running' AND remote_id = ?))",
-                (time.time(), remote_id, reason, job_id, executor, remote_id),
-            )
-            if cur.rowcount == 0:
-                return None
-        return self.jobs(job_ids=[job_id])[0]
+            for job_id in job_ids:
+                cur = db.execute(
+                    "UPDATE validation_jobs SET status = 'running', attempts = attempts + 1, started_at = ?,"
+                    " remote_id = COALESCE(?, remote_id), reason = COALESCE(?, reason)"
+                    f" WHERE job_id = ? AND {_OF_EXECUTOR}"
+                    " AND (status = 'queued' OR (status = 'running' AND remote_id = ?))",
+                    (time.time(), remote_id, reason, job_id, executor, remote_id),
+                )
+                if cur.rowcount:
+                    claimed.append(job_id)
+        by_id = {job.job_id: job for job in self.jobs(job_ids=claimed)} if claimed else {}
+        return [by_id[job_id] for job_id in claimed]
 
     def claim_more(self, level: str, n: int, *, executor: str = "local") -> list[JobRecord]:
         """Atomically move up to ``n`` more queued jobs of ``level`` (the oldest) to ``running``:
