@@ -38,8 +38,9 @@ over the same N items (i) as a bare loop of the model in this process, no queue,
 32), (ii) through matloop with the ``local`` executor (one worker process) and (iii) the ``dask``
 executor on a ``LocalCluster`` of 1 and of 2 workers; (ii) and (iii) on a cold cache (a fresh
 cache directory: model start-up and, for crystals, the elemental references included) and (ii)
-again warm (the same items in a new workspace: served from the calculation cache). From the
-2-worker figure, the projected wall time of 100,000 items on a 32-worker allocation.
+again warm (the same items in a new workspace: served from the calculation cache); each the
+median of ``--repeats`` passes (3; 1 in quick mode), with the range. From the 2-worker figure,
+the projected wall time of 100,000 items on a 32-worker allocation.
 
     python benchmarks/scale.py                  # full mode (what counts), resumable by size
     python benchmarks/scale.py --quick          # CI-sized: 300 / 1,000 items, 300 screened
@@ -54,6 +55,7 @@ import argparse
 import json
 import math
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -258,19 +260,22 @@ def bare_seconds(family: Family, items: list) -> float:
     return time.perf_counter() - start
 
 
-def screening_throughput(family: Family, n: int) -> dict[str, Any]:
+def screening_throughput(family: Family, n: int, repeats: int) -> dict[str, Any]:
     """Seconds per item of the screening level: bare, local worker, Dask with 1 and 2 workers
-    (cold cache), local worker again (warm cache); see the module docstring."""
+    (cold cache), local worker again (warm cache), each the median of ``repeats`` passes (each
+    pass cold on a cache of its own); see the module docstring."""
     from dask.distributed import Client, LocalCluster
 
     from matloop.data.slices import load_slice
     from matloop.settings import Settings
     from matloop.tools import collect_validation, query_dataset, queue_validation
+    from matloop.validation.executors import close_dask_clients
     from matloop.workspace import Workspace
 
     query = {k: v for k, v in family.pool.items() if k != "query"} | family.pool.get("query", {})
     query |= {"sample": n, "seed": 0} if family.kind == "crystal" else {"limit": n}
-    results: dict[str, Any] = {"items": n, "level": family.screen_level}
+    results: dict[str, Any] = {"items": n, "level": family.screen_level, "repeats": repeats}
+    passes: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
 
@@ -293,25 +298,31 @@ def screening_throughput(family: Family, n: int) -> dict[str, Any]:
             return seconds
 
         items = pool("bare", "bare-cache")[2].structures
-        bare = bare_seconds(family, items)
-        timings = {"bare": bare, "local_cold": through_matloop("local", "cold-local", "local")}
-        timings["local_warm"] = through_matloop("local-warm", "cold-local", "local")
-        for workers in (1, 2):
-            with (
-                LocalCluster(n_workers=workers, threads_per_worker=1, processes=True) as cluster,
-                Client(cluster),
-            ):
-                timings[f"dask_{workers}_cold"] = through_matloop(
-                    f"dask{workers}", f"cold-dask{workers}", "dask", cluster.scheduler_address
-                )
-    n = len(items)
+        for k in range(repeats):
+            timings = {"bare": bare_seconds(family, items)}
+            timings["local_cold"] = through_matloop(f"local{k}", f"cold-local{k}", "local")
+            timings["local_warm"] = through_matloop(f"local-warm{k}", f"cold-local{k}", "local")
+            for workers in (1, 2):
+                with (
+                    LocalCluster(n_workers=workers, threads_per_worker=1, processes=True) as cluster,
+                    Client(cluster),
+                ):
+                    timings[f"dask_{workers}_cold"] = through_matloop(
+                        f"dask{workers}-{k}", f"cold-dask{workers}-{k}", "dask", cluster.scheduler_address
+                    )
+                close_dask_clients()
+            for key, value in timings.items():
+                passes.setdefault(key, []).append(value)
+    seconds = {k: statistics.median(v) for k, v in passes.items()}
+    bare, n = seconds["bare"], len(items)
     results["items"] = n
-    results["seconds"] = {k: round(v, 2) for k, v in timings.items()}
-    results["ms_per_item"] = {k: round(1000 * v / n, 2) for k, v in timings.items()}
-    results["ratio_to_bare"] = {k: round(v / bare, 2) for k, v in timings.items() if k != "bare"}
-    results["speedup_2_vs_1_workers"] = round(timings["dask_1_cold"] / timings["dask_2_cold"], 2)
+    results["seconds"] = {k: round(v, 2) for k, v in seconds.items()}
+    results["seconds_range"] = {k: [round(min(v), 2), round(max(v), 2)] for k, v in passes.items()}
+    results["ms_per_item"] = {k: round(1000 * v / n, 2) for k, v in seconds.items()}
+    results["ratio_to_bare"] = {k: round(v / bare, 2) for k, v in seconds.items() if k != "bare"}
+    results["speedup_2_vs_1_workers"] = round(seconds["dask_1_cold"] / seconds["dask_2_cold"], 2)
     # 32 workers, each as fast as one of the two here (per-item time of the 2-worker run × 2)
-    per_item_per_worker = timings["dask_2_cold"] * 2 / n
+    per_item_per_worker = seconds["dask_2_cold"] * 2 / n
     results["projected_100k_on_32_workers_h"] = round(100_000 * per_item_per_worker / 32 / 3600, 2)
     return results
 
@@ -369,8 +380,9 @@ def main() -> None:
     parser.add_argument("--families", default=",".join(FAMILIES), help="Comma-separated: molecules,crystals.")
     parser.add_argument("--sizes", default=None, help="Comma-separated pool sizes (every family).")
     parser.add_argument("--screen", type=int, default=None, help="Items of the throughput part (0: skip).")
+    parser.add_argument("--repeats", type=int, default=None, help="Passes of the throughput part (median).")
     parser.add_argument("--state", type=Path, default=None, help="Directory of the campaigns (resumable).")
-    parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # FAMILY:SIZE or FAMILY:screen:N
+    parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # FAMILY:SIZE or FAMILY:screen:N:R
     args = parser.parse_args()
     name = "scale_quick" if args.quick else "scale"
     state = args.state or Path(tempfile.gettempdir()) / f"matloop-{name}"
@@ -378,7 +390,7 @@ def main() -> None:
         family, what, *n = args.one.split(":")
         out = state / f"{args.one.replace(':', '-')}.json"
         if what == "screen":
-            record = screening_throughput(FAMILIES[family], int(n[0]))
+            record = screening_throughput(FAMILIES[family], int(n[0]), int(n[1]))
         else:
             record = run_one(FAMILIES[family], int(what), state / f"{family}-{what}")
         # each part keeps the commit and date it ran at: a resumed run reuses parts of earlier ones
@@ -386,6 +398,7 @@ def main() -> None:
         out.write_text(json.dumps(record, indent=1) + "\n")
         return
     screen = args.screen if args.screen is not None else (300 if args.quick else 2_000)
+    repeats = args.repeats or (1 if args.quick else 3)
     families: dict[str, dict[str, Any]] = {}
     for family in (FAMILIES[f] for f in args.families.split(",")):
         if args.sizes:
@@ -397,7 +410,7 @@ def main() -> None:
             one = f"{family.name}:{size}"
             runs.append(resumed(state / f"{family.name}-{size}.json", ["--one", one, "--state", str(state)]))
             print(json.dumps(runs[-1]), flush=True)
-        one = f"{family.name}:screen:{screen}"
+        one = f"{family.name}:screen:{screen}:{repeats}"
         throughput = (
             resumed(state / f"{one.replace(':', '-')}.json", ["--one", one, "--state", str(state)])
             if screen

@@ -10,7 +10,7 @@ from validation_helpers import crystal_slice, perovskite
 from matloop.errors import MissingExtraError
 from matloop.settings import Settings, ValidationSettings
 from matloop.tools import collect_validation, queue_validation
-from matloop.validation.executors import dask_client, remote_submission
+from matloop.validation.executors import close_dask_clients, dask_client, remote_submission
 from matloop.validation.levels import LevelContext, get_level
 from matloop.validation.store import ValidationStore
 from matloop.workspace import Workspace
@@ -29,7 +29,10 @@ def test_dask_executor_runs_xtb_in_chunks(workspace, molecule_slice):
         )
         assert batch.executor == "dask"
         result = collect_validation(batch.batch_id, timeout_s=120, workspace=ws)
-        dask_client(cluster.scheduler_address).close()
+        client = dask_client(cluster.scheduler_address)
+        close_dask_clients()
+        assert client.status == "closed" and dask_client(cluster.scheduler_address) is not client
+        close_dask_clients()
     assert not result.failures and not result.pending
     gaps = {lab.item_id: lab.value for lab in result.labels if lab.property == "gap"}
     assert set(gaps) == {"CH4", "H2O", "NH3"} and all(5 < g < 25 for g in gaps.values())

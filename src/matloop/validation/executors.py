@@ -151,6 +151,16 @@ def dask_client(address: str | None) -> Any:
     return _CLIENTS[address]
 
 
+def close_dask_clients() -> None:
+    """Close the cached clients (their clusters are gone, or the caller is done with them), and
+    the LocalCluster this process started."""
+    while _CLIENTS:
+        address, client = _CLIENTS.popitem()
+        client.close()
+        if address is None:
+            client.cluster.close()
+
+
 @dataclass
 class DaskExecutor:
     """Each job (or chunk of single points) is one task on a Dask cluster; results go straight to
