@@ -436,9 +436,9 @@ class ValidationStore:
         return int(n)
 
     def claim(self, *, executor: str = "local") -> JobRecord | None:
-        """Atomically move the oldest queued job of ``executor`` to ``running``."""
+        """Atomically move the oldest queued job of ``executor`` to ``running`` (None when none is
+        queued, or another process claimed it first)."""
         with self.workspace.connect() as db:
-            db.execute("BEGIN IMMEDIATE")
             row = db.execute(
                 f"SELECT job_id FROM validation_jobs WHERE status = 'queued' AND {_OF_EXECUTOR}"
                 " ORDER BY rowid LIMIT 1",
