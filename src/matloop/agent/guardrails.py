@@ -262,7 +262,8 @@ class Guardrails:
                 self._reject(verdicts, "audit", "every item asked for is reserved for the random audit set")
         sub = load_slice(self.ws, args["slice_id"], ids)
         if len(sub) < len(ids):
-            unknown = [i for i in ids if i not in set(sub.ids)]
+            known = set(sub.ids)
+            unknown = [i for i in ids if i not in known]
             self._reject(
                 verdicts, "ids", f"expected ids of slice {args['slice_id']}, got unknown {unknown[:5]}"
             )

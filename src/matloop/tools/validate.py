@@ -219,8 +219,13 @@ def queue_validation(
     problems = check_structures(asked.structures, ws.settings.validation)
     for item_id, item, formula, problem in zip(item_ids, items, formulas, problems, strict=True):
         job_id = ws.new_id("calc", digits=16)  # a pool of 100,000 would collide with 8
-        job = {"job_id": job_id, "item_id": item_id, "structure": item, "formula": formula}
-        job["status"] = "queued"
+        job = {
+            "job_id": job_id,
+            "item_id": item_id,
+            "structure": item,
+            "formula": formula,
+            "status": "queued",
+        }
         if level == "lookup":
             job["status"] = "done"
         elif reason := problem:
