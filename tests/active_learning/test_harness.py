@@ -96,6 +96,27 @@ def test_simulation_runs_campaigns_writes_curves_and_resumes_without_redoing_wor
     assert _done_steps(root) == steps
 
 
+def test_an_interrupted_campaign_stops_the_simulation_and_a_rerun_completes_it(data, tmp_path, monkeypatch):
+    from matloop.agent.rules import RulesPlanner
+    from matloop.errors import CampaignStop, Interrupted
+
+    select = RulesPlanner._select
+
+    def interrupted_in_round_2(self, campaign, rnd, *args):
+        if rnd == 2:
+            raise Interrupted("SIGTERM")
+        return select(self, campaign, rnd, *args)
+
+    monkeypatch.setattr(RulesPlanner, "_select", interrupted_in_round_2)
+    config = _config(strategies=["random"])
+    with pytest.raises(CampaignStop, match=r"random seed 0: campaign stopped \(interrupted by SIGTERM"):
+        run_simulation(data, config, tmp_path)  # never a summary of a cut curve
+    assert not (tmp_path / "summary.json").exists()
+    monkeypatch.setattr(RulesPlanner, "_select", select)
+    summary = run_simulation(data, config, tmp_path)
+    assert summary["curves"]["random"]["labels"] == [6, 9, 12]
+
+
 def test_config_is_validated(data, tmp_path):
     with pytest.raises(ToolInputError, match="valid values are"):
         run_simulation(data, _config(strategies=["entropy", "psychic"]), tmp_path)

@@ -47,7 +47,7 @@ from matloop.data.graph_cache import GraphCache
 from matloop.data.graphs import GraphParams
 from matloop.data.slices import DatasetSlice, save_slice
 from matloop.data.sources import load_source
-from matloop.errors import ToolInputError, invalid_choice, validation_problems
+from matloop.errors import CampaignStop, ToolInputError, invalid_choice, validation_problems
 from matloop.models.inputs import Items
 from matloop.models.metrics import uq_metrics
 from matloop.models.saved import Surrogate, load_model
@@ -310,13 +310,16 @@ def run_strategy(
         ws = Workspace(root, settings=get_settings())
         save_slice(ws, data.pool_slice(), slice_id=POOL_SLICE)
     if config.rounds:
-        run_campaign(
+        campaign = run_campaign(
             spec,
             root,
             resume=resume,
             planner=RulesPlanner(),
             progress=lambda msg: log.debug("%s seed %d: %s", strategy, seed, msg),
         )
+        if (status := campaign.state.meta("status")) != "finished":  # a cut curve would skew the means
+            reason = campaign.state.meta("reason")
+            raise CampaignStop(f"{strategy} seed {seed}: campaign {status} ({reason}); run again to resume")
     return evaluate_rounds(data, config, root, strategy, seed, progress)
 
 
