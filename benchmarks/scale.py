@@ -310,7 +310,7 @@ def screening_throughput(family: Family, n: int, repeats: int) -> dict[str, Any]
                     timings[f"dask_{workers}_cold"] = through_matloop(
                         f"dask{workers}-{k}", f"cold-dask{workers}-{k}", "dask", cluster.scheduler_address
                     )
-                close_dask_clients()
+                    close_dask_clients()  # before their cluster goes
             for key, value in timings.items():
                 passes.setdefault(key, []).append(value)
     seconds = {k: statistics.median(v) for k, v in passes.items()}
